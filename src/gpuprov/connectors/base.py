@@ -1,0 +1,75 @@
+"""The connector interface: the small surface every transport offers.
+
+Kept as small as Fabric's Connection (run + streaming stdin) so the ssh and
+local connectors are swappable and a fake connector in unit tests is trivial.
+Files are written by ops through `run` with stdin (sudo-safe, atomic), so
+there is no separate put().
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from gpuprov.command import Command
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str          # as displayed (secrets masked)
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class ConnectionStats:
+    """Counted per host and shown with -v and in the JSON report."""
+
+    connections: int = 0
+    round_trips: int = 0
+    bytes_sent: int = 0
+
+
+@dataclass
+class Become:
+    """How to gain root: sudo -n, or sudo -S fed a password on stdin."""
+
+    enabled: bool = True
+    password: str | None = field(default=None, repr=False)
+
+
+class Connector(ABC):
+    """One long-lived connection to one host."""
+
+    def __init__(self, host_name: str) -> None:
+        self.host_name = host_name
+        self.stats = ConnectionStats()
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Open the connection (with retries); raise UnreachableHost."""
+
+    @abstractmethod
+    def run(self, command: Command | str, *, sudo: bool = False,
+            stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:
+        """Run a POSIX sh command; never raises for a non-zero exit.
+
+        Raises UnreachableHost when the transport itself fails.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+
+    def __enter__(self) -> Connector:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,111 @@
+"""Facts: small read-only probes, gathered in ONE shell script per host.
+
+A fact is one question with a POSIX sh `command()` and a `process()` that
+parses its output on the controller (no Python on targets). `gather_script`
+joins many facts into one script with per-fact markers, `parse_batch`
+splits the output back, so one round trip answers everything a play needs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from gpuprov.command import Command
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fact(Generic[T]):
+    """Base class. Subclasses are frozen dataclasses whose fields are the
+    fact's arguments, so two requests for the same question are equal and
+    are gathered once."""
+
+    #: the fact needs root to read (e.g. /etc/shadow, `sshd -T`)
+    sudo: ClassVar[bool] = False
+
+    def command(self) -> Command | str:
+        raise NotImplementedError
+
+    def process(self, output: str, exit_code: int) -> T:
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:
+        args = ", ".join(repr(getattr(self, f)) for f in self.__dataclass_fields__)
+        return f"{type(self).__name__}({args})"
+
+
+class FactError(Exception):
+    """A fact's output could not be parsed (a bug or an unexpected target)."""
+
+
+def _shell(cmd: Command | str) -> str:
+    return cmd.shell() if isinstance(cmd, Command) else cmd
+
+
+def gather_script(facts: Iterable[Fact[Any]], marker: str | None = None) -> tuple[str, str]:
+    """One POSIX sh script answering every fact; returns (script, marker).
+
+    Each fact runs in a subshell with stdin from /dev/null and stderr
+    discarded, so one failing probe never breaks the others.
+    """
+    marker = marker or "@@gpuprov-" + secrets.token_hex(8)
+    lines = ["#!/bin/sh", "LC_ALL=C; export LC_ALL"]
+    for i, fact in enumerate(facts):
+        lines.append(f"printf '%s\\n' '{marker} begin {i}'")
+        lines.append(f"( {_shell(fact.command())}\n) </dev/null 2>/dev/null")
+        lines.append(f"printf '\\n{marker} end {i} %s\\n' \"$?\"")
+    return "\n".join(lines) + "\n", marker
+
+
+def parse_batch(facts: list[Fact[Any]], output: str, marker: str) -> dict[Fact[Any], Any]:
+    """Split a gather_script's output and process each fact's part."""
+    results: dict[Fact[Any], Any] = {}
+    pos = 0
+    for i, fact in enumerate(facts):
+        begin = f"{marker} begin {i}\n"
+        start = output.find(begin, pos)
+        if start < 0:
+            raise FactError(f"fact {fact.key}: no output (script cut short?)")
+        start += len(begin)
+        end_tag = f"\n{marker} end {i} "
+        end = output.find(end_tag, start)
+        if end < 0:
+            raise FactError(f"fact {fact.key}: output not terminated")
+        eol = output.find("\n", end + len(end_tag))
+        code_text = output[end + len(end_tag): eol if eol >= 0 else None].strip()
+        try:
+            exit_code = int(code_text)
+        except ValueError as exc:
+            raise FactError(f"fact {fact.key}: bad exit status {code_text!r}") from exc
+        try:
+            results[fact] = fact.process(output[start:end], exit_code)
+        except FactError:
+            raise
+        except Exception as exc:  # a parser bug must name the fact it came from
+            raise FactError(f"fact {fact.key}: cannot parse output: {exc}") from exc
+        pos = end + len(end_tag)
+    return results
+
+
+class FactView(Mapping[Fact[Any], Any]):
+    """Read-only answers of one host's facts, as given to ops."""
+
+    def __init__(self, values: Mapping[Fact[Any], Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, fact: Fact[Any]) -> Any:
+        try:
+            return self._values[fact]
+        except KeyError:
+            raise KeyError(f"fact {fact.key} was not gathered") from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)

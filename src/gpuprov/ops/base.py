@@ -1,0 +1,105 @@
+"""Operations and the Changes they plan.
+
+An operation reads facts and returns the Changes needed to reach the
+desired state. Check mode stops at the Changes; apply runs their Steps with
+the connector. The same code computes both, so check mode cannot lie.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuprov.command import MASK, Command
+from gpuprov.facts.base import Fact, FactView
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a change, run as root unless sudo=False."""
+
+    command: Command
+    stdin: bytes | None = field(default=None, repr=False)
+    sudo: bool = True
+    #: exit codes that count as success besides 0
+    ok_codes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Before/after text of a resource; None means 'absent'."""
+
+    label: str
+    before: str | None
+    after: str | None
+    secret: bool = False
+
+    def unified(self) -> str:
+        if self.secret:
+            return f"--- {self.label}\n+++ {self.label}\n{MASK} (secret content changed)\n"
+        before = [] if self.before is None else self.before.splitlines(keepends=True)
+        after = [] if self.after is None else self.after.splitlines(keepends=True)
+        lines = difflib.unified_diff(
+            before, after,
+            fromfile=self.label if self.before is not None else "/dev/null",
+            tofile=self.label if self.after is not None else "/dev/null",
+        )
+        return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n"
+                       for ln in lines)
+
+
+@dataclass
+class Change:
+    """One difference between a host and its desired state, and its fix."""
+
+    resource: str                 # e.g. "file /etc/docker/daemon.json"
+    action: str                   # create | update | delete | install | remove | start | ...
+    summary: str                  # one line for people: "install nvidia-utils-580-server=580.95.05-0ubuntu1"
+    steps: list[Step] = field(default_factory=list)
+    diff: Diff | None = None
+    notify: tuple[str, ...] = ()
+    #: set in check mode when the change cannot be known exactly yet
+    unknown: str | None = None
+    #: facts (by key prefix) this change can alter; None = all facts of the host
+    invalidates: tuple[str, ...] | None = None
+    #: reboot needed after this change is applied
+    reboot_required: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "resource": self.resource,
+            "action": self.action,
+            "summary": self.summary,
+            "commands": [s.command.display() for s in self.steps],
+        }
+        if self.diff is not None:
+            data["diff"] = self.diff.unified()
+        if self.notify:
+            data["notify"] = list(self.notify)
+        if self.unknown:
+            data["unknown"] = self.unknown
+        if self.reboot_required:
+            data["reboot_required"] = True
+        return data
+
+
+class Op(ABC):
+    """A desired-state declaration: facts in, Changes out."""
+
+    #: shown in progress and reports: "file /etc/modprobe.d/blacklist-nouveau.conf"
+    label: str = ""
+    notify: tuple[str, ...] = ()
+
+    @abstractmethod
+    def facts(self) -> Sequence[Fact[Any]]:
+        """Every fact plan() will read (gathered in the host's one batch)."""
+
+    @abstractmethod
+    def plan(self, facts: FactView) -> list[Change]:
+        """The Changes needed; [] when the host is already right."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
