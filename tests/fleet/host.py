@@ -1,0 +1,181 @@
+"""One fleet host: its own root (overlay), pid/mount/uts/net namespaces, sshd.
+
+A host's disk is its overlay upper dir: it survives stop()/start() and
+reboot() like a real machine's disk; /run is a fresh tmpfs at every boot.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.fleet import network
+from tests.fleet.errors import FleetError
+from tests.fleet.mounts import unmount_below
+
+START_SCRIPT = Path(__file__).parent / "start-host.sh"
+# Every process of the fleet carries this in its command line, so a later
+# run can find and kill what a killed run left behind.
+MARKER = "gpuprov-fleet-start"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If the test process dies (even by SIGKILL), the kernel kills unshare,
+    # and unshare --kill-child takes the host's whole pid namespace with it.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class FleetHost:
+    name: str
+    index: int
+    base: Path
+    state_dir: Path
+    groups: tuple[str, ...] = ()
+    variant: str = "default"        # default | password-login | sudo-password
+    password: str | None = None
+    port: int = 22
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return network.host_address(self.index)
+
+    @property
+    def upper(self) -> Path:
+        return self.state_dir / "upper"
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> None:
+        """Boot the host and return once its sshd accepts connections."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start booting without waiting (the fleet boots many at once)."""
+        if self.running:
+            return
+        for sub in ("upper", "work", "merged"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / "console.log", "ab")  # noqa: SIM115 - owned by Popen
+        self._proc = subprocess.Popen(
+            ["unshare", "--pid", "--mount", "--uts", "--net", "--ipc", "--fork",
+             "--kill-child", "--", "/bin/sh", str(START_SCRIPT), str(self.base),
+             str(self.upper), str(self.state_dir / "work"), str(self.state_dir / "merged"),
+             self.name, f"{self.address}/{network.SUBNET.prefixlen}", MARKER],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads start hosts
+        )
+        log.close()
+        network.attach_host(self.index, self._proc.pid)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                raise FleetError(f"{self.name}: host exited during boot; see "
+                                 f"{self.state_dir / 'console.log'}")
+            if self._ssh_banner():
+                return
+            time.sleep(0.05)
+        raise FleetError(f"{self.name}: sshd not ready after {timeout:.0f}s; inside the host "
+                         "see /var/log/fleet-init.log")
+
+    def _ssh_banner(self) -> bool:
+        try:
+            with socket.create_connection((self.address, self.port), timeout=0.5) as sock:
+                return sock.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def init_pid(self) -> int:
+        """The real pid of the host's PID 1 (the child of unshare)."""
+        if not self.running:
+            raise FleetError(f"{self.name} is not running")
+        assert self._proc is not None
+        for _ in range(100):
+            children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children")
+            pids = children.read_text().split() if children.exists() else []
+            if pids:
+                return int(pids[0])
+            time.sleep(0.02)
+        raise FleetError(f"{self.name}: no init process")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Shut down like `shutdown -h now`: services stopped, then gone."""
+        if not self.running:
+            self._proc = None
+            return
+        assert self._proc is not None
+        try:
+            os.kill(self.init_pid, signal.SIGTERM)
+            self._proc.wait(timeout)
+        except (FleetError, ProcessLookupError, subprocess.TimeoutExpired):
+            self.kill()
+        self._proc = None
+        network.ip("link", "del", network.veth_name(self.index), check=False)
+
+    def kill(self) -> None:
+        """Pull the plug: the whole pid namespace dies at once."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(10)
+        self._proc = None
+        unmount_below(self.state_dir)
+
+    def reboot(self, timeout: float = 20.0) -> None:
+        """A simulated reboot: services restarted with a fresh /run."""
+        before = self.boot_id()
+        os.kill(self.init_pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while self.boot_id() in (before, None):
+            if time.monotonic() > deadline:
+                raise FleetError(f"{self.name}: no reboot after {timeout:.0f}s")
+            time.sleep(0.05)
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def boot_id(self) -> str | None:
+        """Changes at every (simulated) boot; None while booting."""
+        res = self.exec("cat /run/gpuprov-fleet/booted 2>/dev/null", check=False)
+        return res.stdout.strip() or None
+
+    # -- inside the host, without SSH --------------------------------------
+    def exec(self, command: str, check: bool = True, input: str | bytes | None = None,
+             user: str | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a shell command inside the host (for tampering and inspection)."""
+        argv = ["nsenter", f"--target={self.init_pid}", "--mount", "--uts", "--net",
+                "--pid", "--ipc", "--root", "--wd", "--",
+                "setpriv", "--bounding-set", "-sys_module,-sys_time"]
+        if user:
+            argv += ["su", "-s", "/bin/sh", "-c", command, user]
+        else:
+            argv += ["/bin/sh", "-c", command]
+        data = input.encode() if isinstance(input, str) else input
+        res = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
+        out = subprocess.CompletedProcess(
+            res.args, res.returncode, res.stdout.decode(errors="replace"),
+            res.stderr.decode(errors="replace"))
+        if check and out.returncode != 0:
+            raise FleetError(f"{self.name}: `{command}` exited {out.returncode}: "
+                             f"{out.stderr.strip()[-2000:]}")
+        return out
+
+    def read_file(self, path: str) -> str | None:
+        res = self.exec(f"cat -- '{path}'", check=False)
+        return res.stdout if res.returncode == 0 else None
+
+    def write_file(self, path: str, content: str, mode: str = "0644") -> None:
+        self.exec(f"mkdir -p \"$(dirname -- '{path}')\" && cat > '{path}' && chmod {mode} '{path}'",
+                  input=content)

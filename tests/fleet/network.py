@@ -1,0 +1,87 @@
+"""The fleet's network: one bridge, one veth per host, one private /24.
+
+Hosts get no default route and the bridge forwards nowhere, so nothing a
+host sends can leave this machine. The controller (the test process)
+reaches hosts through the bridge address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+
+from tests.fleet.errors import FleetError, FleetUnavailable
+
+BRIDGE = "gpfbr0"
+SUBNET = ipaddress.ip_network(os.environ.get("GPUPROV_FLEET_SUBNET", "10.213.0.0/24"))
+GATEWAY = SUBNET.network_address + 1
+FIRST_HOST = 11
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def host_address(index: int) -> str:
+    address = SUBNET.network_address + FIRST_HOST + index
+    if address not in SUBNET or address == SUBNET.broadcast_address:
+        raise FleetError(f"fleet subnet {SUBNET} has no room for host #{index}")
+    return str(address)
+
+
+def veth_name(index: int) -> str:
+    return f"gpfv{index}"
+
+
+def _subnet_in_use() -> str | None:
+    routes = ip("-o", "route", "show", "table", "all").stdout.splitlines()
+    for line in routes:
+        dest = line.split()[0]
+        if dest in ("default", "local", "broadcast", "unreachable", "multicast"):
+            continue
+        try:
+            net = ipaddress.ip_network(dest, strict=False)
+        except ValueError:
+            continue
+        if net.version == 4 and net.overlaps(SUBNET) and f"dev {BRIDGE}" not in line:
+            return line
+    return None
+
+
+def create_bridge() -> None:
+    delete_bridge()
+    clash = _subnet_in_use()
+    if clash:
+        raise FleetUnavailable(
+            f"fleet subnet {SUBNET} is already routed here ({clash}); "
+            "set GPUPROV_FLEET_SUBNET to a free private /24")
+    ip("link", "add", BRIDGE, "type", "bridge")
+    ip("addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE)
+    _no_ipv6(BRIDGE)
+    ip("link", "set", BRIDGE, "up")
+
+
+def delete_bridge() -> None:
+    ip("link", "del", BRIDGE, check=False)
+
+
+def attach_host(index: int, netns_pid: int) -> None:
+    """A veth pair: one end on the bridge, the other as eth0 in the host."""
+    name = veth_name(index)
+    ip("link", "del", name, check=False)
+    res = ip("link", "add", name, "type", "veth", "peer", "name", "eth0",
+             "netns", str(netns_pid), check=False)
+    if res.returncode != 0:
+        raise FleetError(f"cannot create veth for host #{index}: {res.stderr.strip()}")
+    _no_ipv6(name)
+    ip("link", "set", name, "master", BRIDGE)
+    ip("link", "set", name, "up")
+
+
+def _no_ipv6(interface: str) -> None:
+    # Only for interfaces this run created: no IPv6 chatter on the fleet bridge.
+    with contextlib.suppress(OSError):
+        Path(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6").write_text("1")

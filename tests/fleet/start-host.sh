@@ -1,0 +1,44 @@
+#!/bin/sh
+# gpuprov-fleet-start: runs as PID 1 of a new pid/mount/uts/net namespace
+# (see host.py), builds the host's root and execs its init.
+# Args: BASE UPPER WORK MERGED HOSTNAME ADDRESS/PREFIX
+set -eu
+base=$1 upper=$2 work=$3 merged=$4 name=$5 addr=$6
+
+mount --make-rprivate /
+mount -t overlay overlay -o "lowerdir=$base,upperdir=$upper,workdir=$work" "$merged"
+mount -t proc -o nosuid,nodev,noexec proc "$merged/proc"
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$merged/sys"
+mount -t tmpfs -o mode=0755,nosuid,size=4m tmpfs "$merged/dev"
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$merged/run"
+cd "$merged/dev"
+mknod -m 666 null c 1 3; mknod -m 666 zero c 1 5; mknod -m 666 full c 1 7
+mknod -m 666 random c 1 8; mknod -m 666 urandom c 1 9; mknod -m 666 tty c 5 0
+mkdir -m 755 pts; mkdir -m 1777 shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts pts
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs shm
+ln -s pts/ptmx ptmx; ln -s /proc/self/fd fd
+ln -s /proc/self/fd/0 stdin; ln -s /proc/self/fd/1 stdout; ln -s /proc/self/fd/2 stderr
+hostname "$name"
+
+# The fleet creates our veth end (eth0) once this namespace exists.
+i=0
+while ! ip link show eth0 >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ "$i" -gt 400 ]; then echo "fleet: no eth0 for $name" >&2; exit 1; fi
+    sleep 0.05
+done
+# IPv4 only: nothing (not even IPv6 router solicitations) but our traffic.
+echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null || true
+ip link set lo up
+ip addr add "$addr" dev eth0
+ip link set eth0 up
+
+cd "$merged"
+mkdir -p .oldroot
+pivot_root . .oldroot
+cd /
+umount -l /.oldroot
+rmdir /.oldroot
+# No module loading, no clock setting: the kernel is the real machine's.
+exec setpriv --bounding-set -sys_module,-sys_time /sbin/init </dev/null >/dev/null 2>&1
