@@ -26,7 +26,8 @@ DEFAULT_PASSWORD = "fleet-Onboard-2026"  # test-only password of the password va
 
 
 def run_dir() -> Path:
-    return Path(os.environ.get("GPUPROV_FLEET_RUN_DIR", "/var/tmp/gpuprov-test-fleet"))
+    return Path(os.environ.get("GPUPROV_FLEET_RUN_DIR",
+                               f"/var/tmp/gpuprov-test-fleet-{network.FLEET_ID}"))
 
 
 def check_prerequisites() -> None:
@@ -54,7 +55,7 @@ def cleanup_stale() -> None:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if MARKER.encode() in cmdline and cmdline.startswith(b"unshare"):
+        if MARKER.encode() + b"\0" in cmdline and cmdline.startswith(b"unshare"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
     network.delete_bridge()

@@ -22,7 +22,7 @@ from tests.fleet.mounts import unmount_below
 START_SCRIPT = Path(__file__).parent / "start-host.sh"
 # Every process of the fleet carries this in its command line, so a later
 # run can find and kill what a killed run left behind.
-MARKER = "gpuprov-fleet-start"
+MARKER = f"gpuprov-fleet-start-{network.FLEET_ID}"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -74,7 +74,24 @@ class FleetHost:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads start hosts
         )
         log.close()
+        self._wait_for_own_netns()
         network.attach_host(self.index, self._proc.pid)
+
+    def _wait_for_own_netns(self) -> None:
+        # Popen returns before unshare(2) ran: moving the veth end "into" the
+        # pid's netns too early would put it into this machine's netns.
+        assert self._proc is not None
+        mine = os.readlink("/proc/self/ns/net")
+        for _ in range(400):
+            try:
+                if os.readlink(f"/proc/{self._proc.pid}/ns/net") != mine:
+                    return
+            except OSError:
+                pass
+            if self._proc.poll() is not None:
+                break
+            time.sleep(0.005)
+        raise FleetError(f"{self.name}: the host's network namespace did not appear")
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -150,6 +167,23 @@ class FleetHost:
         """Changes at every (simulated) boot; None while booting."""
         res = self.exec("cat /run/gpuprov-fleet/booted 2>/dev/null", check=False)
         return res.stdout.strip() or None
+
+    def rss_kib(self) -> int:
+        """Resident memory of every process of this host (its pid namespace)."""
+        ns = os.readlink(f"/proc/{self.init_pid}/ns/pid")
+        total = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if os.readlink(proc / "ns/pid") != ns:
+                    continue
+                for line in (proc / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
 
     # -- inside the host, without SSH --------------------------------------
     def exec(self, command: str, check: bool = True, input: str | bytes | None = None,

@@ -15,8 +15,12 @@ from pathlib import Path
 
 from tests.fleet.errors import FleetError, FleetUnavailable
 
-BRIDGE = "gpfbr0"
-SUBNET = ipaddress.ip_network(os.environ.get("GPUPROV_FLEET_SUBNET", "10.213.0.0/24"))
+# Several fleets may coexist (e.g. the kill-and-rerun test starts a second
+# one): each has its own id, bridge, subnet and run dir.
+FLEET_ID = int(os.environ.get("GPUPROV_FLEET_ID", "0"))
+BRIDGE = f"gpfbr{FLEET_ID}"
+SUBNET = ipaddress.ip_network(
+    os.environ.get("GPUPROV_FLEET_SUBNET", f"10.213.{FLEET_ID}.0/24"))
 GATEWAY = SUBNET.network_address + 1
 FIRST_HOST = 11
 
@@ -33,7 +37,7 @@ def host_address(index: int) -> str:
 
 
 def veth_name(index: int) -> str:
-    return f"gpfv{index}"
+    return f"gpf{FLEET_ID}v{index}"
 
 
 def _subnet_in_use() -> str | None:

@@ -1,0 +1,56 @@
+"""Shared fixtures. The `fleet` fixture brings up real SSH test hosts once per
+session (see tests/fleet/README.md) and always tears them down."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fleet.errors import FleetUnavailable
+
+
+def fleet_required() -> bool:
+    """In CI (and when asked) a fleet that cannot be built is a failure, not a skip."""
+    return os.environ.get("CI") == "true" or os.environ.get("GPUPROV_REQUIRE_FLEET") == "1"
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    # pytest runs fixture teardown on KeyboardInterrupt but not on SIGTERM:
+    # a CI timeout or `kill` must still take the hosts and the bridge down.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "fleet" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fleet)
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[object]:
+    from tests.fleet.fleet import Fleet
+
+    size = int(os.environ.get("GPUPROV_FLEET_SIZE", "8"))
+    the_fleet = Fleet(size=size)
+    try:
+        the_fleet.up()
+    except FleetUnavailable as exc:
+        if os.geteuid() == 0:  # a half-built fleet is still torn down
+            the_fleet.down()
+        if fleet_required():
+            pytest.fail(f"the test fleet is required here (CI) but cannot be built: {exc}")
+        pytest.skip(f"test fleet unavailable: {exc}")
+    except BaseException:
+        the_fleet.down()
+        raise
+    try:
+        yield the_fleet
+    finally:
+        the_fleet.down()
