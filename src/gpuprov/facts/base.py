@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
 from gpuprov.command import Command
@@ -35,7 +35,7 @@ class Fact(Generic[T]):
 
     @property
     def key(self) -> str:
-        args = ", ".join(repr(getattr(self, f)) for f in self.__dataclass_fields__)
+        args = ", ".join(repr(getattr(self, f.name)) for f in fields(self))
         return f"{type(self).__name__}({args})"
 
 

@@ -1,0 +1,498 @@
+"""File operations: file, template, absent, directory, line.
+
+Every write goes through one mechanism (`write_command`): the new bytes are
+the stdin of ONE step that makes a temp file in the target's own directory,
+sets owner and mode on it, runs the optional validator on it, keeps an
+optional backup, and renames it over the target. A killed or failed run
+leaves the old file whole; a rename is atomic only within one filesystem,
+hence the temp beside the target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuprov.command import MASK, Command, Raw, Secret
+from gpuprov.errors import GpuprovError
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.files import FileInfo, FileState, file_fact_prefix, tree_fact_prefix
+from gpuprov.ops.base import Change, Diff, Op, Step
+
+# Paths whose state only root may read: the fact for them runs with sudo.
+ROOT_ONLY_PREFIXES = ("/etc/ssh/", "/etc/sudoers", "/etc/shadow", "/etc/gshadow",
+                      "/root/", "/var/lib/gpuprov/")
+
+_MODE_RE = re.compile(r"[0-7]{3,4}")
+
+
+class FileOpError(GpuprovError):
+    """A file op cannot plan (a directory where a file should be, bad JSON...)."""
+
+
+@dataclass(frozen=True)
+class NoteDiff(Diff):
+    """A diff that is one line of explanation instead of text lines
+    (binary content, owner/mode only, a file too big to transfer).
+    Build it as NoteDiff(label, note=...)."""
+
+    before: str | None = None
+    after: str | None = None
+    note: str = ""
+
+    def unified(self) -> str:
+        return f"--- {self.label}\n+++ {self.label}\n{self.note}\n"
+
+
+# --------------------------------------------------------------------------
+# argument checks
+
+def check_mode(mode: object) -> str:
+    """"644" or "0644" -> "0644". An int is refused: 0644 unquoted in YAML is
+    420 and in Python a syntax error, the classic chmod surprise."""
+    if isinstance(mode, int):
+        raise TypeError(f"file mode must be a string like '0644', got the number {mode!r}; "
+                        "quote it (unquoted 0644 is read as a number in YAML)")
+    if not isinstance(mode, str) or not _MODE_RE.fullmatch(mode):
+        raise ValueError(f"file mode must be 3 or 4 octal digits like '0644', got {mode!r}")
+    return mode.zfill(4)
+
+
+def check_path(path: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"path must be absolute, got {path!r}")
+    norm = posixpath.normpath(path)
+    if norm in ("/", "//"):
+        raise ValueError("refusing to manage '/' as a file")
+    return norm
+
+
+def needs_root(path: str, mode: str | None = None) -> bool:
+    """Whether the FileState of path should be read with sudo: known root-only
+    places, or a wanted mode that others cannot read (a 0600 token file)."""
+    if path.startswith(ROOT_ONLY_PREFIXES):
+        return True
+    return mode is not None and not int(mode, 8) & 0o004
+
+
+def _notify(notify: str | Iterable[str]) -> tuple[str, ...]:
+    return (notify,) if isinstance(notify, str) else tuple(notify)
+
+
+def _q(text: str) -> str:
+    """Quoted by command.py, for a fragment glued to shell syntax."""
+    return Command(text).shell()
+
+
+# --------------------------------------------------------------------------
+# the write mechanics shared by every op that changes file content
+
+def write_command(path: str, owner: str, group: str, mode: str, *,
+                  validate: str | None = None, backup: bool = False) -> Command:
+    """The step that atomically replaces `path` with its stdin."""
+    tmp = posixpath.join(posixpath.dirname(path), ".gpuprov-XXXXXX")
+    # The temp name starts with '.' and has no extension, so drop-in readers
+    # (sshd *.conf, sudoers.d skips names with '.', apt *.list) never load it.
+    parts: list[Any] = [
+        Raw(f"t=$(mktemp {_q(tmp)})"), Raw("&&"),
+        # EXIT removes the temp on any failure; the signal trap turns a
+        # dropped connection (SIGHUP) or Ctrl-C into an exit that runs it.
+        Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM"),
+        Raw("&&"), Raw('cat >"$t"'), Raw("&&"),
+        # chown before chmod: chown clears setuid/setgid bits
+        "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
+    ]
+    if validate is not None:
+        # the validator's stdout joins its stderr, where failures are reported
+        # and a failure says which file stayed as it was.
+        failed = f"gpuprov: validation failed, {path} left unchanged"
+        parts += [Raw("&& { " + validate.replace("{}", '"$t"') + " || {"),
+                  Raw("echo " + _q(failed) + " >&2; exit 1; }; } >&2")]
+    if backup:
+        # Ansible's name: path.PID.YYYY-MM-DD@HH:MM:SS~ (no drop-in suffix, never loaded)
+        parts += [Raw("&&"), "cp", "-p", path,
+                  Raw(_q(path) + ".$$.$(date +%Y-%m-%d@%H:%M:%S)~")]
+    # -T: never move INTO a directory (or a symlink to one) at the target path
+    parts += [Raw("&&"), "mv", "-fT", Raw('"$t"'), path, Raw("&& trap - EXIT")]
+    return Command(*parts)
+
+
+def attrs_command(path: str, cur: FileInfo, owner: str, group: str, mode: str) -> Command | None:
+    cmds = []
+    if not cur.owned_by(owner, group):
+        cmds.append(Command("chown", f"{owner}:{group}", path))
+    if cur.mode != mode:
+        cmds.append(Command("chmod", mode, path))
+    return Command.join(cmds) if cmds else None
+
+
+def attr_notes(cur: FileInfo | None, owner: str, group: str, mode: str) -> list[str]:
+    if cur is None:
+        return []
+    notes = []
+    if owner not in (cur.owner, str(cur.uid)):
+        notes.append(f"owner {cur.owner} -> {owner}")
+    if group not in (cur.group, str(cur.gid)):
+        notes.append(f"group {cur.group} -> {group}")
+    if cur.mode != mode:
+        notes.append(f"mode {cur.mode} -> {mode}")
+    return notes
+
+
+def _text(data: bytes | None) -> str | None:
+    if data is None or b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def content_diff(label: str, cur: FileInfo | None, new: bytes | None, secret: bool) -> Diff:
+    """before/after text; masked when secret; a note for binary or big files."""
+    if secret:
+        return Diff(label, None if cur is None else MASK, None if new is None else MASK,
+                    secret=True)
+    before = None if cur is None else _text(cur.content)
+    after = None if new is None else _text(new)
+    if (cur is None or before is not None) and (new is None or after is not None):
+        return Diff(label, before, after)
+    old_sha = "(absent)" if cur is None else (cur.sha256 or "?")[:12]
+    new_sha = "(absent)" if new is None else hashlib.sha256(new).hexdigest()[:12]
+    what = ("content differs, too large to show" if cur is not None and cur.content is None
+            else "binary content differs")
+    return NoteDiff(label, note=f"{what} (sha256 {old_sha} -> {new_sha})")
+
+
+def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, group: str,
+               mode: str, validate: str | None = None, backup: bool = False,
+               secret: bool = False, notify: tuple[str, ...] = ()) -> list[Change]:
+    """The Changes that make `path` hold exactly `content` with owner/mode."""
+    if cur is not None and cur.type in ("directory", "other"):
+        kind = "a directory" if cur.type == "directory" else "not a regular file"
+        raise FileOpError(f"{path} is {kind}; refusing to replace it with a file",
+                          hint="remove it first with absent(path, recursive=True)")
+    invalidates = (file_fact_prefix(path),)
+    notes = attr_notes(cur, owner, group, mode) if cur is not None and cur.type == "file" else []
+    label = path + (f" ({', '.join(notes)})" if notes else "")
+    same_content = (cur is not None and cur.type == "file"
+                    and cur.sha256 == hashlib.sha256(content).hexdigest())
+    if same_content and not notes:
+        return []
+    if same_content:
+        cmd = attrs_command(path, cur, owner, group, mode)  # type: ignore[arg-type]
+        assert cmd is not None  # notes non-empty means some attribute differs
+        return [Change(f"file {path}", "update", "; ".join(notes), steps=[Step(cmd)],
+                       diff=NoteDiff(label, note="content unchanged"), notify=notify,
+                       invalidates=invalidates)]
+    step = Step(write_command(path, owner, group, mode, validate=validate,
+                              backup=backup and cur is not None and cur.type == "file"),
+                stdin=content)
+    if cur is None:
+        action, summary = "create", f"create ({len(content)} bytes, {owner}:{group} {mode})"
+    elif cur.type == "link":
+        action, summary = "update", f"replace symlink -> {cur.link_target} with a file"
+    else:
+        action, summary = "update", "; ".join(["update content", *notes])
+    before = cur if cur is None or cur.type == "file" else None
+    return [Change(f"file {path}", action, summary, steps=[step],
+                   diff=content_diff(label, before, content, secret), notify=notify,
+                   invalidates=invalidates)]
+
+
+# --------------------------------------------------------------------------
+# operations
+
+class File(Op):
+    """`path` holds exactly `content` (bytes) with owner/group/mode."""
+
+    def __init__(self, path: str, content: bytes, *, owner: str = "root", group: str = "root",
+                 mode: str = "0644", backup: bool = False, validate: str | None = None,
+                 secret: bool = False, notify: str | Iterable[str] = (),
+                 read_as_root: bool | None = None) -> None:
+        self.path = check_path(path)
+        self.content = content
+        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
+        if validate is not None and "{}" not in validate:
+            raise ValueError(f"validate must name the temp file with {{}}: {validate!r}")
+        self.backup, self.validate, self.secret = backup, validate, secret
+        self.notify = _notify(notify)
+        self.label = f"file {self.path}"
+        root = needs_root(self.path, self.mode) if read_as_root is None else read_as_root
+        self.fact = FileState(self.path, sudo=root)
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [self.fact]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        return plan_write(self.path, facts[self.fact], self.content, owner=self.owner,
+                          group=self.group, mode=self.mode, validate=self.validate,
+                          backup=self.backup, secret=self.secret, notify=self.notify)
+
+
+class Absent(Op):
+    """`path` does not exist. A directory is removed only with recursive=True
+    (otherwise `rmdir`, which refuses a non-empty one)."""
+
+    def __init__(self, path: str, *, recursive: bool = False, secret: bool = False,
+                 notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> None:
+        self.path = check_path(path)
+        self.recursive, self.secret = recursive, secret
+        self.notify = _notify(notify)
+        self.label = f"absent {self.path}"
+        root = needs_root(self.path) if read_as_root is None else read_as_root
+        self.fact = FileState(self.path, sudo=root)
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [self.fact]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        cur: FileInfo | None = facts[self.fact]
+        if cur is None:
+            return []
+        inval = (file_fact_prefix(self.path),)
+        if cur.type == "directory":
+            cmd = Command("rm", "-rf", self.path) if self.recursive else Command("rmdir", self.path)
+            summary = "delete directory" + (" and its contents" if self.recursive else "")
+            return [Change(f"directory {self.path}", "delete", summary, steps=[Step(cmd)],
+                           diff=NoteDiff(self.path, note=summary), notify=self.notify,
+                           invalidates=inval + (tree_fact_prefix(self.path),))]
+        diff = (content_diff(self.path, cur, None, self.secret) if cur.type == "file"
+                else NoteDiff(self.path, note=f"delete {cur.type}"))
+        return [Change(f"file {self.path}", "delete", f"delete {cur.type}",
+                       steps=[Step(Command("rm", "-f", self.path))], diff=diff,
+                       notify=self.notify, invalidates=inval)]
+
+
+class Directory(Op):
+    """`path` is a directory with owner/group/mode (parents made as needed)."""
+
+    def __init__(self, path: str, *, owner: str = "root", group: str = "root",
+                 mode: str = "0755", notify: str | Iterable[str] = (),
+                 read_as_root: bool | None = None) -> None:
+        self.path = check_path(path)
+        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
+        self.notify = _notify(notify)
+        self.label = f"directory {self.path}"
+        # stat of a directory needs only search rights on its parent, so its
+        # own mode says nothing about needing root: only the place does
+        root = needs_root(self.path + "/") if read_as_root is None else read_as_root
+        self.fact = FileState(self.path, content=False, sudo=root)
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [self.fact]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        cur: FileInfo | None = facts[self.fact]
+        resource = f"directory {self.path}"
+        if cur is None:
+            cmd = Command("mkdir", "-p", self.path, Raw("&&"), "chown",
+                          f"{self.owner}:{self.group}", self.path, Raw("&&"),
+                          "chmod", self.mode, self.path)
+            # mkdir -p may create parents too: their facts go stale as well
+            parents, p = [], self.path
+            while (p := posixpath.dirname(p)) not in ("/", ""):
+                parents.append(file_fact_prefix(p))
+            attrs = f"{self.owner}:{self.group} {self.mode}"
+            return [Change(resource, "create", f"create ({attrs})", steps=[Step(cmd)],
+                           diff=NoteDiff(self.path, note=f"directory created, {attrs}"),
+                           notify=self.notify,
+                           invalidates=(file_fact_prefix(self.path), *parents))]
+        if cur.type != "directory":
+            what = f"a symlink to {cur.link_target}" if cur.type == "link" else f"a {cur.type}"
+            raise FileOpError(f"{self.path} exists and is {what}, not a directory",
+                              hint="manage the real path, or remove it first with absent()")
+        cmd = attrs_command(self.path, cur, self.owner, self.group, self.mode)
+        if cmd is None:
+            return []
+        notes = ", ".join(attr_notes(cur, self.owner, self.group, self.mode))
+        return [Change(resource, "update", notes, steps=[Step(cmd)],
+                       diff=NoteDiff(f"{self.path} ({notes})", note="directory attributes"),
+                       notify=self.notify, invalidates=(file_fact_prefix(self.path),))]
+
+
+def _render_template(source: Path | str, variables: Mapping[str, Any]) -> tuple[str, bool]:
+    """Rendered text, and whether a Secret value went into it."""
+    import jinja2  # only ops that render need it loaded
+
+    src = Path(source)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(src.parent)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    found_secret = False
+
+    def reveal(value: Any) -> Any:  # a Secret would render as the mask otherwise
+        nonlocal found_secret
+        if isinstance(value, Secret):
+            found_secret = True
+            return value.value
+        if isinstance(value, Mapping):
+            return {k: reveal(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(reveal(v) for v in value)
+        return value
+
+    try:
+        text = env.get_template(src.name).render(reveal(dict(variables)))
+    except jinja2.TemplateNotFound as exc:
+        raise FileOpError(f"template {src}: not found ({exc})") from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise FileOpError(f"template {exc.filename or src}:{exc.lineno}: {exc.message}") from exc
+    except jinja2.UndefinedError as exc:
+        raise FileOpError(f"template {src}: {exc.message}",
+                          hint="define the variable in the role defaults, inventory or -e") from exc
+    return text, found_secret
+
+
+class Line(Op):
+    """One line of a file present (replacing the last `regexp` match, else
+    inserted) or absent (every line equal to it or matching `regexp`)."""
+
+    def __init__(self, path: str, line: str | None, *, regexp: str | None = None,
+                 insert_after: str | None = None, insert_before: str | None = None,
+                 state: str = "present", create: bool = False, owner: str | None = None,
+                 group: str | None = None, mode: str | None = None, backup: bool = False,
+                 validate: str | None = None, notify: str | Iterable[str] = (),
+                 read_as_root: bool | None = None) -> None:
+        if state not in ("present", "absent"):
+            raise ValueError(f"line state must be 'present' or 'absent', got {state!r}")
+        if line is not None and "\n" in line:
+            raise ValueError(f"line must be a single line, got {line!r}")
+        if state == "present" and line is None:
+            raise ValueError("line(state='present') needs the line")
+        if line is None and regexp is None:
+            raise ValueError("line(state='absent') needs the line or a regexp")
+        if insert_after and insert_before:
+            raise ValueError("give insert_after or insert_before, not both")
+        self.path = check_path(path)
+        self.line, self.state, self.create = line, state, create
+        self.regexp = re.compile(regexp) if regexp else None
+        self.after = insert_after
+        self.before = insert_before
+        self.owner, self.group = owner, group
+        self.mode = check_mode(mode) if mode is not None else None
+        self.backup, self.validate = backup, validate
+        self.notify = _notify(notify)
+        self.label = f"line in {self.path}"
+        root = needs_root(self.path, self.mode) if read_as_root is None else read_as_root
+        self.fact = FileState(self.path, sudo=root)
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [self.fact]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        cur: FileInfo | None = facts[self.fact]
+        if cur is None:
+            if self.state == "absent":
+                return []
+            if not self.create:
+                raise FileOpError(f"{self.path} does not exist",
+                                  hint="pass create=True to create it with the line")
+            old = ""
+        elif cur.type != "file" or cur.content is None:
+            why = "too large to edit" if cur.type == "file" else f"a {cur.type}"
+            raise FileOpError(f"{self.path} is {why}; cannot edit a line in it")
+        else:
+            old = cur.content.decode("utf-8", "surrogateescape")
+        new = self.edit(old)
+        owner = self.owner or (cur.owner if cur else "root")
+        group = self.group or (cur.group if cur else "root")
+        mode = self.mode or (cur.mode if cur else "0644")
+        return plan_write(self.path, cur, new.encode("utf-8", "surrogateescape"), owner=owner,
+                          group=group, mode=mode, validate=self.validate, backup=self.backup,
+                          notify=self.notify)
+
+    def edit(self, text: str) -> str:
+        """The text with the line present/absent (Ansible lineinfile rules)."""
+        lines = text.splitlines(keepends=True)
+        bare = [ln.rstrip("\n") for ln in lines]
+
+        def matches(i: int) -> bool:
+            if self.regexp is not None:
+                return self.regexp.search(bare[i]) is not None
+            return bare[i] == self.line
+
+        if self.state == "absent":
+            return "".join(ln for i, ln in enumerate(lines) if not matches(i))
+        assert self.line is not None
+        hits = [i for i in range(len(lines)) if self.regexp and matches(i)]
+        if hits:
+            i = hits[-1]
+            lines[i] = self.line + lines[i][len(bare[i]):]
+            return "".join(lines)
+        if self.line in bare:
+            return text
+        pos = len(lines)
+        anchor = self.after or self.before
+        if anchor == "BOF" and self.before:
+            pos = 0
+        elif anchor and anchor != "EOF":
+            found = [i for i, b in enumerate(bare) if re.search(anchor, b)]
+            if found:
+                pos = found[-1] + (1 if self.after else 0)
+        if pos > 0 and not lines[pos - 1].endswith("\n"):
+            lines[pos - 1] += "\n"
+        lines.insert(pos, self.line + "\n")
+        return "".join(lines)
+
+
+# --------------------------------------------------------------------------
+# factories that roles call
+
+def file(path: str, content: str | bytes | Secret, *, owner: str = "root",
+         group: str = "root", mode: str = "0644", backup: bool = False,
+         validate: str | None = None, secret: bool = False,
+         notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> File:
+    """path holds exactly content (a str is written as UTF-8, as is)."""
+    if isinstance(content, Secret):
+        content, secret = content.value, True
+    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    return File(path, data, owner=owner, group=group, mode=mode, backup=backup,
+                validate=validate, secret=secret, notify=notify, read_as_root=read_as_root)
+
+
+def template(path: str, template: Path | str, vars: Mapping[str, Any] | None = None, *,
+             owner: str = "root", group: str = "root", mode: str = "0644",
+             backup: bool = False, validate: str | None = None, secret: bool = False,
+             notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> File:
+    """path holds the Jinja2 template file rendered locally with vars.
+
+    Undefined variables are errors; a trailing newline is kept as written;
+    a Secret value is rendered revealed and makes the diff masked.
+    """
+    text, has_secret = _render_template(template, vars or {})
+    return file(path, text, owner=owner, group=group, mode=mode, backup=backup,
+                validate=validate, secret=secret or has_secret, notify=notify,
+                read_as_root=read_as_root)
+
+
+def absent(path: str, *, recursive: bool = False, secret: bool = False,
+           notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> Absent:
+    """path does not exist (a directory only goes with recursive=True unless empty)."""
+    return Absent(path, recursive=recursive, secret=secret, notify=notify,
+                  read_as_root=read_as_root)
+
+
+def directory(path: str, *, owner: str = "root", group: str = "root", mode: str = "0755",
+              notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> Directory:
+    """path is a directory with owner/group/mode."""
+    return Directory(path, owner=owner, group=group, mode=mode, notify=notify,
+                     read_as_root=read_as_root)
+
+
+def line(path: str, line: str | None, *, regexp: str | None = None,
+         insert_after: str | None = None, insert_before: str | None = None,
+         state: str = "present", create: bool = False, owner: str | None = None,
+         group: str | None = None, mode: str | None = None, backup: bool = False,
+         validate: str | None = None, notify: str | Iterable[str] = (),
+         read_as_root: bool | None = None) -> Line:
+    """One line present in (or absent from) path; owner/mode kept unless given."""
+    return Line(path, line, regexp=regexp, insert_after=insert_after,
+                insert_before=insert_before, state=state, create=create, owner=owner,
+                group=group, mode=mode, backup=backup, validate=validate, notify=notify,
+                read_as_root=read_as_root)
