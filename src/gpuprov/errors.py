@@ -43,7 +43,8 @@ class UndefinedVariable(GpuprovError):
         where = f" (role {role})" if role else ""
         super().__init__(
             f"{host}: variable '{name}' is not defined{where}",
-            hint=f"set {name} in the inventory (host_vars/group_vars), the play, or with -e {name}=...",
+            hint=f"set {name} in the inventory (host_vars/group_vars), the play, "
+                 f"or with -e {name}=...",
         )
         self.name = name
         self.host = host
@@ -77,7 +78,8 @@ class TaskFailed(GpuprovError):
         if exit_code is not None:
             parts.append(f"  exit code: {exit_code}")
         if tail:
-            parts.append("  stderr (last lines):\n" + "\n".join("    " + ln for ln in tail.splitlines()))
+            indented = "\n".join("    " + ln for ln in tail.splitlines())
+            parts.append("  stderr (last lines):\n" + indented)
         super().__init__("\n".join(parts), hint)
         self.host = host
         self.task = task

@@ -57,7 +57,7 @@ class Change:
 
     resource: str                 # e.g. "file /etc/docker/daemon.json"
     action: str                   # create | update | delete | install | remove | start | ...
-    summary: str                  # one line for people: "install nvidia-utils-580-server=580.95.05-0ubuntu1"
+    summary: str                  # one line for people: "install nvidia-utils-580-server"
     steps: list[Step] = field(default_factory=list)
     diff: Diff | None = None
     notify: tuple[str, ...] = ()

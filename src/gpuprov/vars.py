@@ -1,0 +1,355 @@
+"""Variables of one host: precedence merge, -e parsing, lazy templating, secrets.
+
+Precedence, low to high (later layers replace whole values; dicts are not
+deep-merged, as in Ansible's default hash_behaviour=replace):
+
+    role defaults < inventory all < group vars (parent before child)
+    < host vars < play vars < role vars ({role: x, vars: ...}) < -e extra vars
+
+Inventory layers (all, groups, host) arrive already merged in `host.vars`
+(see inventory.py), so this module only stacks the rest around them.
+
+String values containing `{{ }}` are rendered with Jinja2 only when read,
+against the same host's variables, so `data_dir: "/srv/{{ lab_name }}"`
+works whichever layer defines lab_name. A template that is exactly one
+`{{ expr }}` keeps the native type (an int stays an int).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import jinja2
+from jinja2.nativetypes import NativeEnvironment
+from jinja2.utils import missing
+
+from .errors import GpuprovError, InventoryError, UndefinedVariable
+from .yamlfile import Location, Secret, load_yaml, load_yaml_string, location
+
+__all__ = [
+    "SECRET_SUFFIXES",
+    "HostVars",
+    "build_host_vars",
+    "is_secret_name",
+    "is_valid_var_name",
+    "magic_vars",
+    "merge_layers",
+    "parse_extra_vars",
+]
+
+SECRET_SUFFIXES = ("_password", "_password_hash", "_token", "_secret")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NO_LOCATION = Location(None, None)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names that hold secrets by convention (jupyter_password_hash, ...)."""
+    return name.lower().endswith(SECRET_SUFFIXES)
+
+
+def is_valid_var_name(name: Any) -> bool:
+    """A name a Jinja2 template can refer to."""
+    return isinstance(name, str) and _VAR_NAME.fullmatch(name) is not None
+
+
+class _HostLike(Protocol):
+    name: str
+    vars: Mapping[str, Any]
+
+
+def magic_vars(host: _HostLike) -> dict[str, Any]:
+    """Ansible's read-only names templates commonly use (inventory_hostname, ...)."""
+    groups = [g for g in getattr(host, "groups", ()) if g not in ("all", "ungrouped")]
+    return {"inventory_hostname": host.name,
+            "inventory_hostname_short": host.name.split(".")[0],
+            "group_names": sorted(groups)}
+
+
+def merge_layers(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Shallow merge, later layers win; None layers are skipped."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        if layer:
+            out.update(layer)
+    return out
+
+
+def build_host_vars(host: _HostLike, *, role_defaults: Mapping[str, Any] | None = None,
+                    play_vars: Mapping[str, Any] | None = None,
+                    role_vars: Mapping[str, Any] | None = None,
+                    extra_vars: Mapping[str, Any] | None = None,
+                    role: str | None = None) -> HostVars:
+    """The variables a role sees on `host`, in the documented precedence."""
+    layers = [magic_vars(host), role_defaults, host.vars, play_vars, role_vars, extra_vars]
+    data = merge_layers(*layers)
+    origins: dict[str, Location] = {}
+    inventory_origins = getattr(host, "var_origins", {}) or {}
+    for layer in layers:
+        for key in layer or ():
+            if layer is host.vars:
+                origins[key] = inventory_origins.get(key, _NO_LOCATION)
+            else:
+                origins[key] = location(layer, key)
+    return HostVars(data, host=host.name, role=role, origins=origins)
+
+
+def parse_extra_vars(items: Sequence[str], base_dir: Path | None = None) -> dict[str, Any]:
+    """Parse -e arguments: "k=v" (values stay strings, as in Ansible), several
+    "k=v k2=v2" in one argument, "@file.yml", or an inline YAML/JSON mapping.
+    Later arguments win."""
+    out: dict[str, Any] = {}
+    for item in items:
+        text = item.strip()
+        if text.startswith("@"):
+            path = Path(text[1:]).expanduser()
+            if base_dir is not None and not path.is_absolute():
+                path = base_dir / path
+            data = load_yaml(path)
+            _merge_extra(out, data, Location(str(path), getattr(data, "line", 1)))
+        elif text.startswith("{"):
+            data = load_yaml_string(text, f"-e {text!r}")
+            _merge_extra(out, data, Location(f"-e {text!r}", None))
+        else:
+            try:
+                tokens = shlex.split(text)
+            except ValueError as e:
+                raise InventoryError(f"-e {item!r}: {e}") from None
+            if not tokens:
+                raise InventoryError(f"-e {item!r}: empty extra vars argument")
+            for token in tokens:
+                key, sep, value = token.partition("=")
+                if not sep or not is_valid_var_name(key):
+                    raise InventoryError(
+                        f"-e {item!r}: expected key=value, @file.yml or a YAML mapping",
+                        hint="variable names use letters, digits and _ (e.g. -e gpu_devices=all)")
+                out[key] = value
+    return out
+
+
+def _merge_extra(out: dict[str, Any], data: Any, where: Location) -> None:
+    if data is None:
+        return
+    if not isinstance(data, Mapping):
+        raise InventoryError(f"extra vars must be a mapping of names to values, got "
+                             f"{type(data).__name__}", *where)
+    for key, value in data.items():
+        if not is_valid_var_name(key):
+            raise InventoryError(f"{key!r} is not a valid variable name",
+                                 *location(data, key) if where.file else where)
+        out[key] = value
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """StrictUndefined that tells HostVars which top-level name was missing."""
+
+    __slots__ = ()
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        if self._undefined_obj is missing and self._undefined_name:
+            raise _MissingName(self._undefined_name)
+        return super()._fail_with_undefined_error(*args, **kwargs)
+
+
+# StrictUndefined binds __str__, __iter__, ... to the base class's method at
+# class creation, so overriding the method alone would not be seen.
+for _attr in dir(jinja2.StrictUndefined):
+    if getattr(jinja2.StrictUndefined, _attr) is jinja2.Undefined._fail_with_undefined_error:
+        setattr(_Undefined, _attr, _Undefined._fail_with_undefined_error)
+
+
+class _MissingName(jinja2.UndefinedError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is undefined")
+        self.name = name
+
+
+def _concat(values: Iterator[Any]) -> Any:
+    # One expression keeps its type ("{{ port }}" -> int); anything else is
+    # text. Unlike Jinja's NativeEnvironment there is no literal_eval, so a
+    # string "0644" or "yes" is never re-typed.
+    parts = list(values)
+    if len(parts) == 1:
+        value = parts[0]
+        if isinstance(value, jinja2.Undefined):
+            str(value)  # raises for a missing name
+        return value
+    return "".join(str(p) for p in parts)
+
+
+class _Environment(NativeEnvironment):
+    concat = staticmethod(_concat)  # type: ignore[assignment]
+
+
+_ENV = _Environment(undefined=_Undefined, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(text: str) -> jinja2.Template:
+    return _ENV.from_string(text)
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+class _Lookup(Mapping[str, Any]):
+    """The template context: host variables first, then Jinja's globals.
+
+    Jinja copies a plain dict context eagerly, which would render every
+    variable; as a shared parent it asks for names one at a time instead.
+    """
+
+    def __init__(self, hostvars: HostVars) -> None:
+        self.hostvars = hostvars
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.hostvars._data or key in _ENV.globals
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.hostvars._data:
+            return self.hostvars[key]
+        return _ENV.globals[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**_ENV.globals, **self.hostvars._data})
+
+    def __len__(self) -> int:
+        return len({**_ENV.globals, **self.hostvars._data})
+
+
+class HostVars(Mapping[str, Any]):
+    """Read-only variables of one host; values are rendered when read.
+
+    A missing name raises UndefinedVariable (not KeyError); use `in` or
+    `.get()` to test for optional variables. Not shared between threads:
+    each host's run builds its own.
+    """
+
+    def __init__(self, data: Mapping[str, Any], host: str = "localhost",
+                 role: str | None = None, origins: Mapping[str, Location] | None = None) -> None:
+        self._data = dict(data)
+        self.host = host
+        self.role = role
+        self._origins = dict(origins or {})
+        self._cache: dict[str, Any] = {}
+        self._stack: list[str] = []  # names being rendered, to catch a -> b -> a
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._cache:
+            return self._cache[name]
+        if name not in self._data:
+            raise UndefinedVariable(name, self.host, self.role)
+        raw = self._data[name]
+        if not _needs_render(raw):
+            return raw
+        if name in self._stack:
+            cycle = " -> ".join([*self._stack[self._stack.index(name):], name])
+            raise InventoryError(f"{self.host}: recursive variable reference: {cycle}",
+                                 *self.origin(name),
+                                 hint="one of these variables must hold a value, not a template")
+        self._stack.append(name)
+        try:
+            value = self._render_value(raw, name)
+        finally:
+            self._stack.pop()
+        if isinstance(raw, Secret) and isinstance(value, str):
+            value = Secret(value)
+        self._cache[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self._data else default
+
+    def raw(self, name: str) -> Any:
+        """The value as written, templates not rendered."""
+        if name not in self._data:
+            raise UndefinedVariable(name, self.host, self.role)
+        return self._data[name]
+
+    def origin(self, name: str) -> Location:
+        """Where the variable's winning value was set (file, line), if known."""
+        return self._origins.get(name, _NO_LOCATION)
+
+    def is_secret(self, name: str) -> bool:
+        """Secret by name (…_password, …_token, …) or tagged !secret in YAML."""
+        return is_secret_name(name) or isinstance(self._data.get(name), Secret)
+
+    def secret_values(self) -> list[str]:
+        """Rendered values of the secret variables, for masking in output."""
+        out = []
+        for name in self._data:
+            if self.is_secret(name):
+                try:
+                    value = self[name]
+                except GpuprovError:
+                    continue  # an undefined secret cannot leak
+                if isinstance(value, str) and value:
+                    out.append(str(value))
+        return out
+
+    def render(self, value: Any, what: str = "template") -> Any:
+        """Render a template string (or strings inside lists/dicts) against these vars.
+
+        A string that is one `{{ expr }}` keeps the expression's type; `what`
+        names the template in errors (e.g. "templates/daemon.json.j2").
+        """
+        return self._render_value(value, what)
+
+    def render_text(self, text: str, what: str = "template") -> str:
+        """Render a template to text, e.g. a file's content (never a native type)."""
+        if not _is_template(text):
+            return text
+        value = self._render_str(text, what)
+        return value if isinstance(value, str) else str(value)
+
+    def _render_value(self, value: Any, name: str) -> Any:
+        if isinstance(value, str):
+            return self._render_str(value, name) if _is_template(value) else value
+        if isinstance(value, Mapping):
+            return {k: self._render_value(v, name) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._render_value(v, name) for v in value]
+        return value
+
+    def _render_str(self, text: str, name: str) -> Any:
+        where = self.origin(name)
+        try:
+            template = _compile(text)
+            context = template.new_context(_Lookup(self), shared=True)  # type: ignore[arg-type]
+            return _ENV.concat(template.root_render_func(context))
+        except _MissingName as e:
+            err = UndefinedVariable(e.name, self.host, self.role)
+            err.message += f" (needed by {name})"
+            raise err from None
+        except GpuprovError:
+            raise
+        except jinja2.TemplateSyntaxError as e:
+            raise InventoryError(f"{self.host}: bad template in {name}: {e.message}",
+                                 *where) from None
+        except Exception as e:  # noqa: BLE001 - filters raise anything; name the variable
+            raise InventoryError(f"{self.host}: cannot render {name} = {text!r}: {e}",
+                                 *where) from None
+
+
+def _needs_render(value: Any) -> bool:
+    if isinstance(value, str):
+        return _is_template(value)
+    if isinstance(value, Mapping):
+        return any(_needs_render(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_needs_render(v) for v in value)
+    return False
