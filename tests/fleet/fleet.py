@@ -22,6 +22,7 @@ from tests.fleet.repo_server import RepoServer
 GROUPS = ("lab", "cloud", "cluster")
 NAME_PREFIX = {"lab": "lab", "cloud": "cloud", "cluster": "node"}
 ADMIN_UID = 1000
+REPO_PORT = 8213
 DEFAULT_PASSWORD = "fleet-Onboard-2026"  # test-only password of the password variants
 
 
@@ -159,6 +160,16 @@ class Fleet:
     def add_host(self, variant: str = "default", group: str = "lab") -> FleetHost:
         return self.add_hosts(1, variant, [group])[0]
 
+    def reset(self, host: FleetHost) -> None:
+        """Give the host a brand-new disk (as freshly installed) and boot it."""
+        host.stop()
+        unmount_below(host.state_dir)
+        for sub in ("upper", "work"):
+            shutil.rmtree(host.state_dir / sub, ignore_errors=True)
+        self._prepare(host)
+        host.start()
+        self._first_boot(host)
+
     # -- internals -------------------------------------------------------------
     def _new_host(self, group: str, variant: str) -> FleetHost:
         if variant not in ("default", "password-login", "sudo-password"):
@@ -208,12 +219,17 @@ class Fleet:
             host.exec("chpasswd", input=f"admin:{host.password}\n")
 
     def _serve_repo(self) -> None:
-        from tests.standin_repo.build import build_repos  # the repo is test-only code
+        from tests.standin_repo.build import ensure_repos  # the repo is test-only code
 
-        repo_dir = self.dir / "repo"
-        self.repo_server = RepoServer(repo_dir, str(network.GATEWAY))
-        self.repos = build_repos(repo_dir, os.uname().release, self.cache / "gnupg",
-                                 cuda_repo_url=f"{self.repo_server.url}/cuda")
+        # A fixed port keeps the URL (baked into cuda-keyring) and so the
+        # cached build stable across runs.
+        url = f"http://{network.GATEWAY}:{REPO_PORT}"
+        cache = self.cache / "repos"
+        self.repos = ensure_repos(cache, os.uname().release, cuda_repo_url=f"{url}/cuda")
+        for old in cache.iterdir():
+            if old.is_dir() and old.resolve() != Path(self.repos.out_dir).resolve():
+                shutil.rmtree(old, ignore_errors=True)
+        self.repo_server = RepoServer(Path(self.repos.out_dir), str(network.GATEWAY), REPO_PORT)
         self.repo_server.start()
 
     def _write_client_files(self) -> None:

@@ -102,8 +102,19 @@ class FleetHost:
             if self._ssh_banner():
                 return
             time.sleep(0.05)
-        raise FleetError(f"{self.name}: sshd not ready after {timeout:.0f}s; inside the host "
-                         "see /var/log/fleet-init.log")
+        raise FleetError(f"{self.name}: sshd not ready after {timeout:.0f}s\n"
+                         + self.diagnostics())
+
+    def diagnostics(self) -> str:
+        """What to look at when a host misbehaves: console and init log tails."""
+        console = self.state_dir / "console.log"
+        text = console.read_text(errors="replace")[-1500:] if console.exists() else ""
+        parts = [f"console.log: {text.strip() or '(empty)'}"]
+        if self.running:
+            res = self.exec("tail -n 20 /var/log/fleet-init.log; ps -ef; ip -br addr",
+                            check=False)
+            parts.append(f"inside: {res.stdout.strip()} {res.stderr.strip()}")
+        return "\n".join(parts)
 
     def _ssh_banner(self) -> bool:
         try:

@@ -1,0 +1,169 @@
+# TEST DOUBLE for gpuprov's test fleet: the nvidia-smi logic. Never install on real hosts.
+"""nvidia-smi double: answers from /etc/gpuprov-test-double/gpus.json and the
+driver records the nvidia-headless stand-in package writes."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from gpuprov_double import Gpu, cuda_version, nvml_state, select_gpus, visible_gpus
+
+NO_DRIVER = (
+    "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+    "Make sure that the latest NVIDIA driver is installed and running.\n"
+)
+
+# field -> (csv header, unit suffix or "", value getter)
+FIELDS = {
+    "index": ("index", "", lambda g, v: str(g.index)),
+    "name": ("name", "", lambda g, v: g.name),
+    "driver_version": ("driver_version", "", lambda g, v: v),
+    "memory.used": ("memory.used [MiB]", " MiB", lambda g, v: str(g.memory_used_mib)),
+    "memory.total": ("memory.total [MiB]", " MiB", lambda g, v: str(g.memory_total_mib)),
+    "memory.free": ("memory.free [MiB]", " MiB",
+                    lambda g, v: str(g.memory_total_mib - g.memory_used_mib)),
+    "utilization.gpu": ("utilization.gpu [%]", " %", lambda g, v: str(g.utilization)),
+    "temperature.gpu": ("temperature.gpu", "", lambda g, v: str(g.temperature)),
+    "uuid": ("uuid", "", lambda g, v: g.uuid),
+    "pci.bus_id": ("pci.bus_id", "", lambda g, v: g.pci_bus_id),
+    "compute_cap": ("compute_cap", "", lambda g, v: g.compute_cap),
+    "count": ("count", "", lambda g, v: ""),  # filled in by query()
+}
+ALIASES = {"gpu_name": "name", "gpu_uuid": "uuid", "gpu_bus_id": "pci.bus_id"}
+
+
+def short_version(version: str) -> str:
+    """NVML reports major.minor ('580.95.05' -> '580.95')."""
+    return ".".join(version.split(".")[:2])
+
+
+def table(gpus: list[Gpu], version: str) -> str:
+    width = 89
+    rule = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
+    cuda = cuda_version(version)
+    head = f" NVIDIA-SMI {version:<23}Driver Version: {version:<15}CUDA Version: {cuda:<8}"
+    lines = [
+        time.strftime("%a %b %d %H:%M:%S %Y") + "       ",
+        "+" + "-" * width + "+",
+        "|" + head.ljust(width) + "|",
+        rule,
+        "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",  # noqa: E501 - verbatim table row
+        "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",  # noqa: E501 - verbatim table row
+        "|                                         |                        |               MIG M. |",  # noqa: E501 - verbatim table row
+        "|" + "=" * 41 + "+" + "=" * 24 + "+" + "=" * 22 + "|",
+    ]
+    for gpu in gpus:
+        name = gpu.name[:24]
+        lines += [
+            f"| {gpu.index:>3}  {name:<24}{'On':>9}  |   {gpu.pci_bus_id} Off |"
+            f"{'0':>21} |",
+            f"| N/A   {gpu.temperature:>2}C    P0{f'60W / {gpu.power_cap_w:>4}W':>24} |"
+            f" {f'{gpu.memory_used_mib}MiB /  {gpu.memory_total_mib}MiB':>22} |"
+            f" {f'{gpu.utilization}%':>7}      Default |",
+            "|                                         |                        |             Disabled |",  # noqa: E501 - verbatim table row
+            rule,
+        ]
+    lines += [
+        "",
+        "+" + "-" * width + "+",
+        "| Processes:".ljust(width + 1) + "|",
+        "|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",  # noqa: E501 - verbatim table row
+        "|        ID   ID                                                               Usage      |",  # noqa: E501 - verbatim table row
+        "|" + "=" * width + "|",
+        "|  No running processes found".ljust(width + 1) + "|",
+        "+" + "-" * width + "+",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def query(gpus: list[Gpu], version: str, fields: list[str], fmt: str) -> tuple[str, int]:
+    options = [o.strip() for o in fmt.split(",")]
+    if options[0] != "csv":
+        return f'"{fmt}" is not a valid format.\n', 2
+    names = [ALIASES.get(f.strip(), f.strip()) for f in fields if f.strip()]
+    for name in names:
+        if name not in FIELDS:
+            return f'Field "{name}" is not a valid field to query.\n\n', 2
+    units = "nounits" not in options
+    out = []
+    if "noheader" not in options:
+        out.append(", ".join(FIELDS[n][0] if units else FIELDS[n][0].split(" [")[0]
+                             for n in names))
+    for gpu in gpus:
+        row = []
+        for name in names:
+            _, unit, getter = FIELDS[name]
+            value = str(len(gpus)) if name == "count" else getter(gpu, version)
+            row.append(value + (unit if units else ""))
+        out.append(", ".join(row))
+    return "\n".join(out) + "\n", 0
+
+
+def parse(argv: list[str]) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        key, eq, value = arg.partition("=")
+        if key in ("-i", "--id", "--query-gpu", "--format"):
+            if not eq:
+                value = args.pop(0) if args else ""
+            opts["id" if key == "-i" else key.lstrip("-")] = value
+        elif arg in ("-L", "--list-gpus"):
+            opts["list"] = "1"
+        elif arg in ("--version", "-h", "--help"):
+            opts[arg.lstrip("-")] = "1"
+        else:
+            opts["invalid"] = arg
+    return opts
+
+
+def main(argv: list[str]) -> int:
+    opts = parse(argv)
+    if "invalid" in opts:
+        sys.stdout.write("\nInvalid combination of input arguments. Please run 'nvidia-smi -h' "
+                         "for help.\n\n")
+        return 2
+    state, version = nvml_state()
+    if state == "no-driver":
+        sys.stdout.write(NO_DRIVER)
+        return 9
+    if state == "mismatch":
+        lib = short_version(version) if version else "N/A"
+        sys.stdout.write(f"Failed to initialize NVML: Driver/library version mismatch\n"
+                         f"NVML library version: {lib}\n")
+        return 18
+    assert version is not None
+    if "version" in opts:
+        sys.stdout.write(f"NVIDIA-SMI version  : {version}\nNVML version        : "
+                         f"{short_version(version)}\nDRIVER version      : {version}\n"
+                         f"CUDA Version        : {cuda_version(version)}\n")
+        return 0
+    gpus = visible_gpus()
+    if "id" in opts:
+        picked = select_gpus(gpus, opts["id"])
+        if picked is None:
+            sys.stdout.write("No devices were found\n")
+            return 6
+        gpus = picked
+    if not gpus:
+        sys.stdout.write("No devices were found\n")
+        return 6
+    if "list" in opts:
+        for gpu in gpus:
+            sys.stdout.write(f"GPU {gpu.index}: {gpu.name} (UUID: {gpu.uuid})\n")
+        return 0
+    if "query-gpu" in opts:
+        if "format" not in opts:
+            sys.stdout.write("--format=csv must be specified with --query-gpu.\n")
+            return 2
+        text, code = query(gpus, version, opts["query-gpu"].split(","), opts["format"])
+        sys.stdout.write(text)
+        return code
+    sys.stdout.write(table(gpus, version))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run through bin/nvidia-smi
+    sys.exit(main(sys.argv[1:]))
