@@ -1,0 +1,131 @@
+"""Run a command only when its guards say so, and the small step helpers
+the package ops share (atomic file write, removal).
+
+The guards (creates / removes / unless / only_if) are facts gathered in the
+host's one batch, so check mode knows exactly whether the command would run
+instead of guessing; without any guard the command always runs and always
+counts as a change, like Ansible's `command` without `creates`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+from gpuprov.command import Command, Raw
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
+from gpuprov.ops.base import Change, Op, Step
+
+# ---------------------------------------------------------------- shared step helpers
+
+
+def write_file_step(path: str, data: bytes, mode: str = "0644") -> Step:
+    """One root step writing `data` (fed on stdin) to `path` atomically.
+
+    The temp file sits beside the target so `mv` is a rename on one file
+    system; its name ends in '~', which apt (sources.list.d, preferences.d)
+    and dnf (*.repo only) silently ignore if a killed run leaves it behind.
+    """
+    directory, base = posixpath.split(path)
+    tmp = posixpath.join(directory, f".{base}.gpuprov-tmp~")
+    cmd = Command.join([
+        Command("mkdir", "-p", directory),
+        Command("cat", Raw(">"), tmp),
+        Command("chmod", mode, tmp),
+        Command("mv", "-f", tmp, path),
+    ])
+    return Step(cmd, stdin=data)
+
+
+def remove_file_step(path: str) -> Step:
+    return Step(Command("rm", "-f", path))
+
+
+# ---------------------------------------------------------------- command op
+
+
+def _as_command(cmd: str | Command) -> Command:
+    # A string is shell text as the user wrote it (pipes, redirections), like
+    # Ansible's `shell`; a Command is quoted part by part.
+    return cmd if isinstance(cmd, Command) else Command.script(cmd)
+
+
+class RunCommand(Op):
+    def __init__(self, cmd: str | Command, *, creates: str | None = None,
+                 removes: str | None = None, unless: str | None = None,
+                 only_if: str | None = None, sudo: bool = True, guard_sudo: bool = False,
+                 name: str | None = None, ok_codes: tuple[int, ...] = (),
+                 invalidates: tuple[str, ...] | None = None,
+                 notify: tuple[str, ...] = ()) -> None:
+        self.cmd = _as_command(cmd)
+        self.creates = creates
+        self.removes = removes
+        test = RootShellTest if guard_sudo else ShellTest
+        self.unless = test(unless) if unless is not None else None
+        self.only_if = test(only_if) if only_if is not None else None
+        self.sudo = sudo
+        self.ok_codes = ok_codes
+        self._invalidates = invalidates
+        self.notify = notify
+        self.label = f"command {name or self.cmd.display()}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        wanted: list[Fact[Any]] = []
+        if self.creates:
+            wanted.append(PathExists(self.creates))
+        if self.removes:
+            wanted.append(PathExists(self.removes))
+        wanted += [t for t in (self.unless, self.only_if) if t is not None]
+        return wanted
+
+    def skip_reason(self, facts: FactView) -> str | None:
+        """Why the command would not run now, or None when it would."""
+        if self.creates and facts[PathExists(self.creates)]:
+            return f"{self.creates} exists"
+        if self.removes and not facts[PathExists(self.removes)]:
+            return f"{self.removes} does not exist"
+        if self.unless is not None and facts[self.unless]:
+            return f"unless-test succeeded: {self.unless.script}"
+        if self.only_if is not None and not facts[self.only_if]:
+            return f"only_if-test failed: {self.only_if.script}"
+        return None
+
+    def plan(self, facts: FactView) -> list[Change]:
+        if self.skip_reason(facts) is not None:
+            return []
+        guards = [g for g in (
+            f"{self.creates} is absent" if self.creates else "",
+            f"{self.removes} exists" if self.removes else "",
+            "unless-test failed" if self.unless is not None else "",
+            "only_if-test succeeded" if self.only_if is not None else "",
+        ) if g]
+        why = f" ({', '.join(guards)})" if guards else ""
+        return [Change(
+            resource=self.label,
+            action="run",
+            summary=f"run {self.cmd.display()}{why}",
+            steps=[Step(self.cmd, sudo=self.sudo, ok_codes=self.ok_codes)],
+            notify=self.notify,
+            # Arbitrary shell can alter anything unless the caller says otherwise.
+            invalidates=self._invalidates,
+        )]
+
+
+def command(cmd: str | Command, *, creates: str | None = None, removes: str | None = None,
+            unless: str | None = None, only_if: str | None = None, sudo: bool = True,
+            guard_sudo: bool = False, name: str | None = None,
+            ok_codes: tuple[int, ...] = (), invalidates: tuple[str, ...] | None = None,
+            notify: tuple[str, ...] = ()) -> RunCommand:
+    """Run `cmd` (as root unless sudo=False) only when the guards allow it.
+
+    creates: skip when this path exists.    removes: skip when it does not.
+    unless: skip when this read-only shell test exits 0.
+    only_if: run only when this read-only shell test exits 0.
+    guard_sudo: run the unless/only_if tests as root (they read root-only files).
+    The tests run during fact gathering, in check mode too: keep them read-only.
+    """
+    return RunCommand(cmd, creates=creates, removes=removes, unless=unless, only_if=only_if,
+                      sudo=sudo, guard_sudo=guard_sudo, name=name, ok_codes=ok_codes,
+                      invalidates=invalidates, notify=notify)

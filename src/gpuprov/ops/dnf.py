@@ -1,0 +1,315 @@
+"""dnf operations (RHEL/Rocky/Alma 9): packages, versionlock, modules, repo files.
+
+Candidates come from dnf's cache only (DnfAvailable, `dnf -C`), so check
+mode never downloads metadata; with no cache it reports "unknown" and apply
+lets dnf fetch metadata itself. `dnf install NAME-VERSION` installs exactly
+that version whether it is higher or lower than the installed one (dnf's
+documented behaviour), so no separate downgrade path is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from gpuprov.command import Command
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.packages import (
+    AptKeyring,
+    DnfAvailable,
+    DnfModules,
+    DnfRepoFiles,
+    DnfVersionlock,
+    RpmPackage,
+    RpmPackages,
+    rpm_version_compare,
+)
+from gpuprov.ops.base import Change, Diff, Op, Step
+from gpuprov.ops.command import write_file_step
+
+VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
+
+
+def dnf(*args: str) -> Command:
+    return Command("dnf", "-y", *args)
+
+
+def _resource(names: Sequence[str]) -> str:
+    return f"package {names[0]}" if len(names) == 1 else f"packages {', '.join(names)}"
+
+
+def _newest(rows: Iterable[RpmPackage]) -> RpmPackage | None:
+    best: RpmPackage | None = None
+    for row in rows:
+        if best is None or rpm_version_compare(row.evr, best.evr) > 0:
+            best = row
+    return best
+
+
+# ---------------------------------------------------------------- packages
+
+
+class DnfPackages(Op):
+    def __init__(self, packages: Mapping[str, str | None], *, state: str = "present",
+                 depends_on: str | None = None) -> None:
+        if state not in ("present", "absent", "latest"):
+            raise ValueError(f"dnf packages: state must be present|absent|latest, not {state!r}")
+        self.packages = dict(packages)
+        self.state = state
+        self.depends_on = depends_on or "a dnf repository op earlier in the play or dnf makecache"
+        self.label = _resource(list(self.packages))
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        wanted: list[Fact[Any]] = [RpmPackages()]
+        if self.state != "absent":
+            wanted.append(DnfAvailable(tuple(sorted(self.packages))))
+        return wanted
+
+    def plan(self, facts: FactView) -> list[Change]:
+        rpms: dict[str, tuple[RpmPackage, ...]] = facts[RpmPackages()]
+        if self.state == "absent":
+            gone = [n for n in self.packages if n in rpms]
+            if not gone:
+                return []
+            return [Change(_resource(gone), "remove",
+                           "remove " + ", ".join(f"{n} {rpms[n][0].evr}" for n in gone),
+                           [Step(dnf("remove", *gone))],
+                           Diff("rpm", "".join(f"{n} {rpms[n][0].evr}\n" for n in gone), None),
+                           invalidates=None)]
+        avail: dict[str, tuple[RpmPackage, ...]] | None = facts[
+            DnfAvailable(tuple(sorted(self.packages)))]
+        names: list[str] = []
+        args, verbs, before, after, unknown = [], [], [], [], []
+        for name, spec in self.packages.items():
+            have = rpms.get(name, ())
+            cur = _newest(have)
+            rows = None if avail is None else avail.get(name, ())
+            if spec:
+                if any(p.matches(spec) for p in have):
+                    continue
+                match = [p for p in rows or () if p.matches(spec)]
+                target = _newest(match).evr if match else None
+                arg = f"{name}-{spec}"
+            else:
+                newest = _newest(rows or ())
+                if cur is not None and (self.state == "present" or (
+                        newest is not None and rpm_version_compare(cur.evr, newest.evr) >= 0)):
+                    continue
+                target = newest.evr if newest else None
+                arg = name
+            if target is None:
+                unknown.append(f"{'version ' + spec + ' of ' if spec else ''}{name}")
+            shown = target or spec or "(version unknown)"
+            if cur is None:
+                verbs.append(f"install {arg}")
+            else:
+                order = rpm_version_compare(target, cur.evr) if target else 0
+                verb = "downgrade" if order < 0 else "upgrade" if order > 0 else "change"
+                verbs.append(f"{verb} {name} {cur.evr} -> {shown}")
+            names.append(name)
+            args.append(arg)
+            before.append(f"{name} {cur.evr if cur else '(not installed)'}")
+            after.append(f"{name} {shown}")
+        if not args:
+            return []
+        why = ("the dnf cache is empty" if avail is None
+               else "not in the enabled repositories' cache: " + ", ".join(unknown))
+        firsts = {v.split(" ", 1)[0] for v in verbs}
+        return [Change(
+            resource=_resource(names),
+            action=firsts.pop() if len(firsts) == 1 else "install",
+            summary="; ".join(verbs),
+            steps=[Step(dnf("install", *args))],
+            diff=Diff("rpm", "".join(b + "\n" for b in before)
+                      if any("(not installed)" not in b for b in before) else None,
+                      "".join(a + "\n" for a in after)),
+            unknown=f"{why}: depends on {self.depends_on}" if unknown else None,
+            invalidates=None,   # packages add files, services, commands
+        )]
+
+
+def packages(names: str | Iterable[str] | Mapping[str, str | None], *,
+             state: str = "present", depends_on: str | None = None) -> DnfPackages:
+    """RHEL-family packages in one dnf transaction.
+
+    names: "pkg", ["a", "b"] or {"a": "580.95.05", "b": None}; a version may be
+    VERSION, VERSION-RELEASE, EPOCH:VERSION-RELEASE or a glob ("580.*").
+    state: present | latest | absent.
+    """
+    if isinstance(names, str):
+        mapping: dict[str, str | None] = {names: None}
+    elif isinstance(names, Mapping):
+        mapping = {n: (str(v) if v is not None else None) for n, v in names.items()}
+    else:
+        mapping = dict.fromkeys(names)
+    return DnfPackages(mapping, state=state, depends_on=depends_on)
+
+
+# ---------------------------------------------------------------- versionlock
+
+_ENTRY = re.compile(r"^(?P<name>.+)-(?:(?P<epoch>\d+):)?(?P<version>[^-:]+)-(?P<release>[^-]+)$")
+
+
+def _entry_matches(entry: str, name: str, spec: str | None) -> bool:
+    if spec is None:
+        return True
+    m = _ENTRY.match(entry)
+    if not m:
+        return False
+    release = m["release"]
+    for suffix in (".*", ".x86_64", ".aarch64", ".noarch"):
+        release = release.removesuffix(suffix)
+    pkg = RpmPackage(name, int(m["epoch"] or 0), m["version"], release, "")
+    return pkg.matches(spec)
+
+
+class DnfVersionlockOp(Op):
+    def __init__(self, packages: Mapping[str, str | None], state: str = "present") -> None:
+        self.packages = dict(packages)
+        self.state = state
+        self.label = f"versionlock {', '.join(self.packages)}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [DnfVersionlock()]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        info = facts[DnfVersionlock()]
+        changes: list[Change] = []
+        for name, spec in self.packages.items():
+            entry = info.locked(name)
+            if self.state == "absent":
+                if entry is not None:
+                    changes.append(Change(f"versionlock {name}", "delete", f"unlock {entry}",
+                                          [Step(dnf("versionlock", "delete", name))],
+                                          Diff("versionlock", entry + "\n", None),
+                                          invalidates=("DnfVersionlock",)))
+                continue
+            if entry is not None and _entry_matches(entry, name, spec):
+                continue
+            steps = []
+            if not info.plugin:
+                steps.append(Step(dnf("install", VERSIONLOCK_PLUGIN)))
+            if entry is not None:
+                steps.append(Step(dnf("versionlock", "delete", name)))
+            target = f"{name}-{spec}" if spec else name
+            steps.append(Step(dnf("versionlock", "add", target)))
+            changes.append(Change(
+                f"versionlock {name}", "create" if entry is None else "update",
+                f"lock {target}" + ("" if spec else " at its installed version")
+                + ("" if info.plugin else f" (installs {VERSIONLOCK_PLUGIN})"),
+                steps, Diff("versionlock", entry + "\n" if entry else None, target + "\n"),
+                invalidates=("DnfVersionlock", "RpmPackages") if not info.plugin
+                else ("DnfVersionlock",)))
+        return changes
+
+
+def versionlock(names: str | Iterable[str] | Mapping[str, str | None],
+                state: str = "present") -> DnfVersionlockOp:
+    """dnf versionlock add/delete; {name: version} locks that version, a bare
+    name locks whatever is installed. Installs the plugin when missing."""
+    mapping = ({names: None} if isinstance(names, str) else dict(names)
+               if isinstance(names, Mapping) else dict.fromkeys(names))
+    return DnfVersionlockOp(mapping, state)
+
+
+# ---------------------------------------------------------------- modules
+
+
+class DnfModuleEnable(Op):
+    def __init__(self, name: str, stream: str) -> None:
+        self.name = name
+        self.stream = stream
+        self.label = f"dnf module {name}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [DnfModules()]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        current = DnfModules.enabled(facts[DnfModules()]).get(self.name)
+        if current == self.stream:
+            return []
+        steps = []
+        if current is not None:
+            # dnf refuses to switch an enabled stream without a reset first.
+            steps.append(Step(dnf("module", "reset", self.name)))
+        steps.append(Step(dnf("module", "enable", f"{self.name}:{self.stream}")))
+        return [Change(
+            self.label, "enable" if current is None else "switch",
+            f"enable module stream {self.name}:{self.stream}"
+            + (f" (was {current})" if current else ""),
+            steps,
+            Diff(f"dnf module {self.name}", f"{self.name}:{current}\n" if current else None,
+                 f"{self.name}:{self.stream}\n"),
+            invalidates=("DnfModules", "DnfAvailable"))]
+
+
+def module_enable(name: str, stream: str) -> DnfModuleEnable:
+    """e.g. module_enable("nvidia-driver", "580-open") on RHEL 9."""
+    return DnfModuleEnable(name, stream)
+
+
+# ---------------------------------------------------------------- repo files
+
+
+class DnfRepository(Op):
+    def __init__(self, name: str, baseurl: str, *, description: str | None = None,
+                 gpgkey: str | Sequence[str] | None = None, key: str | None = None,
+                 gpgcheck: bool = True, enabled: bool = True,
+                 options: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.path = f"/etc/yum.repos.d/{name}.repo"
+        self.key = key
+        self.key_path = f"/etc/pki/rpm-gpg/RPM-GPG-KEY-{name}" if key else None
+        keys = [gpgkey] if isinstance(gpgkey, str) else list(gpgkey or ())
+        if self.key_path:
+            keys.insert(0, f"file://{self.key_path}")
+        if gpgcheck and not keys:
+            raise ValueError(f"dnf repository {name}: gpgcheck=1 needs gpgkey or key")
+        lines = ["# Managed by gpuprov: local edits are overwritten.", f"[{name}]",
+                 f"name={description or name}", f"baseurl={baseurl}",
+                 f"enabled={int(enabled)}", f"gpgcheck={int(gpgcheck)}"]
+        if keys:
+            lines.append(f"gpgkey={' '.join(keys)}")
+        lines += [f"{k}={v}" for k, v in (options or {}).items()]
+        self.text = "\n".join(lines) + "\n"
+        self.label = f"dnf repository {name}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        wanted: list[Fact[Any]] = [DnfRepoFiles()]
+        if self.key_path:
+            wanted.append(AptKeyring(self.key_path))   # a file's sha256; not apt-specific
+        return wanted
+
+    def plan(self, facts: FactView) -> list[Change]:
+        changes: list[Change] = []
+        if self.key and self.key_path:
+            want = hashlib.sha256(self.key.encode()).hexdigest()
+            have = facts[AptKeyring(self.key_path)]
+            if have != want:
+                changes.append(Change(
+                    f"rpm key {self.key_path}", "create" if have is None else "update",
+                    f"write {self.key_path}", [write_file_step(self.key_path, self.key.encode())],
+                    invalidates=("AptKeyring",)))
+        current = facts[DnfRepoFiles()].get(self.path)
+        if current != self.text:
+            changes.append(Change(
+                f"dnf repo {self.path}", "create" if current is None else "update",
+                f"write {self.path}", [write_file_step(self.path, self.text.encode())],
+                Diff(self.path, current, self.text),
+                invalidates=("DnfRepoFiles", "DnfAvailable", "DnfModules")))
+        if changes:
+            # Fill the cache now so DnfAvailable (cache-only) sees the repo.
+            changes[-1].steps.append(Step(Command("dnf", "-q", "makecache", "--repo", self.name)))
+        return changes
+
+
+def repository(name: str, baseurl: str, *, description: str | None = None,
+               gpgkey: str | Sequence[str] | None = None, key: str | None = None,
+               gpgcheck: bool = True, enabled: bool = True,
+               options: Mapping[str, str] | None = None) -> DnfRepository:
+    """/etc/yum.repos.d/<name>.repo with gpgcheck=1; gpgkey is a URL (or list),
+    key an armored public key written to /etc/pki/rpm-gpg/RPM-GPG-KEY-<name>."""
+    return DnfRepository(name, baseurl, description=description, gpgkey=gpgkey, key=key,
+                         gpgcheck=gpgcheck, enabled=enabled, options=options)

@@ -1,0 +1,103 @@
+"""Services: running state and start-at-boot, for systemd and sysvinit.
+
+The init comes from ServiceState itself (its probe tests /run/systemd/system
+like InitSystem does). restarted / reloaded are handler actions: asked for,
+they are always a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gpuprov.command import Command
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.services import ServiceInfo, ServiceState
+from gpuprov.ops.base import Change, Diff, Op, Step
+
+_STATES = ("started", "stopped", "restarted", "reloaded")
+_INVALIDATES = ("ServiceState",)
+
+
+def _run_cmd(info: ServiceInfo, verb: str) -> Command:
+    if info.init == "systemd":
+        return Command("systemctl", verb, info.name)
+    # `service` gives the init script a clean environment, unlike calling it directly.
+    return Command("service", info.name, verb)
+
+
+def _boot_cmd(info: ServiceInfo, enable: bool) -> Command:
+    if info.init == "systemd":
+        return Command("systemctl", "enable" if enable else "disable", info.name)
+    if enable and not info.links:
+        # update-rc.d enable only edits existing links; a script never
+        # registered needs its default links created.
+        return Command("update-rc.d", info.name, "defaults")
+    return Command("update-rc.d", info.name, "enable" if enable else "disable")
+
+
+class Service(Op):
+    def __init__(self, name: str, state: str | None = "started",
+                 enabled: bool | None = None) -> None:
+        if state is not None and state not in _STATES:
+            raise ValueError(f"service {name}: state must be one of {', '.join(_STATES)}")
+        self.name = name
+        self.state = state
+        self.enabled = enabled
+        self.label = f"service {name}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [ServiceState(self.name)]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        info: ServiceInfo = facts[ServiceState(self.name)]
+        unknown = None
+        if not info.exists:
+            # Probably installed by an earlier op of this play: say so in check
+            # mode; in apply, facts are fresh here and the step reports the error.
+            unknown = (f"{self.name} is not installed ({info.init}): depends on the package "
+                       "that provides it")
+        changes: list[Change] = []
+        if self.enabled is not None and info.enabled is not None and info.enabled != self.enabled \
+                or self.enabled is not None and not info.exists:
+            verb = "enable" if self.enabled else "disable"
+            changes.append(Change(
+                self.label, verb, f"{verb} {self.name} at boot ({info.init})",
+                [Step(_boot_cmd(info, bool(self.enabled)))],
+                Diff(f"{self.label} boot", _word(info.enabled, "enabled", "disabled"),
+                     _word(self.enabled, "enabled", "disabled")),
+                unknown=unknown, invalidates=_INVALIDATES))
+        run = self._run_change(info, unknown)
+        if run is not None:
+            changes.append(run)
+        return changes
+
+    def _run_change(self, info: ServiceInfo, unknown: str | None) -> Change | None:
+        state = self.state
+        if state is None:
+            return None
+        if state == "started" and info.running or state == "stopped" and not info.running \
+                and info.exists:
+            return None
+        if state == "stopped" and not info.exists:
+            return None   # nothing installed is nothing running
+        verb = {"started": "start", "stopped": "stop", "restarted": "restart",
+                "reloaded": "reload"}[state]
+        if verb == "reload" and not info.running:
+            verb = "start"   # reloading a stopped service means starting it
+        before = _word(info.running, "running", "stopped")
+        after = "stopped\n" if verb == "stop" else "running\n"
+        return Change(self.label, verb, f"{verb} {self.name} ({info.init})",
+                      [Step(_run_cmd(info, verb))],
+                      Diff(self.label, before, after) if before != after else None,
+                      unknown=unknown, invalidates=_INVALIDATES)
+
+
+def _word(flag: bool | None, yes: str, no: str) -> str | None:
+    return None if flag is None else (yes if flag else no) + "\n"
+
+
+def service(name: str, state: str | None = "started", enabled: bool | None = None) -> Service:
+    """A service's state (started | stopped | restarted | reloaded | None = leave)
+    and start at boot (True | False | None = leave), under systemd or sysvinit."""
+    return Service(name, state, enabled)

@@ -1,0 +1,92 @@
+"""service(): systemd and sysvinit, from canned ServiceState outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuprov.facts.base import FactView
+from gpuprov.facts.services import ServiceState
+from gpuprov.ops.services import service
+
+DATA = Path(__file__).parent / "data" / "facts"
+
+
+def plan(op, canned: str):
+    [fact] = op.facts()
+    return op.plan(FactView({fact: fact.process((DATA / canned).read_text(), 0)}))
+
+
+def shells(changes) -> list[str]:
+    return [s.command.shell() for c in changes for s in c.steps]
+
+
+def test_systemd_converged() -> None:
+    assert plan(service("docker", "started", enabled=True), "systemctl.docker-running") == []
+    assert plan(service("docker", None, enabled=None), "systemctl.docker-running") == []
+
+
+def test_systemd_start_and_enable() -> None:
+    changes = plan(service("containerd", "started", enabled=True),
+                   "systemctl.containerd-stopped-disabled")
+    assert shells(changes) == ["systemctl enable containerd", "systemctl start containerd"]
+    enable, start = changes
+    assert (enable.resource, enable.action) == ("service containerd", "enable")
+    assert enable.diff.before == "disabled\n" and enable.diff.after == "enabled\n"
+    assert (start.action, start.summary) == ("start", "start containerd (systemd)")
+    assert start.invalidates == ("ServiceState",)
+
+
+def test_systemd_stop_disable() -> None:
+    assert shells(plan(service("docker", "stopped", enabled=False),
+                       "systemctl.docker-running")) == [
+        "systemctl disable docker", "systemctl stop docker"]
+
+
+def test_static_unit_is_not_enabled() -> None:
+    # static units cannot be enabled: no change, not an error
+    assert shells(plan(service("nvidia-persistenced", "started", enabled=True),
+                       "systemctl.nvidia-persistenced-static")) == [
+        "systemctl start nvidia-persistenced"]
+
+
+@pytest.mark.parametrize(("state", "canned", "expected"), [
+    ("restarted", "systemctl.docker-running", "systemctl restart docker"),
+    ("reloaded", "systemctl.docker-running", "systemctl reload docker"),
+    ("reloaded", "systemctl.containerd-stopped-disabled", "systemctl start containerd"),
+    ("restarted", "sysvinit.docker-running", "service docker restart"),
+])
+def test_handler_actions_always_change(state: str, canned: str, expected: str) -> None:
+    name = "containerd" if "containerd" in canned else "docker"
+    assert shells(plan(service(name, state), canned)) == [expected]
+
+
+def test_sysvinit() -> None:
+    assert plan(service("docker", "started", enabled=True), "sysvinit.docker-running") == []
+    assert shells(plan(service("docker", "started", enabled=True),
+                       "sysvinit.docker-disabled")) == [
+        "update-rc.d docker enable", "service docker start"]
+    # a script without any rc links needs its default links, not `enable`
+    assert shells(plan(service("ssh", "started", enabled=True),
+                       "sysvinit.ssh-stopped-nolinks")) == [
+        "update-rc.d ssh defaults", "service ssh start"]
+    assert shells(plan(service("docker", "stopped", enabled=False),
+                       "sysvinit.docker-running")) == [
+        "update-rc.d docker disable", "service docker stop"]
+
+
+@pytest.mark.parametrize("canned", ["systemctl.missing", "sysvinit.missing"])
+def test_missing_service_is_unknown_in_check_mode(canned: str) -> None:
+    changes = plan(service("docker", "started", enabled=True), canned)
+    assert [c.action for c in changes] == ["enable", "start"]
+    assert all(c.unknown and "docker is not installed" in c.unknown for c in changes)
+    assert plan(service("docker", "stopped"), canned) == []
+
+
+def test_quoting_and_bad_state() -> None:
+    assert shells(plan(service("my unit", "restarted"), "systemctl.docker-running")) == [
+        "systemctl restart 'my unit'"]
+    with pytest.raises(ValueError):
+        service("docker", "running")
+    assert service("docker").facts() == [ServiceState("docker")]
