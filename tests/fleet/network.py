@@ -76,7 +76,12 @@ def attach_host(index: int, netns_pid: int) -> None:
     """A veth pair: one end on the bridge, the other as eth0 in the host."""
     name = veth_name(index)
     ip("link", "del", name, check=False)
-    res = ip("link", "add", name, "type", "veth", "peer", "name", "eth0",
+    # A stable MAC per host: after a stop/start the bridge's ARP cache
+    # still points at the right interface (a new random MAC made the
+    # controller's SYNs vanish until the stale entry expired).
+    mac = f"02:00:0a:d5:{FLEET_ID:02x}:{index:02x}"
+    ip("neigh", "flush", "to", host_address(index), "dev", BRIDGE, check=False)
+    res = ip("link", "add", name, "type", "veth", "peer", "name", "eth0", "address", mac,
              "netns", str(netns_pid), check=False)
     if res.returncode != 0:
         raise FleetError(f"cannot create veth for host #{index}: {res.stderr.strip()}")

@@ -52,7 +52,9 @@ def test_branch_upgrade_needs_a_reboot(fleet: Fleet) -> None:
               "nvidia-headless-550-server nvidia-utils-550-server")
     assert "550.163.01" in fleet.ssh(host, "nvidia-smi").stdout
     fleet.ssh(host, f"sudo {APT} install nvidia-headless-580-server nvidia-utils-580-server")
-    assert fleet.ssh(host, "dpkg-query -W nvidia-headless-550-server", check=False).returncode
+    old = fleet.ssh(host, "dpkg-query -W -f '${Status}' nvidia-headless-550-server",
+                    check=False).stdout
+    assert "installed" not in old.replace("config-files", "")  # removed (conffiles may stay)
     res = fleet.ssh(host, "nvidia-smi", check=False)
     assert res.returncode == 18 and "Driver/library version mismatch" in res.stdout + res.stderr
     host.reboot()
