@@ -1,0 +1,175 @@
+"""Becoming root, shared by the ssh and local connectors.
+
+Both connectors turn a command into one shell line run by a POSIX shell
+(`sh -c <cmd>`, or `sudo ... -- sh -c <cmd>`) plus an optional stdin prefix,
+then stream stdin after that prefix. This module owns that step so the two
+connectors cannot drift apart on how root is gained or how a password is fed.
+
+How root is gained is detected once per host, on the first sudo use:
+
+- already root            -> the command runs as is, no sudo at all;
+- `sudo -n true` works    -> `sudo -n -- sh -c '<cmd>'`;
+- a become password given -> `sudo -S -k -p '' -- sh -c '<cmd>'`, with the
+  password line prepended to stdin (never on argv, so never in a process
+  list); `-k` makes sudo ignore its timestamp and always read that line, so
+  it can never leak into the command's own stdin;
+- otherwise               -> UnreachableHost(kind "sudo").
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from gpuprov.command import Command
+from gpuprov.connectors.base import Become
+from gpuprov.errors import UnreachableHost
+
+# A command that runs longer than its timeout is interrupted and reported as a
+# CommandResult with this exit code (coreutils `timeout` uses the same) and a
+# note at the end of stderr; it is not an UnreachableHost, the host is fine.
+TIMEOUT_EXIT_CODE = 124
+TIMEOUT_NOTE = "[gpuprov] command timed out after {:g}s and was interrupted; it may have partly run"
+
+# Big enough to stream multi-GB image tarballs efficiently, small enough to
+# keep memory flat.
+CHUNK_SIZE = 256 * 1024
+
+StdinSource = bytes | BinaryIO | None
+# Runs one shell line with stdin bytes; returns (exit code, stdout, stderr).
+RawExec = Callable[[str, bytes], tuple[int, str, str]]
+
+# One round trip answers "how do I become root here"; LC_ALL=C keeps sudo's
+# messages parseable.
+_PROBE = (
+    "LC_ALL=C; export LC_ALL; "
+    'if [ "$(id -u)" = 0 ]; then echo root; '
+    "elif ! command -v sudo >/dev/null 2>&1; then echo nosudo; "
+    "elif sudo -n true 2>/dev/null; then echo nopasswd; "
+    "else echo password; fi"
+)
+_VALIDATE = "LC_ALL=C sudo -S -k -p '' true"
+_WRONG_PASSWORD_MARKERS = ("incorrect password", "Sorry, try again")
+
+ROOT, NOPASSWD, PASSWORD = "root", "nopasswd", "password"
+
+
+def split_command(command: Command | str) -> tuple[str, str]:
+    """(shell text to execute, text to display). Plain strings have no secrets."""
+    if isinstance(command, Command):
+        return command.shell(), command.display()
+    return command, command
+
+
+def add_note(stderr: str, note: str) -> str:
+    """Append a gpuprov note on its own line to a command's stderr."""
+    sep = "" if not stderr or stderr.endswith("\n") else "\n"
+    return f"{stderr}{sep}{note}\n"
+
+
+def iter_stdin(stdin: StdinSource, prefix: bytes = b"") -> Iterator[bytes]:
+    """Yield the stdin stream in chunks, after `prefix` (the sudo password line)."""
+    if prefix:
+        yield prefix
+    if stdin is None:
+        return
+    if isinstance(stdin, (bytes, bytearray, memoryview)):
+        data = memoryview(stdin)
+        for start in range(0, len(data), CHUNK_SIZE):
+            yield bytes(data[start:start + CHUNK_SIZE])
+        return
+    while True:
+        chunk = stdin.read(CHUNK_SIZE)
+        if not chunk:
+            return
+        if isinstance(chunk, str):  # a text-mode file slipped through
+            chunk = chunk.encode()
+        yield chunk
+
+
+class Sudo:
+    """Per-host become logic; `exec_raw` runs the (unprivileged) probe."""
+
+    def __init__(self, host: str, user: str, become: Become, exec_raw: RawExec) -> None:
+        self.host = host
+        self.user = user
+        self.become = become
+        self._exec_raw = exec_raw
+        self._mode: str | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self, shell: str, sudo: bool) -> tuple[str, bytes]:
+        """The line to hand to a POSIX login shell, and the stdin prefix."""
+        if not sudo:
+            return f"sh -c {shlex.quote(shell)}", b""
+        mode = self.mode()
+        if mode == ROOT:
+            return f"sh -c {shlex.quote(shell)}", b""
+        if mode == NOPASSWD:
+            return f"sudo -n -- sh -c {shlex.quote(shell)}", b""
+        assert self.become.password is not None
+        return (f"sudo -S -k -p '' -- sh -c {shlex.quote(shell)}",
+                self.become.password.encode() + b"\n")
+
+    def check(self, exit_code: int, stderr: str) -> None:
+        """Turn a password rejected mid-run (changed since validation) into an error."""
+        if self._mode == PASSWORD and exit_code == 1 and _wrong_password(stderr):
+            raise self._wrong_password()
+
+    def mode(self) -> str:
+        # Detected once per host; the lock keeps parallel tasks on one host
+        # from probing twice (and from feeding the password twice).
+        with self._lock:
+            if self._mode is None:
+                self._mode = self._detect()
+            return self._mode
+
+    def _detect(self) -> str:
+        code, out, err = self._exec_raw(f"sh -c {shlex.quote(_PROBE)}", b"")
+        answer = out.strip().splitlines()[-1:] or [""]
+        mode = answer[0]
+        if code != 0 or mode not in (ROOT, NOPASSWD, PASSWORD, "nosudo"):
+            raise UnreachableHost(self.host, "sudo", f"could not check how to become root "
+                                  f"(exit {code}): {err.strip() or out.strip()}")
+        if mode == ROOT:
+            return ROOT
+        who = f"{self.user}@{self.host}"
+        if not self.become.enabled:
+            raise UnreachableHost(
+                self.host, "sudo", f"{who} is not root and become is disabled",
+                hint="enable become for this host (become: true / ansible_become)")
+        if mode == "nosudo":
+            raise UnreachableHost(self.host, "sudo", f"{who} is not root and sudo is not installed",
+                                  hint="connect as root, or install and configure sudo")
+        if mode == NOPASSWD:
+            return NOPASSWD
+        if self.become.password is None:
+            raise UnreachableHost(self.host, "sudo", f"sudo on {who} needs a password",
+                                  hint="rerun with --ask-become-pass (-K), or allow "
+                                       "passwordless sudo (NOPASSWD) for this user")
+        # Validate once, with nothing after the password line, so a wrong
+        # password fails here instead of sudo reading a command's stdin as
+        # further password attempts.
+        code, _, err = self._exec_raw(_VALIDATE, self.become.password.encode() + b"\n")
+        if code == 0:
+            return PASSWORD
+        if _wrong_password(err):
+            raise self._wrong_password()
+        raise UnreachableHost(self.host, "sudo", f"sudo failed for {who}: {_last_line(err)}",
+                              hint="check the sudoers rules for this user")
+
+    def _wrong_password(self) -> UnreachableHost:
+        return UnreachableHost(
+            self.host, "sudo", f"wrong sudo password for {self.user}@{self.host}",
+            hint="rerun with --ask-become-pass and the right password")
+
+
+def _wrong_password(stderr: str) -> bool:
+    return any(marker in stderr for marker in _WRONG_PASSWORD_MARKERS)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no message)"

@@ -1,0 +1,609 @@
+"""SshConnector against an in-process paramiko server on 127.0.0.1.
+
+The server runs exec requests with /bin/sh in a temp dir (tests only send
+harmless commands: echo, cat, printf, exit N). HOME points to tmp_path and
+ssh-agent is disabled, so the real ~/.ssh is never read or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from gpuprov.command import Command, Secret
+from gpuprov.connectors import ssh as ssh_mod
+from gpuprov.connectors.base import Become
+from gpuprov.connectors.hostkeys import fingerprint
+from gpuprov.connectors.ssh import SshConnector
+from gpuprov.errors import UnreachableHost
+
+DIE = "gpuprov-test-die-now"   # a command containing this makes the server drop the connection
+
+
+def _quietly(func: Callable[..., None]) -> Callable[..., None]:
+    """Server threads end silently when a test tears the connection down."""
+
+    @functools.wraps(func)
+    def wrapper(*args: object) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            func(*args)
+
+    return wrapper
+
+
+class _Handler(paramiko.ServerInterface):
+    def __init__(self, server: FakeSshd, transport: paramiko.Transport) -> None:
+        self.server = server
+        self.transport = transport
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        self.server.auth_attempts.append((username, key.get_fingerprint()))
+        if key.asbytes() in self.server.authorized:
+            return paramiko.AUTH_SUCCESSFUL
+        return paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if kind == "session":
+            return paramiko.OPEN_SUCCEEDED
+        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, dest: tuple) -> int:
+        if dest[0] != "127.0.0.1":  # tests only ever connect to 127.0.0.1
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        self.server.forwards.append(dest)
+        threading.Thread(target=self.server.forward, args=(self.transport, chanid, dest),
+                         daemon=True).start()
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        self.server.commands.append(command.decode())
+        threading.Thread(target=self.server.execute, args=(self.transport, channel,
+                                                           command.decode()), daemon=True).start()
+        return True
+
+
+class FakeSshd:
+    """A tiny sshd: publickey auth, exec via /bin/sh -c, direct-tcpip forwarding."""
+
+    def __init__(self, workdir: Path, host_key: paramiko.PKey, authorized: list[paramiko.PKey],
+                 port: int = 0) -> None:
+        self.workdir = workdir
+        self.host_key = host_key
+        self.authorized = {k.asbytes() for k in authorized}
+        self.commands: list[str] = []
+        self.forwards: list[tuple] = []
+        self.auth_attempts: list[tuple] = []
+        self.accepted = 0
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.transports: list[paramiko.Transport] = []
+        self.channels: list[paramiko.Channel] = []
+        self.procs: dict[paramiko.Channel, subprocess.Popen | None] = {}
+        self.lock = threading.Lock()
+        self.signals: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            transport = paramiko.Transport(sock)
+            transport.add_server_key(self.host_key)
+            self._watch_replies(transport)
+            self.transports.append(transport)
+            threading.Thread(target=self._serve, args=(transport,), daemon=True).start()
+
+    @_quietly
+    def _serve(self, transport: paramiko.Transport) -> None:
+        # In its own thread: a client that hangs up mid-handshake (as on a
+        # changed host key) must not stop the accept loop.
+        transport.start_server(server=_Handler(self, transport))
+        self._sessions(transport)
+
+    def _watch_replies(self, transport: paramiko.Transport) -> None:
+        # Like sshd, reply "exec ok" before the command's output: paramiko
+        # sends that reply after check_channel_exec_request returns, so the
+        # command thread waits until it has gone out.
+        send = transport._send_user_message
+        transport.exec_replied = {}
+
+        def send_and_note(msg: paramiko.Message) -> None:
+            send(msg)
+            raw = msg.asbytes()
+            if raw[:1] == bytes([99]):  # MSG_CHANNEL_SUCCESS
+                chanid = int.from_bytes(raw[1:5], "big")
+                transport.exec_replied.setdefault(chanid, threading.Event()).set()
+
+        transport._send_user_message = send_and_note
+
+        # paramiko servers ignore "signal" requests; handle them like sshd
+        # (kill the command) so tests can see that the client sends them.
+        table = dict(transport._channel_handler_table)
+        handle_request = table[98]  # MSG_CHANNEL_REQUEST
+
+        def request(chan: paramiko.Channel, msg: paramiko.Message) -> None:
+            start = msg.packet.tell()
+            if msg.get_text() == "signal":
+                msg.get_boolean()
+                self.signals.append(msg.get_text())
+                with self.lock:  # sshd has always forked by now; we may not have
+                    proc = self.procs.get(chan)
+                    if proc is None:
+                        self.procs[chan] = None
+                    else:
+                        os.killpg(proc.pid, getattr(signal, "SIG" + self.signals[-1]))
+                return
+            msg.packet.seek(start)
+            handle_request(chan, msg)
+
+        table[98] = request
+        transport._channel_handler_table = table
+
+    def _sessions(self, transport: paramiko.Transport) -> None:
+        # Accept channels and keep them referenced: a collected Channel closes.
+        while transport.is_active():
+            chan = transport.accept(0.5)
+            if chan is not None:
+                self.channels.append(chan)
+
+    @_quietly
+    def execute(self, transport: paramiko.Transport, chan: paramiko.Channel, command: str) -> None:
+        transport.exec_replied.setdefault(chan.remote_chanid, threading.Event()).wait(5)
+        if DIE in command:
+            chan.sendall(b"partial output\n")
+            time.sleep(0.1)
+            transport.sock.shutdown(socket.SHUT_RDWR)  # abrupt: no exit status, no close
+            transport.close()
+            return
+        with self.lock:
+            if chan in self.procs:  # signalled before it started
+                chan.close()
+                return
+            proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.workdir,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+            self.procs[chan] = proc
+
+        def pump_in() -> None:
+            try:
+                while data := chan.recv(65536):
+                    proc.stdin.write(data)
+            except (BrokenPipeError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+
+        @_quietly
+        def pump_err() -> None:
+            while data := proc.stderr.read1(65536):
+                chan.sendall_stderr(data)
+
+        threads = [threading.Thread(target=pump_in, daemon=True),
+                   threading.Thread(target=pump_err, daemon=True)]
+        for thread in threads:
+            thread.start()
+        while data := proc.stdout.read1(65536):
+            chan.sendall(data)
+        threads[1].join()
+        code = proc.wait()
+        if code >= 0:  # killed by a signal: sshd sends exit-signal, paramiko ignores it
+            chan.send_exit_status(code)
+        chan.shutdown_write()
+        chan.close()
+
+    @_quietly
+    def forward(self, transport: paramiko.Transport, chanid: int, dest: tuple) -> None:
+        chan = None
+        for _ in range(50):  # the channel object appears once the open is confirmed
+            chan = transport._channels.get(chanid)
+            if chan is not None:
+                break
+            time.sleep(0.01)
+        assert chan is not None
+        sock = socket.create_connection(("127.0.0.1", dest[1]))
+
+        @_quietly
+        def up() -> None:
+            while data := chan.recv(65536):
+                sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=up, daemon=True).start()
+        while data := sock.recv(65536):
+            chan.sendall(data)
+        chan.close()
+
+    def kill_connections(self) -> None:
+        for transport in self.transports:
+            transport.close()
+
+    def stop(self) -> None:
+        self.listener.close()
+        self.kill_connections()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Never touch the real ~/.ssh or the user's ssh-agent."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def host_key() -> paramiko.PKey:
+    return paramiko.ECDSAKey.generate()
+
+
+@pytest.fixture(scope="session")
+def client_key() -> paramiko.PKey:
+    return paramiko.ECDSAKey.generate()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, client_key: paramiko.PKey) -> Path:
+    path = tmp_path / "id_test"
+    client_key.write_private_key_file(str(path))
+    return path
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, host_key: paramiko.PKey, client_key: paramiko.PKey):
+    workdir = tmp_path / "remote"
+    workdir.mkdir()
+    server = FakeSshd(workdir, host_key, [client_key])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def known_hosts(tmp_path: Path) -> Path:
+    return tmp_path / "known_hosts"
+
+
+def make(sshd: FakeSshd, key_file: Path, known_hosts: Path, **kw) -> SshConnector:
+    kw.setdefault("ssh_config", key_file.parent / "no_ssh_config")
+    return SshConnector("web1", "127.0.0.1", port=sshd.port, user="tester", key_file=key_file,
+                        known_hosts=known_hosts, connect_timeout=5, **kw)
+
+
+def test_run_exit_codes_and_streams(sshd, key_file, known_hosts) -> None:
+    with make(sshd, key_file, known_hosts) as conn:
+        ok = conn.run("echo out; echo err >&2")
+        failed = conn.run(Command("sh", "-c", "exit 7"))
+        utf8 = conn.run("printf 'caf\\303\\251 \\377'")
+    assert (ok.exit_code, ok.stdout, ok.stderr, ok.ok) == (0, "out\n", "err\n", True)
+    assert failed.exit_code == 7 and not failed.ok
+    assert utf8.stdout == "café \ufffd"  # invalid utf-8 replaced, not an exception
+
+
+def test_commands_get_sh_semantics_and_secrets_are_masked(sshd, key_file, known_hosts) -> None:
+    with make(sshd, key_file, known_hosts) as conn:
+        result = conn.run(Command("printf", "%s|", "a b", "it's", Secret("hunter2")))
+    assert result.stdout == "a b|it's|hunter2|"
+    assert "hunter2" not in result.command and "********" in result.command
+    assert sshd.commands[-1].startswith("sh -c ")
+
+
+def test_stdin_streaming_of_megabytes(sshd, key_file, known_hosts) -> None:
+    payload = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MB, not chunk-aligned
+    with make(sshd, key_file, known_hosts) as conn:
+        from_bytes = conn.run("wc -c", stdin=payload)
+        from_file = conn.run("cat > upload.bin && wc -c < upload.bin", stdin=io.BytesIO(payload))
+    assert from_bytes.stdout.strip() == str(len(payload))
+    assert from_file.stdout.strip() == str(len(payload))
+    assert (sshd.workdir / "upload.bin").read_bytes() == payload
+    assert conn.stats.bytes_sent == 2 * len(payload)
+
+
+def test_stdin_read_error_interrupts_instead_of_sending_eof(sshd, key_file,
+                                                             known_hosts) -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self, n: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError("disk on fire")
+            return b"x" * 1000
+
+    with make(sshd, key_file, known_hosts) as conn:
+        with pytest.raises(OSError, match="disk on fire"):
+            conn.run("cat > part.bin && mv part.bin done.bin", stdin=Broken(), timeout=10)
+        assert conn.run("echo alive").ok  # the connection is still usable
+    assert sshd.signals == ["TERM"]  # interrupted, not fed an EOF
+    assert not (sshd.workdir / "done.bin").exists()
+
+
+def test_one_connection_many_round_trips(sshd, key_file, known_hosts) -> None:
+    conn = make(sshd, key_file, known_hosts)
+    for i in range(5):
+        assert conn.run(f"echo {i}").stdout == f"{i}\n"  # first run connects lazily
+    conn.close()
+    conn.close()  # safe twice
+    assert (conn.stats.connections, conn.stats.round_trips) == (1, 5)
+    assert sshd.accepted == 1
+
+
+def test_no_delayed_ack_stall_per_command(sshd, key_file, known_hosts) -> None:
+    # Like sshd, the fake server leaves Nagle on; without TCP_QUICKACK on our
+    # side every command would wait ~40 ms for a delayed ACK (0.8 s here).
+    with make(sshd, key_file, known_hosts) as conn:
+        conn.run("true")
+        started = time.perf_counter()
+        for _ in range(20):
+            conn.run("true")
+        assert time.perf_counter() - started < 0.6
+
+
+def test_timeout_returns_124_and_connection_survives(sshd, key_file, known_hosts) -> None:
+    with make(sshd, key_file, known_hosts) as conn:
+        slow = conn.run("sleep 5", timeout=0.3)
+        after = conn.run("echo still here")
+    assert slow.exit_code == 124 and "timed out" in slow.stderr
+    assert sshd.signals == ["TERM"]
+    assert after.stdout == "still here\n" and conn.stats.connections == 1
+
+
+def test_accept_new_records_key_with_port(sshd, key_file, known_hosts, host_key) -> None:
+    with make(sshd, key_file, known_hosts) as conn:
+        conn.run("true")
+    line = known_hosts.read_text()
+    assert line == f"[127.0.0.1]:{sshd.port} {host_key.get_name()} {host_key.get_base64()}\n"
+    with make(sshd, key_file, known_hosts, strict_host_keys=True) as conn:  # now known
+        assert conn.run("echo ok").stdout == "ok\n"
+    assert known_hosts.read_text() == line  # not recorded twice
+
+
+def test_hashed_known_hosts_entry_is_accepted(sshd, key_file, known_hosts, host_key) -> None:
+    hashed = paramiko.HostKeys.hash_host(f"[127.0.0.1]:{sshd.port}")
+    known_hosts.write_text(f"{hashed} {host_key.get_name()} {host_key.get_base64()}\n")
+    with make(sshd, key_file, known_hosts, strict_host_keys=True) as conn:
+        assert conn.run("echo ok").ok
+
+
+def test_strict_refuses_unknown_host(sshd, key_file, known_hosts, host_key) -> None:
+    with pytest.raises(UnreachableHost) as info:
+        make(sshd, key_file, known_hosts, strict_host_keys=True).connect()
+    err = info.value
+    assert err.kind == "host-key-unknown"
+    assert fingerprint(host_key) in err.detail
+    assert "ssh-keyscan" in (err.hint or "") and not known_hosts.exists()
+
+
+def test_changed_key_names_both_fingerprints_and_line(sshd, key_file, known_hosts,
+                                                      host_key) -> None:
+    old = paramiko.ECDSAKey.generate()
+    known_hosts.write_text("# fleet keys\n"
+                           f"other.example {old.get_name()} {old.get_base64()}\n"
+                           f"[127.0.0.1]:{sshd.port} {old.get_name()} {old.get_base64()}\n")
+    before = known_hosts.read_text()
+    for strict in (False, True):  # never accepted, whatever the policy
+        with pytest.raises(UnreachableHost) as info:
+            make(sshd, key_file, known_hosts, strict_host_keys=strict).connect()
+        err = info.value
+        assert err.kind == "host-key-changed" and err.host == "web1"
+        assert fingerprint(old) in err.detail and fingerprint(host_key) in err.detail
+        assert f"{known_hosts}:3" in err.detail
+        assert "ssh-keygen -R" in (err.hint or "")
+    assert known_hosts.read_text() == before
+    assert not sshd.auth_attempts  # no key was offered to an impostor
+
+
+def test_auth_failure_lists_keys_tried(sshd, tmp_path, known_hosts, isolated_home) -> None:
+    stranger = tmp_path / "id_stranger"
+    paramiko.ECDSAKey.generate().write_private_key_file(str(stranger))
+    default = isolated_home / ".ssh" / "id_ecdsa"
+    paramiko.ECDSAKey.generate().write_private_key_file(str(default))
+    conn = make(sshd, stranger, known_hosts)
+    with pytest.raises(UnreachableHost) as info:
+        conn.connect()
+    assert info.value.kind == "auth"
+    assert str(stranger) in info.value.detail and "'tester'" in info.value.detail
+    assert str(default) not in info.value.detail  # explicit key wins over defaults
+    # Without an explicit key, the defaults under ~/.ssh are tried.
+    conn = SshConnector("web1", "127.0.0.1", port=sshd.port, user="tester",
+                        known_hosts=known_hosts, connect_timeout=5)
+    with pytest.raises(UnreachableHost) as info:
+        conn.connect()
+    assert str(default) in info.value.detail
+
+
+def test_ssh_config_and_proxyjump_chain(sshd, key_file, known_hosts, isolated_home,
+                                        client_key) -> None:
+    # Two jump hosts (both the fake server), then the target: three transports.
+    # The second jump has no config entry, so it uses the default key.
+    client_key.write_private_key_file(str(isolated_home / ".ssh" / "id_ecdsa"))
+    (isolated_home / ".ssh" / "config").write_text(f"""
+Host target
+    HostName 127.0.0.1
+    Port {sshd.port}
+    User tester
+    IdentityFile {key_file}
+    ProxyJump bastion1,tester@127.0.0.1:{sshd.port}
+Host bastion1
+    HostName 127.0.0.1
+    Port {sshd.port}
+    User tester
+    IdentityFile {key_file}
+""")
+    conn = SshConnector("gpu7", "target", known_hosts=known_hosts, connect_timeout=5)
+    with conn:
+        assert conn.run("echo via jumps").stdout == "via jumps\n"
+        assert conn.run("echo again").ok
+    assert [h.alias for h in conn.hops] == ["bastion1", "127.0.0.1", "target"]
+    assert sshd.forwards == [("127.0.0.1", sshd.port)] * 2
+    assert conn.stats.connections == 3 and conn.stats.round_trips == 2
+
+
+def test_explicit_arguments_win_over_ssh_config(tmp_path, isolated_home) -> None:
+    (isolated_home / ".ssh" / "config").write_text(
+        "Host box\n  HostName 10.9.8.7\n  Port 2222\n  User cfguser\n  IdentityFile ~/k1\n")
+    from_config = SshConnector("box")
+    assert (from_config.target.address, from_config.target.port,
+            from_config.target.user) == ("10.9.8.7", 2222, "cfguser")
+    assert from_config.target.identity_files == [isolated_home / "k1"]
+    explicit = SshConnector("box", port=22, user="me", key_file=tmp_path / "k2")
+    assert (explicit.target.port, explicit.target.user) == (22, "me")
+    assert explicit.target.identity_files == [tmp_path / "k2"]
+
+
+def _closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens: connections are refused
+    return port
+
+
+def test_refused_is_classified_and_retried_with_backoff(key_file, known_hosts,
+                                                        monkeypatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(ssh_mod, "_sleep", sleeps.append)
+    conn = SshConnector("web1", "127.0.0.1", port=_closed_port(), key_file=key_file,
+                        known_hosts=known_hosts, retries=4)
+    with pytest.raises(UnreachableHost) as info:
+        conn.connect()
+    assert info.value.kind == "refused" and "after 5 attempts" in info.value.detail
+    assert sleeps == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_refused_then_server_comes_back(tmp_path, key_file, known_hosts, host_key, client_key,
+                                        monkeypatch) -> None:
+    port = _closed_port()
+    servers: list[FakeSshd] = []
+
+    def sleep_then_start(delay: float) -> None:  # sshd is back after the second retry
+        if len(servers) == 0 and delay >= 1.0:
+            servers.append(FakeSshd(tmp_path, host_key, [client_key], port=port))
+
+    monkeypatch.setattr(ssh_mod, "_sleep", sleep_then_start)
+    try:
+        with SshConnector("web1", "127.0.0.1", port=port, key_file=key_file,
+                          known_hosts=known_hosts) as conn:
+            assert conn.run("echo back").stdout == "back\n"
+        assert conn.stats.connections == 1
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_retry_budget_bounds_total_time(key_file, known_hosts, monkeypatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(ssh_mod, "_sleep", sleeps.append)
+    conn = SshConnector("web1", "127.0.0.1", port=_closed_port(), key_file=key_file,
+                        known_hosts=known_hosts, retries=50, retry_budget=3.0)
+    with pytest.raises(UnreachableHost):
+        conn.connect()
+    assert sum(sleeps) <= 3.0
+
+
+def test_auth_and_host_key_errors_are_not_retried(sshd, tmp_path, known_hosts,
+                                                  monkeypatch) -> None:
+    monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("must not retry"))
+    stranger = tmp_path / "id_stranger"
+    paramiko.ECDSAKey.generate().write_private_key_file(str(stranger))
+    with pytest.raises(UnreachableHost, match=r"\(auth\)"):
+        make(sshd, stranger, known_hosts).connect()
+    assert sshd.accepted == 1
+
+
+def test_dns_failure_fails_fast_without_leaving_the_machine(key_file, known_hosts,
+                                                            monkeypatch) -> None:
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"tried to resolve or connect: {args}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("dns must not be retried"))
+    started = time.monotonic()
+    with pytest.raises(UnreachableHost) as info:
+        SshConnector("ghost", "ghost.gpuprov.invalid", key_file=key_file,
+                     known_hosts=known_hosts).connect()
+    assert info.value.kind == "dns" and "ghost.gpuprov.invalid" in info.value.detail
+    assert time.monotonic() - started < 1.0
+
+
+def test_gaierror_is_classified_as_dns(key_file, known_hosts, monkeypatch) -> None:
+    def resolver_says_no(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver_says_no)
+    monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("dns must not be retried"))
+    with pytest.raises(UnreachableHost) as info:
+        SshConnector("ghost", "ghost.lab", key_file=key_file, known_hosts=known_hosts).connect()
+    assert info.value.kind == "dns" and "Name or service not known" in info.value.detail
+
+
+def test_server_dying_mid_command_is_closed_not_rerun(sshd, key_file, known_hosts) -> None:
+    conn = make(sshd, key_file, known_hosts)
+    conn.connect()
+    with pytest.raises(UnreachableHost) as info:
+        conn.run(f"echo {DIE}")
+    assert info.value.kind == "closed" and "may have partly run" in info.value.detail
+    assert sum(DIE in c for c in sshd.commands) == 1  # sent once, never re-run
+    with pytest.raises(UnreachableHost) as info:  # no silent reconnect either
+        conn.run("echo next")
+    assert info.value.kind == "closed"
+    conn.connect()  # an explicit connect() opens a new connection
+    assert conn.run("echo next").stdout == "next\n" and conn.stats.connections == 2
+    conn.close()
+
+
+def test_handshake_with_a_non_ssh_server_is_closed(key_file, known_hosts, monkeypatch) -> None:
+    monkeypatch.setattr(ssh_mod, "_sleep", lambda s: None)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def hang_up() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            sock.close()  # like sshd refusing at MaxStartups or mid-restart
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        with pytest.raises(UnreachableHost) as info:
+            SshConnector("web1", "127.0.0.1", port=listener.getsockname()[1], key_file=key_file,
+                         known_hosts=known_hosts, retries=1).connect()
+        assert info.value.kind == "closed" and "after 2 attempts" in info.value.detail
+    finally:
+        listener.close()
+
+
+def test_sudo_as_root_via_password(sshd, key_file, known_hosts) -> None:
+    # The fake server runs as whoever runs the tests; cover both cases.
+    conn = make(sshd, key_file, known_hosts, become=Become(password="pw"))
+    with conn:
+        if conn.run("id -u").stdout.strip() == "0":
+            assert conn.run("id -u", sudo=True).stdout == "0\n"
+        else:
+            pytest.skip("sudo paths are covered by test_sudo.py with a fake executor")

@@ -1,0 +1,186 @@
+"""Become logic (sudo.py) with a fake executor, plus one real-shell check
+with a fake `sudo` on PATH that the password never reaches the command."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gpuprov.connectors.base import Become
+from gpuprov.connectors.sudo import CHUNK_SIZE, Sudo, add_note, iter_stdin, split_command
+from gpuprov.errors import UnreachableHost
+
+
+class FakeHost:
+    """Answers the probe with `mode`, and the password check like sudo would."""
+
+    def __init__(self, mode: str, password: str = "s3cret", validate_stderr: str = "") -> None:
+        self.mode = mode
+        self.password = password
+        self.validate_stderr = validate_stderr
+        self.calls: list[tuple[str, bytes]] = []
+
+    def __call__(self, line: str, stdin: bytes) -> tuple[int, str, str]:
+        self.calls.append((line, stdin))
+        if "id -u" in line:
+            time.sleep(0.01)  # widen the window for the concurrency test
+            return 0, f"{self.mode}\n", ""
+        assert line.startswith("LC_ALL=C sudo -S -k -p ''")
+        if self.validate_stderr:
+            return 1, "", self.validate_stderr
+        if stdin == self.password.encode() + b"\n":
+            return 0, "", ""
+        return 1, "", "Sorry, try again.\nsudo: no password was provided\n" \
+                      "sudo: 1 incorrect password attempt\n"
+
+
+def sudo_for(host: FakeHost, **become: object) -> Sudo:
+    return Sudo("web1", "deploy", Become(**become), host)  # type: ignore[arg-type]
+
+
+def test_without_sudo_nothing_is_probed() -> None:
+    host = FakeHost("nopasswd")
+    line, prefix = sudo_for(host).prepare("echo 'hi there'", sudo=False)
+    assert line == "sh -c 'echo '\"'\"'hi there'\"'\"''" and prefix == b""
+    assert host.calls == []
+
+
+def test_root_runs_without_sudo_and_probes_once() -> None:
+    host = FakeHost("root")
+    sudo = sudo_for(host, enabled=False)  # become disabled does not matter for root
+    for _ in range(3):
+        assert sudo.prepare("id -u", sudo=True) == ("sh -c 'id -u'", b"")
+    assert len(host.calls) == 1
+
+
+def test_passwordless_sudo() -> None:
+    line, prefix = sudo_for(FakeHost("nopasswd")).prepare("apt-get update", sudo=True)
+    assert line == "sudo -n -- sh -c 'apt-get update'" and prefix == b""
+
+
+def test_password_is_validated_then_fed_on_stdin_never_argv() -> None:
+    host = FakeHost("password")
+    sudo = sudo_for(host, password="s3cret")
+    line, prefix = sudo.prepare("cat > /etc/x", sudo=True)
+    assert line == "sudo -S -k -p '' -- sh -c 'cat > /etc/x'"
+    assert prefix == b"s3cret\n"
+    assert host.calls[1][1] == b"s3cret\n"  # validated once, alone on stdin
+    assert all("s3cret" not in call_line for call_line, _ in host.calls)
+    sudo.prepare("true", sudo=True)
+    assert len(host.calls) == 2  # no second validation
+
+
+def test_password_needed_but_not_given() -> None:
+    with pytest.raises(UnreachableHost) as info:
+        sudo_for(FakeHost("password")).prepare("true", sudo=True)
+    assert info.value.kind == "sudo" and "needs a password" in info.value.detail
+    assert "--ask-become-pass" in (info.value.hint or "")
+
+
+def test_wrong_password() -> None:
+    with pytest.raises(UnreachableHost) as info:
+        sudo_for(FakeHost("password"), password="nope").prepare("true", sudo=True)
+    assert info.value.kind == "sudo"
+    assert info.value.detail == "wrong sudo password for deploy@web1"
+    assert "nope" not in str(info.value)
+
+
+def test_password_rejected_mid_run_is_reported() -> None:
+    sudo = sudo_for(FakeHost("password"), password="s3cret")
+    sudo.prepare("true", sudo=True)
+    sudo.check(1, "some ordinary failure\n")  # not a password problem: no error
+    with pytest.raises(UnreachableHost, match="wrong sudo password"):
+        sudo.check(1, "Sorry, try again.\nsudo: 1 incorrect password attempt\n")
+
+
+def test_other_sudo_failures_are_passed_on() -> None:
+    host = FakeHost("password", validate_stderr="deploy is not in the sudoers file.\n")
+    with pytest.raises(UnreachableHost, match="not in the sudoers file") as info:
+        sudo_for(host, password="s3cret").prepare("true", sudo=True)
+    assert info.value.kind == "sudo"
+
+
+@pytest.mark.parametrize(("mode", "become", "message"), [
+    ("nosudo", {}, "sudo is not installed"),
+    ("nopasswd", {"enabled": False}, "become is disabled"),
+])
+def test_cannot_become_root(mode: str, become: dict, message: str) -> None:
+    with pytest.raises(UnreachableHost, match=message) as info:
+        sudo_for(FakeHost(mode), **become).prepare("true", sudo=True)
+    assert info.value.kind == "sudo"
+
+
+def test_parallel_first_use_probes_once() -> None:
+    host = FakeHost("nopasswd")
+    sudo = sudo_for(host)
+    threads = [threading.Thread(target=sudo.prepare, args=("true", True)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(host.calls) == 1
+
+
+def test_iter_stdin_chunks_bytes_files_and_prefix() -> None:
+    data = b"x" * (CHUNK_SIZE * 2 + 5)
+    assert b"".join(iter_stdin(data, b"pw\n")) == b"pw\n" + data
+    assert max(len(c) for c in iter_stdin(data)) == CHUNK_SIZE
+    assert b"".join(iter_stdin(io.BytesIO(data))) == data
+    assert list(iter_stdin(None)) == [] and list(iter_stdin(None, b"p\n")) == [b"p\n"]
+
+
+def test_helpers() -> None:
+    assert add_note("", "n") == "n\n" and add_note("e", "n") == "e\nn\n"
+    assert add_note("e\n", "n") == "e\nn\n"
+    assert split_command("echo hi") == ("echo hi", "echo hi")
+
+
+FAKE_SUDO = """#!/bin/sh
+# Enough of sudo for the test: -n fails (password required), -S reads one
+# line from stdin and checks it, then runs the command.
+feed=no
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) echo "sudo: a password is required" >&2; exit 1 ;;
+        -S) feed=yes ;;
+        -p) shift ;;
+        --) shift; break ;;
+        -*) ;;
+        *) break ;;
+    esac
+    shift
+done
+if [ "$feed" = yes ]; then
+    IFS= read -r pw
+    if [ "$pw" != "s3cret" ]; then
+        echo "Sorry, try again." >&2; echo "sudo: 1 incorrect password attempt" >&2; exit 1
+    fi
+fi
+exec "$@"
+"""
+
+
+def test_password_never_leaks_into_the_commands_stdin(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sudo", FAKE_SUDO), ("id", "#!/bin/sh\necho 1000\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def exec_raw(line: str, stdin: bytes) -> tuple[int, str, str]:
+        proc = subprocess.run(["/bin/sh", "-c", line], input=stdin, capture_output=True,
+                              env=env, timeout=10)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+    sudo = Sudo("localhost", "me", Become(password="s3cret"), exec_raw)
+    line, prefix = sudo.prepare("cat", sudo=True)
+    assert exec_raw(line, prefix + b"payload\nline 2\n") == (0, "payload\nline 2\n", "")
+    wrong = Sudo("localhost", "me", Become(password="bad"), exec_raw)
+    with pytest.raises(UnreachableHost, match="wrong sudo password for me@localhost"):
+        wrong.prepare("cat", sudo=True)
