@@ -72,6 +72,20 @@ def check_path(path: str) -> str:
     return norm
 
 
+def state_fact(path: str, mode: str | None = None, read_as_root: bool | None = None,
+               content: bool = True, probe: str | None = None) -> FileState:
+    """The FileState an op reads for `path`, with sudo decided by needs_root()
+    (on `probe` when given) unless the caller says read_as_root."""
+    root = needs_root(probe or path, mode) if read_as_root is None else read_as_root
+    return FileState(path, content=content, sudo=root)
+
+
+def check_validate(validate: str | None) -> str | None:
+    if validate is not None and "{}" not in validate:
+        raise ValueError(f"validate must name the temp file with {{}}: {validate!r}")
+    return validate
+
+
 def needs_root(path: str, mode: str | None = None) -> bool:
     """Whether the FileState of path should be read with sudo: known root-only
     places, or a wanted mode that others cannot read (a 0600 token file)."""
@@ -218,13 +232,10 @@ class File(Op):
         self.path = check_path(path)
         self.content = content
         self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
-        if validate is not None and "{}" not in validate:
-            raise ValueError(f"validate must name the temp file with {{}}: {validate!r}")
-        self.backup, self.validate, self.secret = backup, validate, secret
+        self.backup, self.validate, self.secret = backup, check_validate(validate), secret
         self.notify = _notify(notify)
         self.label = f"file {self.path}"
-        root = needs_root(self.path, self.mode) if read_as_root is None else read_as_root
-        self.fact = FileState(self.path, sudo=root)
+        self.fact = state_fact(self.path, self.mode, read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
@@ -245,8 +256,7 @@ class Absent(Op):
         self.recursive, self.secret = recursive, secret
         self.notify = _notify(notify)
         self.label = f"absent {self.path}"
-        root = needs_root(self.path) if read_as_root is None else read_as_root
-        self.fact = FileState(self.path, sudo=root)
+        self.fact = state_fact(self.path, read_as_root=read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
@@ -281,8 +291,8 @@ class Directory(Op):
         self.label = f"directory {self.path}"
         # stat of a directory needs only search rights on its parent, so its
         # own mode says nothing about needing root: only the place does
-        root = needs_root(self.path + "/") if read_as_root is None else read_as_root
-        self.fact = FileState(self.path, content=False, sudo=root)
+        self.fact = state_fact(self.path, read_as_root=read_as_root, content=False,
+                               probe=self.path + "/")
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
@@ -379,8 +389,7 @@ class Line(Op):
         self.backup, self.validate = backup, validate
         self.notify = _notify(notify)
         self.label = f"line in {self.path}"
-        root = needs_root(self.path, self.mode) if read_as_root is None else read_as_root
-        self.fact = FileState(self.path, sudo=root)
+        self.fact = state_fact(self.path, self.mode, read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]

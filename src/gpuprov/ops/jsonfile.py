@@ -15,9 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.files import FileInfo, FileState
+from gpuprov.facts.files import FileInfo
 from gpuprov.ops.base import Change, Op
-from gpuprov.ops.files import FileOpError, check_mode, check_path, needs_root, plan_write
+from gpuprov.ops.files import (
+    FileOpError,
+    check_mode,
+    check_path,
+    check_validate,
+    plan_write,
+    state_fact,
+)
 
 KeyPath = tuple[str, ...]
 
@@ -85,13 +92,10 @@ class JsonMerge(Op):
                 raise ValueError(f"json_merge({self.path}): cannot both set and remove "
                                  f"{'.'.join(key_path) or '(empty key path)'}")
         self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
-        if validate is not None and "{}" not in validate:
-            raise ValueError(f"validate must name the temp file with {{}}: {validate!r}")
-        self.validate, self.backup, self.secret = validate, backup, secret
+        self.validate, self.backup, self.secret = check_validate(validate), backup, secret
         self.notify = (notify,) if isinstance(notify, str) else tuple(notify)
         self.label = f"json_merge {self.path}"
-        root = needs_root(self.path, self.mode) if read_as_root is None else read_as_root
-        self.fact = FileState(self.path, sudo=root)
+        self.fact = state_fact(self.path, self.mode, read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
