@@ -46,19 +46,26 @@ def check_prerequisites() -> None:
         raise FleetUnavailable(f"cannot create namespaces: {probe.stderr.strip()}")
 
 
-def cleanup_stale() -> None:
-    """Undo what a killed earlier run left: processes, bridge, mounts, dirs."""
-    me = os.getpid()
+def fleet_processes(marker: str = MARKER) -> list[int]:
+    """Pids of this fleet's host launchers (their command line carries the marker)."""
+    needle = marker.encode() + b"\0"
+    me, pids = os.getpid(), []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == me:
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes()
+            if needle in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
         except OSError:
             continue
-        if MARKER.encode() + b"\0" in cmdline and cmdline.startswith(b"unshare"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
+    return pids
+
+
+def cleanup_stale() -> None:
+    """Undo what a killed earlier run left: processes, bridge, mounts, dirs."""
+    for pid in fleet_processes():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     network.delete_bridge()
     directory = run_dir()
     if directory.exists():

@@ -13,7 +13,7 @@ import paramiko
 import pytest
 
 from tests.fleet import network
-from tests.fleet.fleet import Fleet
+from tests.fleet.fleet import Fleet, fleet_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,16 +156,7 @@ def test_bridge_and_subnet_are_the_fleets_own(fleet: Fleet) -> None:
 
 
 def _fleet_processes(fleet_id: int) -> list[int]:
-    marker = f"gpuprov-fleet-start-{fleet_id}\0".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
+    return fleet_processes(f"gpuprov-fleet-start-{fleet_id}")
 
 
 def test_a_killed_run_leaves_nothing_the_next_run_cannot_clean(fleet: Fleet) -> None:
