@@ -8,6 +8,7 @@ from gpuprov.command import Command
 from gpuprov.facts.base import FactView, gather_script, parse_batch
 from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
 from gpuprov.ops.command import command, write_file_step
+from tests.unit.shell_helpers import without_upload_check
 
 
 def plan(op, **answers):
@@ -95,7 +96,7 @@ def test_options_pass_through() -> None:
 def test_write_file_step() -> None:
     step = write_file_step("/etc/apt/preferences.d/x y", b"data", mode="0600")
     tmp = "'/etc/apt/preferences.d/.x y.gpuprov-tmp~'"
-    assert step.command.shell() == (
+    assert without_upload_check(step.command.shell()) == (
         f"mkdir -p /etc/apt/preferences.d && cat > {tmp} && chmod 0600 {tmp} && "
         f"mv -f {tmp} '/etc/apt/preferences.d/x y'")
     assert step.stdin == b"data"

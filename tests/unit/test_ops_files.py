@@ -27,6 +27,7 @@ from gpuprov.ops.files import (
     line,
     template,
 )
+from tests.unit.shell_helpers import without_upload_check
 
 TRAP = "trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM && cat >\"$t\""
 
@@ -62,7 +63,8 @@ def test_create() -> None:
         "file /etc/modprobe.d/blacklist-nouveau.conf", "create",
         "create (18 bytes, root:root 0644)")
     [step] = change.steps
-    assert step.command.shell() == write_cmd("/etc/modprobe.d/.gpuprov-XXXXXX",
+    assert without_upload_check(step.command.shell()) == \
+        write_cmd("/etc/modprobe.d/.gpuprov-XXXXXX",
                                              "/etc/modprobe.d/blacklist-nouveau.conf")
     assert step.stdin == b"blacklist nouveau\n" and step.sudo
     assert change.diff == Diff("/etc/modprobe.d/blacklist-nouveau.conf", None,
@@ -81,7 +83,8 @@ def test_no_change() -> None:
 def test_update_content() -> None:
     [change] = plan(file("/etc/x.conf", "a\nb\n"), info(b"a\n"))
     assert (change.action, change.summary) == ("update", "update content")
-    assert change.steps[0].command.shell() == write_cmd("/etc/.gpuprov-XXXXXX", "/etc/x.conf")
+    assert without_upload_check(change.steps[0].command.shell()) == \
+        write_cmd("/etc/.gpuprov-XXXXXX", "/etc/x.conf")
     assert change.diff is not None
     assert change.diff.unified() == "--- /etc/x.conf\n+++ /etc/x.conf\n@@ -1 +1,2 @@\n a\n+b\n"
 
@@ -94,7 +97,7 @@ def test_missing_final_newline_is_a_difference() -> None:
 
 def test_paths_with_spaces_and_quotes_are_quoted() -> None:
     [change] = plan(file("/srv/my dir/it's.conf", "x"), None)
-    assert change.steps[0].command.shell() == write_cmd(
+    assert without_upload_check(change.steps[0].command.shell()) == write_cmd(
         "'/srv/my dir/.gpuprov-XXXXXX'", """'/srv/my dir/it'"'"'s.conf'""")
 
 
@@ -114,7 +117,7 @@ def test_mode_only() -> None:
 def test_owner_only() -> None:
     [change] = plan(file("/etc/x", "t", owner="jupyter"), info(b"t"))
     assert change.summary == "owner root -> jupyter"
-    assert change.steps[0].command.shell() == "chown jupyter:root /etc/x"
+    assert without_upload_check(change.steps[0].command.shell()) == "chown jupyter:root /etc/x"
 
 
 def test_owner_group_mode() -> None:
@@ -127,7 +130,8 @@ def test_content_and_mode() -> None:
     [change] = plan(file("/etc/x", "new\n", mode="0600"), info(b"old\n"))
     assert change.summary == "update content; mode 0644 -> 0600"
     assert change.diff.label == "/etc/x (mode 0644 -> 0600)"
-    assert change.steps[0].command.shell() == write_cmd("/etc/.gpuprov-XXXXXX", "/etc/x",
+    assert without_upload_check(change.steps[0].command.shell()) == \
+        write_cmd("/etc/.gpuprov-XXXXXX", "/etc/x",
                                                         mode="0600")
 
 
@@ -139,7 +143,7 @@ def test_validate() -> None:
     [change] = plan(op, None)
     middle = (' && { sshd -t -f "$t" || { echo \'gpuprov: validation failed, '
               "/etc/ssh/sshd_config.d/50-gpuprov.conf left unchanged' >&2; exit 1; }; } >&2")
-    assert change.steps[0].command.shell() == write_cmd(
+    assert without_upload_check(change.steps[0].command.shell()) == write_cmd(
         "/etc/ssh/sshd_config.d/.gpuprov-XXXXXX", "/etc/ssh/sshd_config.d/50-gpuprov.conf",
         middle=middle)
     assert op.fact.sudo  # /etc/ssh is read as root
@@ -154,7 +158,8 @@ def test_backup_only_when_there_is_an_old_file() -> None:
     op = file("/etc/x y", "new", backup=True)
     [change] = plan(op, info(b"old"))
     backup = " && cp -p '/etc/x y' '/etc/x y'.$$.$(date +%Y-%m-%d@%H:%M:%S)~"
-    assert change.steps[0].command.shell() == write_cmd("/etc/.gpuprov-XXXXXX", "'/etc/x y'",
+    assert without_upload_check(change.steps[0].command.shell()) == \
+        write_cmd("/etc/.gpuprov-XXXXXX", "'/etc/x y'",
                                                          middle=backup)
     [create] = plan(op, None)
     assert "cp -p" not in create.steps[0].command.shell()
@@ -260,9 +265,9 @@ def test_absent() -> None:
     assert (change.action, change.steps[0].command.shell()) == ("delete", "rm -f /etc/x")
     assert change.diff == Diff("/etc/x", "gone\n", None)
     [rmdir] = plan(absent("/srv/d"), info(None, type="directory"))
-    assert rmdir.steps[0].command.shell() == "rmdir /srv/d"
+    assert without_upload_check(rmdir.steps[0].command.shell()) == "rmdir /srv/d"
     [rmrf] = plan(absent("/srv/my d", recursive=True), info(None, type="directory"))
-    assert rmrf.steps[0].command.shell() == "rm -rf '/srv/my d'"
+    assert without_upload_check(rmrf.steps[0].command.shell()) == "rm -rf '/srv/my d'"
     assert rmrf.invalidates == ("FileState('/srv/my d',", "FileState('/srv/my d/")
     with pytest.raises(ValueError):
         absent("/")
@@ -273,7 +278,7 @@ def test_absent() -> None:
 def test_directory() -> None:
     op = directory("/var/lib/gpu data", owner="jupyter", group="jupyter", mode="0750")
     [change] = plan(op, None)
-    assert change.steps[0].command.shell() == (
+    assert without_upload_check(change.steps[0].command.shell()) == (
         "mkdir -p '/var/lib/gpu data' && chown jupyter:jupyter '/var/lib/gpu data' "
         "&& chmod 0750 '/var/lib/gpu data'")
     assert change.invalidates == ("FileState('/var/lib/gpu data',", "FileState('/var/lib',",
@@ -281,7 +286,7 @@ def test_directory() -> None:
     same = info(None, type="directory", owner="jupyter", group="jupyter", mode="0750")
     assert plan(op, same) == []
     [attrs] = plan(op, info(None, type="directory", owner="jupyter", group="jupyter"))
-    assert attrs.steps[0].command.shell() == "chmod 0750 '/var/lib/gpu data'"
+    assert without_upload_check(attrs.steps[0].command.shell()) == "chmod 0750 '/var/lib/gpu data'"
     assert attrs.summary == "mode 0644 -> 0750"
     with pytest.raises(FileOpError, match="not a directory"):
         plan(op, info(b"x"))
@@ -341,7 +346,7 @@ def test_line_missing_file() -> None:
 def test_line_keeps_owner_and_mode() -> None:
     cur = info(b"a\n", owner="alice", group="staff", mode="0640")
     [change] = plan(line("/home/alice/.profile", "b"), cur)
-    assert change.steps[0].command.shell() == write_cmd(
+    assert without_upload_check(change.steps[0].command.shell()) == write_cmd(
         "/home/alice/.gpuprov-XXXXXX", "/home/alice/.profile", owner="alice:staff", mode="0640")
     assert change.diff == Diff("/home/alice/.profile", "a\n", "a\nb\n")
 

@@ -16,6 +16,7 @@ from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.base import Change, Diff
 from gpuprov.ops.files import FileOpError, NoteDiff
 from gpuprov.ops.jsonfile import deep_merge, dump_json, json_merge, same_json
+from tests.unit.shell_helpers import without_upload_check
 
 DAEMON = "/etc/docker/daemon.json"
 NVIDIA = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "runtimeArgs": []}}}
@@ -40,7 +41,7 @@ def test_create_when_absent() -> None:
                     '        }\n    }\n}\n')
     assert change.steps[0].stdin == text.encode()
     assert (change.resource, change.action) == ("file /etc/docker/daemon.json", "create")
-    assert change.steps[0].command.shell() == (
+    assert without_upload_check(change.steps[0].command.shell()) == (
         "t=$(mktemp /etc/docker/.gpuprov-XXXXXX) && trap 'rm -f \"$t\"' EXIT && "
         "trap 'exit 143' HUP INT TERM && cat >\"$t\" && chown root:root \"$t\" && "
         "chmod 0644 \"$t\" && { dockerd --validate --config-file \"$t\" || "

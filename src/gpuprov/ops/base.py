@@ -8,6 +8,7 @@ the connector. The same code computes both, so check mode cannot lie.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,19 @@ class Step:
     sudo: bool = True
     #: exit codes that count as success besides 0
     ok_codes: tuple[int, ...] = ()
+
+
+def received_intact(path_expr: str, data: bytes) -> str:
+    """Shell test that an uploaded temp file holds exactly `data`.
+
+    A dropped connection ends the remote `cat` with a plain EOF (exit 0,
+    no SIGHUP for exec channels), so without this a killed run could rename
+    a truncated temp file over the target.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    return (f'{{ [ "$(sha256sum <{path_expr} | cut -c1-64)" = {digest} ] '
+            f"|| {{ echo 'gpuprov: upload incomplete ({len(data)} bytes expected; connection "
+            "lost?), target left unchanged' >&2; exit 1; }; }")
 
 
 @dataclass(frozen=True)

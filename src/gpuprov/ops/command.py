@@ -16,7 +16,7 @@ from typing import Any
 from gpuprov.command import Command, Raw
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
-from gpuprov.ops.base import Change, Op, Step
+from gpuprov.ops.base import Change, Op, Step, received_intact
 
 # ---------------------------------------------------------------- shared step helpers
 
@@ -33,6 +33,7 @@ def write_file_step(path: str, data: bytes, mode: str = "0644") -> Step:
     cmd = Command.join([
         Command("mkdir", "-p", directory),
         Command("cat", Raw(">"), tmp),
+        Command(Raw(received_intact(Command(tmp).shell(), data))),
         Command("chmod", mode, tmp),
         Command("mv", "-f", tmp, path),
     ])

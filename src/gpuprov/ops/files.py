@@ -22,7 +22,7 @@ from gpuprov.command import MASK, Command, Raw, Secret
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState, file_fact_prefix, tree_fact_prefix
-from gpuprov.ops.base import Change, Diff, Op, Step
+from gpuprov.ops.base import Change, Diff, Op, Step, received_intact
 
 # Paths whose state only root may read: the fact for them runs with sudo.
 ROOT_ONLY_PREFIXES = ("/etc/ssh/", "/etc/sudoers", "/etc/shadow", "/etc/gshadow",
@@ -106,9 +106,9 @@ def _q(text: str) -> str:
 # --------------------------------------------------------------------------
 # the write mechanics shared by every op that changes file content
 
-def write_command(path: str, owner: str, group: str, mode: str, *,
+def write_command(path: str, content: bytes, owner: str, group: str, mode: str, *,
                   validate: str | None = None, backup: bool = False) -> Command:
-    """The step that atomically replaces `path` with its stdin."""
+    """The step that atomically replaces `path` with its stdin (which must be `content`)."""
     tmp = posixpath.join(posixpath.dirname(path), ".gpuprov-XXXXXX")
     # The temp name starts with '.' and has no extension, so drop-in readers
     # (sshd *.conf, sudoers.d skips names with '.', apt *.list) never load it.
@@ -117,7 +117,7 @@ def write_command(path: str, owner: str, group: str, mode: str, *,
         # EXIT removes the temp on any failure; the signal trap turns a
         # dropped connection (SIGHUP) or Ctrl-C into an exit that runs it.
         Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM"),
-        Raw("&&"), Raw('cat >"$t"'), Raw("&&"),
+        Raw("&&"), Raw('cat >"$t"'), Raw("&&"), Raw(received_intact('"$t"', content)), Raw("&&"),
         # chown before chmod: chown clears setuid/setgid bits
         "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
     ]
@@ -204,7 +204,7 @@ def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, g
         return [Change(f"file {path}", "update", "; ".join(notes), steps=[Step(cmd)],
                        diff=NoteDiff(label, note="content unchanged"), notify=notify,
                        invalidates=invalidates)]
-    step = Step(write_command(path, owner, group, mode, validate=validate,
+    step = Step(write_command(path, content, owner, group, mode, validate=validate,
                               backup=backup and cur is not None and cur.type == "file"),
                 stdin=content)
     if cur is None:

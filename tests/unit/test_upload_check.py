@@ -1,0 +1,43 @@
+"""A dropped connection ends the remote `cat` with a plain EOF: the write
+steps must then leave the target as it was (old or new, never partial)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gpuprov.ops.command import write_file_step
+from gpuprov.ops.files import write_command
+
+NEW = b"new content line\n" * 5000
+
+
+def run(shell: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["sh", "-c", shell], input=stdin, capture_output=True, check=False)
+
+
+def me() -> tuple[str, str]:
+    return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+
+
+@pytest.mark.parametrize("kind", ["file op", "write_file_step"])
+def test_truncated_upload_leaves_the_old_file(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "managed.conf"
+    target.write_bytes(b"old\n")
+    owner, group = me()
+    shell = (write_command(str(target), NEW, owner, group, "0644").shell() if kind == "file op"
+             else write_file_step(str(target), NEW).command.shell())
+    cut = run(shell, NEW[: len(NEW) // 2])
+    assert cut.returncode == 1
+    assert b"upload incomplete" in cut.stderr
+    assert target.read_bytes() == b"old\n"
+    if kind == "file op":  # its temp file is removed by the EXIT trap
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["managed.conf"]
+    full = run(shell, NEW)
+    assert full.returncode == 0, full.stderr
+    assert target.read_bytes() == NEW
