@@ -52,7 +52,7 @@ def test_without_sudo_nothing_is_probed() -> None:
 
 def test_root_runs_without_sudo_and_probes_once() -> None:
     host = FakeHost("root")
-    sudo = sudo_for(host, enabled=False)  # become disabled does not matter for root
+    sudo = sudo_for(host)
     for _ in range(3):
         assert sudo.prepare("id -u", sudo=True) == ("sh -c 'id -u'", b"")
     assert len(host.calls) == 1
@@ -105,14 +105,17 @@ def test_other_sudo_failures_are_passed_on() -> None:
     assert info.value.kind == "sudo"
 
 
-@pytest.mark.parametrize(("mode", "become", "message"), [
-    ("nosudo", {}, "sudo is not installed"),
-    ("nopasswd", {"enabled": False}, "become is disabled"),
-])
-def test_cannot_become_root(mode: str, become: dict, message: str) -> None:
-    with pytest.raises(UnreachableHost, match=message) as info:
-        sudo_for(FakeHost(mode), **become).prepare("true", sudo=True)
+def test_cannot_become_root_without_sudo() -> None:
+    with pytest.raises(UnreachableHost, match="sudo is not installed") as info:
+        sudo_for(FakeHost("nosudo")).prepare("true", sudo=True)
     assert info.value.kind == "sudo"
+
+
+def test_become_disabled_runs_as_the_login_user_without_probing() -> None:
+    host = FakeHost("nopasswd")
+    line, prefix = sudo_for(host, enabled=False).prepare("true", sudo=True)
+    assert line == "sh -c true" and prefix == b""
+    assert host.calls == []
 
 
 def test_parallel_first_use_probes_once() -> None:
