@@ -95,3 +95,28 @@ def test_toolkit_from_signed_repo_wires_docker_gpus(fleet: Fleet, gpu_host: Flee
     assert torch.split() == ["True", "64.0"]
     calls = gpu_host.read_file("/var/lib/gpuprov-test-double/docker/calls.log") or ""
     assert any('"--gpus"' in line for line in calls.splitlines())
+
+
+def test_chrony_service_reads_drop_ins_and_stops_on_remove(fleet: Fleet) -> None:
+    host = fleet.add_host(group="lab")
+    fleet.ssh(host, f"sudo {APT} update && sudo {APT} install chrony")
+    status = fleet.ssh(host, "dpkg-query -W -f '${Status} ${Version}' chrony").stdout
+    assert status == "install ok installed 4.3-2+deb12u1"
+    assert fleet.ssh(host, "sudo service chrony status", check=False).returncode == 0
+    assert fleet.ssh(host, "pgrep -x chronyd", check=False).returncode == 0
+    assert "10.0.0.1" not in fleet.ssh(host, "chronyc sources").stdout
+    restarts_log = "/var/lib/gpuprov-test-double/chrony/restarts.log"
+    before = len((host.read_file(restarts_log) or "").splitlines())
+    assert before >= 1  # the postinst started it
+    host.write_file("/etc/chrony/conf.d/gpuprov.conf", "server 10.0.0.1 iburst\n")
+    fleet.ssh(host, "sudo service chrony restart")
+    assert "10.0.0.1" in fleet.ssh(host, "chronyc sources").stdout
+    assert "(10.0.0.1)" in fleet.ssh(host, "chronyc tracking").stdout
+    assert len((host.read_file(restarts_log) or "").splitlines()) == before + 1
+    fleet.ssh(host, f"sudo {APT} remove chrony")
+    # The stopped chronyd may linger as a zombie until PID 1 reaps it (about a second).
+    gone = fleet.ssh(host, "for i in $(seq 50); do pgrep -x chronyd >/dev/null || exit 0; "
+                     "sleep 0.1; done; exit 1", check=False)
+    assert gone.returncode == 0
+    assert fleet.ssh(host, "sudo service chrony status", check=False).returncode == 3
+    assert host.read_file("/etc/chrony/chrony.conf") is not None  # a conffile stays

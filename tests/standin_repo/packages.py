@@ -93,12 +93,28 @@ TOOLKIT_VERSIONS = ("1.17.8-1", "1.18.0-1")
 CUDA_DRIVERS = {580: "580.95.05", 590: "590.44.01"}
 DOCKER_VERSION = "5:28.2.2-1~debian.12~bookworm"
 CONTAINERD_VERSION = "1.7.27-1"
+CHRONY_VERSION = "4.3-2+deb12u1"
 TD = "TEST DOUBLE for gpuprov's test fleet; never install on real hosts."
 
 
 def _headless_files() -> tuple[File, ...]:
     return (File(path="/etc/gpuprov-test-double/boot.d/nvidia", source="boot.d/nvidia",
                  mode=0o755),)
+
+
+def _chrony_files() -> tuple[File, ...]:
+    # The builder has no empty-directory entries, so conf.d/ and sources.d/ each ship a
+    # README placeholder; chronyd only reads *.conf and *.sources there.
+    placeholder = (f"# {TD}\n# Placeholder so the stand-in package ships this directory "
+                   "(empty in Debian's chrony).\n")
+    return tool("chronyc") + (
+        File(path="/etc/chrony/chrony.conf", source="data/chrony.conf"),
+        File(path="/etc/chrony/conf.d/README", text=placeholder),
+        File(path="/etc/chrony/sources.d/README", text=placeholder),
+        File(path="/etc/init.d/chrony", source="init.d/chrony", mode=0o755),
+        File(path=f"{HOME}/daemon/chronyd", link="/bin/sleep"),
+        File(path="/usr/sbin/chronyd", link=f"{HOME}/daemon/chronyd"),
+    )
 
 
 def common(repo: str) -> Package:
@@ -149,6 +165,10 @@ def archive_packages(kernel_release: str, cuda_repo_url: str) -> list[Package]:
                     File(path=f"{HOME}/daemon/dockerd", link="/bin/sleep"),
                 ), **service("docker", "docker-ce",
                              "getent group docker >/dev/null || groupadd --system docker")),
+        Package("chrony", CHRONY_VERSION, ARCHIVE, f"Versatile implementation of the Network "
+                f"Time Protocol. {TD}", depends=(COMMON,), provides=("time-daemon",),
+                conflicts=("time-daemon",), replaces=("time-daemon",), files=_chrony_files(),
+                **service("chrony", "chrony")),
     ]
     for branch, upstream in DRIVER_BRANCHES.items():
         version = f"{upstream}-0ubuntu1"

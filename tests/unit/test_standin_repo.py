@@ -119,3 +119,31 @@ def test_input_hash_and_cache(tmp_path: Path) -> None:
     stamp = (first.archive_dir / "Packages").stat().st_mtime_ns
     again = ensure_repos(tmp_path, KVER, CUDA_URL)
     assert again == first and (again.archive_dir / "Packages").stat().st_mtime_ns == stamp
+
+
+def test_chrony_package(built: BuiltRepos, tmp_path: Path) -> None:
+    chrony = stanzas(built.archive_dir)[("chrony", "4.3-2+deb12u1")]
+    assert chrony["Depends"] == "gpuprov-test-doubles"
+    assert "TEST DOUBLE for gpuprov's test fleet" in chrony["Description"]
+    assert built.versions["chrony"] == ["4.3-2+deb12u1"]
+    deb = next(built.archive_dir.glob("chrony_*.deb"))
+    contents = _contents(deb)
+    home = "/usr/libexec/gpuprov-test-doubles"
+    for line in (f"./usr/sbin/chronyd -> {home}/daemon/chronyd",
+                 f".{home}/daemon/chronyd -> /bin/sleep",
+                 f"./usr/bin/chronyc -> {home}/bin/chronyc",
+                 f".{home}/bin/chronyc", "./etc/init.d/chrony",
+                 "./etc/chrony/chrony.conf", "./etc/chrony/conf.d/", "./etc/chrony/sources.d/"):
+        assert line in contents
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "root")], check=True)
+    conf = (tmp_path / "root/etc/chrony/chrony.conf").read_text()
+    assert conf.startswith("# TEST DOUBLE for gpuprov's test fleet")
+    for directive in ("confdir /etc/chrony/conf.d", "sourcedir /etc/chrony/sources.d",
+                      "driftfile /var/lib/chrony/chrony.drift", "makestep 1 3", "rtcsync"):
+        assert f"\n{directive}\n" in conf
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(tmp_path / "control")], check=True)
+    control = tmp_path / "control"
+    assert "/etc/chrony/chrony.conf\n" in (control / "conffiles").read_text()
+    assert "update-rc.d chrony defaults" in (control / "postinst").read_text()
+    assert "invoke-rc.d chrony stop" in (control / "prerm").read_text()
+    assert "update-rc.d chrony remove" in (control / "postrm").read_text()
