@@ -1,0 +1,78 @@
+"""What a role's tasks() sees of one host: vars, system facts, templates.
+
+Roles read like a checklist; everything mechanical lives here and in ops/.
+A role may ask for a runtime fact with ctx.fact(): if it is not gathered yet
+the engine gathers it (batched with every other missing fact) and runs the
+role's tasks() again, so conditions on facts stay plain Python `if`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gpuprov.errors import GpuprovError
+from gpuprov.facts.base import Fact
+from gpuprov.facts.system import OsInfo, SystemFacts
+from gpuprov.inventory import Host
+from gpuprov.vars import HostVars
+
+T = TypeVar("T")
+
+
+class NeedFacts(Exception):
+    """Raised inside tasks() when it asked for facts not gathered yet."""
+
+    def __init__(self, facts: list[Fact[Any]]) -> None:
+        super().__init__(", ".join(f.key for f in facts))
+        self.facts = facts
+
+
+class RoleFailed(GpuprovError):
+    """A role refuses to go on for this host (e.g. a driver branch below 535)."""
+
+
+class TaskContext:
+    def __init__(self, host: Host, vars: HostVars, system: SystemFacts,
+                 facts: Mapping[Fact[Any], Any], role: str, role_dir: Path,
+                 check: bool) -> None:
+        self.host = host
+        self.vars = vars
+        self.system = system
+        self.role = role
+        self.role_dir = role_dir
+        self.check = check
+        self._facts = facts
+
+    @property
+    def os(self) -> OsInfo:
+        return self.system.os
+
+    def fact(self, fact: Fact[T]) -> T:
+        if fact not in self._facts:
+            raise NeedFacts([fact])
+        return self._facts[fact]
+
+    def facts(self, *facts: Fact[Any]) -> list[Any]:
+        """Several facts at once: all missing ones are gathered in one go."""
+        missing = [f for f in facts if f not in self._facts]
+        if missing:
+            raise NeedFacts(missing)
+        return [self._facts[f] for f in facts]
+
+    def render(self, template: str) -> str:
+        """Render templates/<template> of this role with the host's vars."""
+        path = self.role_dir / "templates" / template
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise RoleFailed(f"role {self.role}: template {template} not found at {path}") from exc
+        return self.vars.render_text(text, str(path))
+
+    def file_path(self, name: str) -> Path:
+        """A file shipped in the role's files/ directory."""
+        return self.role_dir / "files" / name
+
+    def fail(self, message: str, hint: str | None = None) -> RoleFailed:
+        return RoleFailed(f"{self.host.name}: role {self.role}: {message}", hint)

@@ -1,0 +1,238 @@
+"""Converge (or check) one host: facts in one batch, plan, apply, handlers.
+
+The same code path serves apply, --check and drift-check: planning never
+writes; only `apply` runs the planned Steps. After a change, only the facts
+it invalidated are re-read (batched, lazily, right before they are needed),
+which also proves each changed op converged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuprov.connectors.base import Connector
+from gpuprov.context import NeedFacts, RoleFailed, TaskContext
+from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
+from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch
+from gpuprov.facts.system import SystemFacts
+from gpuprov.handlers import (
+    PendingHandlers,
+    RebootRequired,
+    clear_step,
+    persist_step,
+    reboot_required_step,
+)
+from gpuprov.inventory import Host
+from gpuprov.ops.base import Change, Op, Step
+from gpuprov.results import CHANGED, FAILED, OK, HostResult, TaskResult
+from gpuprov.roles import Role
+from gpuprov.vars import HostVars
+
+MAX_DISCOVERY_PASSES = 5
+
+
+@dataclass
+class RoleRun:
+    """One role of one play, with the vars it sees on this host."""
+
+    role: Role
+    vars: HostVars
+
+
+@dataclass
+class PlannedOp:
+    role: str
+    op: Op
+    handler: bool = False
+
+
+@dataclass
+class HostRun:
+    host: Host
+    connector: Connector
+    roles: Sequence[RoleRun]
+    check: bool
+    #: called with each TaskResult as it completes (live progress)
+    on_task: Callable[[TaskResult], None] | None = None
+    result: HostResult = field(init=False)
+    _facts: dict[Fact[Any], Any] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.result = HostResult(self.host.name)
+
+    # -- facts ---------------------------------------------------------------
+    def gather(self, facts: Iterable[Fact[Any]]) -> None:
+        """Answer every given fact not known yet, in ONE round trip."""
+        wanted = list(dict.fromkeys(f for f in facts if f not in self._facts))
+        if not wanted:
+            return
+        script, marker = gather_script(wanted)
+        sudo = any(getattr(f, "sudo", False) for f in wanted)
+        res = self.connector.run("sh -s", sudo=sudo, stdin=script.encode())
+        if res.exit_code != 0 and marker not in res.stdout:
+            raise TaskFailed(self.host.name, "gather facts", "sh -s (facts script)",
+                             res.exit_code, res.stderr)
+        self._facts.update(parse_batch(wanted, res.stdout, marker))
+
+    def invalidate(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            if change.invalidates is None:
+                self._facts.clear()
+                return
+            for fact in list(self._facts):
+                if fact.key.startswith(change.invalidates):
+                    del self._facts[fact]
+
+    @property
+    def facts(self) -> FactView:
+        """Every fact known for this host so far."""
+        return FactView(self._facts)
+
+    # -- the run ---------------------------------------------------------------
+    def run(self) -> HostResult:
+        start = time.monotonic()
+        try:
+            self.connector.connect()
+            self._run()
+        except UnreachableHost as exc:
+            self.result.unreachable = str(exc)
+        except GpuprovError as exc:
+            self.result.error = str(exc)
+        except FactError as exc:  # e.g. a system fact of an unexpected target
+            self.result.error = f"{self.host.name}: {exc}"
+        finally:
+            self.result.connections = self.connector.stats.connections
+            self.result.round_trips = self.connector.stats.round_trips
+            self.result.seconds = time.monotonic() - start
+        return self.result
+
+    def _run(self) -> None:
+        self.gather([*SystemFacts.facts(), PendingHandlers(), RebootRequired()])
+        system = SystemFacts.from_facts(self._facts)
+        # read now: a change that invalidates every fact drops it from the cache
+        reason = self._facts[RebootRequired()]
+        plan = self._build_ops(system)
+        # On a parse error each op re-gathers its own facts in _do: the error lands on its op.
+        with contextlib.suppress(FactError):
+            self.gather(f for p in plan for f in p.op.facts())
+        notified: list[str] = list(self._facts[PendingHandlers()])
+        for item in plan:
+            task = self._do(item, notified)
+            self._record(task)
+            if task.status == FAILED:
+                return
+        self._run_handlers(system, notified)
+        self.result.reboot_pending = reason is not None or self.result.reboot_pending
+
+    def _record(self, task: TaskResult) -> None:
+        self.result.tasks.append(task)
+        if self.on_task is not None:
+            self.on_task(task)
+
+    def _build_ops(self, system: SystemFacts) -> list[PlannedOp]:
+        ops: list[PlannedOp] = []
+        for role_run in self.roles:
+            ops.extend(PlannedOp(role_run.role.name, op)
+                       for op in self._role_ops(role_run, system,
+                                                lambda ctx, r=role_run: r.role.tasks(ctx)))
+        return ops
+
+    def _role_ops(self, role_run: RoleRun, system: SystemFacts, produce: Any) -> list[Op]:
+        """Run a role's tasks(), gathering facts it asks for, until it completes."""
+        for _ in range(MAX_DISCOVERY_PASSES):
+            ctx = TaskContext(self.host, role_run.vars, system, FactView(self._facts),
+                              role_run.role.name, role_run.role.path, self.check)
+            try:
+                return list(produce(ctx))
+            except NeedFacts as need:
+                try:
+                    self.gather(need.facts)
+                except FactError as exc:
+                    raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: {exc}") from exc
+            except GpuprovError:
+                raise
+            except Exception as exc:  # the role author's bug: say where, not our stack
+                raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
+                                 f"{_where(exc, role_run.role)}{type(exc).__name__}: {exc}"
+                                 ) from exc
+        raise RoleFailed(f"{self.host.name}: role {role_run.role.name} keeps asking for "
+                         f"new facts after {MAX_DISCOVERY_PASSES} passes")
+
+    def _do(self, item: PlannedOp, notified: list[str]) -> TaskResult:
+        op = item.op
+        try:
+            self.gather(op.facts())  # re-reads only what earlier changes invalidated
+            changes = op.plan(FactView(self._facts))
+        except UnreachableHost:
+            raise
+        except GpuprovError as exc:
+            return TaskResult(item.role, op.label, FAILED, error=str(exc), handler=item.handler)
+        except FactError as exc:
+            return TaskResult(item.role, op.label, FAILED, handler=item.handler,
+                              error=f"{self.host.name}: task '{op.label}': {exc}")
+        if not changes:
+            return TaskResult(item.role, op.label, OK, handler=item.handler)
+        names = [f"{item.role}:{n}" for c in changes for n in (c.notify or op.notify)]
+        new_names = [n for n in dict.fromkeys(names) if n not in notified]
+        notified.extend(new_names)
+        if any(c.reboot_required for c in changes):
+            self.result.reboot_pending = True
+        if self.check:
+            return TaskResult(item.role, op.label, CHANGED, changes, handler=item.handler)
+        try:
+            if new_names:
+                self._exec("persist handler notification", persist_step(new_names))
+            for change in changes:
+                for step in change.steps:
+                    self._exec(op.label, step)
+                if change.reboot_required:
+                    self._exec("record reboot required", reboot_required_step(change.summary))
+        except TaskFailed as exc:
+            self.invalidate(changes)
+            return TaskResult(item.role, op.label, FAILED, changes, error=str(exc),
+                              handler=item.handler)
+        self.invalidate(changes)
+        return TaskResult(item.role, op.label, CHANGED, changes, handler=item.handler)
+
+    def _exec(self, task: str, step: Step) -> None:
+        res = self.connector.run(step.command, sudo=step.sudo, stdin=step.stdin)
+        if res.exit_code != 0 and res.exit_code not in step.ok_codes:
+            raise TaskFailed(self.host.name, task, step.command.display(), res.exit_code,
+                             res.stderr or res.stdout)
+
+    def _run_handlers(self, system: SystemFacts, notified: list[str]) -> None:
+        by_role = {r.role.name: r for r in self.roles}
+        for name in notified:
+            role_name, _, handler = name.partition(":")
+            role_run = by_role.get(role_name)
+            if role_run is None or handler not in role_run.role.handlers:
+                # Pending from a role that is not in this play: leave it for its play.
+                continue
+            fn = role_run.role.handlers[handler]
+            for op in self._role_ops(role_run, system, lambda ctx, f=fn: f(ctx)):
+                task = self._do(PlannedOp(role_name, op, handler=True), [])
+                task.task = f"handler {handler}: {task.task}"
+                self._record(task)
+                if task.status == FAILED:
+                    return
+            if not self.check:
+                try:
+                    self._exec("clear handler notification", clear_step(name))
+                except TaskFailed as exc:
+                    self.result.error = str(exc)
+                    return
+
+
+def _where(exc: BaseException, role: Role) -> str:
+    """"tasks.py:12: " for the innermost frame of the role's own code, or ""."""
+    role_dir = str(role.path) + "/"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename.startswith(role_dir)]
+    if not frames:
+        return ""
+    return f"{frames[-1].filename[len(role_dir):]}:{frames[-1].lineno}: "
