@@ -1,0 +1,34 @@
+"""Which connector a host gets, from its inventory settings and run options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpuprov.connectors.base import Become, Connector
+from gpuprov.connectors.local import LocalConnector
+from gpuprov.connectors.ssh import SshConnector
+from gpuprov.inventory import Host
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    strict_host_keys: bool = False
+    become_password: str | None = None
+    connect_timeout: float = 10.0
+    ssh_config: Path | None = None
+
+
+def connector_for(host: Host, options: ConnectOptions) -> Connector:
+    # Roles manage root-owned state, so become defaults to on (sudo is only
+    # used when the login user is not root anyway).
+    become = Become(enabled=host.become is not False, password=options.become_password)
+    if host.connection == "local":
+        return LocalConnector(host.name, become)
+    known_hosts = host.vars.get("ssh_known_hosts_file")
+    return SshConnector(
+        host.name, address=host.address, port=host.ssh_port, user=host.ssh_user,
+        key_file=host.ssh_private_key_file,
+        known_hosts=Path(str(known_hosts)).expanduser() if known_hosts else None,
+        strict_host_keys=options.strict_host_keys, become=become,
+        connect_timeout=options.connect_timeout, ssh_config=options.ssh_config)

@@ -1,0 +1,302 @@
+"""Run plays across hosts: thread pool, serial batches, max-fail, tags, reboots.
+
+One connection per host for the whole run (opened on first use, shared by
+every play); each host's play runs in a worker thread (HostRun), so a slow
+or unreachable host never holds the others up. Hosts that failed or were
+unreachable in one play are left out of the later plays, as in Ansible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from gpuprov.connectors.base import Connector
+from gpuprov.connectors.factory import ConnectOptions, connector_for
+from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
+from gpuprov.facts.system import SystemFacts
+from gpuprov.hostrun import HostRun, RoleRun
+from gpuprov.inventory import Host, Inventory
+from gpuprov.playbook import Play, RoleRef
+from gpuprov.reboot import DEFAULT_TIMEOUT, reboot_and_wait
+from gpuprov.results import SKIPPED, HostResult, RunResult, TaskResult
+from gpuprov.roles import Role, load_role
+from gpuprov.vars import build_host_vars
+
+REBOOT_POLICIES = ("never", "if-needed")
+ALWAYS = "always"  # a role tagged `always` runs unless skipped by name
+
+
+class ProgressSink(Protocol):
+    """What the executor tells the report layer while it runs."""
+
+    def play_started(self, name: str, hosts: list[str]) -> None: ...
+    def host_started(self, host: str) -> None: ...
+    def task_finished(self, host: str, task: TaskResult) -> None: ...
+    def host_finished(self, result: HostResult) -> None: ...
+    def message(self, host: str, text: str) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    check: bool = False
+    forks: int = 10
+    serial: int | str | None = None           # overrides the plays' serial
+    max_fail_percentage: float | None = None  # overrides the plays' value
+    tags: frozenset[str] = frozenset()
+    skip_tags: frozenset[str] = frozenset()
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    reboot: bool = False                      # --reboot: reboot where needed, always
+    reboot_timeout: float = DEFAULT_TIMEOUT
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+
+
+ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
+
+
+class Executor:
+    def __init__(self, inventory: Inventory, plays: Sequence[Play], hosts: Sequence[Host],
+                 options: RunOptions, progress: ProgressSink | None = None,
+                 connector_factory: ConnectorFactory = connector_for) -> None:
+        """`hosts`: the hosts the run may touch (the --limit selection)."""
+        self.inventory = inventory
+        self.plays = list(plays)
+        self.allowed = {h.name for h in hosts}
+        self.options = options
+        self.progress = progress
+        self._factory = connector_factory
+        self._connectors: dict[str, Connector] = {}
+        self._lock = threading.Lock()
+        # Load every role up front: a broken tasks.py fails the run before any host is touched.
+        self._roles: dict[Path, Role] = {}
+        for play in self.plays:
+            for ref in play.roles:
+                assert ref.path is not None, "resolve_roles() first"
+                self._roles.setdefault(ref.path, load_role(ref.name, ref.path))
+        check_tags(self.plays, options.tags | options.skip_tags)
+
+    # -- the run ----------------------------------------------------------------
+    def run(self, command: str) -> RunResult:
+        run = RunResult(command, self.options.check, started=time.time())
+        dead: set[str] = set()
+        try:
+            for play in self.plays:
+                hosts = [h for h in self.inventory.select(play.hosts, allow_empty=True)
+                         if h.name in self.allowed and h.name not in dead]
+                if not hosts:
+                    continue
+                if self.progress:
+                    self.progress.play_started(play.name, [h.name for h in hosts])
+                if not self._run_play(play, hosts, run, dead):
+                    break
+        finally:
+            self.close()
+            run.finished = time.time()
+        return run
+
+    def _run_play(self, play: Play, hosts: list[Host], run: RunResult, dead: set[str]) -> bool:
+        """Run one play in batches; False when max-fail aborted the run."""
+        serial = self.options.serial if self.options.serial is not None else play.serial
+        max_fail = (self.options.max_fail_percentage
+                    if self.options.max_fail_percentage is not None
+                    else play.max_fail_percentage)
+        for batch in batches(hosts, serial):
+            workers = max(1, min(self.options.forks, len(batch)))
+            with ThreadPoolExecutor(workers, thread_name_prefix="gpuprov-host") as pool:
+                results = list(pool.map(lambda h: self._run_host(play, h), batch))
+            failed = 0
+            for result in results:
+                merge(run.host(result.host), result)
+                if result.failed or result.unreachable:
+                    dead.add(result.host)
+                    failed += 1
+            pct = 100.0 * failed / len(batch)
+            if max_fail is not None and pct > max_fail:
+                run.aborted = (f"play {play.name!r}: {failed} of {len(batch)} hosts of a batch "
+                               f"failed ({pct:.0f}% > max_fail_percentage {max_fail:g}%); "
+                               "the remaining hosts and plays were not run")
+                return False
+            if failed == len(batch) and len(batch) > 1 and serial is not None:
+                run.aborted = f"play {play.name!r}: every host of a batch failed; stopping"
+                return False
+        return True
+
+    def _run_host(self, play: Play, host: Host) -> HostResult:
+        host = host.with_extra_vars(self.options.extra_vars) if self.options.extra_vars else host
+        if self.progress:
+            self.progress.host_started(host.name)
+        skipped: list[TaskResult] = []
+        roles: list[RoleRun] = []
+        try:
+            for ref in play.roles:
+                role = self._roles[ref.path]  # type: ignore[index]
+                if not role_selected(play, ref, self.options.tags, self.options.skip_tags):
+                    skipped.append(TaskResult(role.name, "role skipped by tags", SKIPPED))
+                    continue
+                roles.append(RoleRun(role, build_host_vars(
+                    host, role_defaults=role.defaults, play_vars=play.vars, role_vars=ref.vars,
+                    extra_vars=self.options.extra_vars, role=role.name)))
+            connector = self._connector(host)
+        except GpuprovError as exc:
+            result = HostResult(host.name, error=str(exc))
+            self._finished(result)
+            return result
+        on_task = (lambda t: self.progress.task_finished(host.name, t)) if self.progress else None
+        try:
+            result = HostRun(host, connector, roles, self.options.check, on_task=on_task).run()
+        except Exception as exc:  # a bug must cost one host, not the whole fleet's run
+            result = HostResult(host.name, error=internal_error(exc))
+        result.tasks[:0] = skipped
+        if result.reboot_pending and not self.options.check and not result.failed:
+            self._maybe_reboot(play, host, connector, result)
+        self._finished(result)
+        return result
+
+    def _maybe_reboot(self, play: Play, host: Host, connector: Connector,
+                      result: HostResult) -> None:
+        try:
+            policy = reboot_policy(play, host, self.options)
+        except GpuprovError as exc:
+            result.error = str(exc)
+            return
+        if policy != "if-needed":
+            return
+        if self.progress:
+            self.progress.message(host.name, "rebooting; waiting for it to come back")
+        try:
+            seconds = reboot_and_wait(connector, self.options.reboot_timeout)
+        except UnreachableHost as exc:
+            result.unreachable = str(exc)
+            return
+        except GpuprovError as exc:
+            result.error = str(exc)
+            return
+        result.rebooted, result.reboot_pending = True, False
+        result.seconds += seconds
+        result.connections = connector.stats.connections
+        result.round_trips = connector.stats.round_trips
+
+    def _finished(self, result: HostResult) -> None:
+        if self.progress:
+            self.progress.host_finished(result)
+
+    def _connector(self, host: Host) -> Connector:
+        with self._lock:
+            if host.name not in self._connectors:
+                self._connectors[host.name] = self._factory(host, self.options.connect)
+            return self._connectors[host.name]
+
+    def close(self) -> None:
+        with self._lock:
+            for connector in self._connectors.values():
+                # Closing must not hide the run's own outcome.
+                with contextlib.suppress(Exception):
+                    connector.close()
+            self._connectors.clear()
+
+
+def collect_facts(hosts: Sequence[Host], options: RunOptions,
+                  connector_factory: ConnectorFactory = connector_for) -> dict[str, Any]:
+    """`gpuprov facts`: the system facts of each host (one round trip each), as JSON data."""
+    def one(host: Host) -> tuple[str, Any]:
+        connector = connector_factory(host, options.connect)
+        try:
+            run = HostRun(host, connector, [], check=True)
+            result = run.run()
+            if result.unreachable or result.error:
+                return host.name, {"unreachable": result.unreachable, "error": result.error}
+            system = SystemFacts.from_facts(run.facts)
+            return host.name, {**dataclasses.asdict(system),
+                               "os_family": system.os.family, "supported": system.os.supported,
+                               "reboot_pending": result.reboot_pending,
+                               "connections": result.connections,
+                               "round_trips": result.round_trips}
+        except Exception as exc:
+            return host.name, {"error": internal_error(exc)}
+        finally:
+            connector.close()
+
+    with ThreadPoolExecutor(max(1, min(options.forks, len(hosts) or 1))) as pool:
+        return dict(pool.map(one, hosts))
+
+
+def internal_error(exc: BaseException) -> str:
+    """An unexpected exception, located, for the report (no traceback wall)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return (f"internal error{where}: {type(exc).__name__}: {exc} "
+            "(a bug in gpuprov or in a role; please report it)")
+
+
+# -- helpers (pure, unit-tested) ------------------------------------------------
+
+def batches(hosts: Sequence[Host], serial: int | str | None) -> list[list[Host]]:
+    """Split hosts into --serial batches: a count, or "30%" of the play's hosts."""
+    if not serial:
+        return [list(hosts)] if hosts else []
+    if isinstance(serial, str):
+        size = max(1, math.floor(len(hosts) * float(serial.rstrip("%")) / 100))
+    else:
+        size = max(1, int(serial))
+    return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]
+
+
+def role_tags(play: Play, ref: RoleRef) -> set[str]:
+    """A role's tags: its own, its play's, and its name (so `-t nvidia_driver` works)."""
+    return {*ref.tags, *play.tags, ref.name}
+
+
+def role_selected(play: Play, ref: RoleRef, tags: Iterable[str], skip: Iterable[str]) -> bool:
+    mine = role_tags(play, ref)
+    if mine & set(skip):
+        return False
+    tags = set(tags)
+    return not tags or bool(mine & tags) or ALWAYS in mine
+
+
+def check_tags(plays: Sequence[Play], asked: Iterable[str]) -> None:
+    """A tag that nothing carries is a typo: say so instead of silently doing nothing."""
+    known = {t for p in plays for r in p.roles for t in role_tags(p, r)}
+    known |= {t for p in plays for t in p.tags} | {ALWAYS}
+    unknown = sorted(set(asked) - known)
+    if unknown:
+        raise PlaybookError(f"unknown tag(s): {', '.join(unknown)}",
+                            hint="tags in this playbook: " + ", ".join(sorted(known)))
+
+
+def reboot_policy(play: Play, host: Host, options: RunOptions) -> str:
+    """--reboot > -e reboot > the play's `reboot:` > the host's `reboot` var > never."""
+    if options.reboot:
+        return "if-needed"
+    for value, where in ((options.extra_vars.get("reboot"), "-e reboot"),
+                         (play.reboot, f"play {play.name!r}"),
+                         (host.vars.get("reboot"), f"inventory var reboot of {host.name}")):
+        if value is None:
+            continue
+        if value not in REBOOT_POLICIES:
+            raise GpuprovError(f"{host.name}: {where} is {value!r}; expected never or if-needed")
+        return str(value)
+    return "never"
+
+
+def merge(total: HostResult, part: HostResult) -> None:
+    """Add one play's result for a host to its whole-run result."""
+    total.tasks.extend(part.tasks)
+    total.unreachable = total.unreachable or part.unreachable
+    total.error = total.error or part.error
+    total.reboot_pending = part.reboot_pending or (total.reboot_pending and not part.rebooted)
+    total.rebooted = total.rebooted or part.rebooted
+    # Connection stats are cumulative per connector, which lives for the whole run.
+    total.connections = max(total.connections, part.connections)
+    total.round_trips = max(total.round_trips, part.round_trips)
+    total.seconds += part.seconds
+    total.warnings.extend(part.warnings)

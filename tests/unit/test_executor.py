@@ -1,0 +1,213 @@
+"""The executor across several hosts, with local connectors and a role that
+writes files under tmp_path: batches, tags, max-fail, unreachable hosts,
+one connection per host for the whole run, reboot policy."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from gpuprov.connectors.base import Become, Connector
+from gpuprov.connectors.factory import ConnectOptions
+from gpuprov.connectors.local import LocalConnector
+from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
+from gpuprov.executor import (
+    Executor,
+    RunOptions,
+    batches,
+    check_tags,
+    reboot_policy,
+    role_selected,
+)
+from gpuprov.inventory import Host, Inventory
+from gpuprov.playbook import Play, RoleRef, load_playbook, resolve_roles
+from gpuprov.results import CHANGED, FAILED, OK, SKIPPED
+
+ROLE = """
+from gpuprov.ops.files import file
+
+def tasks(ctx):
+    if ctx.host.name in ctx.vars["fail_on"]:
+        raise ctx.fail("refusing on purpose")
+    yield file(ctx.vars["out_dir"] + "/" + ctx.host.name + ".txt",
+               ctx.vars["greeting"] + "\\n", owner=ctx.vars["me"], group=ctx.vars["mygroup"])
+"""
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    import grp
+    import os
+    import pwd
+
+    (tmp_path / "out").mkdir()
+    role = tmp_path / "roles" / "greet"
+    role.mkdir(parents=True)
+    (role / "tasks.py").write_text(ROLE)
+    (role / "defaults.yml").write_text(textwrap.dedent(f"""\
+        # What each host's file says.
+        greeting: hello
+        # Hosts that fail on purpose.
+        fail_on: []
+        # Where files go.
+        out_dir: {tmp_path / 'out'}
+        # Owner of the files: whoever runs the tests.
+        me: {pwd.getpwuid(os.getuid()).pw_name}
+        # Group of the files.
+        mygroup: {grp.getgrgid(os.getgid()).gr_name}
+        """))
+    (tmp_path / "site.yml").write_text(textwrap.dedent("""\
+        - name: greet
+          hosts: all
+          roles:
+            - role: greet
+              tags: [hello]
+        """))
+    hosts = "\n".join(f"        h{i}:" for i in range(1, 6))
+    (tmp_path / "inventory.yml").write_text(
+        "all:\n  vars:\n    ansible_connection: local\n    become: false\n  hosts:\n"
+        + textwrap.dedent(hosts).replace("h", "    h") + "\n")
+    return tmp_path
+
+
+class CountingFactory:
+    """Local connectors (one per host), some hosts unreachable; counts creations."""
+
+    def __init__(self, down: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.down = down
+        self.made: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, host: Host, options: ConnectOptions) -> Connector:
+        with self.lock:
+            self.made.append(host.name)
+        if host.name in self.down:
+            return DownConnector(host.name)
+        return LocalConnector(host.name, Become(enabled=False))
+
+
+class DownConnector(LocalConnector):
+    def connect(self) -> None:
+        raise UnreachableHost(self.host_name, "refused", "connection refused on port 22")
+
+
+def executor(project: Path, factory: CountingFactory, **options: object) -> Executor:
+    inventory = Inventory.load(project / "inventory.yml")
+    plays = load_playbook(project / "site.yml")
+    resolve_roles(plays, [project / "roles"])
+    return Executor(inventory, plays, list(inventory.hosts.values()), RunOptions(**options),
+                    connector_factory=factory)
+
+
+def test_apply_then_second_apply_changes_nothing(project: Path) -> None:
+    factory = CountingFactory()
+    run = executor(project, factory).run("apply")
+    assert {h.status for h in run.hosts.values()} == {CHANGED}
+    assert (project / "out" / "h3.txt").read_text() == "hello\n"
+    assert sorted(factory.made) == [f"h{i}" for i in range(1, 6)]
+    again = executor(project, CountingFactory()).run("apply")
+    assert [h.changed for h in again.hosts.values()] == [0] * 5
+    assert all(h.round_trips >= 1 and h.connections == 1 for h in again.hosts.values())
+
+
+def test_check_mode_reports_without_writing(project: Path) -> None:
+    run = executor(project, CountingFactory(), check=True).run("check")
+    assert all(h.changed == 1 for h in run.hosts.values())
+    assert list((project / "out").iterdir()) == []
+
+
+def test_extra_vars_win_and_reach_the_role(project: Path) -> None:
+    executor(project, CountingFactory(), extra_vars={"greeting": "hi"}).run("apply")
+    assert (project / "out" / "h1.txt").read_text() == "hi\n"
+
+
+def test_unreachable_host_does_not_stop_the_others(project: Path) -> None:
+    run = executor(project, CountingFactory(down={"h2"})).run("apply")
+    assert run.hosts["h2"].unreachable and "refused" in run.hosts["h2"].unreachable
+    assert run.any_unreachable and not run.any_failed
+    assert sorted(p.name for p in (project / "out").iterdir()) == [
+        "h1.txt", "h3.txt", "h4.txt", "h5.txt"]
+
+
+def test_max_fail_percentage_stops_later_batches(project: Path) -> None:
+    run = executor(project, CountingFactory(), serial=2, max_fail_percentage=0,
+                   extra_vars={"fail_on": ["h1"]}).run("apply")
+    assert run.aborted and "max_fail_percentage" in run.aborted
+    assert set(run.hosts) == {"h1", "h2"}   # the first batch only
+    assert "refusing on purpose" in (run.hosts["h1"].error or "")
+    assert run.hosts["h2"].status == CHANGED
+
+
+def test_failures_without_max_fail_let_the_rest_finish(project: Path) -> None:
+    run = executor(project, CountingFactory(), serial=2,
+                   extra_vars={"fail_on": ["h1"]}).run("apply")
+    assert run.aborted is None and len(run.hosts) == 5
+    assert run.any_failed
+
+
+def test_tags_skip_roles_and_say_so(project: Path) -> None:
+    run = executor(project, CountingFactory(), skip_tags=frozenset({"hello"})).run("apply")
+    assert [t.status for t in run.hosts["h1"].tasks] == [SKIPPED]
+    assert list((project / "out").iterdir()) == []
+    with pytest.raises(PlaybookError, match="unknown tag.*helo"):
+        executor(project, CountingFactory(), tags=frozenset({"helo"}))
+
+
+def test_a_bug_in_one_host_costs_that_host_only(project: Path) -> None:
+    class Exploding(CountingFactory):
+        def __call__(self, host: Host, options: ConnectOptions) -> Connector:
+            if host.name == "h4":
+                conn = LocalConnector(host.name, Become(enabled=False))
+                conn.run = None  # type: ignore[assignment]  # calling it raises TypeError
+                return conn
+            return super().__call__(host, options)
+
+    run = executor(project, Exploding()).run("apply")
+    assert "internal error" in (run.hosts["h4"].error or "")
+    assert run.hosts["h5"].status == CHANGED
+
+
+def test_batches() -> None:
+    hosts = [Host(f"h{i}") for i in range(10)]
+    assert [len(b) for b in batches(hosts, None)] == [10]
+    assert [len(b) for b in batches(hosts, 3)] == [3, 3, 3, 1]
+    assert [len(b) for b in batches(hosts, "30%")] == [3, 3, 3, 1]
+    assert [len(b) for b in batches(hosts[:2], "10%")] == [1, 1]   # never an empty batch
+    assert batches([], 2) == []
+
+
+def test_role_selection_by_tags() -> None:
+    play = Play("p", "all", tags=["gpu"])
+    ref = RoleRef("nvidia_driver", tags=["driver"])
+    assert role_selected(play, ref, [], [])
+    assert role_selected(play, ref, ["driver"], [])
+    assert role_selected(play, ref, ["nvidia_driver"], [])     # the role's name is a tag
+    assert role_selected(play, ref, ["gpu"], [])               # the play's tags apply
+    assert not role_selected(play, ref, ["sshd"], [])
+    assert not role_selected(play, ref, [], ["gpu"])
+    assert role_selected(play, RoleRef("base", tags=["always"]), ["sshd"], [])
+    check_tags([play], ["gpu", "always"])
+    with pytest.raises(PlaybookError):
+        check_tags([play], ["gpus"])
+
+
+def test_reboot_policy_precedence() -> None:
+    host = Host("h", vars={"reboot": "if-needed"})
+    assert reboot_policy(Play("p", "all"), host, RunOptions()) == "if-needed"
+    assert reboot_policy(Play("p", "all", reboot="never"), host, RunOptions()) == "never"
+    assert reboot_policy(Play("p", "all", reboot="never"), host,
+                         RunOptions(extra_vars={"reboot": "if-needed"})) == "if-needed"
+    assert reboot_policy(Play("p", "all"), Host("h"), RunOptions()) == "never"
+    assert reboot_policy(Play("p", "all"), Host("h"), RunOptions(reboot=True)) == "if-needed"
+    with pytest.raises(GpuprovError, match="expected never or if-needed"):
+        reboot_policy(Play("p", "all"), Host("h", vars={"reboot": "yes"}), RunOptions())
+
+
+def test_results_are_ok_on_converged_hosts(project: Path) -> None:
+    executor(project, CountingFactory()).run("apply")
+    run = executor(project, CountingFactory(), check=True).run("check")
+    assert [t.status for t in run.hosts["h1"].tasks] == [OK]
+    assert FAILED not in {h.status for h in run.hosts.values()}
