@@ -1,0 +1,240 @@
+"""What a run did, for people and for machines: recap table, diffs, JSON report.
+
+The report layer only formats: it reads RunResult / HostResult / TaskResult
+and never runs anything. Live progress is in `progress.py`, the drift-check
+formats in `drift.py`. Secrets stay masked because everything here goes
+through `Command.display()` / `Diff.unified()`; a Step's stdin (where
+passwords travel) is never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+import gpuprov
+from gpuprov.results import CHANGED, FAILED, OK, SKIPPED, HostResult, RunResult, TaskResult
+
+
+def task_label(task: TaskResult) -> str:
+    """'role: task', the name a task has in every output."""
+    return f"{task.role}: {task.task}" if task.role else task.task
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    """Indent every line, so a multi-line error stays under the line it belongs to."""
+    return "\n".join(prefix + line for line in text.rstrip("\n").splitlines())
+
+
+def failed_count(host: HostResult) -> int:
+    # Same rule as HostResult.to_json: an error that stopped the host outside
+    # a task (facts script, handler bookkeeping) counts as one failure.
+    return host.count(FAILED) + (1 if host.error and not host.unreachable else 0)
+
+
+def host_errors(host: HostResult) -> list[str]:
+    """Every error text of a host: failed tasks first, then the host-level error."""
+    errors = [t.error or f"task '{task_label(t)}' failed" for t in host.tasks
+              if t.status == FAILED]
+    if host.error and not host.unreachable:
+        errors.append(host.error)
+    return errors
+
+
+# -- recap ----------------------------------------------------------------------
+
+def _count_cell(n: int, style: str) -> Text:
+    # Zero stays unstyled so the eye goes to the columns that matter.
+    return Text(str(n), style=style if n else "")
+
+
+def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
+    """The table at the end of every run, then what a person must act on."""
+    table = Table(box=box.SIMPLE_HEAD, title=f"gpuprov {run.command} recap"
+                  + (" (check mode)" if run.check and run.command != "drift-check" else ""),
+                  title_justify="left")
+    table.add_column("host", overflow="fold")
+    for name in ("ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(name, justify="right")
+    table.add_column("reboot pending", justify="center")
+    table.add_column("time (s)", justify="right")
+    if verbose >= 1:
+        table.add_column("connections", justify="right")
+        table.add_column("round trips", justify="right")
+
+    for h in run.hosts.values():
+        row: list[Text] = [
+            Text(h.host, style=_host_style(h)),
+            _count_cell(h.count(OK), "green"),
+            _count_cell(h.changed, "yellow"),
+            _count_cell(failed_count(h), "bold red"),
+            Text("yes", style="bold red") if h.unreachable else Text(""),
+            _count_cell(h.count(SKIPPED), "cyan"),
+            Text("yes", style="bold magenta") if h.reboot_pending else Text(""),
+            Text(f"{h.seconds:.1f}"),
+        ]
+        if verbose >= 1:
+            row += [Text(str(h.connections)), Text(str(h.round_trips))]
+        table.add_row(*row)
+    console.print(table)
+    console.print(_totals(run), soft_wrap=True)
+
+    for h in run.hosts.values():
+        if h.unreachable:
+            console.print(Text.assemble(("unreachable ", "bold red"), (h.host, "bold")))
+            console.print(Text(indent(h.unreachable)), soft_wrap=True)
+    for h in run.hosts.values():
+        if h.unreachable:
+            continue
+        for err in host_errors(h):
+            console.print(Text.assemble(("failed ", "bold red"), (h.host, "bold")))
+            console.print(Text(indent(err)), soft_wrap=True)
+    pending = [h.host for h in run.hosts.values() if h.reboot_pending]
+    if pending:
+        # Design: a reboot that is needed but not allowed must be said per host.
+        console.print(Text.assemble(
+            ("reboot needed, not done: ", "bold magenta"), ", ".join(pending),
+            " (run again with --reboot, or reboot them yourself)"), soft_wrap=True)
+    for h in run.hosts.values():
+        for warning in h.warnings:
+            console.print(Text.assemble(("warning ", "yellow"), (h.host, "bold"), f": {warning}"),
+                          soft_wrap=True)
+    if run.aborted:
+        console.print(Text.assemble(("run aborted: ", "bold red"), run.aborted), soft_wrap=True)
+
+
+def _host_style(h: HostResult) -> str:
+    if h.unreachable or h.failed:
+        return "bold red"
+    return "yellow" if h.changed else "green"
+
+
+def _totals(run: RunResult) -> Text:
+    hosts = list(run.hosts.values())
+    seconds = max(run.finished - run.started, 0.0) if run.finished else 0.0
+    parts = [
+        f"{len(hosts)} hosts",
+        f"{sum(1 for h in hosts if h.changed)} changed",
+        f"{sum(1 for h in hosts if h.failed and not h.unreachable)} failed",
+        f"{sum(1 for h in hosts if h.unreachable)} unreachable",
+    ]
+    return Text(", ".join(parts) + f" in {seconds:.1f}s")
+
+
+# -- diffs ----------------------------------------------------------------------
+
+def render_diffs(run: RunResult, console: Console | None = None) -> str:
+    """Every diff of every changed task, per host, as plain text.
+
+    For `--diff` when the live display could not show them inline. Printed on
+    `console` too when one is given (without markup: diffs contain brackets).
+    """
+    out: list[str] = []
+    for h in run.hosts.values():
+        for task in h.tasks:
+            if task.status != CHANGED:
+                continue
+            diffs = [c.diff.unified() for c in task.changes if c.diff is not None]
+            if not diffs:
+                continue
+            out.append(f"=== {h.host}: {task_label(task)}\n")
+            out.extend(d if d.endswith("\n") else d + "\n" for d in diffs)
+    text = "".join(out)
+    if console is not None and text:
+        console.print(Text(text.rstrip("\n")), soft_wrap=True)
+    return text
+
+
+# -- files ----------------------------------------------------------------------
+
+def _new_file_mode() -> int:
+    # mkstemp creates 0600; a report or a .prom file must be readable the way
+    # a normally created file would be (node_exporter runs as another user).
+    # Reading the umask means setting it: fine here, reports are written at
+    # the end of a run by the main thread.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` so that a reader never sees a half-written file.
+
+    Temp file in the same directory (os.replace is atomic only within one
+    file system), fsync before the rename, temp file removed on any error,
+    so the previous file stays as it was.
+    """
+    target = Path(path)
+    directory = target.parent
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _new_file_mode()
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        # BaseException too: Ctrl-C in the middle must not leave a temp file.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable across a crash; not possible everywhere.
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def report_data(run: RunResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON report as a dict: run.to_json(), the gpuprov version, extra keys."""
+    data = run.to_json()
+    data["gpuprov"] = gpuprov.__version__
+    if extra:
+        data.update(extra)
+    return data
+
+
+def write_json_report(path: str | Path, run: RunResult,
+                      extra: dict[str, Any] | None = None) -> None:
+    """`--report FILE.json`: the whole run, written atomically."""
+    # Serialize before touching the file system: a value json cannot encode
+    # must fail without leaving anything behind.
+    text = json.dumps(report_data(run, extra), indent=2) + "\n"
+    write_text_atomic(path, text)
+
+
+# drift-check formats live in drift.py (it builds on the helpers above);
+# they are re-exported here, lazily to avoid an import cycle, for callers
+# that take every output format from `gpuprov.report`.
+_DRIFT_NAMES = frozenset({"drift_table", "drift_table_text", "drift_json", "drift_prometheus"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DRIFT_NAMES:
+        from gpuprov import drift
+        return getattr(drift, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
