@@ -25,8 +25,13 @@ IN_SYNC, DRIFT, UNREACHABLE, FAILED = "in_sync", "drift", "unreachable", "failed
 
 
 def drifted(host: HostResult) -> list[tuple[TaskResult, Change]]:
-    """The differing resources of a host, with the task that found each."""
-    return [(t, c) for t in host.tasks if t.status == CHANGED for c in t.changes]
+    """The differing resources of a host, with the task that found each.
+
+    Handlers notified by this run's changes are consequences, not drift of
+    their own; a handler left pending by an earlier run is.
+    """
+    return [(t, c) for t in host.tasks if t.status == CHANGED
+            and (not t.handler or t.pending) for c in t.changes]
 
 
 def host_drift_status(host: HostResult) -> str:

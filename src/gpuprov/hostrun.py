@@ -61,6 +61,8 @@ class HostRun:
     on_task: Callable[[TaskResult], None] | None = None
     result: HostResult = field(init=False)
     _facts: dict[Fact[Any], Any] = field(default_factory=dict, init=False)
+    #: handler notifications found persisted on the host when the run began
+    _pending_before: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.result = HostResult(self.host.name)
@@ -121,6 +123,7 @@ class HostRun:
         with contextlib.suppress(FactError):
             self.gather(f for p in plan for f in p.op.facts())
         notified: list[str] = list(self._facts[PendingHandlers()])
+        self._pending_before = set(notified)
         for item in plan:
             task = self._do(item, notified)
             self._record(task)
@@ -178,6 +181,13 @@ class HostRun:
         if not changes:
             return TaskResult(item.role, op.label, OK, handler=item.handler)
         names = [f"{item.role}:{n}" for c in changes for n in (c.notify or op.notify)]
+        unknown = self._unknown_handlers(names)
+        if unknown:
+            # Persisting a name no handler answers would leave it pending forever.
+            return TaskResult(item.role, op.label, FAILED, changes, handler=item.handler,
+                              error=f"{self.host.name}: task '{op.label}' notifies "
+                                    f"{', '.join(unknown)}, which role {item.role} does not "
+                                    "define in HANDLERS")
         new_names = [n for n in dict.fromkeys(names) if n not in notified]
         notified.extend(new_names)
         if any(c.reboot_required for c in changes):
@@ -205,6 +215,10 @@ class HostRun:
             raise TaskFailed(self.host.name, task, step.command.display(), res.exit_code,
                              res.stderr or res.stdout)
 
+    def _unknown_handlers(self, names: list[str]) -> list[str]:
+        handlers = {f"{r.role.name}:{h}" for r in self.roles for h in r.role.handlers}
+        return [repr(n.partition(":")[2]) for n in dict.fromkeys(names) if n not in handlers]
+
     def _run_handlers(self, system: SystemFacts, notified: list[str]) -> None:
         by_role = {r.role.name: r for r in self.roles}
         for name in notified:
@@ -216,6 +230,10 @@ class HostRun:
             fn = role_run.role.handlers[handler]
             for op in self._role_ops(role_run, system, lambda ctx, f=fn: f(ctx)):
                 task = self._do(PlannedOp(role_name, op, handler=True), [])
+                # A notification left by an earlier run is drift of its own (a
+                # service still runs an old config); one from this run is a
+                # consequence of changes already reported.
+                task.pending = name in self._pending_before
                 task.task = f"handler {handler}: {task.task}"
                 self._record(task)
                 if task.status == FAILED:

@@ -18,11 +18,15 @@ class TaskResult:
     changes: list[Change] = field(default_factory=list)
     error: str | None = None
     handler: bool = False
+    #: a handler whose notification an earlier run left pending on the host
+    pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "task": self.task, "status": self.status}
         if self.handler:
             data["handler"] = True
+        if self.pending:
+            data["pending_from_earlier_run"] = True
         if self.changes:
             data["changes"] = [c.to_json() for c in self.changes]
         if self.error:

@@ -532,6 +532,7 @@ def test_handler_runs_once_at_the_end_and_its_notification_is_persisted_first(en
 
     # notified by a.conf and b.conf: persisted once, run once, after every task
     assert [t.handler for t in result.tasks] == [False, False, False, True]
+    assert not result.tasks[-1].pending  # notified by this run, not left by an earlier one
     assert (env.target / "restarts.log").read_text() == "restarted\n"
     persist = conn.index("pending-handlers", "cat >>")
     write_a = conn.index("a.conf", "mktemp")
@@ -564,8 +565,8 @@ def test_pending_handler_survives_a_failed_run_and_runs_next_time(env: Env) -> N
     recovered, conn = env.run([app])
 
     assert [t.status for t in recovered.tasks if not t.handler] == [OK, OK, OK]
-    assert [(t.task, t.status) for t in recovered.tasks if t.handler] == [
-        ("handler restart app: command restart app", CHANGED)]
+    assert [(t.task, t.status, t.pending) for t in recovered.tasks if t.handler] == [
+        ("handler restart app: command restart app", CHANGED, True)]
     assert (env.target / "restarts.log").read_text() == "restarted\n"
     assert not env.pending.exists()
     assert len(conn.gathers) == 2 and len(conn.steps) == 2  # the handler, the clear
@@ -769,3 +770,15 @@ def test_fake_connector_runs_sh_and_reports_failures(env: Env) -> None:
     assert (res.exit_code, res.stdout, res.stderr) == (4, "out\n", "err\n")
     assert c.run(Command("cat"), stdin=b"data").stdout == "data"
     assert c.stats.round_trips == 2
+
+
+def test_notifying_a_handler_the_role_does_not_define_fails_before_persisting(env: Env) -> None:
+    first_notify = 'a.conf", "a=1\\n", notify="restart app"'
+    assert first_notify in APP
+    typo = env.role("typo", APP.replace(first_notify, first_notify.replace("restart", "restrat")))
+    result, conn = env.run([typo])
+    failed = [t for t in result.tasks if t.status == FAILED]
+    assert len(failed) == 1 and "'restrat app'" in (failed[0].error or "")
+    assert "does not define" in (failed[0].error or "")
+    assert not env.pending.exists()
+    assert not (env.target / "conf.d" / "a.conf").exists()
