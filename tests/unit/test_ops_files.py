@@ -29,7 +29,7 @@ from gpuprov.ops.files import (
 )
 from tests.unit.shell_helpers import without_upload_check
 
-TRAP = "trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM && cat >\"$t\""
+TRAP = "trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\""
 
 
 def write_cmd(directory: str, target: str, owner: str = "root:root", mode: str = "0644",

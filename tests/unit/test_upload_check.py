@@ -41,3 +41,23 @@ def test_truncated_upload_leaves_the_old_file(tmp_path: Path, kind: str) -> None
     full = run(shell, NEW)
     assert full.returncode == 0, full.stderr
     assert target.read_bytes() == NEW
+
+
+def test_temp_file_is_removed_when_stderr_is_gone_too(tmp_path: Path) -> None:
+    # A dead controller also closes stderr: the failure message then raises
+    # SIGPIPE, and a shell killed by a signal would skip its EXIT trap.
+    target = tmp_path / "managed.conf"
+    target.write_bytes(b"old\n")
+    owner, group = me()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        res = subprocess.run(["sh", "-c", write_command(str(target), NEW, owner, group,
+                                                        "0644").shell()],
+                             input=NEW[:100], stdout=subprocess.DEVNULL, stderr=write_end,
+                             check=False)
+    finally:
+        os.close(write_end)
+    assert res.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["managed.conf"]
+    assert target.read_bytes() == b"old\n"

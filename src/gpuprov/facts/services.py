@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gpuprov.command import Command
 from gpuprov.facts.base import Fact
@@ -43,6 +44,10 @@ class ServiceInfo:
 @dataclass(frozen=True)
 class ServiceState(Fact[ServiceInfo]):
     name: str
+
+    # sysvinit `status` checks the daemon's pid with kill -0, which fails
+    # with EPERM for a root daemon when asked as an ordinary user.
+    sudo: ClassVar[bool] = True
 
     def command(self) -> Command:
         # The name is quoted once into a variable; everything after is fixed text.

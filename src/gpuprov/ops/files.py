@@ -115,8 +115,10 @@ def write_command(path: str, content: bytes, owner: str, group: str, mode: str, 
     parts: list[Any] = [
         Raw(f"t=$(mktemp {_q(tmp)})"), Raw("&&"),
         # EXIT removes the temp on any failure; the signal trap turns a
-        # dropped connection (SIGHUP) or Ctrl-C into an exit that runs it.
-        Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM"),
+        # dropped connection (SIGHUP, or SIGPIPE when a message is written to
+        # the closed stderr) or Ctrl-C into an exit that runs it: a shell
+        # killed by a signal skips its EXIT trap.
+        Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
         Raw("&&"), Raw('cat >"$t"'), Raw("&&"), Raw(received_intact('"$t"', content)), Raw("&&"),
         # chown before chmod: chown clears setuid/setgid bits
         "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
