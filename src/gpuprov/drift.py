@@ -83,7 +83,8 @@ def drift_table(run: RunResult, console: Console) -> None:
             line.append("\n" + " " * (width + 4) + entry)
         console.print(line, soft_wrap=True, highlight=False)
     counts = {s: statuses.count(s) for s in (IN_SYNC, DRIFT, UNREACHABLE, FAILED)}
-    summary = f"{len(statuses)} hosts: " + ", ".join(
+    noun = "host" if len(statuses) == 1 else "hosts"
+    summary = f"{len(statuses)} {noun}: " + ", ".join(
         f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
     console.print(Text(summary if statuses else "no hosts checked"), soft_wrap=True)
 
