@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from gpuprov import __version__
 from gpuprov.connectors.factory import ConnectOptions
@@ -58,8 +59,14 @@ def _target(inventory_arg: str | None, limit: str | None, playbook: str | None,
             need_plays: bool = True) -> Target:
     inventory, embedded = _load_inventory(inventory_arg)
     for warning in inventory.warnings:
-        _stderr().print(f"[yellow]warning:[/] {warning}", highlight=False)
+        # escape: a path like inv[dev].yml or a value like [a] is text, not markup
+        _stderr().print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False,
+                        soft_wrap=True)
     hosts = inventory.select(limit) if limit else list(inventory.hosts.values())
+    if not hosts:
+        # "in sync" about zero hosts would be a lie a monitor cannot see through.
+        raise GpuprovError(f"{inventory.path or 'the inventory'} has no hosts",
+                           hint="add hosts under all: hosts: or a group's hosts:")
     plays: list[Play] = []
     if need_plays:
         book = Path(playbook) if playbook else default_playbook()
@@ -104,8 +111,28 @@ def _serial(value: str | None) -> int | str | None:
     text = value.strip()
     number = text[:-1] if text.endswith("%") else text
     if not number.isdigit() or int(number) == 0:
-        raise click.BadParameter("expected a host count like 5 or a share like 30%")
+        raise click.BadParameter("expected a host count like 5 or a share like 30%",
+                                 param_hint="'--serial'")
     return text if text.endswith("%") else int(text)
+
+
+def _check_writable(path: str | None, option: str) -> None:
+    """Refuse a report path that cannot be written before the run, not after it."""
+    if path is None:
+        return
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise GpuprovError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GpuprovError(f"{option} {path}: directory {parent} is not writable")
+
+
+def _write_file(path: str, write: Callable[[], None]) -> None:
+    """Run `write`; an OS error becomes one message, not a traceback."""
+    try:
+        write()
+    except OSError as exc:
+        raise GpuprovError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,7 +167,10 @@ def _guarded(fn: Callable[..., int]) -> Callable[..., int]:
         try:
             return fn(**kwargs)
         except GpuprovError as exc:
-            _stderr().print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+            # escape: file names and values in the message are text, not markup;
+            # soft_wrap: a path in a log or CI output is never broken across lines.
+            _stderr().print(f"[red]error:[/] {escape(str(exc))}", highlight=False,
+                            markup=True, soft_wrap=True)
             return EXIT_ERROR
     return wrapper
 
@@ -169,6 +199,7 @@ def cli() -> None:
 def apply(**opts: Any) -> int:
     """Converge the hosts to the playbook's desired state."""
     opts["serial"] = _serial(opts["serial"])
+    _check_writable(opts["report_file"], "--report")
     target = _target(opts["inventory"], opts["limit"], opts["playbook"])
     if target.embedded and not opts["check"] and not opts["yes"]:
         if not sys.stdin.isatty():
@@ -186,7 +217,8 @@ def apply(**opts: Any) -> int:
         console.print(render_diffs(run), highlight=False, markup=False)
     render_recap(run, console, verbose=opts["verbose"])
     if opts["report_file"]:
-        write_json_report(opts["report_file"], run, _report_extra(target, opts))
+        _write_file(opts["report_file"], lambda: write_json_report(
+            opts["report_file"], run, _report_extra(target, opts)))
     return apply_exit_code(run)
 
 
@@ -199,6 +231,7 @@ def apply(**opts: Any) -> int:
 @_guarded
 def drift_check(**opts: Any) -> int:
     """What differs from the desired state, per host. Read-only."""
+    _check_writable(opts["output"], "--output")
     target = _target(opts["inventory"], opts["limit"], opts["playbook"])
     options = _run_options(opts, check=True)
     err = _stderr()
@@ -217,7 +250,8 @@ def drift_check(**opts: Any) -> int:
         else:
             text = drift_json(run) if opts["fmt"] == "json" else drift_prometheus(run)
         if opts["output"]:
-            write_text_atomic(opts["output"], text)  # a monitor never reads half a file
+            # atomic: a monitor never reads half a file
+            _write_file(opts["output"], lambda: write_text_atomic(opts["output"], text))
         else:
             click.echo(text, nl=not text.endswith("\n"))
     return drift_exit_code(run)

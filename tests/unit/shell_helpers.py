@@ -8,7 +8,8 @@ import re
 # digest; tests of the surrounding command compare without it, and
 # test_upload_check.py tests it on its own.
 _UPLOAD_CHECK = re.compile(
-    r' && \{ \[ "\$\(sha256sum <.*? \| cut -c1-64\)" = [0-9a-f]{64} \] \|\| '
+    r' && \{ \[ "\$\('
+    r'(?:sha256sum <.*? \| cut -c1-64\)" = [0-9a-f]{64}|wc -c <.*?\)" -eq \d+) \] \|\| '
     r"\{ echo 'gpuprov: upload incomplete \(\d+ bytes expected; connection lost\?\), "
     r"target left unchanged' >&2; exit 1; \}; \}")
 

@@ -4,6 +4,7 @@ steps must then leave the target as it was (old or new, never partial)."""
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import pwd
 import subprocess
@@ -61,3 +62,17 @@ def test_temp_file_is_removed_when_stderr_is_gone_too(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["managed.conf"]
     assert target.read_bytes() == b"old\n"
+
+
+def test_a_secret_is_checked_by_size_and_its_digest_never_appears(tmp_path: Path) -> None:
+    from gpuprov.command import Secret
+    from gpuprov.facts.base import FactView
+    from gpuprov.ops.files import file
+
+    secret = b"hunter2-token\n"
+    op = file(str(tmp_path / "token"), Secret(secret.decode()), mode="0600")
+    [change] = op.plan(FactView({op.fact: None}))
+    shell = change.steps[0].command.shell()
+    assert hashlib.sha256(secret).hexdigest() not in shell
+    assert hashlib.sha256(secret).hexdigest() not in str(change.to_json())
+    assert f"-eq {len(secret)}" in shell

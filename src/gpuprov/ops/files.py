@@ -107,7 +107,8 @@ def _q(text: str) -> str:
 # the write mechanics shared by every op that changes file content
 
 def write_command(path: str, content: bytes, owner: str, group: str, mode: str, *,
-                  validate: str | None = None, backup: bool = False) -> Command:
+                  validate: str | None = None, backup: bool = False,
+                  secret: bool = False) -> Command:
     """The step that atomically replaces `path` with its stdin (which must be `content`)."""
     tmp = posixpath.join(posixpath.dirname(path), ".gpuprov-XXXXXX")
     # The temp name starts with '.' and has no extension, so drop-in readers
@@ -119,7 +120,8 @@ def write_command(path: str, content: bytes, owner: str, group: str, mode: str, 
         # the closed stderr) or Ctrl-C into an exit that runs it: a shell
         # killed by a signal skips its EXIT trap.
         Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
-        Raw("&&"), Raw('cat >"$t"'), Raw("&&"), Raw(received_intact('"$t"', content)), Raw("&&"),
+        Raw("&&"), Raw('cat >"$t"'), Raw("&&"),
+        Raw(received_intact('"$t"', content, secret)), Raw("&&"),
         # chown before chmod: chown clears setuid/setgid bits
         "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
     ]
@@ -207,7 +209,8 @@ def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, g
                        diff=NoteDiff(label, note="content unchanged"), notify=notify,
                        invalidates=invalidates)]
     step = Step(write_command(path, content, owner, group, mode, validate=validate,
-                              backup=backup and cur is not None and cur.type == "file"),
+                              backup=backup and cur is not None and cur.type == "file",
+                              secret=secret),
                 stdin=content)
     if cur is None:
         action, summary = "create", f"create ({len(content)} bytes, {owner}:{group} {mode})"
