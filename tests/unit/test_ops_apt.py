@@ -231,10 +231,11 @@ def test_repository_fresh() -> None:
     key_change, list_change = plan(op, extra={"AptSources": {}, "AptKeyring": None})
     assert (key_change.resource, key_change.action) == (f"apt keyring {TK_KEYRING}", "create")
     [write_key] = key_change.steps
-    tmp = "'/usr/share/keyrings/.nvidia-container-toolkit-keyring.gpg.gpuprov-tmp~'"
     assert without_upload_check(write_key.command.shell()) == (
-        f"mkdir -p /usr/share/keyrings && cat > {tmp} && chmod 0644 {tmp} && "
-        f"mv -f {tmp} {TK_KEYRING}")
+        "mkdir -p /usr/share/keyrings && t=$(mktemp /usr/share/keyrings/.gpuprov-XXXXXX) && "
+        "trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && "
+        f"chown root:root \"$t\" && chmod 0644 \"$t\" && mv -fT \"$t\" {TK_KEYRING} && "
+        "trap - EXIT")
     assert write_key.stdin == KEY          # dearmored on the controller
     text = ("# Managed by gpuprov: local edits are overwritten.\n"
             f"deb [signed-by={TK_KEYRING}] {TK_URL} /\n")
@@ -290,6 +291,6 @@ def test_apt_pin() -> None:
     [c] = plan(op, extra={"AptPreferences": {}})
     assert c.diff.after == "Package: nvidia-* libnvidia-*\nPin: version 580.*\nPin-Priority: 1001\n"
     assert c.steps[0].command.shell().endswith(
-        "mv -f '/etc/apt/preferences.d/.nvidia-580.gpuprov-tmp~' /etc/apt/preferences.d/nvidia-580")
+        "mv -fT \"$t\" /etc/apt/preferences.d/nvidia-580 && trap - EXIT")
     assert plan(op, extra={"AptPreferences": {"/etc/apt/preferences.d/nvidia-580":
                                               c.diff.after}}) == []

@@ -95,8 +95,9 @@ def test_options_pass_through() -> None:
 
 def test_write_file_step() -> None:
     step = write_file_step("/etc/apt/preferences.d/x y", b"data", mode="0600")
-    tmp = "'/etc/apt/preferences.d/.x y.gpuprov-tmp~'"
     assert without_upload_check(step.command.shell()) == (
-        f"mkdir -p /etc/apt/preferences.d && cat > {tmp} && chmod 0600 {tmp} && "
-        f"mv -f {tmp} '/etc/apt/preferences.d/x y'")
+        "mkdir -p /etc/apt/preferences.d && t=$(mktemp /etc/apt/preferences.d/.gpuprov-XXXXXX) "
+        "&& trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && "
+        "chown root:root \"$t\" && chmod 0600 \"$t\" && "
+        "mv -fT \"$t\" '/etc/apt/preferences.d/x y' && trap - EXIT")
     assert step.stdin == b"data"

@@ -13,30 +13,21 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-from gpuprov.command import Command, Raw
+from gpuprov.command import Command
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
-from gpuprov.ops.base import Change, Op, Step, received_intact
+from gpuprov.ops.base import Change, Op, Step
+from gpuprov.ops.files import write_command
 
 # ---------------------------------------------------------------- shared step helpers
 
 
 def write_file_step(path: str, data: bytes, mode: str = "0644") -> Step:
-    """One root step writing `data` (fed on stdin) to `path` atomically.
-
-    The temp file sits beside the target so `mv` is a rename on one file
-    system; its name ends in '~', which apt (sources.list.d, preferences.d)
-    and dnf (*.repo only) silently ignore if a killed run leaves it behind.
-    """
-    directory, base = posixpath.split(path)
-    tmp = posixpath.join(directory, f".{base}.gpuprov-tmp~")
-    cmd = Command.join([
-        Command("mkdir", "-p", directory),
-        Command("cat", Raw(">"), tmp),
-        Command(Raw(received_intact(Command(tmp).shell(), data))),
-        Command("chmod", mode, tmp),
-        Command("mv", "-f", tmp, path),
-    ])
+    """One root step writing `data` (fed on stdin) to a root-owned `path`,
+    creating its directory: files.write_command's atomic, verified write."""
+    directory = posixpath.dirname(path)
+    cmd = Command.join([Command("mkdir", "-p", directory),
+                        write_command(path, data, "root", "root", mode)])
     return Step(cmd, stdin=data)
 
 
