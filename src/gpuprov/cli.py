@@ -8,6 +8,7 @@ naming the file:line or host and task, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -235,13 +236,11 @@ def drift_check(**opts: Any) -> int:
     target = _target(opts["inventory"], opts["limit"], opts["playbook"])
     options = _run_options(opts, check=True)
     err = _stderr()
+    # Progress only for a person at a terminal; cron and monitors get the report alone.
     progress = Progress(err, verbose=opts["verbose"]) if err.is_terminal else None
-    if progress:
-        with progress:
-            run = Executor(target.inventory, target.plays, target.hosts, options,
-                           progress).run("drift-check")
-    else:
-        run = Executor(target.inventory, target.plays, target.hosts, options).run("drift-check")
+    with progress or contextlib.nullcontext():
+        run = Executor(target.inventory, target.plays, target.hosts, options,
+                       progress).run("drift-check")
     if opts["fmt"] == "table" and not opts["output"]:
         drift_table(run, _stdout())
     else:
