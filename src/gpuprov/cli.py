@@ -2,6 +2,7 @@
 
 Exit codes (design.md): apply 0 ok, 2 a task failed, 4 a host unreachable;
 drift-check 0 in sync, 3 drift, 4 unreachable (no drift seen elsewhere);
+verify 0 all pass, 2 a host failed, 4 a host unreachable;
 1 a usage, input or internal error. An expected failure is one message
 naming the file:line or host and task, never a traceback.
 """
@@ -29,11 +30,12 @@ from gpuprov.errors import GpuprovError
 from gpuprov.executor import Executor, RunOptions, collect_facts
 from gpuprov.inventory import Host, Inventory
 from gpuprov.paths import bundled_dir, default_playbook
-from gpuprov.playbook import Play, load_playbook, resolve_roles, role_search_path
+from gpuprov.playbook import Play, RoleRef, load_playbook, resolve_roles, role_search_path
 from gpuprov.progress import Progress
 from gpuprov.report import render_diffs, render_recap, write_json_report, write_text_atomic
 from gpuprov.results import RunResult
 from gpuprov.vars import parse_extra_vars
+from gpuprov.verify_report import verify_json, verify_rows, verify_table
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILED, EXIT_DRIFT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -254,6 +256,41 @@ def drift_check(**opts: Any) -> int:
         else:
             click.echo(text, nl=not text.endswith("\n"))
     return drift_exit_code(run)
+
+
+@cli.command()
+@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
+@click.option("-e", "--extra-vars", multiple=True,
+              help="k=v, @file.yml or a YAML mapping, e.g. gpu_devices=0,1.")
+@click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--strict-host-keys", is_flag=True)
+@click.option("-K", "--ask-become-pass", is_flag=True)
+@_guarded
+def verify(**opts: Any) -> int:
+    """Is the GPU usable inside the image on every host? nvidia-smi, then
+    `docker run --gpus` with torch and a matmul. Changes nothing.
+    Exit 0 all pass, 2 some host failed, 4 some host unreachable."""
+    target = _target(opts["inventory"], opts["limit"], None, need_plays=False)
+    # gpu_image's defaults come with it (the image to run); only verify runs.
+    plays = [Play("verify", "all", [RoleRef("gpu_image"), RoleRef("verify")])]
+    resolve_roles(plays, role_search_path(None, bundled_dir("roles")))
+    options = _run_options({**opts, "tags": ("verify",), "skip_tags": ()}, check=False)
+    options.extra_vars = {"verify_fail_if_reboot_pending": True, **options.extra_vars}
+    err = _stderr()
+    progress = Progress(err) if err.is_terminal and opts["fmt"] == "table" else None
+    with progress or contextlib.nullcontext():
+        run = Executor(target.inventory, plays, target.hosts, options, progress).run("verify")
+    rows = verify_rows(run)
+    if opts["fmt"] == "json":
+        click.echo(verify_json(rows), nl=False)
+    else:
+        verify_table(rows, _stdout())
+    if any(r["status"] == "fail" for r in rows):
+        return EXIT_FAILED
+    return EXIT_UNREACHABLE if any(r["status"] == "unreachable" for r in rows) else EXIT_OK
 
 
 @cli.command()

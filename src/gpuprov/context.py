@@ -76,3 +76,15 @@ class TaskContext:
 
     def fail(self, message: str, hint: str | None = None) -> RoleFailed:
         return RoleFailed(f"{self.host.name}: role {self.role}: {message}", hint)
+
+    def bad_var(self, name: str, message: str, hint: str | None = None) -> RoleFailed:
+        """A variable's value is refused: say where it was set."""
+        origin = self.vars.origin(name)
+        where = f" (set at {origin})" if origin.file else ""
+        return self.fail(f"{name}={self.vars.get(name)!r}{where}: {message}", hint)
+
+    def require_supported_os(self) -> None:
+        """Stop this host's role with a clear error on a distro gpuprov does not support."""
+        if not self.os.supported:
+            raise self.fail(f"{self.os.pretty_name or self.os.id or 'this OS'} is not supported",
+                            "supported: Ubuntu 22.04/24.04, Debian 12, RHEL 9 and its rebuilds")

@@ -34,6 +34,7 @@ from gpuprov.vars import build_host_vars
 
 REBOOT_POLICIES = ("never", "if-needed")
 ALWAYS = "always"  # a role tagged `always` runs unless skipped by name
+NEVER = "never"    # a role tagged `never` runs only when another of its tags is asked for
 
 
 class ProgressSink(Protocol):
@@ -136,6 +137,8 @@ class Executor:
             self.progress.host_started(host.name)
         skipped: list[TaskResult] = []
         roles: list[RoleRun] = []
+        # every role's defaults, also of roles skipped by tags (Ansible's behaviour)
+        play_defaults = [self._roles[r.path].defaults for r in play.roles]  # type: ignore[index]
         try:
             for ref in play.roles:
                 role = self._roles[ref.path]  # type: ignore[index]
@@ -144,7 +147,8 @@ class Executor:
                     continue
                 roles.append(RoleRun(role, build_host_vars(
                     host, role_defaults=role.defaults, play_vars=play.vars, role_vars=ref.vars,
-                    extra_vars=self.options.extra_vars, role=role.name)))
+                    extra_vars=self.options.extra_vars, role=role.name,
+                    play_defaults=play_defaults)))
             connector = self._connector(host)
         except GpuprovError as exc:
             result = HostResult(host.name, error=str(exc))
@@ -260,13 +264,16 @@ def role_selected(play: Play, ref: RoleRef, tags: Iterable[str], skip: Iterable[
     if mine & set(skip):
         return False
     tags = set(tags)
+    if NEVER in mine:
+        # Ansible's `never`: only when one of the role's other tags is asked for.
+        return bool((mine - {NEVER}) & tags)
     return not tags or bool(mine & tags) or ALWAYS in mine
 
 
 def check_tags(plays: Sequence[Play], asked: Iterable[str]) -> None:
     """A tag that nothing carries is a typo: say so instead of silently doing nothing."""
     known = {t for p in plays for r in p.roles for t in role_tags(p, r)}
-    known |= {t for p in plays for t in p.tags} | {ALWAYS}
+    known |= {t for p in plays for t in p.tags} | {ALWAYS, NEVER}
     unknown = sorted(set(asked) - known)
     if unknown:
         raise PlaybookError(f"unknown tag(s): {', '.join(unknown)}",

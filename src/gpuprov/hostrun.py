@@ -167,6 +167,13 @@ class HostRun:
                          f"new facts after {MAX_DISCOVERY_PASSES} passes")
 
     def _do(self, item: PlannedOp, notified: list[str]) -> TaskResult:
+        task = self._do_op(item, notified)
+        with contextlib.suppress(KeyError, GpuprovError, FactError):
+            # facts an op could not gather already failed its task
+            task.data = item.op.report(FactView(self._facts))
+        return task
+
+    def _do_op(self, item: PlannedOp, notified: list[str]) -> TaskResult:
         op = item.op
         try:
             self.gather(op.facts())  # re-reads only what earlier changes invalidated
@@ -210,7 +217,16 @@ class HostRun:
         return TaskResult(item.role, op.label, CHANGED, changes, handler=item.handler)
 
     def _exec(self, task: str, step: Step) -> None:
-        res = self.connector.run(step.command, sudo=step.sudo, stdin=step.stdin)
+        if step.stdin_file is not None:
+            try:
+                with open(step.stdin_file, "rb") as stream:
+                    res = self.connector.run(step.command, sudo=step.sudo, stdin=stream)
+            except OSError as exc:
+                raise TaskFailed(self.host.name, task, step.command.display(), -1,
+                                 f"cannot read {step.stdin_file} on the controller: {exc}"
+                                 ) from exc
+        else:
+            res = self.connector.run(step.command, sudo=step.sudo, stdin=step.stdin)
         if res.exit_code != 0 and res.exit_code not in step.ok_codes:
             raise TaskFailed(self.host.name, task, step.command.display(), res.exit_code,
                              res.stderr or res.stdout)

@@ -20,6 +20,8 @@ class TaskResult:
     handler: bool = False
     #: a handler whose notification an earlier run left pending on the host
     pending: bool = False
+    #: what the op found (Op.report), e.g. the GPU table of verify
+    data: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "task": self.task, "status": self.status}
@@ -31,6 +33,8 @@ class TaskResult:
             data["changes"] = [c.to_json() for c in self.changes]
         if self.error:
             data["error"] = self.error
+        if self.data is not None:
+            data["data"] = self.data
         return data
 
 

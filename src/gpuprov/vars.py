@@ -83,9 +83,15 @@ def build_host_vars(host: _HostLike, *, role_defaults: Mapping[str, Any] | None 
                     play_vars: Mapping[str, Any] | None = None,
                     role_vars: Mapping[str, Any] | None = None,
                     extra_vars: Mapping[str, Any] | None = None,
-                    role: str | None = None) -> HostVars:
-    """The variables a role sees on `host`, in the documented precedence."""
-    layers = [magic_vars(host), role_defaults, host.vars, play_vars, role_vars, extra_vars]
+                    role: str | None = None,
+                    play_defaults: Sequence[Mapping[str, Any]] = ()) -> HostVars:
+    """The variables a role sees on `host`, in the documented precedence.
+
+    play_defaults: the defaults of the play's other roles, below the role's
+    own (as in Ansible, where `verify` sees gpu_image's `gpu_image`).
+    """
+    layers = [magic_vars(host), *play_defaults, role_defaults, host.vars, play_vars, role_vars,
+              extra_vars]
     data = merge_layers(*layers)
     origins: dict[str, Location] = {}
     inventory_origins = getattr(host, "var_origins", {}) or {}

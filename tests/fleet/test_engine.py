@@ -1,5 +1,5 @@
 """The engine end to end over real SSH (issue 4's acceptance): the `gpuprov`
-command with the bundled site.yml (role base) on 8 fleet hosts: converge,
+command with a site.yml of the base role on 8 fleet hosts: converge,
 idempotence, drift after tampering, check mode that writes nothing,
 unreachable hosts, and a killed run that leaves no partial file."""
 
@@ -65,6 +65,11 @@ def workdir(fleet: Fleet, hosts: list[FleetHost], tmp_path_factory: pytest.TempP
     # The hosts reach the fleet's bridge address only: use it as their NTP server.
     inventory["all"]["vars"]["base_ntp_servers"] = [fleet.repo_url.split("//")[1].split(":")[0]]
     (work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    # The engine's acceptance uses the base role alone (./playbooks/site.yml wins
+    # over the bundled one); the GPU stack has its own test (test_gpu_stack.py).
+    (work / "playbooks").mkdir()
+    (work / "playbooks" / "site.yml").write_text(
+        "- name: base system\n  hosts: all\n  roles: [base]\n")
     return work
 
 

@@ -194,6 +194,34 @@ def test_role_selection_by_tags() -> None:
         check_tags([play], ["gpus"])
 
 
+def test_a_role_tagged_never_runs_only_when_another_of_its_tags_is_asked() -> None:
+    play = Play("p", "all")
+    ref = RoleRef("gpu_image", tags=["never", "image"])
+    assert not role_selected(play, ref, [], [])
+    assert not role_selected(play, ref, ["verify"], [])
+    assert role_selected(play, ref, ["image"], [])
+    assert role_selected(play, ref, ["gpu_image"], [])
+    check_tags([play], ["never"])
+
+
+def test_every_role_sees_the_defaults_of_the_other_roles_of_its_play(project: Path) -> None:
+    # Ansible's behaviour: `verify` reads gpu_image's `gpu_image` default even
+    # when gpu_image itself is skipped by tags; a role's own defaults win.
+    other = project / "roles" / "other"
+    other.mkdir()
+    (other / "defaults.yml").write_text("# shared\ngreeting: from other\n"
+                                        "# other's own\nonly_other: 1\n")
+    (other / "tasks.py").write_text("def tasks(ctx):\n    return []\n")
+    (project / "roles" / "greet" / "tasks.py").write_text(ROLE.replace(
+        'ctx.vars["greeting"]', 'ctx.vars["greeting"] + str(ctx.vars["only_other"])'))
+    (project / "site.yml").write_text(
+        "- name: p\n  hosts: all\n  roles:\n    - role: other\n      tags: [never]\n"
+        "    - greet\n")
+    run = executor(project, CountingFactory()).run("apply")
+    assert not run.any_failed, run.to_json()
+    assert (project / "out" / "h1.txt").read_text() == "hello1\n"
+
+
 def test_reboot_policy_precedence() -> None:
     host = Host("h", vars={"reboot": "if-needed"})
     assert reboot_policy(Play("p", "all"), host, RunOptions()) == "if-needed"

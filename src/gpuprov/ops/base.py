@@ -25,6 +25,8 @@ class Step:
     command: Command
     stdin: bytes | None = field(default=None, repr=False)
     sudo: bool = True
+    #: a controller file streamed as stdin instead (image tarballs: too big for memory)
+    stdin_file: str | None = None
     #: exit codes that count as success besides 0
     ok_codes: tuple[int, ...] = ()
 
@@ -119,5 +121,48 @@ class Op(ABC):
     def plan(self, facts: FactView) -> list[Change]:
         """The Changes needed; [] when the host is already right."""
 
+    def report(self, facts: FactView) -> dict[str, Any] | None:
+        """What the op found, for reports (e.g. verify's GPU table); None: nothing."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
+
+
+class RebootAfter(Op):
+    """Another op whose changes need a reboot to take effect (a new kernel
+    module, a rebuilt initramfs): the engine records it and the reboot policy
+    decides."""
+
+    def __init__(self, op: Op, why: str) -> None:
+        self.op = op
+        self.why = why
+        self.label = op.label
+        self.notify = op.notify
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return self.op.facts()
+
+    def plan(self, facts: FactView) -> list[Change]:
+        changes = self.op.plan(facts)
+        for change in changes:
+            change.reboot_required = True
+            change.summary += f" (reboot needed: {self.why})"
+        return changes
+
+
+class Unknown(Op):
+    """Check mode's honest answer when a resource cannot be checked from
+    here (e.g. its signing key is unreachable from the controller): reported
+    as "unknown" with the reason. Roles create it only in check mode; apply
+    raises the real error instead."""
+
+    def __init__(self, label: str, reason: str) -> None:
+        self.label = label
+        self.reason = reason
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return []
+
+    def plan(self, facts: FactView) -> list[Change]:
+        return [Change(self.label, "check", f"cannot check {self.label}", unknown=self.reason)]

@@ -190,6 +190,8 @@ def _run(args: list[str]) -> int:
     if visible is not None:
         check_gpus(visible)
     record = find_image(load_images(), ref)
+    if record is None and (get("--pull") or ["missing"])[-1] == "never":
+        raise RunError(f"docker: Error response from daemon: No such image: {ref}")
     if record is None:
         sys.stderr.write(f"Unable to find image '{ref}' locally\n")
         record, error = pull(ref, out=sys.stderr)

@@ -1,0 +1,138 @@
+"""container_toolkit: NVIDIA Container Toolkit + the nvidia runtime in Docker
+(or containerd).
+
+Checklist, per host:
+1. Docker Engine installed when asked (Docker's signed repository);
+2. NVIDIA's signed repository, key stored dearmored, signed-by it;
+3. the four toolkit packages at exactly container_toolkit_version, held;
+4. docker: `runtimes.nvidia` merged into /etc/docker/daemon.json, every other
+   key kept, validated by dockerd before it replaces the file; docker
+   restarted only when the file changed (also on containerd nodes when
+   gpuprov installs Docker: gpu_image and verify use it).
+   containerd: `nvidia-ctk runtime configure` only when its dry run differs
+   from the file; containerd restarted only then.
+"""
+
+from gpuprov.command import Command
+from gpuprov.ops import apt, dnf
+from gpuprov.ops.command import command
+from gpuprov.ops.files import directory
+from gpuprov.ops.jsonfile import json_merge
+from gpuprov.ops.keys import key_or_unknown
+from gpuprov.ops.services import service
+
+TOOLKIT = ("nvidia-container-toolkit", "nvidia-container-toolkit-base",
+           "libnvidia-container-tools", "libnvidia-container1")
+NVIDIA = "https://nvidia.github.io/libnvidia-container"
+KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
+DAEMON_JSON = "/etc/docker/daemon.json"
+CONTAINERD_TOML = "/etc/containerd/config.toml"
+
+
+def runtime(ctx):
+    name = str(ctx.vars["container_runtime"])
+    if name not in ("docker", "containerd"):
+        raise ctx.bad_var("container_runtime", "must be docker or containerd")
+    return name
+
+
+def repo_of(ctx, var, default_url, default_key):
+    """(url, key bytes or None, Unknown op or None) of a signed repository;
+    None when the variable says none (the hosts' own repositories)."""
+    repo = ctx.vars[var] or {}
+    if repo in ("none", "None"):
+        return None
+    if not isinstance(repo, dict):
+        raise ctx.bad_var(var, "must be a mapping with url and key (or none)")
+    url = str(repo.get("url") or "").strip() or default_url
+    source = str(repo.get("key") or "").strip() or default_key
+    return (url, *key_or_unknown(source, f"the repository {url}", f"{var}.key", ctx.check))
+
+
+def signed_repo(ctx, repo, apt_repo, dnf_repo):
+    """The repository op(s): an unreadable key in check mode is reported as
+    unknown (apt still checks the source line; dnf's file embeds the key path)."""
+    url, key, unknown = repo
+    if unknown:
+        yield unknown
+    if ctx.os.family == "rhel":
+        if key is not None:
+            yield dnf_repo(url, key.decode())
+    else:
+        yield apt_repo(url, key)
+
+
+def tasks(ctx):
+    ctx.require_supported_os()
+    rt = runtime(ctx)
+    version = str(ctx.vars["container_toolkit_version"]).strip()
+    if ctx.vars["docker_install"]:
+        yield from docker_engine(ctx)
+    rhel = ctx.os.family == "rhel"
+    repo = repo_of(ctx, "container_toolkit_repo",
+                   f"{NVIDIA}/stable/{'rpm/$basearch' if rhel else 'deb/$(ARCH)'}",
+                   f"{NVIDIA}/gpgkey")
+    pinned = {name: version for name in TOOLKIT}
+    if repo is not None:
+        yield from signed_repo(
+            ctx, repo,
+            lambda url, key: apt.apt_repository("nvidia-container-toolkit", url, "/", key=key,
+                                                keyring=KEYRING),
+            lambda url, key: dnf.repository("nvidia-container-toolkit", url,
+                                            description="NVIDIA Container Toolkit", key=key,
+                                            options={"repo_gpgcheck": "1"}))
+    if rhel:
+        yield dnf.packages(pinned, depends_on="the nvidia-container-toolkit repository")
+        yield dnf.versionlock(pinned)
+    else:
+        # Exact versions, together: the toolkit's packages depend on each other's
+        # exact version, and a hold keeps `apt upgrade` from splitting them.
+        yield apt.packages(pinned, held=True,
+                           depends_on="the nvidia-container-toolkit repository")
+    # Docker gets the runtime whenever gpuprov installs it: gpu_image and
+    # verify run the image with docker, on containerd cluster nodes too.
+    if rt == "docker" or ctx.vars["docker_install"]:
+        runtimes = {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}
+        patch = {"runtimes": runtimes}
+        if ctx.vars["container_toolkit_default_runtime"]:
+            patch["default-runtime"] = "nvidia"
+        yield directory("/etc/docker")   # docker-ce creates it only when the daemon needs it
+        yield json_merge(DAEMON_JSON, patch, validate="dockerd --validate --config-file {}",
+                         notify="restart docker")
+        yield service("docker", state="started", enabled=True)
+    if rt == "containerd":
+        configure = Command("nvidia-ctk", "runtime", "configure", "--runtime=containerd",
+                            *(["--set-as-default"]
+                              if ctx.vars["container_toolkit_default_runtime"] else []))
+        # Idempotent: run only when nvidia-ctk's own dry run differs from the file.
+        dry_run = Command(*configure.parts, "--dry-run").shell()
+        yield command(configure, name="nvidia-ctk runtime configure --runtime=containerd",
+                      unless=f"{dry_run} 2>/dev/null | cmp -s - {CONTAINERD_TOML}",
+                      guard_sudo=True, invalidates=("FileState",),
+                      notify=("restart containerd",))
+        yield service("containerd", state="started", enabled=True)
+
+
+def docker_engine(ctx):
+    distro = "rhel" if ctx.os.family == "rhel" else ctx.os.id
+    url = f"https://download.docker.com/linux/{distro}"
+    repo = repo_of(ctx, "docker_repo", url, f"{url}/gpg")
+    if repo is not None:
+        yield from signed_repo(
+            ctx, repo,
+            lambda url, key: apt.apt_repository("docker", url, ctx.os.codename, ["stable"],
+                                                key=key, keyring="/etc/apt/keyrings/docker.gpg"),
+            lambda url, key: dnf.repository("docker-ce-stable",
+                                            f"{url}/$releasever/$basearch/stable",
+                                            description="Docker CE Stable", key=key))
+    if ctx.os.family == "rhel":
+        yield dnf.packages(DOCKER_PACKAGES, depends_on="the docker-ce repository")
+    else:
+        yield apt.packages(DOCKER_PACKAGES, depends_on="the docker repository")
+
+
+HANDLERS = {
+    "restart docker": lambda ctx: [service("docker", state="restarted")],
+    "restart containerd": lambda ctx: [service("containerd", state="restarted")],
+}

@@ -1,0 +1,175 @@
+"""Docker facts: a local image (never pulled to answer), and whether the
+GPU works inside an image (`gpuprov verify`).
+
+Both talk to the Docker daemon, whose socket is root's: they run with sudo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gpuprov.command import Command, Raw
+from gpuprov.facts.base import Fact, FactError
+
+_GPU_DEVICE = re.compile(r"^(?:\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-fA-F-]+)$")
+
+
+def gpus_arg(devices: str) -> str:
+    """`docker run --gpus` value for "all" or "0,1" (ids or GPU UUIDs).
+
+    Docker parses the value as a CSV record, so a device list needs the
+    inner quotes: --gpus '"device=0,1"'.
+    """
+    devices = str(devices).strip()
+    if devices == "all":
+        return "all"
+    ids = [d.strip() for d in devices.split(",")]
+    if not ids or not all(_GPU_DEVICE.match(d) for d in ids):
+        raise ValueError(f'gpu_devices must be "all" or GPU indexes/UUIDs like "0,1", '
+                         f"not {devices!r}")
+    return f'"device={",".join(ids)}"'
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    repo: str                 # ghcr.io/example-lab/pytorch-cuda
+    tag: str | None           # 2.9.0-cuda12.8 (None when pinned by digest only)
+    digest: str | None        # sha256:... given in the reference itself
+
+    @property
+    def short_repo(self) -> str:
+        """How the daemon spells the repo in RepoTags/RepoDigests."""
+        return self.repo.removeprefix("docker.io/").removeprefix("library/")
+
+    def __str__(self) -> str:
+        text = self.repo + (f":{self.tag}" if self.tag else "")
+        return text + (f"@{self.digest}" if self.digest else "")
+
+
+_REF = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._/:-]*?)(?::(?P<tag>[\w][\w.-]{0,127}))?"
+                  r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+def parse_image_ref(ref: str) -> ImageRef:
+    """'repo[:tag][@sha256:...]'; a bare repo means :latest, as docker does."""
+    match = _REF.match(ref.strip())
+    if not match or (match["repo"].count(":") and "/" not in match["repo"].split(":")[-1]):
+        raise ValueError(f"not a docker image reference: {ref!r} (expected "
+                         "registry/repo:tag or registry/repo@sha256:<64 hex>)")
+    tag = match["tag"] or (None if match["digest"] else "latest")
+    return ImageRef(match["repo"], tag, match["digest"])
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+
+    def has_digest(self, ref: ImageRef, digest: str) -> bool:
+        return f"{ref.short_repo}@{digest}" in {
+            d.removeprefix("docker.io/").removeprefix("library/") for d in self.repo_digests}
+
+
+@dataclass(frozen=True)
+class DockerImageState:
+    """docker: ok | absent (no docker CLI) | down (daemon not answering)."""
+
+    docker: str
+    image: ImageInfo | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DockerImage(Fact[DockerImageState]):
+    """`docker image inspect REF`: the local image, without pulling."""
+
+    ref: str
+    sudo: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return Command(Raw("command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; };"),
+                       "docker", "image", "inspect", self.ref, Raw("2>&1"))
+
+    def process(self, output: str, exit_code: int) -> DockerImageState:
+        text = output.strip()
+        if text == "no-docker":
+            return DockerImageState("absent", message="docker is not installed")
+        if exit_code != 0:
+            if "no such image" in text.lower():
+                return DockerImageState("ok")
+            return DockerImageState("down", message=text.splitlines()[-1] if text else
+                                    f"docker exited {exit_code}")
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise FactError(f"docker image inspect printed no JSON: {text[:200]!r}") from exc
+        if not items:
+            return DockerImageState("ok")
+        item = items[0]
+        return DockerImageState("ok", ImageInfo(item["Id"], tuple(item.get("RepoTags") or ()),
+                                                tuple(item.get("RepoDigests") or ())))
+
+
+# ---------------------------------------------------------------- GPU in a container
+
+_VERIFY_MARK = "@@gpuprov-verify "
+# Runs inside the image: torch sees CUDA, names the devices, and a small
+# matmul on the GPU gives the exact answer (32x32 ones @ ones sums to 32**3).
+VERIFY_SCRIPT = f"""\
+import json
+r = {{}}
+try:
+    import torch
+    r["torch"] = torch.__version__
+    r["cuda"] = torch.version.cuda
+    r["available"] = bool(torch.cuda.is_available())
+    if r["available"]:
+        r["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        a = torch.ones(32, 32, device="cuda")
+        r["matmul"] = (a @ a).sum().item() == 32 ** 3
+except Exception as exc:
+    r["error"] = type(exc).__name__ + ": " + str(exc)
+print({_VERIFY_MARK!r} + json.dumps(r))
+"""
+
+
+@dataclass(frozen=True)
+class ContainerGpu:
+    ok: bool
+    torch: str | None = None
+    cuda: str | None = None
+    devices: tuple[str, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerGpuTest(Fact[ContainerGpu]):
+    """`docker run --rm --gpus G IMAGE python3 -c <torch check + matmul>`."""
+
+    image: str
+    gpus: str = "all"
+    sudo: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        # --pull never: verifying must not fetch an image apply did not put there.
+        return Command("docker", "run", "--rm", "--pull", "never", "--gpus", gpus_arg(self.gpus),
+                       "--entrypoint",
+                       "python3", self.image, "-c", VERIFY_SCRIPT, Raw("2>&1"))
+
+    def process(self, output: str, exit_code: int) -> ContainerGpu:
+        line = next((ln for ln in output.splitlines() if ln.startswith(_VERIFY_MARK)), None)
+        if line is None:
+            last = [ln for ln in output.strip().splitlines() if ln.strip()][-3:]
+            return ContainerGpu(False, error=" | ".join(last) or f"docker run exited {exit_code}")
+        data = json.loads(line[len(_VERIFY_MARK):])
+        error = data.get("error", "")
+        if not error and not data.get("available"):
+            error = "torch.cuda.is_available() is False inside the container"
+        elif not error and not data.get("matmul"):
+            error = "the matmul on the GPU gave a wrong result"
+        return ContainerGpu(not error, data.get("torch"), data.get("cuda"),
+                            tuple(data.get("devices") or ()), error)

@@ -1,0 +1,187 @@
+"""Docker image operations: pulled from a registry (pinned by tag and digest)
+or loaded from a tarball copied from the controller (air-gapped sites).
+
+Both read the local image with DockerImage (`docker image inspect`), so a
+converged host never pulls, and drift-check sees a missing or wrong image
+without touching the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuprov.command import Command, Raw
+from gpuprov.errors import GpuprovError
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.docker import DockerImage, DockerImageState, ImageRef, parse_image_ref
+from gpuprov.ops.base import Change, Op, Step
+
+_INVALIDATES = ("DockerImage", "ContainerGpuTest")
+
+
+class ImageError(GpuprovError):
+    """A wrong image reference or archive, found on the controller."""
+
+
+def _docker_unknown(state: DockerImageState) -> str | None:
+    if state.docker == "absent":
+        return "docker is not installed yet: depends on the container_toolkit role"
+    if state.docker == "down":
+        return f"the docker daemon does not answer ({state.message}): depends on docker running"
+    return None
+
+
+def _inspect_has(ref: str, text: str, problem: str) -> Command:
+    """A step that fails with `problem` unless `docker image inspect ref` shows `text`."""
+    return Command("docker", "image", "inspect", ref, Raw("|"), "grep", "-qF", text,
+                   Raw("||"), Raw("{"), "echo", f"gpuprov: {problem}", Raw(">&2;"), "exit", "1",
+                   Raw(";"), Raw("}"))
+
+
+def _ref(ref: str) -> ImageRef:
+    try:
+        return parse_image_ref(ref)
+    except ValueError as exc:
+        raise ImageError(str(exc), "set gpu_image to e.g. ghcr.io/lab/pytorch-cuda:2.9.0") from exc
+
+
+class ImagePulled(Op):
+    def __init__(self, ref: str, digest: str | None = None) -> None:
+        self.ref = _ref(ref)
+        self.digest = digest or self.ref.digest
+        if self.digest and not (self.digest.startswith("sha256:") and len(self.digest) == 71):
+            raise ImageError(f"image digest {self.digest!r} is not sha256:<64 hex digits>")
+        if self.ref.digest and digest and self.ref.digest != digest:
+            raise ImageError(f"image {ref} names digest {self.ref.digest}, but the digest "
+                             f"variable says {digest}")
+        self.label = f"docker image {self.ref}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [DockerImage(str(self.ref))]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        state: DockerImageState = facts[DockerImage(str(self.ref))]
+        image = state.image
+        if image is not None and (self.digest is None or image.has_digest(self.ref, self.digest)):
+            return []
+        steps = [Step(Command("docker", "pull", "--quiet", str(self.ref)))]
+        if self.digest:
+            # The registry may serve another image for the tag than the one
+            # pinned: fail loudly rather than run an unreviewed image.
+            steps.append(Step(_inspect_has(
+                str(self.ref), f'"{self.ref.short_repo}@{self.digest}"',
+                f"the registry served {self.ref} with a digest other than {self.digest}; "
+                "the tag was moved: review the new image and update gpu_image_digest")))
+        if image is None:
+            action, why = "pull", "not present"
+        else:
+            action, why = "repull", f"present as {image.id[:19]} without digest {self.digest}"
+        return [Change(self.label, action, f"docker pull {self.ref} ({why})", steps,
+                       unknown=_docker_unknown(state), invalidates=_INVALIDATES)]
+
+
+# ---------------------------------------------------------------- docker load
+
+
+@dataclass(frozen=True)
+class Archive:
+    path: Path
+    image_id: str
+    tags: tuple[str, ...]
+    size: int
+
+
+_archives: dict[tuple[str, int, int], Archive] = {}
+_archives_lock = threading.Lock()
+
+
+def read_archive(path: str | Path) -> Archive:
+    """Image id and tags of a `docker save` tarball, read on the controller
+    once per run: the id is the sha256 of the image's config blob."""
+    path = Path(path).expanduser().resolve()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ImageError(f"image archive {path}: {exc.strerror or exc}",
+                         "gpu_image_archive is a `docker save` tarball on the controller") from exc
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _archives_lock:
+        if key not in _archives:
+            _archives[key] = _parse_archive(path, st.st_size)
+        return _archives[key]
+
+
+def _parse_archive(path: Path, size: int) -> Archive:
+    try:
+        with tarfile.open(path) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            item = manifest[0]
+            config = tar.extractfile(item["Config"]).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, KeyError, IndexError, TypeError, ValueError, AttributeError,
+            OSError) as exc:
+        raise ImageError(f"image archive {path} is not a `docker save` tarball ({exc})",
+                         "create it with: docker save IMAGE:TAG -o FILE.tar") from exc
+    image_id = "sha256:" + hashlib.sha256(config).hexdigest()
+    return Archive(path, image_id, tuple(item.get("RepoTags") or ()), size)
+
+
+class ImageLoaded(Op):
+    def __init__(self, ref: str, archive: str | Path) -> None:
+        self.ref = _ref(ref)
+        self.archive = read_archive(archive)
+        wanted = {str(self.ref), f"{self.ref.short_repo}:{self.ref.tag}"}
+        if self.ref.digest or not wanted & set(self.archive.tags):
+            raise ImageError(
+                f"image archive {self.archive.path} holds "
+                f"{', '.join(self.archive.tags) or 'no tagged image'}, not {self.ref}",
+                "set gpu_image to the repo:tag saved in the archive "
+                "(docker save keeps tags, not registry digests)")
+        self.label = f"docker image {self.ref} (from {self.archive.path.name})"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [DockerImage(str(self.ref))]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        state: DockerImageState = facts[DockerImage(str(self.ref))]
+        image = state.image
+        if image is not None and image.id == self.archive.image_id:
+            return []
+        mib = self.archive.size / 2**20
+        why = "not present" if image is None else f"present as {image.id[:19]}, archive has " \
+            f"{self.archive.image_id[:19]}"
+        steps = [
+            # Streamed from the controller into `docker load`: no copy on the
+            # host's disk, and a cut stream fails the load instead of importing half.
+            Step(Command("docker", "load", "--quiet"), stdin_file=str(self.archive.path)),
+            Step(_inspect_has(str(self.ref), f'"Id": "{self.archive.image_id}"',
+                              f"{self.ref} is not image {self.archive.image_id} after docker "
+                              f"load of {self.archive.path.name}")),
+        ]
+        return [Change(self.label, "load",
+                       f"docker load {self.archive.path.name} ({mib:.0f} MiB, {why})", steps,
+                       unknown=_docker_unknown(state), invalidates=_INVALIDATES)]
+
+
+def image(ref: str, *, digest: str | None = None, archive: str | os.PathLike[str] | None = None
+          ) -> Op:
+    """The image `ref` is present locally: pulled (and checked against
+    `digest`), or, with `archive`, loaded from that controller tarball and
+    checked against the image id inside it. Never pulls when it is right."""
+    if archive:
+        if digest:
+            raise ImageError("gpu_image_digest cannot be checked for an image loaded from "
+                             "gpu_image_archive (docker save keeps no registry digest); the "
+                             "archive's image id is checked instead: unset one of them")
+        return ImageLoaded(ref, archive)
+    return ImagePulled(ref, digest)
+
+
+__all__ = ["Archive", "ImageLoaded", "ImagePulled", "ImageRef", "image", "read_archive"]

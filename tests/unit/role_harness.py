@@ -1,0 +1,97 @@
+"""Plan a bundled role against canned facts, with no host: which ops, which
+Changes, which commands. The same code paths as the engine (role tasks(),
+op.facts(), op.plan()), so what these tests pin is what apply would run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpuprov.context import NeedFacts, TaskContext
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.system import ArchInfo, OsInfo, SystemFacts
+from gpuprov.inventory import Host
+from gpuprov.ops.base import Change, Op
+from gpuprov.roles import load_role
+from gpuprov.vars import build_host_vars
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+
+UBUNTU_2204 = OsInfo("ubuntu", "22.04", ("debian",), "jammy", "Ubuntu 22.04.5 LTS")
+UBUNTU_2404 = OsInfo("ubuntu", "24.04", ("debian",), "noble", "Ubuntu 24.04.1 LTS")
+DEBIAN_12 = OsInfo("debian", "12", (), "bookworm", "Debian GNU/Linux 12 (bookworm)")
+RHEL_9 = OsInfo("rhel", "9.4", ("fedora",), "", "Red Hat Enterprise Linux 9.4 (Plow)")
+DISTROS = {"ubuntu2204": UBUNTU_2204, "ubuntu2404": UBUNTU_2404, "debian12": DEBIAN_12,
+           "rhel9": RHEL_9}
+KERNELS = {"ubuntu2204": "5.15.0-125-generic", "ubuntu2404": "6.8.0-48-generic",
+           "debian12": "6.1.0-26-amd64", "rhel9": "5.14.0-427.13.1.el9_4.x86_64"}
+
+
+class MissingFacts(AssertionError):
+    """The test did not provide a fact the role or an op asked for."""
+
+
+@dataclass
+class Planned:
+    op: Op
+    changes: list[Change]
+
+
+@dataclass
+class RolePlan:
+    ops: list[Planned] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Change]:
+        return [c for p in self.ops for c in p.changes]
+
+    @property
+    def commands(self) -> list[str]:
+        """Every step's command line, as displayed (secrets masked), in order."""
+        return [s.command.display() for c in self.changes for s in c.steps]
+
+    @property
+    def labels(self) -> list[str]:
+        return [p.op.label for p in self.ops]
+
+    def changed(self) -> list[str]:
+        """Labels of the ops that would change something."""
+        return [p.op.label for p in self.ops if p.changes]
+
+
+def system_for(distro: str, *, secure_boot: str = "disabled", kernel: str | None = None,
+               init: str = "systemd") -> SystemFacts:
+    deb = None if distro == "rhel9" else "amd64"
+    return SystemFacts(DISTROS[distro], kernel or KERNELS[distro], ArchInfo("x86_64", deb), init,
+                       secure_boot)
+
+
+def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
+              vars: Mapping[str, Any] | None = None, check: bool = False,
+              host: str = "gpu-01", handler: str | None = None) -> RolePlan:
+    """tasks() (or the named handler) of roles/<role> planned against `facts`.
+
+    Raises MissingFacts naming every fact asked for but not given, and lets a
+    role's own refusal (RoleFailed) or an op's error propagate to the test.
+    """
+    loaded = load_role(role, ROLES / role)
+    the_host = Host(host, vars=dict(vars or {}))
+    host_vars = build_host_vars(the_host, role_defaults=loaded.defaults, role=role)
+    ctx = TaskContext(the_host, host_vars, system, FactView(dict(facts)), role, loaded.path,
+                      check)
+    produce = loaded.handlers[handler] if handler else loaded.tasks
+    try:
+        ops = list(produce(ctx))
+    except NeedFacts as need:
+        raise MissingFacts(f"role {role} asked for: {', '.join(f.key for f in need.facts)}"
+                           ) from None
+    plan = RolePlan()
+    view = FactView(dict(facts))
+    for op in ops:
+        missing = [f.key for f in op.facts() if f not in facts]
+        if missing:
+            raise MissingFacts(f"{op.label} needs: {', '.join(missing)}")
+        plan.ops.append(Planned(op, op.plan(view)))
+    return plan
