@@ -70,8 +70,10 @@ def workdir(fleet: Fleet, hosts: list[FleetHost], roles: dict[str, FleetHost],
     make_image_archive(archive, [IMAGE])
     children["cloud"]["hosts"][roles["air-gapped"].name].update(
         {"gpu_image_archive": str(archive), "gpu_image_digest": ""})
-    children["lab"]["hosts"][roles["old-branch"].name]["nvidia_driver_branch"] = 470
     (work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    (work / "host_vars").mkdir()
+    (work / "host_vars" / f"{roles['old-branch'].name}.yml").write_text(
+        "# an old workstation someone pinned to its old driver\nnvidia_driver_branch: 470\n")
     return work
 
 
@@ -100,7 +102,7 @@ def test_a_branch_below_535_fails_that_host_alone_and_touches_nothing(
     assert result["failed"], result
     assert "nvidia_driver_branch=470" in result["error"]
     assert "535" in result["error"] and "CUDA 12" in result["error"]
-    assert "host_vars" in result["error"] or "inventory.yml" in result["error"]
+    assert f"host_vars/{old.name}.yml:2" in result["error"], "names the file and line"
     assert result["changed"] == 0
     # refused before anything was touched: not even the base role's files
     assert old.read_file("/etc/modprobe.d/blacklist-nouveau.conf") is None

@@ -9,12 +9,18 @@ questions, and the loaded one never needs root.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cmp_to_key
 
 from gpuprov.command import Command, Raw
 from gpuprov.facts.base import Fact
-from gpuprov.facts.packages import DebPackage, RpmPackage
+from gpuprov.facts.packages import (
+    DebPackage,
+    RpmPackage,
+    deb_version_compare,
+    rpm_version_compare,
+)
 
 # Fields of `nvidia-smi --query-gpu` the roles and `gpuprov verify` read.
 GPU_FIELDS = ("index", "name", "driver_version", "memory.total", "uuid")
@@ -124,7 +130,7 @@ def installed_drivers_deb(dpkg: Mapping[str, DebPackage]) -> dict[int, Installed
         branch = int(named) if named else driver_branch(pkg.version)
         if branch is not None:
             found.setdefault(branch, []).append((name, pkg.version))
-    return {b: _installed(b, rows) for b, rows in found.items()}
+    return {b: _installed(b, rows, deb_version_compare) for b, rows in found.items()}
 
 
 def installed_drivers_rpm(rpm: Mapping[str, tuple[RpmPackage, ...]]
@@ -137,13 +143,15 @@ def installed_drivers_rpm(rpm: Mapping[str, tuple[RpmPackage, ...]]
             branch = driver_branch(row.version)
             if branch is not None:
                 found.setdefault(branch, []).append((name, row.version))
-    return {b: _installed(b, rows) for b, rows in found.items()}
+    return {b: _installed(b, rows, rpm_version_compare) for b, rows in found.items()}
 
 
-def _installed(branch: int, rows: list[tuple[str, str]]) -> InstalledDriver:
+def _installed(branch: int, rows: list[tuple[str, str]],
+               compare: Callable[[str, str], int]) -> InstalledDriver:
+    """The branch's packages by name, and the newest version among them."""
     rows.sort()
-    versions = sorted({v for _, v in rows}, key=len)
-    return InstalledDriver(branch, versions[-1], tuple(n for n, _ in rows))
+    newest = max((v for _, v in rows), key=cmp_to_key(compare))
+    return InstalledDriver(branch, newest, tuple(n for n, _ in rows))
 
 
 # ---------------------------------------------------------------- secure boot key

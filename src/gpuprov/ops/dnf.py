@@ -189,7 +189,8 @@ class DnfVersionlockOp(Op):
             if entry is not None and _entry_matches(entry, name, spec):
                 continue
             steps = []
-            if not info.plugin:
+            plugin_missing = not info.plugin and not changes   # installed once, first
+            if plugin_missing:
                 steps.append(Step(dnf("install", VERSIONLOCK_PLUGIN)))
             if entry is not None:
                 steps.append(Step(dnf("versionlock", "delete", name)))
@@ -198,9 +199,9 @@ class DnfVersionlockOp(Op):
             changes.append(Change(
                 f"versionlock {name}", "create" if entry is None else "update",
                 f"lock {target}" + ("" if spec else " at its installed version")
-                + ("" if info.plugin else f" (installs {VERSIONLOCK_PLUGIN})"),
+                + (f" (installs {VERSIONLOCK_PLUGIN})" if plugin_missing else ""),
                 steps, Diff("versionlock", entry + "\n" if entry else None, target + "\n"),
-                invalidates=("DnfVersionlock", "RpmPackages") if not info.plugin
+                invalidates=("DnfVersionlock", "RpmPackages") if plugin_missing
                 else ("DnfVersionlock",)))
         return changes
 

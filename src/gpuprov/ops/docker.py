@@ -39,11 +39,14 @@ def _docker_unknown(state: DockerImageState) -> str | None:
     return None
 
 
-def _inspect_has(ref: str, text: str, problem: str) -> Command:
-    """A step that fails with `problem` unless `docker image inspect ref` shows `text`."""
+def _inspect_has(ref: str, text: str, problem: str, untag: bool = False) -> Command:
+    """A step that fails with `problem` unless `docker image inspect ref` shows
+    `text`; with untag, the wrong image also loses the tag `ref`, so nothing
+    started by that name (verify, services) runs it."""
+    drop = [Raw("docker rmi"), ref, Raw(">/dev/null 2>&1;")] if untag else []
     return Command("docker", "image", "inspect", ref, Raw("|"), "grep", "-qF", text,
-                   Raw("||"), Raw("{"), "echo", f"gpuprov: {problem}", Raw(">&2;"), "exit", "1",
-                   Raw(";"), Raw("}"))
+                   Raw("||"), Raw("{"), *drop, "echo", f"gpuprov: {problem}", Raw(">&2;"),
+                   "exit", "1", Raw(";"), Raw("}"))
 
 
 def _ref(ref: str) -> ImageRef:
@@ -79,7 +82,8 @@ class ImagePulled(Op):
             steps.append(Step(_inspect_has(
                 str(self.ref), f'"{self.ref.short_repo}@{self.digest}"',
                 f"the registry served {self.ref} with a digest other than {self.digest}; "
-                "the tag was moved: review the new image and update gpu_image_digest")))
+                "the tag was moved: review the new image and update gpu_image_digest "
+                "(the unreviewed image was untagged)", untag=True)))
         if image is None:
             action, why = "pull", "not present"
         else:

@@ -12,7 +12,13 @@ from typing import Any
 from gpuprov.command import Command, Raw
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.packages import AptCacheAge, AptCandidates, DebPackages, DnfAvailable
+from gpuprov.facts.packages import (
+    AptCacheAge,
+    AptCandidates,
+    DebPackages,
+    DnfAvailable,
+    RpmPackages,
+)
 from gpuprov.facts.system import OsInfo
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.base import Change, Op, Step
@@ -90,8 +96,11 @@ class RpmKernelHeaders(Op):
         changes = self.packages.plan(facts)
         avail = facts[DnfAvailable(tuple(sorted(self.packages.packages)))]
         spec = self.packages.packages["kernel-devel"]
+        # Only when kernel-devel itself is to be installed: an installed one
+        # (with only kernel-headers missing) needs no repository to carry it.
+        installed = facts[RpmPackages()].get("kernel-devel", ())
         if changes and avail is not None and spec and not any(
-                p.matches(spec) for p in avail.get("kernel-devel", ())):
+                p.matches(spec) for p in (*installed, *avail.get("kernel-devel", ()))):
             raise MissingHeaders(_missing(f"kernel-devel-{self.kernel}", self.kernel), _HINT)
         return changes
 
