@@ -77,8 +77,16 @@ def cuda_repo(ctx):
     return url, key
 
 
-def check_secure_boot(ctx):
-    if ctx.system.secure_boot != "enabled" or ctx.vars["nvidia_driver_secure_boot_signed"]:
+def branch_loaded(ctx, branch):
+    """Is that branch's module the one the running kernel has loaded?"""
+    loaded = ctx.fact(NvidiaSmi())
+    return loaded.state == "ok" and loaded.branch == branch
+
+
+def check_secure_boot(ctx, branch):
+    """A module still to be built and loaded must be signed under Secure Boot."""
+    if (branch_loaded(ctx, branch) or ctx.system.secure_boot != "enabled"
+            or ctx.vars["nvidia_driver_secure_boot_signed"]):
         return
     if ctx.fact(MokEnrolled()):
         return
@@ -112,9 +120,9 @@ def keep_branch(ctx, installed, branch):
 
 def with_reboot(ctx, op, branch):
     """A driver change takes effect at the next boot, unless that branch is loaded already."""
-    loaded = ctx.fact(NvidiaSmi())
-    if loaded.state == "ok" and loaded.branch == branch:
+    if branch_loaded(ctx, branch):
         return op
+    loaded = ctx.fact(NvidiaSmi())
     return RebootAfter(op, f"the running kernel has "
                            f"{'driver ' + loaded.version if loaded.version else 'no nvidia module'}"
                            f" loaded, not branch {branch}")
@@ -124,9 +132,7 @@ def debian(ctx, wanted, source):
     timeout = int(ctx.vars["nvidia_driver_apt_lock_timeout"])
     installed = installed_drivers_deb(ctx.fact(DebPackages()))
     branch = keep_branch(ctx, installed, wanted)
-    loaded = ctx.fact(NvidiaSmi())
-    if not (loaded.state == "ok" and loaded.branch == branch):
-        check_secure_boot(ctx)
+    check_secure_boot(ctx, branch)
     yield kernel_headers(ctx.os, ctx.system.kernel, timeout)
     if source == "cuda":
         url, key_source = cuda_repo(ctx)
@@ -159,9 +165,7 @@ def debian(ctx, wanted, source):
 def rhel(ctx, wanted):
     installed = installed_drivers_rpm(ctx.fact(RpmPackages()))
     branch = keep_branch(ctx, installed, wanted)
-    loaded = ctx.fact(NvidiaSmi())
-    if not (loaded.state == "ok" and loaded.branch == branch):
-        check_secure_boot(ctx)
+    check_secure_boot(ctx, branch)
     if ctx.vars["nvidia_driver_rhel_epel"]:
         if ctx.os.id == "rhel":
             crb = ("subscription-manager repos --enable "

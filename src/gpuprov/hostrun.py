@@ -168,9 +168,10 @@ class HostRun:
 
     def _do(self, item: PlannedOp, notified: list[str]) -> TaskResult:
         task = self._do_op(item, notified)
-        with contextlib.suppress(KeyError, GpuprovError, FactError):
-            # facts an op could not gather already failed its task
-            task.data = item.op.report(FactView(self._facts))
+        if type(item.op).report is not Op.report:   # most ops report nothing: no copy of the facts
+            with contextlib.suppress(KeyError, GpuprovError, FactError):
+                # facts an op could not gather already failed its task
+                task.data = item.op.report(FactView(self._facts))
         return task
 
     def _do_op(self, item: PlannedOp, notified: list[str]) -> TaskResult:
