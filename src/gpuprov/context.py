@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gpuprov.connectors.base import Session
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact
 from gpuprov.facts.system import OsInfo, SystemFacts
@@ -36,8 +37,10 @@ class RoleFailed(GpuprovError):
 class TaskContext:
     def __init__(self, host: Host, vars: HostVars, system: SystemFacts,
                  facts: Mapping[Fact[Any], Any], role: str, role_dir: Path,
-                 check: bool) -> None:
+                 check: bool, session: Session | None = None) -> None:
         self.host = host
+        #: how the operator is logged in (user, key type): what sshd changes must keep working
+        self.session = session if session is not None else Session(host.ssh_user or "root")
         self.vars = vars
         self.system = system
         self.role = role

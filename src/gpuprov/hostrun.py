@@ -149,7 +149,8 @@ class HostRun:
         """Run a role's tasks(), gathering facts it asks for, until it completes."""
         for _ in range(MAX_DISCOVERY_PASSES):
             ctx = TaskContext(self.host, role_run.vars, system, FactView(self._facts),
-                              role_run.role.name, role_run.role.path, self.check)
+                              role_run.role.name, role_run.role.path, self.check,
+                              session=self.connector.session())
             try:
                 return list(produce(ctx))
             except NeedFacts as need:
@@ -206,8 +207,7 @@ class HostRun:
             if new_names:
                 self._exec("persist handler notification", persist_step(new_names))
             for change in changes:
-                for step in change.steps:
-                    self._exec(op.label, step)
+                self._apply(op.label, change)
                 if change.reboot_required:
                     self._exec("record reboot required", reboot_required_step(change.summary))
         except TaskFailed as exc:
@@ -217,8 +217,42 @@ class HostRun:
         self.invalidate(changes)
         return TaskResult(item.role, op.label, CHANGED, changes, handler=item.handler)
 
+    def _apply(self, task: str, change: Change) -> None:
+        """Run a change's steps; when one fails, its rollback steps (if any) first."""
+        try:
+            for step in change.steps:
+                self._exec(task, step)
+        except (TaskFailed, UnreachableHost) as exc:
+            if not change.rollback:
+                raise
+            note = self._roll_back(task, change)
+            if isinstance(exc, UnreachableHost):
+                raise UnreachableHost(exc.host, exc.kind, f"{exc.detail}; {note}",
+                                      exc.hint) from exc
+            raise TaskFailed(self.host.name, task, exc.command, exc.exit_code, exc.stderr_tail,
+                             reason=f"{exc.reason + '; ' if exc.reason else ''}{note}",
+                             hint=exc.hint) from exc
+
+    def _roll_back(self, task: str, change: Change) -> str:
+        try:
+            self.connector.connect()   # reopens (with retries) a connection that dropped
+            for step in change.rollback:
+                self._exec(f"{task} (rollback)", step)
+        except (TaskFailed, UnreachableHost) as exc:
+            return f"ROLLBACK FAILED: {exc}"
+        return "rolled back: the host is as before this change"
+
     def _exec(self, task: str, step: Step) -> None:
-        if step.stdin_file is not None:
+        if step.new_connection:
+            try:
+                res = self.connector.run_on_new_connection(step.command, sudo=step.sudo)
+            except UnreachableHost as exc:
+                # The long-lived connection may still work: a failed task, not an
+                # unreachable host, so the change's rollback can run over it.
+                raise TaskFailed(self.host.name, task, step.command.display(), None,
+                                 reason=f"a new connection failed: {exc.detail}",
+                                 hint=exc.hint) from exc
+        elif step.stdin_file is not None:
             try:
                 with open(step.stdin_file, "rb") as stream:
                     res = self.connector.run(step.command, sudo=step.sudo, stdin=stream)

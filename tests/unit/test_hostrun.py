@@ -24,7 +24,7 @@ import pytest
 
 from gpuprov import handlers
 from gpuprov.command import Command
-from gpuprov.connectors.base import CommandResult, Connector
+from gpuprov.connectors.base import CommandResult, Connector, Session
 from gpuprov.errors import UnreachableHost
 from gpuprov.facts.system import OsRelease
 from gpuprov.hostrun import HostRun, RoleRun
@@ -63,6 +63,9 @@ class ShConnector(Connector):
 
     def close(self) -> None:
         pass
+
+    def session(self) -> Session:
+        return Session("admin", auth="publickey", key_type="ssh-ed25519", key_bits=256)
 
     def run(self, command: Command | str, *, sudo: bool = False,
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:

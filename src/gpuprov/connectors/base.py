@@ -44,6 +44,21 @@ class Become:
     password: str | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class Session:
+    """How the operator got onto the host: what a change to sshd must keep working
+    (the lockout-safe sshd role's preflight reads it)."""
+
+    user: str
+    #: "publickey", or None for the local connector (no SSH involved)
+    auth: str | None = None
+    #: the operator's key: "ssh-ed25519", "ssh-rsa", ... and its size in bits
+    key_type: str | None = None
+    key_bits: int | None = None
+    #: host key types the controller's known_hosts holds for this host
+    known_host_key_types: tuple[str, ...] = ()
+
+
 class Connector(ABC):
     """One long-lived connection to one host."""
 
@@ -62,6 +77,17 @@ class Connector(ABC):
 
         Raises UnreachableHost when the transport itself fails.
         """
+
+    def run_on_new_connection(self, command: Command | str, *,
+                              sudo: bool = False) -> CommandResult:
+        """Run a command over a brand-new connection (not the long-lived one),
+        proving that a fresh login still works, e.g. after sshd was reloaded.
+        Raises UnreachableHost when the new connection cannot be set up."""
+        return self.run(command, sudo=sudo)
+
+    @abstractmethod
+    def session(self) -> Session:
+        """Who is logged in and how (valid after connect())."""
 
     @abstractmethod
     def close(self) -> None:

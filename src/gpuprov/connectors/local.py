@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from gpuprov.command import Command
-from gpuprov.connectors.base import Become, CommandResult, Connector
+from gpuprov.connectors.base import Become, CommandResult, Connector, Session
 from gpuprov.connectors.sudo import (
     TIMEOUT_EXIT_CODE,
     TIMEOUT_NOTE,
@@ -50,6 +50,9 @@ class LocalConnector(Connector):
 
     def close(self) -> None:
         self._connected = False
+
+    def session(self) -> Session:
+        return Session(self.user)
 
     def run(self, command: Command | str, *, sudo: bool = False,
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:

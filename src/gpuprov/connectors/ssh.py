@@ -33,7 +33,7 @@ import paramiko
 from paramiko.message import Message
 
 from gpuprov.command import Command
-from gpuprov.connectors.base import Become, CommandResult, Connector
+from gpuprov.connectors.base import Become, CommandResult, Connector, Session
 from gpuprov.connectors.hostkeys import KnownHosts, fingerprint, host_id
 from gpuprov.connectors.sudo import (
     TIMEOUT_EXIT_CODE,
@@ -142,6 +142,8 @@ class SshConnector(Connector):
         self._agent: paramiko.Agent | None = None
         self._lock = threading.RLock()
         self._sudo = Sudo(host_name, self.target.user, self.become, self._exec_raw)
+        #: the key the target accepted (the operator's identity, for session())
+        self._auth_key: paramiko.PKey | None = None
 
     # -- connection setup ---------------------------------------------------
 
@@ -319,6 +321,8 @@ class SshConnector(Connector):
                         "(MaxAuthTries?)")
                 break
             if transport.is_authenticated():
+                if hop is self.target:
+                    self._auth_key = key
                 return
             tried.append(f"{label} (accepted, but the server also wants: {', '.join(remaining)})")
         keys = "; ".join(tried) if tried else ("none: no key file given, no ssh-agent keys, and "
@@ -416,6 +420,36 @@ class SshConnector(Connector):
             if self.key_file and self.key_file not in jump.identity_files:
                 jump.fallback_files = [self.key_file]
         return [*chain, hop]
+
+    def session(self) -> Session:
+        key = self._auth_key
+        return Session(
+            self.target.user, auth="publickey" if key is not None else None,
+            key_type=key.get_name() if key is not None else None,
+            key_bits=key.get_bits() if key is not None else None,
+            known_host_key_types=tuple(self.known_hosts.key_types(self.target.known_name)))
+
+    def run_on_new_connection(self, command: Command | str, *,
+                              sudo: bool = False) -> CommandResult:
+        fresh = self._fresh()
+        try:
+            fresh.connect()   # retries with backoff: sshd refuses briefly after a reload
+            return fresh.run(command, sudo=sudo)
+        finally:
+            fresh.close()
+            self.stats.connections += fresh.stats.connections
+            self.stats.round_trips += fresh.stats.round_trips
+
+    def _fresh(self) -> SshConnector:
+        """A copy with the same settings and no open transport, agent or sudo state."""
+        fresh = object.__new__(SshConnector)
+        fresh.__dict__.update(self.__dict__)
+        fresh.stats = type(self.stats)()
+        fresh._transports, fresh._agent, fresh._auth_key = [], None, None
+        fresh._lock = threading.RLock()
+        # Probed again: proving sudo still works over a new login is the point.
+        fresh._sudo = Sudo(self.host_name, self.target.user, self.become, fresh._exec_raw)
+        return fresh
 
     # -- running commands ------------------------------------------------------
 

@@ -29,6 +29,9 @@ class Step:
     stdin_file: str | None = None
     #: exit codes that count as success besides 0
     ok_codes: tuple[int, ...] = ()
+    #: run over a brand-new connection instead of the long-lived one: proves a
+    #: fresh login (+ sudo) still works after sshd changed
+    new_connection: bool = False
 
 
 def received_intact(path_expr: str, data: bytes, secret: bool = False) -> str:
@@ -87,6 +90,8 @@ class Change:
     invalidates: tuple[str, ...] | None = None
     #: reboot needed after this change is applied
     reboot_required: bool = False
+    #: run (best effort) when one of `steps` fails, to put the host back as it was
+    rollback: list[Step] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
