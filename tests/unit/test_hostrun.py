@@ -53,10 +53,19 @@ class ShConnector(Connector):
     drop_at=N makes the N-th call fail like a dropped SSH connection.
     """
 
-    def __init__(self, drop_at: int | None = None) -> None:
+    def __init__(self, drop_at: int | None = None, refuse_new: bool = False) -> None:
         super().__init__(HOST)
         self.calls: list[Call] = []
         self.drop_at = drop_at
+        self.refuse_new = refuse_new
+        self.new_connections = 0
+
+    def run_on_new_connection(self, command: Command | str, *,
+                              sudo: bool = False) -> CommandResult:
+        self.new_connections += 1
+        if self.refuse_new:
+            raise UnreachableHost(HOST, "auth", "rejected every key for user 'admin'")
+        return self.run(command, sudo=sudo)
 
     def connect(self) -> None:
         self.stats.connections += 1
@@ -264,6 +273,35 @@ class KernelParam(Op):
 
 def tasks(ctx):
     yield KernelParam(f"{ctx.vars['base']}/cmdline-set")
+'''
+
+TRANSACTION = '''\
+"""Test role: one change of three steps (the last over a NEW connection) with a rollback."""
+from gpuprov.command import Command
+from gpuprov.ops.base import Change, Op, Step
+
+
+class Tx(Op):
+    label = "transaction"
+
+    def __init__(self, log, fail):
+        self.log, self.fail = log, fail
+
+    def facts(self):
+        return []
+
+    def plan(self, facts):
+        def say(word, code=0):
+            return Step(Command.script(f"echo {word} >> {self.log}; exit {code}"))
+        return [Change("tx", "update", "three steps",
+                       steps=[say("one"), say("two", 4 if self.fail else 0),
+                              Step(Command.script(f"echo confirm >> {self.log}"),
+                                   new_connection=True)],
+                       rollback=[say("rollback")])]
+
+
+def tasks(ctx):
+    yield Tx(f"{ctx.vars['base']}.log", ctx.vars["fail"])
 '''
 
 NOOP_COMMAND = '''\
@@ -785,3 +823,43 @@ def test_notifying_a_handler_the_role_does_not_define_fails_before_persisting(en
     assert "does not define" in (failed[0].error or "")
     assert not env.pending.exists()
     assert not (env.target / "conf.d" / "a.conf").exists()
+
+
+# ---------------------------------------------------------------- transactions
+
+def _log(env: Env) -> list[str]:
+    path = Path(f"{env.target}.log")
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_change_runs_its_new_connection_step_on_a_new_connection(env: Env) -> None:
+    result, conn = env.run([env.role("tx", TRANSACTION)])
+    assert statuses(result) == [("transaction", CHANGED)]
+    assert _log(env) == ["one", "two", "confirm"]
+    assert conn.new_connections == 1
+
+
+def test_a_failed_step_runs_the_rollback_and_says_so(env: Env) -> None:
+    result, conn = env.run([env.role("tx", TRANSACTION)], fail=True)
+    assert statuses(result) == [("transaction", FAILED)]
+    assert _log(env) == ["one", "two", "rollback"]
+    error = result.tasks[0].error or ""
+    assert "exit code: 4" in error and "rolled back" in error
+    assert conn.new_connections == 0
+
+
+def test_a_refused_new_connection_is_a_failed_task_and_rolls_back(env: Env) -> None:
+    conn = env.connector(refuse_new=True)
+    result, _ = env.run([env.role("tx", TRANSACTION)], conn)
+    assert result.unreachable is None, "the long-lived connection still works"
+    assert statuses(result) == [("transaction", FAILED)]
+    assert _log(env) == ["one", "two", "rollback"]
+    error = result.tasks[0].error or ""
+    assert "a new connection failed: rejected every key" in error and "rolled back" in error
+
+
+def test_a_dropped_connection_still_tries_the_rollback(env: Env) -> None:
+    conn = env.connector(drop_at=3)   # 1: facts, 2: "one", 3: "two" drops
+    result, _ = env.run([env.role("tx", TRANSACTION)], conn)
+    assert result.unreachable is not None and "rolled back" in result.unreachable
+    assert _log(env) == ["one", "rollback"]

@@ -607,3 +607,33 @@ def test_sudo_as_root_via_password(sshd, key_file, known_hosts) -> None:
             assert conn.run("id -u", sudo=True).stdout == "0\n"
         else:
             pytest.skip("sudo paths are covered by test_sudo.py with a fake executor")
+
+
+def test_session_names_the_user_and_the_key_that_logged_in(sshd, key_file, known_hosts,
+                                                          client_key, host_key) -> None:
+    with make(sshd, key_file, known_hosts) as conn:
+        session = conn.session()
+    assert (session.user, session.auth) == ("tester", "publickey")
+    assert (session.key_type, session.key_bits) == (client_key.get_name(), client_key.get_bits())
+    assert session.known_host_key_types == (host_key.get_name(),)  # recorded on first contact
+
+
+def test_run_on_new_connection_opens_another_login_and_keeps_the_first(sshd, key_file,
+                                                                      known_hosts) -> None:
+    with make(sshd, key_file, known_hosts) as conn:
+        conn.run("true")
+        fresh = conn.run_on_new_connection("echo fresh")
+        again = conn.run("echo old")
+    assert fresh.stdout == "fresh\n" and again.stdout == "old\n"
+    assert sshd.accepted == 2 and conn.stats.connections == 2
+
+
+def test_run_on_new_connection_raises_when_the_login_is_refused(sshd, key_file,
+                                                                known_hosts) -> None:
+    with make(sshd, key_file, known_hosts) as conn:
+        conn.run("true")
+        sshd.authorized.clear()   # the new config rejects the operator's key
+        with pytest.raises(UnreachableHost) as err:
+            conn.run_on_new_connection("true")
+        assert err.value.kind == "auth"
+        assert conn.run("echo still").stdout == "still\n"
