@@ -11,6 +11,7 @@ Checklist, per host:
    gpuprov installs Docker: gpu_image and verify use it).
    containerd: `nvidia-ctk runtime configure` only when its dry run differs
    from the file; containerd restarted only then.
+5. the docker group holds exactly docker_users (its members are root-equivalent).
 """
 
 from gpuprov.command import Command
@@ -20,6 +21,7 @@ from gpuprov.ops.files import directory
 from gpuprov.ops.jsonfile import json_merge
 from gpuprov.ops.keys import key_or_unknown
 from gpuprov.ops.services import service
+from gpuprov.ops.users import UserError, group_members
 
 TOOLKIT = ("nvidia-container-toolkit", "nvidia-container-toolkit-base",
            "libnvidia-container-tools", "libnvidia-container1")
@@ -67,6 +69,8 @@ def tasks(ctx):
     ctx.require_supported_os()
     rt = runtime(ctx)
     version = str(ctx.vars["container_toolkit_version"]).strip()
+    # checked before any change: a wrong list must not leave half a host behind
+    group = docker_group(ctx, rt == "docker" or ctx.vars["docker_install"])
     if ctx.vars["docker_install"]:
         yield from docker_engine(ctx)
     rhel = ctx.os.family == "rhel"
@@ -101,6 +105,7 @@ def tasks(ctx):
         yield json_merge(DAEMON_JSON, patch, validate="dockerd --validate --config-file {}",
                          notify="restart docker")
         yield service("docker", state="started", enabled=True)
+        yield group
     if rt == "containerd":
         configure = Command("nvidia-ctk", "runtime", "configure", "--runtime=containerd",
                             *(["--set-as-default"]
@@ -112,6 +117,22 @@ def tasks(ctx):
                       guard_sudo=True, invalidates=("FileState",),
                       notify=("restart containerd",))
         yield service("containerd", state="started", enabled=True)
+
+
+def docker_group(ctx, docker: bool):
+    """Members of docker can mount / into a container: exactly the users named."""
+    users = ctx.vars["docker_users"] or []
+    if not docker:
+        if users:
+            raise ctx.bad_var("docker_users", "Docker is not installed on this host "
+                              "(container_runtime containerd, docker_install false)")
+        return None
+    if isinstance(users, str) or not isinstance(users, list):
+        raise ctx.bad_var("docker_users", "must be a list of user names, e.g. [alice, bob]")
+    try:
+        return group_members("docker", users, exclusive=True, source="docker_users")
+    except UserError as exc:
+        raise ctx.bad_var("docker_users", exc.message.partition(": ")[2], exc.hint) from None
 
 
 def docker_engine(ctx):

@@ -48,7 +48,7 @@ def permit_root_login(ctx):
         return "prohibit-password" if ctx.session.user == "root" else "no"
     if value not in ("no", "prohibit-password", "yes", "forced-commands-only"):
         raise ctx.bad_var("sshd_permit_root_login",
-                          "must be auto, no, prohibit-password or forced-commands-only")
+                          "must be auto, no, prohibit-password, forced-commands-only or yes")
     return value
 
 
@@ -116,7 +116,9 @@ def settings(ctx, info):
     extra = v["sshd_extra_settings"] or {}
     if not isinstance(extra, dict):
         raise ctx.bad_var("sshd_extra_settings", "must be a mapping of sshd keyword: value")
-    s.update({str(k): str(val) for k, val in extra.items()})
+    # YAML's true/false would be written as True/False, which sshd rejects
+    s.update({str(k): yes_no(val) if isinstance(val, bool) else str(val)
+              for k, val in extra.items()})
     return s
 
 

@@ -29,6 +29,7 @@ from gpuprov.drift import drift_json, drift_prometheus, drift_table, drift_table
 from gpuprov.errors import GpuprovError
 from gpuprov.executor import Executor, RunOptions, collect_facts
 from gpuprov.inventory import Host, Inventory
+from gpuprov.jupyter_url import jupyter_access
 from gpuprov.paths import bundled_dir, default_playbook
 from gpuprov.playbook import Play, RoleRef, load_playbook, resolve_roles, role_search_path
 from gpuprov.progress import Progress
@@ -328,6 +329,20 @@ def inventory_cmd(**opts: Any) -> int:
                                            for h in target.hosts}},
                     "hosts": [h.name for h in target.hosts]}
         click.echo(json.dumps(data, indent=2, default=str))
+    return EXIT_OK
+
+
+@cli.command("jupyter-url")
+@click.argument("host")
+@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@click.option("-u", "--user", help="Your login on the host (default: the inventory's "
+              "ansible_user).")
+@_guarded
+def jupyter_url(**opts: Any) -> int:
+    """How a researcher reaches JupyterLab on HOST: the SSH tunnel, the URL
+    and how to log in. Reads only the inventory; never prints a token."""
+    target = _target(opts["inventory"], None, None, need_plays=False)
+    click.echo(jupyter_access(target.inventory, opts["host"], opts["user"]), nl=False)
     return EXIT_OK
 
 

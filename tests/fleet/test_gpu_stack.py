@@ -186,6 +186,82 @@ def test_verify_passes_on_every_converged_host(workdir: Path, converged: dict[st
     assert bad.returncode == 2 and "fail" in bad.stdout, bad.stdout + bad.stderr
 
 
+JUPYTER = "gpuprov-jupyter"
+TOKEN_FILE = "/etc/gpuprov/jupyter/token"
+INIT_SCRIPT = "/etc/init.d/gpuprov-jupyter"
+
+
+def jupyter_run(host: FleetHost) -> list[str]:
+    """The argv of the last `docker run` that started the Jupyter container."""
+    log = host.read_file("/var/lib/gpuprov-test-double/docker/calls.log") or ""
+    runs = [json.loads(line)["argv"] for line in log.splitlines()]
+    runs = [a for a in runs if a[:1] == ["run"] and JUPYTER in a]
+    assert runs, f"{host.name}: Jupyter was never started"
+    return runs[-1]
+
+
+def option(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == name]
+
+
+def test_jupyter_is_private_and_its_token_never_leaves_the_host(
+        workdir: Path, converged: dict[str, dict], hosts: list[FleetHost],
+        roles: dict[str, FleetHost]) -> None:
+    reports = (workdir / "first.json").read_text()
+    for host in good(hosts, roles):
+        argv = jupyter_run(host)
+        assert option(argv, "-p") == ["127.0.0.1:8888:8888"], argv
+        assert option(argv, "--user") == ["1000:100"]
+        assert option(argv, "--security-opt") == ["no-new-privileges"]
+        gpus = '"device=0"' if "lab" in host.groups else "all"
+        assert option(argv, "--gpus") == [gpus]
+        assert "/srv/gpuprov/data:/workspace/data" in option(argv, "-v")
+        env = option(argv, "-e")
+        assert "JUPYTER_TOKEN" in env and not any(e.startswith("JUPYTER_TOKEN=") for e in env)
+        assert host.exec(f"stat -c '%a %U %G' {TOKEN_FILE}").stdout.split() == \
+            ["600", "root", "root"]
+        token = host.exec(f"cat {TOKEN_FILE}").stdout.strip()
+        assert len(token) == 64 and int(token, 16) >= 0
+        assert token not in " ".join(argv)
+        assert token not in host.exec("ps -eo args").stdout
+        assert token not in reports
+        running = host.exec(f"docker inspect -f '{{{{.State.Running}}}}' {JUPYTER}").stdout
+        assert running.strip() == "true"
+    # the researcher's way in, without any token
+    lab = roles["lab"]
+    url = gpuprov("jupyter-url", lab.name, "inventory.yml", cwd=workdir)
+    assert url.returncode == 0, url.stderr
+    assert f"ssh -L 8888:localhost:8888 admin@{lab.address}" in url.stdout
+    assert f"sudo cat {TOKEN_FILE}" in url.stdout
+    assert lab.exec(f"cat {TOKEN_FILE}").stdout.strip() not in url.stdout
+
+
+def test_an_exposed_jupyter_port_or_a_changed_init_script_is_drift(
+        workdir: Path, converged: dict[str, dict], roles: dict[str, FleetHost]) -> None:
+    lab, cloud = roles["lab"], roles["cloud"]
+    # someone re-runs the container by hand, published on every address
+    spec = lab.exec(f"docker inspect -f '{{{{index .Config.Labels \"gpuprov.spec\"}}}}' "
+                    f"{JUPYTER}").stdout.strip()
+    lab.exec(f"docker rm -f {JUPYTER} >/dev/null && docker run -d --name {JUPYTER} "
+             f"-p 0.0.0.0:8888:8888 --label gpuprov.spec={spec} {IMAGE} >/dev/null")
+    cloud.exec(f"echo '# local tweak' >> {INIT_SCRIPT}")
+    limit = f"{lab.name}:{cloud.name}"
+    drift = gpuprov("drift-check", "inventory.yml", "-l", limit, "--format", "json",
+                    cwd=workdir)
+    assert drift.returncode == 3, drift.stdout + drift.stderr
+    found = {name: {(d["resource"], d.get("summary", "")) for d in h["drift"]}
+             for name, h in json.loads(drift.stdout)["hosts"].items()}
+    assert any(r == f"container {JUPYTER}" and "publishes 0.0.0.0:8888, wanted 127.0.0.1:8888"
+               in summary for r, summary in found[lab.name]), found[lab.name]
+    assert {r for r, _ in found[cloud.name]} == {f"file {INIT_SCRIPT}"}, found[cloud.name]
+
+    fixed = gpuprov("apply", "inventory.yml", "-l", limit, cwd=workdir)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert option(jupyter_run(lab), "-p") == ["127.0.0.1:8888:8888"]
+    clean = gpuprov("drift-check", "inventory.yml", "-l", limit, cwd=workdir)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+
 def test_tampering_is_detected_by_drift_check_and_fixed_by_apply(
         workdir: Path, converged: dict[str, dict], hosts: list[FleetHost],
         roles: dict[str, FleetHost]) -> None:
@@ -197,7 +273,7 @@ def test_tampering_is_detected_by_drift_check_and_fixed_by_apply(
                "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
                + " ".join(f"{p}=1.17.8-1" for p in TOOLKIT) + " >/dev/null")
     cluster.write_file("/etc/docker/daemon.json", '{"log-level": "warn"}\n')
-    gapped.exec("docker rmi " + IMAGE)
+    gapped.exec("docker rmi -f " + IMAGE)   # -f: the Jupyter container uses it
     tampered = {lab.name: "file /etc/modprobe.d/blacklist-nouveau.conf",
                 cloud.name: "packages " + ", ".join(TOOLKIT),
                 cluster.name: "file /etc/docker/daemon.json",

@@ -52,7 +52,7 @@ def apt_mark(action: str, *names: str, timeout: int = 120) -> str:
 
 
 def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
-              validate: str | None = None) -> str:
+              validate: str | None = None, owner: str = "root:root") -> str:
     """files.write_command's shell for `path`, as displayed, without the upload check."""
     directory = path.rsplit("/", 1)[0]
     check = ""
@@ -62,7 +62,8 @@ def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
                  "} >&2 && ")
     return ((f"mkdir -p {directory} && " if mkdir else "")
             + f"t=$(mktemp {directory}/.gpuprov-XXXXXX) && trap 'rm -f \"$t\"' EXIT && "
-            "trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && chown root:root \"$t\" && "
+            "trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && "
+            f"chown {owner} \"$t\" && "
             f"chmod {mode} \"$t\" && {check}mv -fT \"$t\" {path} && trap - EXIT")
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpuprov.connectors.base import Session
 from gpuprov.context import NeedFacts, TaskContext
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.system import ArchInfo, OsInfo, SystemFacts
@@ -70,17 +71,20 @@ def system_for(distro: str, *, secure_boot: str = "disabled", kernel: str | None
 
 def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
               vars: Mapping[str, Any] | None = None, check: bool = False,
-              host: str = "gpu-01", handler: str | None = None) -> RolePlan:
+              host: str = "gpu-01", handler: str | None = None,
+              session: Session | None = None) -> RolePlan:
     """tasks() (or the named handler) of roles/<role> planned against `facts`.
 
     Raises MissingFacts naming every fact asked for but not given, and lets a
     role's own refusal (RoleFailed) or an op's error propagate to the test.
+    `session`: how the operator is logged in (ctx.session; default: the
+    engine's own default, root with no SSH login).
     """
     loaded = load_role(role, ROLES / role)
     the_host = Host(host, vars=dict(vars or {}))
     host_vars = build_host_vars(the_host, role_defaults=loaded.defaults, role=role)
     ctx = TaskContext(the_host, host_vars, system, FactView(dict(facts)), role, loaded.path,
-                      check)
+                      check, session=session)
     produce = loaded.handlers[handler] if handler else loaded.tasks
     try:
         ops = list(produce(ctx))

@@ -374,3 +374,19 @@ def test_docker_info_reports_effective_runtimes(gpu_host: Host) -> None:
     info = json.loads(out.stdout)
     assert info["Runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
     assert info["DefaultRuntime"] == "runc" and info["ServerVersion"] == "28.2.2"
+
+
+def test_docker_run_records_labels_like_docker(gpu_host: Host) -> None:
+    gpu_host.run("docker", "pull", IMAGE)
+    run = gpu_host.run("docker", "run", "-d", "--name", "lab", "--label", "gpuprov.spec=abc",
+                       "-l", "team=vision", "--label", "bare", IMAGE)
+    assert run.returncode == 0, run.stderr
+    labels = gpu_host.run("docker", "inspect", "--type=container", "--format",
+                          "{{json .Config.Labels}}", "lab")
+    shown = json.loads(labels.stdout)
+    assert {k: shown[k] for k in ("gpuprov.spec", "team", "bare")} == {
+        "gpuprov.spec": "abc", "team": "vision", "bare": ""}
+    assert "org.opencontainers.image.description" in shown, "the image's own labels stay"
+    spec = gpu_host.run("docker", "inspect", "--format",
+                        '{{.State.Running}} {{index .Config.Labels "gpuprov.spec"}}', "lab")
+    assert spec.stdout == "true abc\n"

@@ -90,3 +90,16 @@ def test_quoting_and_bad_state() -> None:
     with pytest.raises(ValueError):
         service("docker", "running")
     assert service("docker").facts() == [ServiceState("docker")]
+
+
+@pytest.mark.parametrize("canned", ["systemctl.missing", "sysvinit.missing"])
+def test_a_missing_service_needs_no_disabling(canned: str) -> None:
+    # nothing installed is nothing that starts at boot (jupyter_enabled: false on a new host)
+    assert plan(service("docker", "stopped", enabled=False), canned) == []
+
+
+def test_also_invalidates_names_what_starting_it_changes() -> None:
+    changes = plan(service("containerd", "started", enabled=True,
+                           also_invalidates=("ContainerState",)),
+                   "systemctl.containerd-stopped-disabled")
+    assert [c.invalidates for c in changes] == [("ServiceState", "ContainerState")] * 2

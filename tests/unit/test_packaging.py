@@ -108,4 +108,4 @@ def test_installed_copy_finds_its_bundled_playbook_and_roles_from_any_directory(
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "unknown tag(s): no-such-tag" in proc.stderr
-    assert "tags in this playbook: always, base" in proc.stderr
+    assert "tags in this playbook: access, always, base" in proc.stderr

@@ -1,7 +1,7 @@
 """Role container_toolkit against canned facts, per distro: Docker Engine and
 NVIDIA's repository with their keys, the four toolkit packages pinned to one
 version, the nvidia runtime merged into daemon.json (or containerd's config
-through nvidia-ctk), and the restart handlers."""
+through nvidia-ctk), the docker group's members, and the restart handlers."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ from gpuprov.facts.packages import (
 )
 from gpuprov.facts.services import ServiceState
 from gpuprov.facts.system import RootShellTest
+from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
 from gpuprov.ops import keys
 from gpuprov.ops.base import Unknown
 from gpuprov.ops.files import FileOpError
 from gpuprov.ops.keys import SigningKeyError
+from gpuprov.ops.users import UserError
 from tests.unit.role_facts import (
     ALL_DISTROS,
     ARMORED_KEY,
@@ -144,7 +146,13 @@ def deb_facts(distro: str, packages: Iterable[DebPackage] = (), *, configured: b
         ETC_DOCKER: ETC_DOCKER_OK if configured else None,
         FileState(DAEMON): None if daemon is None else file_info(daemon),
         ServiceState("docker"): docker_service(docker_running),
+        GroupMembers("docker"): docker_group(docker_running),
     }
+
+
+def docker_group(running: bool | None, *members: str) -> GroupInfo | None:
+    """The docker group, created by docker-ce: absent while docker is not installed."""
+    return None if running is None else GroupInfo("docker", 989, members)
 
 
 def docker_service(running: bool | None):
@@ -170,6 +178,7 @@ def rhel_facts(packages: Iterable[RpmPackage] = (), *, configured: bool = False,
         ETC_DOCKER: ETC_DOCKER_OK if configured else None,
         FileState(DAEMON): None if daemon is None else file_info(daemon),
         ServiceState("docker"): docker_service(docker_running),
+        GroupMembers("docker"): docker_group(docker_running),
     }
 
 
@@ -294,7 +303,7 @@ def test_converged_host_has_no_change(distro: str, key: str) -> None:
         repos = ["apt repository docker", "packages docker-ce, docker-ce-cli, containerd.io",
                  "apt repository nvidia-container-toolkit", f"packages {', '.join(TOOLKIT)}"]
     assert plan.labels == [*repos, "directory /etc/docker", f"json_merge {DAEMON}",
-                           "service docker"]
+                           "service docker", "group docker members"]
 
 
 # ---------------------------------------------------------------- daemon.json
@@ -515,7 +524,7 @@ def test_without_docker_install(distro: str, key: str) -> None:
         head = ["apt repository nvidia-container-toolkit", toolkit]
     # no Docker repository or packages, but Docker (already there) gets the runtime
     assert plan.labels == [*head, "directory /etc/docker", f"json_merge {DAEMON}",
-                           "service docker"]
+                           "service docker", "group docker members"]
 
 
 def test_unreadable_key_in_check_mode_is_unknown(tmp_path: Path) -> None:
@@ -557,3 +566,82 @@ def test_restart_handlers(distro: str, service: str) -> None:
                      handler=f"restart {service}")
     assert plan.commands == [f"systemctl restart {service}"]
     assert plan.changes[0].action == "restart"
+
+
+# ---------------------------------------------------------------- docker group
+
+def with_group(facts: dict, *members: str, users: tuple[str, ...] = (),
+               existing: tuple[str, ...] | None = None) -> dict:
+    """The docker group with `members`; `users` (docker_users) exist unless `existing` says."""
+    facts[GroupMembers("docker")] = GroupInfo("docker", 989, members)
+    if users:
+        facts[ExistingUsers(tuple(sorted(users)))] = frozenset(
+            users if existing is None else existing)
+    return facts
+
+
+@pytest.mark.parametrize("distro", ALL_DISTROS)
+def test_docker_users_are_added_and_others_removed(distro: str, key: str) -> None:
+    facts = with_group(converged(distro), "bob", "carol", users=("alice", "carol"))
+    plan = run(distro, facts, key, docker_users=["alice", "carol"])
+    assert commands(plan) == ["gpasswd -a alice docker", "gpasswd -d bob docker"]
+    [change] = plan.changes
+    assert (change.resource, change.summary) == ("group docker members", "add alice; remove bob")
+    assert (change.diff.before, change.diff.after) == ("bob\ncarol\n", "alice\ncarol\n")
+    assert change.invalidates == ("GroupMembers",)
+    assert change.unknown is None
+
+
+@pytest.mark.parametrize("distro", ALL_DISTROS)
+def test_docker_group_already_right_is_no_change(distro: str, key: str) -> None:
+    facts = with_group(converged(distro), "alice", users=("alice",))
+    assert run(distro, facts, key, docker_users=["alice"]).changes == []
+
+
+def test_docker_users_empty_by_default_empties_the_group(key: str) -> None:
+    # root-equivalent: nobody is in docker unless the inventory names them
+    plan = run("ubuntu2404", with_group(converged("ubuntu2404"), "admin"), key)
+    assert commands(plan) == ["gpasswd -d admin docker"]
+
+
+def test_docker_user_that_does_not_exist_is_an_error_naming_the_variable(key: str) -> None:
+    facts = with_group(converged("debian12"), users=("alice", "zoe"), existing=("alice",))
+    with pytest.raises(UserError) as exc:
+        run("debian12", facts, key, docker_users=["alice", "zoe"])
+    assert exc.value.message == "docker_users: no user zoe on this host"
+    assert exc.value.hint == "create the user first, or remove it from docker_users"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("alice", "docker_users='alice': must be a list of user names, e.g. [alice, bob]"),
+    (["alice", "Bob Smith"], "docker_users=['alice', 'Bob Smith']: 'Bob Smith' is not a user "
+                             "name"),
+])
+def test_bad_docker_users_are_refused_before_any_op(value: object, message: str,
+                                                   key: str) -> None:
+    ops, exc = ops_until_failure("container_toolkit", system_for("rhel9"), converged("rhel9"),
+                               vars={"docker_users": value, "container_toolkit_repo": "none",
+                                     "docker_repo": "none"})
+    assert ops == []
+    assert exc.message == f"gpu-01: role container_toolkit: {message}"
+
+
+def test_docker_users_on_a_fresh_host_wait_for_the_group_in_check_mode(key: str) -> None:
+    facts = fresh("ubuntu2204")
+    facts[ExistingUsers(("alice",))] = frozenset({"alice"})
+    plan = run("ubuntu2204", facts, key, check=True, docker_users=["alice"])
+    [change] = [c for c in plan.changes if c.resource == "group docker members"]
+    assert change.unknown == ("group docker does not exist yet: depends on the package that "
+                              "creates it")
+    assert [s.command.display() for s in change.steps] == ["gpasswd -a alice docker"]
+
+
+def test_docker_users_without_docker_are_refused(key: str) -> None:
+    ops, exc = ops_until_failure("container_toolkit", system_for("debian12"),
+                               containerd_facts("debian12", in_sync=True),
+                               vars={"container_runtime": "containerd", "docker_install": False,
+                                     "docker_users": ["alice"], "container_toolkit_repo": "none"})
+    assert ops == []
+    assert exc.message == ("gpu-01: role container_toolkit: docker_users=['alice']: Docker is "
+                           "not installed on this host (container_runtime containerd, "
+                           "docker_install false)")

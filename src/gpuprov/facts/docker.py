@@ -173,3 +173,88 @@ class ContainerGpuTest(Fact[ContainerGpu]):
             error = "the matmul on the GPU gave a wrong result"
         return ContainerGpu(not error, data.get("torch"), data.get("cuda"),
                             tuple(data.get("devices") or ()), error)
+
+
+# ---------------------------------------------------------------- a running container
+
+def parse_publish(spec: str) -> str:
+    """A `docker run -p` value ("127.0.0.1:8888:8888", "[::1]:8888:8888/tcp")
+    in the normalized form ContainerInfo.ports uses: "127.0.0.1:8888->8888/tcp".
+    Only the explicit ip:hostport:port form: gpuprov never publishes on every
+    address by leaving the ip out."""
+    body, _, proto = spec.partition("/")
+    host, sep, port = body.rpartition(":")
+    ip, sep2, host_port = host.rpartition(":")
+    if not (sep and sep2 and ip and host_port.isdigit() and port.isdigit()):
+        raise ValueError(f"not a docker publish spec ip:hostport:port: {spec!r}")
+    return _binding(ip.strip("[]"), host_port, f"{port}/{proto or 'tcp'}")
+
+
+def _binding(ip: str, host_port: str, port: str) -> str:
+    # docker shows "" for "every address"; say so in the words a person reads
+    ip = ip or "0.0.0.0"
+    return f"{f'[{ip}]' if ':' in ip else ip}:{host_port}->{port}"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    running: bool                        # up and serving: status "running"
+    status: str                          # running | exited | restarting | paused | ...
+    labels: tuple[tuple[str, str], ...]  # sorted (key, value) pairs
+    ports: frozenset[str]                # "127.0.0.1:8888->8888/tcp"
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """docker: ok | absent (no docker CLI) | down; container None = no such container."""
+
+    docker: str
+    container: ContainerInfo | None = None
+    message: str = ""
+
+
+# Only these fields: a full `docker inspect` carries Config.Env, where a
+# secret passed with `-e NAME` (the Jupyter token) sits in clear text.
+_CONTAINER_FORMAT = ('{"running":{{json .State.Running}},"status":{{json .State.Status}},'
+                     '"labels":{{json .Config.Labels}},'
+                     '"ports":{{json .HostConfig.PortBindings}}}')
+
+
+@dataclass(frozen=True)
+class ContainerState(Fact[ContainerStatus]):
+    """`docker inspect` of one container: running or not, its labels and the
+    host addresses it publishes (never its environment)."""
+
+    name: str
+    sudo: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return Command(Raw("command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; };"),
+                       "docker", "inspect", "--type=container", "--format", _CONTAINER_FORMAT,
+                       self.name, Raw("2>&1"))
+
+    def process(self, output: str, exit_code: int) -> ContainerStatus:
+        text = output.strip()
+        if text == "no-docker":
+            return ContainerStatus("absent", message="docker is not installed")
+        if exit_code != 0:
+            if "no such" in text.lower():
+                return ContainerStatus("ok")
+            return ContainerStatus("down", message=text.splitlines()[-1] if text else
+                                   f"docker exited {exit_code}")
+        try:
+            data = json.loads(text.splitlines()[-1])
+        except (ValueError, IndexError) as exc:
+            raise FactError(f"docker inspect printed no JSON: {text[:200]!r}") from exc
+        ports = frozenset(_binding(b.get("HostIp", ""), b.get("HostPort", ""), port)
+                          for port, binds in (data.get("ports") or {}).items()
+                          for b in binds or ())
+        labels = tuple(sorted((data.get("labels") or {}).items()))
+        status = str(data.get("status") or "")
+        # State.Running stays true while a crashing container is "restarting"
+        # (or "paused"): only "running" serves anything
+        running = bool(data.get("running")) and status in ("running", "")
+        return ContainerStatus("ok", ContainerInfo(running, status, labels, ports))

@@ -1,9 +1,11 @@
-"""Docker image operations: pulled from a registry (pinned by tag and digest)
-or loaded from a tarball copied from the controller (air-gapped sites).
+"""Docker operations: an image pulled from a registry (pinned by tag and
+digest) or loaded from a tarball copied from the controller (air-gapped
+sites); a long-running container kept running as specified, or gone.
 
-Both read the local image with DockerImage (`docker image inspect`), so a
-converged host never pulls, and drift-check sees a missing or wrong image
-without touching the registry.
+The image ops read the local image with DockerImage (`docker image inspect`),
+so a converged host never pulls, and drift-check sees a missing or wrong
+image without touching the registry. The container ops read ContainerState:
+running or not, its `gpuprov.spec` label and its published ports.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ from typing import Any
 from gpuprov.command import Command, Raw
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.docker import DockerImage, DockerImageState, ImageRef, parse_image_ref
-from gpuprov.ops.base import Change, Op, Step
+from gpuprov.facts.docker import (
+    ContainerInfo,
+    ContainerState,
+    ContainerStatus,
+    DockerImage,
+    DockerImageState,
+    ImageRef,
+    parse_image_ref,
+    parse_publish,
+)
+from gpuprov.ops.base import Change, Diff, Op, Step
 
 _INVALIDATES = ("DockerImage", "ContainerGpuTest")
 
@@ -31,7 +42,7 @@ class ImageError(GpuprovError):
     """A wrong image reference or archive, found on the controller."""
 
 
-def _docker_unknown(state: DockerImageState) -> str | None:
+def _docker_unknown(state: DockerImageState | ContainerStatus) -> str | None:
     if state.docker == "absent":
         return "docker is not installed yet: depends on the container_toolkit role"
     if state.docker == "down":
@@ -188,4 +199,101 @@ def image(ref: str, *, digest: str | None = None, archive: str | os.PathLike[str
     return ImagePulled(ref, digest)
 
 
-__all__ = ["Archive", "ImageLoaded", "ImagePulled", "ImageRef", "image", "read_archive"]
+# ---------------------------------------------------------------- containers
+
+SPEC_LABEL = "gpuprov.spec"
+_CONTAINER_INVALIDATES = ("ContainerState",)
+
+
+def _describe(info: ContainerInfo | None) -> str:
+    if info is None:
+        return "absent\n"
+    spec = info.label(SPEC_LABEL)
+    return (f"state: {info.status or ('running' if info.running else 'stopped')}\n"
+            f"spec: {spec[:12] if spec else '(none)'}\n"
+            f"publishes: {', '.join(sorted(info.ports)) or '(nothing)'}\n")
+
+
+class ContainerRunning(Op):
+    """Container `name` runs, carries the label gpuprov.spec=`spec` (a digest
+    of how it is meant to be started) and publishes exactly `publish` (docker
+    `-p` values); otherwise `fix` (re)creates it, e.g. a service's start script."""
+
+    def __init__(self, name: str, *, spec: str, publish: Sequence[str], fix: Command) -> None:
+        self.name = name
+        self.spec = spec
+        self.publish = tuple(publish)
+        self.ports = frozenset(parse_publish(p) for p in self.publish)
+        self.fix = fix
+        self.label = f"container {name}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [ContainerState(self.name)]
+
+    def problems(self, info: ContainerInfo | None) -> list[str]:
+        if info is None:
+            return [f"{self.name} does not exist"]
+        found = []
+        if not info.running:
+            found.append(f"{self.name} is {info.status or 'not running'}")
+        label = info.label(SPEC_LABEL)
+        if label != self.spec:
+            found.append(f"{self.name} was started from spec {label[:12]}, wanted "
+                         f"{self.spec[:12]}" if label else
+                         f"{self.name} has no {SPEC_LABEL} label (not started by gpuprov)")
+        if info.ports != self.ports:
+            found.append(f"{self.name} publishes {_addresses(info.ports)}, wanted "
+                         f"{_addresses(self.ports)}")
+        return found
+
+    def plan(self, facts: FactView) -> list[Change]:
+        state: ContainerStatus = facts[ContainerState(self.name)]
+        info = state.container
+        # docker absent or down: the change says so in `unknown`
+        found = self.problems(info) if state.docker == "ok" else [f"start {self.name}"]
+        if not found:
+            return []
+        wanted = ContainerInfo(True, "running", ((SPEC_LABEL, self.spec),), self.ports)
+        return [Change(self.label, "start" if info is None else "recreate", "; ".join(found),
+                       [Step(self.fix)], Diff(self.label, _describe(info), _describe(wanted)),
+                       unknown=_docker_unknown(state), invalidates=_CONTAINER_INVALIDATES)]
+
+
+def _addresses(ports: frozenset[str]) -> str:
+    """"127.0.0.1:8888" for the person reading (the container port is ours)."""
+    return ", ".join(sorted(p.split("->")[0] for p in ports)) or "nothing"
+
+
+class ContainerAbsent(Op):
+    """No container `name` (stopped and removed)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.label = f"container {name}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [ContainerState(self.name)]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        state: ContainerStatus = facts[ContainerState(self.name)]
+        if state.docker == "absent" or state.docker == "ok" and state.container is None:
+            return []   # no docker, no container
+        return [Change(self.label, "delete", f"docker rm -f {self.name}",
+                       [Step(Command("docker", "rm", "-f", self.name))],
+                       Diff(self.label, _describe(state.container), None),
+                       unknown=_docker_unknown(state), invalidates=_CONTAINER_INVALIDATES)]
+
+
+def container(name: str, *, spec: str, publish: Sequence[str], fix: Command) -> ContainerRunning:
+    """Container `name` running from `spec` and publishing exactly `publish`;
+    `fix` is the command that (re)creates it."""
+    return ContainerRunning(name, spec=spec, publish=publish, fix=fix)
+
+
+def container_absent(name: str) -> ContainerAbsent:
+    """Container `name` does not exist (docker rm -f when it does)."""
+    return ContainerAbsent(name)
+
+
+__all__ = ["Archive", "ContainerAbsent", "ContainerRunning", "ImageLoaded", "ImagePulled",
+           "ImageRef", "container", "container_absent", "image", "read_archive"]

@@ -38,12 +38,13 @@ def _boot_cmd(info: ServiceInfo, enable: bool) -> Command:
 
 class Service(Op):
     def __init__(self, name: str, state: str | None = "started",
-                 enabled: bool | None = None) -> None:
+                 enabled: bool | None = None, also_invalidates: tuple[str, ...] = ()) -> None:
         if state is not None and state not in _STATES:
             raise ValueError(f"service {name}: state must be one of {', '.join(_STATES)}")
         self.name = name
         self.state = state
         self.enabled = enabled
+        self.invalidates = _INVALIDATES + tuple(also_invalidates)
         self.label = f"service {name}"
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -58,15 +59,16 @@ class Service(Op):
             unknown = (f"{self.name} is not installed ({info.init}): depends on the package "
                        "that provides it")
         changes: list[Change] = []
+        # A service that is not installed does not start at boot: nothing to disable.
         if self.enabled is not None and info.enabled is not None and info.enabled != self.enabled \
-                or self.enabled is not None and not info.exists:
+                or self.enabled and not info.exists:
             verb = "enable" if self.enabled else "disable"
             changes.append(Change(
                 self.label, verb, f"{verb} {self.name} at boot ({info.init})",
                 [Step(_boot_cmd(info, bool(self.enabled)))],
                 Diff(f"{self.label} boot", _word(info.enabled, "enabled", "disabled"),
                      _word(self.enabled, "enabled", "disabled")),
-                unknown=unknown, invalidates=_INVALIDATES))
+                unknown=unknown, invalidates=self.invalidates))
         run = self._run_change(info, unknown)
         if run is not None:
             changes.append(run)
@@ -90,14 +92,19 @@ class Service(Op):
         return Change(self.label, verb, f"{verb} {self.name} ({info.init})",
                       [Step(_run_cmd(info, verb))],
                       Diff(self.label, before, after) if before != after else None,
-                      unknown=unknown, invalidates=_INVALIDATES)
+                      unknown=unknown, invalidates=self.invalidates)
 
 
 def _word(flag: bool | None, yes: str, no: str) -> str | None:
     return None if flag is None else (yes if flag else no) + "\n"
 
 
-def service(name: str, state: str | None = "started", enabled: bool | None = None) -> Service:
+def service(name: str, state: str | None = "started", enabled: bool | None = None, *,
+            also_invalidates: tuple[str, ...] = ()) -> Service:
     """A service's state (started | stopped | restarted | reloaded | None = leave)
-    and start at boot (True | False | None = leave), under systemd or sysvinit."""
-    return Service(name, state, enabled)
+    and start at boot (True | False | None = leave), under systemd or sysvinit.
+
+    also_invalidates: fact key prefixes that starting/stopping it changes
+    besides ServiceState (e.g. "ContainerState" for a service running a container).
+    """
+    return Service(name, state, enabled, also_invalidates)

@@ -23,6 +23,7 @@ change to sshd's files never goes live on trust:
 from __future__ import annotations
 
 import fnmatch
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,13 @@ def _words(settings: Mapping[str, str], keyword: str) -> list[str] | None:
     for key, value in settings.items():
         if key.lower() == keyword.lower():
             return str(value).replace(",", " ").split()
+    return None
+
+
+def _value_raw(settings: Mapping[str, str], keyword: str) -> str | None:
+    for key, value in settings.items():
+        if key.lower() == keyword.lower():
+            return str(value)
     return None
 
 
@@ -85,11 +93,17 @@ def lockout_risks(settings: Mapping[str, str], session: Session,
         return []
     risks: list[str] = []
     user = session.user
-    methods = _words(settings, "AuthenticationMethods") or ["any"]
-    if session.auth != "publickey" and not any(session.auth in m.split("+") or m == "any"
-                                               for m in methods):
-        risks.append(f"AuthenticationMethods {' '.join(methods)}: you are logged in by "
-                     f"{session.auth}; install your SSH key for {user} first")
+    # Lists of methods are separated by spaces; a comma chains methods that
+    # must ALL succeed, which a run logging in by one method cannot do.
+    methods = (_value_raw(settings, "AuthenticationMethods") or "any").split()
+    if not any(m == "any" or m == session.auth for m in methods):
+        risks.append(f"AuthenticationMethods {' '.join(methods)}: you log in by "
+                     f"{session.auth} alone" + ("; install your SSH key for "
+                                                 f"{user} first" if session.auth != "publickey"
+                                                 else ""))
+    if session.auth == "publickey" and (_value(settings, "PubkeyAuthentication") or
+                                        "yes").lower() == "no":
+        risks.append("PubkeyAuthentication no: you log in with a key")
     root_login = (_value(settings, "PermitRootLogin") or "prohibit-password").lower()
     if user == "root" and root_login in ("no", "forced-commands-only"):
         risks.append(f"PermitRootLogin {root_login}: you connect as root; connect as a sudo "
@@ -153,6 +167,8 @@ def restore_script(saved: Sequence[str], reload: Command) -> str:
         "# gpuprov: sshd files as they were before the last change, and how to put them back.\n"
         f"d={ROLLBACK_DIR}\n"
         'if [ "$1" != --from-timer ]; then\n' + _cancel_timer() + "fi\n"
+        '[ -d "$d" ] || exit 0\n'
+        'rm -rf "$d.restoring"\n'
         'mv "$d" "$d.restoring" 2>/dev/null || exit 0\n'
         'r="$d.restoring"\n'
         'put() { if [ -e "$r/$1.absent" ]; then rm -f "$2"; '
@@ -168,9 +184,16 @@ def prepare_script(saved: Sequence[str], restore: str, revert_after: int) -> str
     saves = "".join(
         f'if [ -e {Command(p).shell()} ]; then cp -p {Command(p).shell()} "$n/{i}"; '
         f'else : > "$n/{i}.absent"; fi\n' for i, p in enumerate(saved))
+    # e.g. sshd_config.d on images whose sshd_config had no Include yet
+    parents = sorted({posixpath.dirname(p) for p in saved})
+    dirs = "".join(f"mkdir -p -m 0755 {Command(d).shell()}\n" for d in parents)
     return (
         "set -e\n"
         f"d={ROLLBACK_DIR}\n"
+        'rm -rf "$d.done"\n'
+        "# a restore that was itself interrupted: finish it below\n"
+        'if [ -f "$d.restoring/restore" ] && [ ! -d "$d" ]; then mv "$d.restoring" "$d"; fi\n'
+        'rm -rf "$d.restoring"\n'
         'if [ -d "$d" ]; then\n'
         '  if { [ -f "$d/timer.pid" ] && kill -0 "$(cat "$d/timer.pid")" 2>/dev/null; } || '
         f"{{ [ -d /run/systemd/system ] && systemctl -q is-active {REVERT_UNIT}.timer; }}; then\n"
@@ -181,7 +204,7 @@ def prepare_script(saved: Sequence[str], restore: str, revert_after: int) -> str
         '  sh "$d/restore"\n'
         "fi\n"
         'n="$d.new"; rm -rf "$n"; mkdir -p -m 0700 "$n"\n'
-        + saves +
+        + saves + dirs +
         'cat > "$n/restore" <<\'GPUPROV_RESTORE\'\n' + restore + "GPUPROV_RESTORE\n"
         'mv "$n" "$d"\n'
         "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; then\n"
@@ -258,6 +281,7 @@ class SshdConfig(Op):
         if self.ed25519_host_key and "ed25519" not in info.host_keys:
             changes.append(self._host_key_change("ed25519", None))
             saved += _key_files("ed25519")
+            regenerated.add("ed25519")   # new: no known_hosts can trust it yet
         rsa = info.host_keys.get("rsa")
         if self.rsa_host_key_bits and (rsa is None or rsa.bits < self.rsa_host_key_bits):
             changes.append(self._host_key_change("rsa", rsa.bits if rsa else None))
@@ -334,16 +358,16 @@ def _key_files(kind: str) -> list[str]:
 def include_first(text: str, include: str) -> str:
     """sshd_config with `include` as its first directive: OpenSSH keeps the
     FIRST value it reads, so a drop-in only wins if it is read before the
-    main file's own settings. A later copy of the same Include is dropped
+    main file's own settings. Later copies of the same Include are dropped
     (HostKey lines add up, so reading a drop-in twice is not harmless)."""
     lines = text.splitlines(keepends=True)
+    same = [ln.split() == include.split() for ln in lines]
     first = next((i for i, ln in enumerate(lines)
                   if ln.strip() and not ln.lstrip().startswith("#")), None)
-    if first is not None and lines[first].split() == include.split():
-        return text
-    kept = [ln for ln in lines if ln.split() != include.split()]
-    comments = 0
-    while comments < len(kept) and (not kept[comments].strip()
-                                    or kept[comments].lstrip().startswith("#")):
-        comments += 1
-    return "".join(kept[:comments] + [include + "\n"] + kept[comments:])
+    if first is not None and same[first]:
+        return "".join(ln for i, ln in enumerate(lines) if i <= first or not same[i])
+    kept = [ln for ln, dup in zip(lines, same, strict=True) if not dup]
+    head = 0
+    while head < len(kept) and (not kept[head].strip() or kept[head].lstrip().startswith("#")):
+        head += 1
+    return "".join(kept[:head] + [include + "\n"] + kept[head:])

@@ -232,7 +232,10 @@ def _run(args: list[str]) -> int:
             "Entrypoint": list(entrypoint) if entrypoint else None,
             "Image": ref,
             "ExposedPorts": image_cfg.get("ExposedPorts"),
-            "Labels": {},
+            # --label k=v (a bare k is k=""), over the image's own labels, as docker does
+            "Labels": {**(image_cfg.get("Labels") or {}),
+                       **dict((lb.split("=", 1) + [""])[:2]
+                              for lb in get("-l", []) + get("--label", []))},
         },
         "_start_id": start_id(),
     }

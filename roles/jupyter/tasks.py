@@ -1,0 +1,113 @@
+"""jupyter: JupyterLab in the team's GPU image, private to each host.
+
+Checklist, per host:
+1. the server config (gpuprov.jupyter.server_config) in /etc/gpuprov/jupyter,
+   root:<gid> 0640, mounted read-only into the container;
+2. the data directory, owned by jupyter_user;
+3. auth: the password hash in the config, or a token file made ON the host
+   (root 0600, never read back) that the start script exports to docker;
+4. the start script /usr/local/sbin/gpuprov-jupyter (docker run: --user,
+   no-new-privileges, --gpus gpu_devices, -p on jupyter_bind_address only,
+   a gpuprov.spec label) and its systemd unit or sysvinit script;
+5. the service started and enabled, restarted when any of the above changed;
+6. the container itself: running, from this very spec, publishing exactly
+   the wanted ports (drift fixed by the start script).
+jupyter_enabled false: stopped, disabled, unit and script removed, data kept.
+"""
+
+from gpuprov import jupyter
+from gpuprov.command import Command
+from gpuprov.ops.command import command
+from gpuprov.ops.docker import container, container_absent
+from gpuprov.ops.files import absent, directory, file, template
+from gpuprov.ops.services import service
+from gpuprov.ops.tokens import random_token
+
+RESTART = "restart jupyter"
+
+
+def checked(ctx):
+    """The role's variables, or the refusal naming the bad one."""
+    try:
+        return jupyter.settings(ctx.vars)
+    except jupyter.JupyterVarError as exc:
+        raise refusal(ctx, exc) from None
+
+
+def refusal(ctx, exc):
+    if not ctx.vars.is_secret(exc.name):
+        return ctx.bad_var(exc.name, exc.message, exc.hint)
+    # bad_var would print the value: a password hash is kept out of errors too
+    origin = ctx.vars.origin(exc.name)
+    where = f" (set at {origin})" if origin.file else ""
+    return ctx.fail(f"{exc.name}{where}: {exc.message}", exc.hint)
+
+
+def tasks(ctx):
+    s = checked(ctx)
+    if not s.enabled:
+        yield from removed(ctx)
+        return
+    templates = ctx.role_dir / "templates"
+    yield directory(jupyter.CONFIG_DIR)
+    yield directory(s.data_dir, owner=s.uid, group=s.gid, mode="0750")
+    if s.token:
+        yield random_token(s.token_file, nbytes=32, notify=RESTART)
+    yield file(jupyter.CONFIG, jupyter.server_config_json(ctx.vars), group=s.gid, mode="0640",
+               secret=not s.token, notify=RESTART)
+    if s.ssh:
+        yield directory(jupyter.SSH_DIR)
+        yield file(jupyter.AUTHORIZED_KEYS, jupyter.authorized_keys(s), notify=RESTART)
+        yield file(jupyter.SSH_DROPIN, jupyter.ssh_dropin(), notify=RESTART)
+    names = {"name": jupyter.NAME, "script": jupyter.SCRIPT}
+    yield template(jupyter.SCRIPT, templates / "gpuprov-jupyter.sh.j2",
+                   {**names, **jupyter.start_script_vars(s)}, mode="0755", notify=RESTART)
+    if ctx.system.init == "systemd":
+        yield template(jupyter.UNIT, templates / "gpuprov-jupyter.service.j2", names,
+                       notify=RESTART)
+    else:
+        yield template(jupyter.INIT_SCRIPT, templates / "gpuprov-jupyter.init.j2", names,
+                       mode="0755", notify=RESTART)
+    # Starting the service starts the container: its state is re-read after.
+    yield service(jupyter.NAME, state="started", enabled=True,
+                  also_invalidates=("ContainerState",))
+    yield container(jupyter.NAME, spec=jupyter.spec_hash(s), publish=s.publish,
+                    fix=Command(jupyter.SCRIPT, "restart"))
+
+
+def removed(ctx):
+    systemd = ctx.system.init == "systemd"
+    # sysvinit: the rc links go with `update-rc.d remove` once the script is gone
+    yield service(jupyter.NAME, state="stopped", enabled=False if systemd else None,
+                  also_invalidates=("ContainerState",))
+    yield container_absent(jupyter.NAME)
+    yield absent(jupyter.SCRIPT)
+    if systemd:
+        yield absent(jupyter.UNIT, notify="reload systemd")
+    else:
+        yield absent(jupyter.INIT_SCRIPT)
+        yield command(Command("update-rc.d", jupyter.NAME, "remove"),
+                      only_if=f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{jupyter.NAME}",
+                      name=f"update-rc.d {jupyter.NAME} remove",
+                      invalidates=("ServiceState",))
+
+
+def daemon_reload(ctx):
+    if ctx.system.init != "systemd":
+        return []
+    return [command("systemctl daemon-reload", name="systemctl daemon-reload",
+                    invalidates=("ServiceState",))]
+
+
+def restart(ctx):
+    if not jupyter.enabled(ctx.vars):
+        return []   # a notification left pending before jupyter was disabled
+    # the unit file may have changed: systemd must read it before the restart
+    return [*daemon_reload(ctx), service(jupyter.NAME, state="restarted",
+                                         also_invalidates=("ContainerState",))]
+
+
+HANDLERS = {
+    RESTART: restart,
+    "reload systemd": daemon_reload,
+}

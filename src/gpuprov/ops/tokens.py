@@ -1,0 +1,104 @@
+"""A random token generated ON the host and never read back.
+
+The secret is made by the host's own /dev/urandom and stays there: gpuprov
+only ever stats the file (owner, mode, size), so the token is in no fact,
+command line, report or diff. Whoever needs it reads it on the host
+(`sudo cat FILE`); a service gets it from its start script.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gpuprov.command import Command, Raw
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.files import FileInfo, FileState, file_fact_prefix
+from gpuprov.ops.base import Change, Op, Step
+from gpuprov.ops.files import (
+    FileOpError,
+    NoteDiff,
+    attr_notes,
+    attrs_command,
+    check_mode,
+    check_path,
+)
+
+
+def generate_command(path: str, nbytes: int, owner: str, group: str, mode: str) -> Command:
+    """Write `nbytes` random bytes as 2*nbytes lowercase hex (+ newline) to
+    `path`, atomically: a private temp file beside it, checked, renamed."""
+    directory = posixpath.dirname(path)
+    tmp = posixpath.join(directory, ".gpuprov-XXXXXX")
+    hexchars = 2 * nbytes
+    return Command(
+        # umask first: the directory (when new) and the temp are never readable by others
+        Raw("umask 077 &&"), "mkdir", "-p", directory,
+        Raw("&& t=$(mktemp"), tmp, Raw(") && trap 'rm -f \"$t\"' EXIT &&"),
+        Raw("trap 'exit 143' HUP INT TERM PIPE &&"),
+        # -v: od would print '*' for a line equal to the one before it
+        "od", "-An", "-vtx1", f"-N{nbytes}", "/dev/urandom", Raw("|"), "tr", "-d", " \\n",
+        Raw('>"$t" && echo >>"$t" &&'),
+        "grep", "-qxE", f"[0-9a-f]{{{hexchars}}}", Raw('"$t" &&'),
+        "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t" &&'),
+        "mv", "-fT", Raw('"$t"'), path, Raw("&& trap - EXIT"))
+
+
+class RandomToken(Op):
+    """`path` holds a token of `nbytes` random bytes (hex) made on the host,
+    with owner/group/mode. A missing or too short file gets a new token; an
+    existing one is never read, only its owner and mode are corrected."""
+
+    def __init__(self, path: str, *, nbytes: int = 32, owner: str = "root",
+                 group: str = "root", mode: str = "0600",
+                 notify: str | Iterable[str] = ()) -> None:
+        if nbytes < 16:
+            raise ValueError(f"a token needs at least 16 random bytes, got {nbytes}")
+        self.path = check_path(path)
+        self.nbytes = nbytes
+        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
+        self.notify = (notify,) if isinstance(notify, str) else tuple(notify)
+        self.label = f"token {self.path}"
+        # stat only: the content never leaves the host
+        self.fact = FileState(self.path, content=False, sudo=True)
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [self.fact]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        cur: FileInfo | None = facts[self.fact]
+        invalidates = (file_fact_prefix(self.path),)
+        what = f"{self.nbytes} random bytes as {2 * self.nbytes} hex chars, made on the host"
+        if cur is not None and cur.type != "file":
+            raise FileOpError(f"{self.path} is a {cur.type}, not a token file",
+                              hint="remove it; gpuprov then generates the token there")
+        # 2*nbytes hex chars, plus the newline we write (a hand-made file may lack it)
+        if cur is None or cur.size < 2 * self.nbytes:
+            step = Step(generate_command(self.path, self.nbytes, self.owner, self.group,
+                                         self.mode))
+            if cur is None:
+                action, summary = "create", f"generate a token ({what})"
+            else:
+                action = "update"
+                summary = (f"replace a {cur.size}-byte token, shorter than "
+                           f"{2 * self.nbytes} hex chars ({what})")
+            return [Change(self.label, action, summary, steps=[step],
+                           diff=NoteDiff(self.path, note=f"{summary}; never shown"),
+                           notify=self.notify, invalidates=invalidates)]
+        cmd = attrs_command(self.path, cur, self.owner, self.group, self.mode)
+        if cmd is None:
+            return []
+        notes = ", ".join(attr_notes(cur, self.owner, self.group, self.mode))
+        # owner/mode only: the token itself is unchanged, nothing to restart
+        return [Change(self.label, "update", notes, steps=[Step(cmd)],
+                       diff=NoteDiff(f"{self.path} ({notes})", note="token unchanged"),
+                       invalidates=invalidates)]
+
+
+def random_token(path: str, *, nbytes: int = 32, owner: str = "root", group: str = "root",
+                 mode: str = "0600", notify: str | Iterable[str] = ()) -> RandomToken:
+    """A token file made on the host from /dev/urandom (never read back by
+    gpuprov); `notify` fires when a new token is written."""
+    return RandomToken(path, nbytes=nbytes, owner=owner, group=group, mode=mode,
+                       notify=notify)

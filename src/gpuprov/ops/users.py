@@ -1,0 +1,82 @@
+"""Group membership: exactly the users the inventory names, e.g. the docker
+group, whose members are root-equivalent (they can mount / into a container).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gpuprov.command import Command
+from gpuprov.errors import GpuprovError
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
+from gpuprov.ops.base import Change, Diff, Op, Step
+
+# What useradd accepts on Debian and RHEL (NAME_REGEX), minus the odd cases.
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
+_INVALIDATES = ("GroupMembers",)
+
+
+class UserError(GpuprovError):
+    """A membership list names a user the host does not have, or no user at all."""
+
+
+class GroupMembership(Op):
+    def __init__(self, group: str, members: Iterable[str], *, exclusive: bool = True,
+                 source: str = "members") -> None:
+        self.group = group
+        self.members = tuple(dict.fromkeys(str(m).strip() for m in members))
+        self.exclusive = exclusive
+        self.source = source
+        bad = [m for m in self.members if not _USER.fullmatch(m)]
+        if bad:
+            raise UserError(f"{source}: {', '.join(map(repr, bad))} "
+                            f"{'is not a user name' if len(bad) == 1 else 'are not user names'}",
+                            "user names are lowercase letters, digits, _ . - (e.g. alice)")
+        self.label = f"group {group} members"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        wanted: list[Fact[Any]] = [GroupMembers(self.group)]
+        if self.members:
+            wanted.append(ExistingUsers(tuple(sorted(self.members))))
+        return wanted
+
+    def plan(self, facts: FactView) -> list[Change]:
+        info: GroupInfo | None = facts[GroupMembers(self.group)]
+        if self.members:
+            known = facts[ExistingUsers(tuple(sorted(self.members)))]
+            missing = [m for m in self.members if m not in known]
+            if missing:
+                raise UserError(f"{self.source}: no user {', '.join(missing)} on this host",
+                                f"create the user first, or remove it from {self.source}")
+        current = info.members if info is not None else ()
+        add = [m for m in self.members if m not in current]
+        remove = [m for m in current if m not in self.members] if self.exclusive else []
+        if not add and not remove:
+            return []
+        steps = [Step(Command("gpasswd", "-a", m, self.group)) for m in add]
+        steps += [Step(Command("gpasswd", "-d", m, self.group)) for m in remove]
+        summary = "; ".join([*(f"add {m}" for m in add), *(f"remove {m}" for m in remove)])
+        after = [*[m for m in current if m not in remove], *add]
+        unknown = None
+        if info is None:
+            # docker-ce creates the docker group: probably an earlier task of this run
+            unknown = (f"group {self.group} does not exist yet: depends on the package "
+                       "that creates it")
+        return [Change(self.label, "update", summary, steps,
+                       Diff(self.label, _lines(current), _lines(after)), unknown=unknown,
+                       invalidates=_INVALIDATES)]
+
+
+def _lines(names: Iterable[str]) -> str:
+    return "".join(f"{n}\n" for n in sorted(names))
+
+
+def group_members(group: str, members: Iterable[str], *, exclusive: bool = True,
+                  source: str = "members") -> GroupMembership:
+    """`group` has the users `members` (gpasswd -a); with exclusive, nobody
+    else (gpasswd -d). A member that is not a user on the host is an error
+    naming `source` (the variable the list came from)."""
+    return GroupMembership(group, members, exclusive=exclusive, source=source)
