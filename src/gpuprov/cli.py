@@ -24,14 +24,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from gpuprov import __version__
+from gpuprov.cli_onboard import onboard_flow
 from gpuprov.connectors.factory import ConnectOptions
 from gpuprov.drift import drift_json, drift_prometheus, drift_table, drift_table_text
 from gpuprov.errors import GpuprovError
 from gpuprov.executor import Executor, RunOptions, collect_facts
 from gpuprov.inventory import Host, Inventory
 from gpuprov.jupyter_url import jupyter_access
+from gpuprov.onboard import run_verify
 from gpuprov.paths import bundled_dir, default_playbook
-from gpuprov.playbook import Play, RoleRef, load_playbook, resolve_roles, role_search_path
+from gpuprov.playbook import Play, load_playbook, resolve_roles, role_search_path
 from gpuprov.progress import Progress
 from gpuprov.report import render_diffs, render_recap, write_json_report, write_text_atomic
 from gpuprov.results import RunResult
@@ -275,15 +277,11 @@ def verify(**opts: Any) -> int:
     `docker run --gpus` with torch and a matmul. Changes nothing.
     Exit 0 all pass, 2 some host failed, 4 some host unreachable."""
     target = _target(opts["inventory"], opts["limit"], None, need_plays=False)
-    # gpu_image's defaults come with it (the image to run); only verify runs.
-    plays = [Play("verify", "all", [RoleRef("gpu_image"), RoleRef("verify")])]
-    resolve_roles(plays, role_search_path(None, bundled_dir("roles")))
-    options = _run_options({**opts, "tags": ("verify",), "skip_tags": ()}, check=False)
-    options.extra_vars = {"verify_fail_if_reboot_pending": True, **options.extra_vars}
+    options = _run_options({**opts, "tags": (), "skip_tags": ()}, check=False)
     err = _stderr()
     progress = Progress(err) if err.is_terminal and opts["fmt"] == "table" else None
     with progress or contextlib.nullcontext():
-        run = Executor(target.inventory, plays, target.hosts, options, progress).run("verify")
+        run = run_verify(target.inventory, target.hosts, options, progress)
     rows = verify_rows(run)
     if opts["fmt"] == "json":
         click.echo(verify_json(rows), nl=False)
@@ -292,6 +290,38 @@ def verify(**opts: Any) -> int:
     if any(r["status"] == "fail" for r in rows):
         return EXIT_FAILED
     return EXIT_UNREACHABLE if any(r["status"] == "unreachable" for r in rows) else EXIT_OK
+
+
+@cli.command()
+@click.argument("host")
+@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@click.option("-g", "--group", required=True, help="Inventory group: lab, cloud, cluster...")
+@click.option("--address", help="IP or DNS name to reach it (default: HOST).")
+@click.option("--login-user", help="User for the first login (default: the inventory's user); "
+              "e.g. ubuntu for a cloud image.")
+@click.option("--user", help="Admin user to create (default: the inventory's user).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False),
+              help="gpuprov's private key for this host; its .pub is installed.")
+@click.option("-k", "--ask-pass", is_flag=True, help="Ask once for the login password.")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
+              help="Read the login password from FILE (first line), for unattended runs.")
+@click.option("-K", "--ask-become-pass", is_flag=True,
+              help="Ask for a sudo password different from the login password.")
+@click.option("--host-key-fingerprint", help="SHA256:... the host key must have (needed "
+              "when there is no terminal to confirm it).")
+@click.option("--sudo", type=click.Choice(["nopasswd", "password"]), default="nopasswd",
+              show_default=True, help="sudo rule for the admin user.")
+@click.option("-p", "--playbook", type=click.Path(exists=True, dir_okay=False))
+@click.option("-e", "--extra-vars", multiple=True)
+@click.option("--reboot", is_flag=True, help="Reboot if the new driver needs it, and wait.")
+@click.option("--dry-run", is_flag=True, help="Show the inventory change and the steps; "
+              "touch nothing.")
+@_guarded
+def onboard(**opts: Any) -> int:
+    """Take a new machine (password login, or a cloud key) to a verified GPU
+    host in the inventory: host key, admin user + key + sudo, inventory
+    entry, the site playbook, verify. Re-run to continue after a failure."""
+    return onboard_flow(opts, _stdout(), _stderr())
 
 
 @cli.command()
@@ -390,3 +420,4 @@ def main() -> None:
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
+

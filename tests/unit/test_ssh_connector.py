@@ -49,7 +49,12 @@ class _Handler(paramiko.ServerInterface):
         self.transport = transport
 
     def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
+        return "publickey,password" if self.server.password else "publickey"
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        self.server.auth_attempts.append((username, "password"))
+        ok = self.server.password is not None and password == self.server.password
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         self.server.auth_attempts.append((username, key.get_fingerprint()))
@@ -89,6 +94,8 @@ class FakeSshd:
         self.forwards: list[tuple] = []
         self.auth_attempts: list[tuple] = []
         self.accepted = 0
+        #: a password that logs in too (None: keys only)
+        self.password: str | None = None
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -637,3 +644,34 @@ def test_run_on_new_connection_raises_when_the_login_is_refused(sshd, key_file,
             conn.run_on_new_connection("true")
         assert err.value.kind == "auth"
         assert conn.run("echo still").stdout == "still\n"
+
+
+def test_password_login_after_the_keys_and_session_says_so(sshd, tmp_path, known_hosts,
+                                                           isolated_home) -> None:
+    sshd.password = "s3cret pass"
+    key_file = tmp_path / "not_authorized"
+    paramiko.RSAKey.generate(2048).write_private_key_file(str(key_file))
+    with make(sshd, key_file, known_hosts, password="s3cret pass") as conn:
+        assert conn.run("echo in").stdout == "in\n"
+        assert conn.session().auth == "password"
+    assert [a[1] for a in sshd.auth_attempts][-1] == "password"
+
+
+def test_a_wrong_password_is_an_auth_error_naming_the_user(sshd, tmp_path, known_hosts,
+                                                           isolated_home) -> None:
+    sshd.password = "right"
+    key_file = tmp_path / "not_authorized"
+    paramiko.RSAKey.generate(2048).write_private_key_file(str(key_file))
+    with pytest.raises(UnreachableHost) as err:
+        make(sshd, key_file, known_hosts, password="wrong").connect()
+    assert err.value.kind == "auth"
+    assert "rejected the password for user 'tester'" in err.value.detail
+
+
+def test_host_key_is_read_without_logging_in(sshd, key_file, known_hosts, host_key) -> None:
+    conn = make(sshd, key_file, known_hosts)
+    assert conn.host_key().asbytes() == host_key.asbytes()
+    assert sshd.auth_attempts == []
+    assert not conn.known_hosts.verify("web1", conn.target.known_name, host_key)
+    conn.known_hosts.record("web1", conn.target.known_name, host_key)
+    assert conn.known_hosts.verify("web1", conn.target.known_name, host_key)

@@ -15,6 +15,8 @@ from gpuprov.inventory import Host
 class ConnectOptions:
     strict_host_keys: bool = False
     become_password: str | None = None
+    #: login password, tried after the keys (gpuprov onboard's first contact)
+    ssh_password: str | None = None
     connect_timeout: float = 10.0
     ssh_config: Path | None = None
 
@@ -31,4 +33,5 @@ def connector_for(host: Host, options: ConnectOptions) -> Connector:
         key_file=host.ssh_private_key_file,
         known_hosts=Path(str(known_hosts)).expanduser() if known_hosts else None,
         strict_host_keys=options.strict_host_keys, become=become,
-        connect_timeout=options.connect_timeout, ssh_config=options.ssh_config)
+        connect_timeout=options.connect_timeout, ssh_config=options.ssh_config,
+        password=options.ssh_password)

@@ -159,6 +159,17 @@ class KnownHosts:
             _append(fd, self._line(name, key))
         return True
 
+    def verify(self, host: str, name: str, key: paramiko.PKey) -> bool:
+        """True if `key` is recorded for `name`, False if `name` is unknown;
+        raises UnreachableHost (host-key-changed) if another key is recorded."""
+        return _verify(host, name, key, self.entries(name))
+
+    def record(self, host: str, name: str, key: paramiko.PKey) -> None:
+        """Trust `key` for `name` (a person checked its fingerprint)."""
+        with _locked(self.user_file) as fd:
+            if not _verify(host, name, key, self.entries(name)):
+                _append(fd, self._line(name, key))
+
     def _line(self, name: str, key: paramiko.PKey) -> str:
         stored = paramiko.HostKeys.hash_host(name) if self.hash_new else name
         return f"{stored} {key.get_name()} {key.get_base64()}\n"

@@ -123,8 +123,10 @@ class SshConnector(Connector):
                  become: Become | None = None, connect_timeout: float = 10.0,
                  retries: int = 5, retry_budget: float = 15.0,
                  ssh_config: Path | None = None, use_agent: bool = True,
-                 keepalive: int = 30) -> None:
+                 keepalive: int = 30, password: str | None = None) -> None:
         super().__init__(host_name)
+        #: login password, tried after the keys (onboarding a host that has no key yet)
+        self.password = password
         self.become = become if become is not None else Become()
         self.connect_timeout = connect_timeout
         self.retries = retries
@@ -144,6 +146,7 @@ class SshConnector(Connector):
         self._sudo = Sudo(host_name, self.target.user, self.become, self._exec_raw)
         #: the key the target accepted (the operator's identity, for session())
         self._auth_key: paramiko.PKey | None = None
+        self._auth_password = False
 
     # -- connection setup ---------------------------------------------------
 
@@ -325,6 +328,9 @@ class SshConnector(Connector):
                     self._auth_key = key
                 return
             tried.append(f"{label} (accepted, but the server also wants: {', '.join(remaining)})")
+        if self.password is not None and hop is self.target and not note:
+            self._password_login(hop, transport, tried)
+            return
         keys = "; ".join(tried) if tried else ("none: no key file given, no ssh-agent keys, and "
                                                "no ~/.ssh/id_ed25519, id_ecdsa or id_rsa")
         port = f"-p {hop.port} " if hop.port != 22 else ""
@@ -333,6 +339,48 @@ class SshConnector(Connector):
                           f"check the user (ansible_user / User in ~/.ssh/config), install your "
                           f"public key with: ssh-copy-id {port}{hop.user}@{hop.address}, or pick "
                           "the key with --key-file / ansible_ssh_private_key_file")
+
+    def _password_login(self, hop: Hop, transport: paramiko.Transport, tried: list[str]) -> None:
+        assert self.password is not None
+        try:
+            transport.auth_password(hop.user, self.password)
+        except paramiko.BadAuthenticationType as exc:
+            raise _SetupError("auth", f"{hop.label} does not accept passwords (it allows: "
+                              f"{', '.join(exc.allowed_types) or 'nothing'})",
+                              "log in with a key (--key-file) or the image's default user"
+                              ) from exc
+        except paramiko.AuthenticationException as exc:
+            raise _SetupError("auth", f"{hop.label} rejected the password for user "
+                              f"{hop.user!r} (keys tried first: {'; '.join(tried) or 'none'})",
+                              "check the user and the password") from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _SetupError("auth", f"{hop.label} closed the connection during the password "
+                              f"login: {exc or type(exc).__name__}") from exc
+        self._auth_password = True
+
+    def host_key(self) -> paramiko.PKey:
+        """The target's host key from a key exchange alone: no login, no
+        known_hosts check (first contact shows it to a person before trusting it)."""
+        if len(self.hops) > 1 or self.target.proxy_command:
+            raise UnreachableHost(self.host_name, "proxy", "first contact through a jump host "
+                                  "or ProxyCommand is not supported",
+                                  "record the host key yourself (ssh-keyscan), then rerun")
+        try:
+            sock = self._tcp(self.target)
+        except _SetupError as exc:
+            raise UnreachableHost(self.host_name, exc.kind, exc.detail, exc.hint) from exc
+        transport = paramiko.Transport(sock)  # type: ignore[arg-type]
+        try:
+            transport.banner_timeout = transport.handshake_timeout = self.connect_timeout
+            _prefer_key_types(transport, self.known_hosts.key_types(self.target.known_name)
+                              or ["ssh-ed25519"])
+            transport.start_client(timeout=self.connect_timeout)
+            return transport.get_remote_server_key()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise UnreachableHost(self.host_name, "closed", f"{self.target.label}: SSH key "
+                                  f"exchange failed: {exc or type(exc).__name__}") from exc
+        finally:
+            transport.close()
 
     def _keys(self, hop: Hop) -> Iterator[tuple[str, paramiko.PKey | None]]:
         """Keys in the order OpenSSH users expect, each labelled for the error message.
@@ -423,8 +471,9 @@ class SshConnector(Connector):
 
     def session(self) -> Session:
         key = self._auth_key
+        auth = "publickey" if key is not None else "password" if self._auth_password else None
         return Session(
-            self.target.user, auth="publickey" if key is not None else None,
+            self.target.user, auth=auth,
             key_type=key.get_name() if key is not None else None,
             key_bits=key.get_bits() if key is not None else None,
             known_host_key_types=tuple(self.known_hosts.key_types(self.target.known_name)))
@@ -446,6 +495,7 @@ class SshConnector(Connector):
         fresh.__dict__.update(self.__dict__)
         fresh.stats = type(self.stats)()
         fresh._transports, fresh._agent, fresh._auth_key = [], None, None
+        fresh._auth_password = False
         fresh._lock = threading.RLock()
         # Probed again: proving sudo still works over a new login is the point.
         fresh._sudo = Sudo(self.host_name, self.target.user, self.become, fresh._exec_raw)

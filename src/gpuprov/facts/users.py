@@ -58,3 +58,29 @@ class ExistingUsers(Fact[frozenset[str]]):
         if exit_code not in (0, _NOT_FOUND):
             raise FactError(f"getent passwd exited {exit_code}")
         return frozenset(line.split(":", 1)[0] for line in output.splitlines() if ":" in line)
+
+
+@dataclass(frozen=True)
+class UserAccount:
+    home: str
+    group: str      # primary group's name
+
+
+@dataclass(frozen=True)
+class UserHome(Fact["UserAccount | None"]):
+    """A user's home directory and primary group; None when there is no such user."""
+
+    user: str
+
+    def command(self) -> Command:
+        return Command.join([Command("getent", "passwd", self.user), Command("id", "-gn",
+                                                                            self.user)])
+
+    def process(self, output: str, exit_code: int) -> UserAccount | None:
+        lines = output.strip().splitlines()
+        if exit_code != 0 or len(lines) < 2:
+            return None
+        fields = lines[0].split(":")
+        if len(fields) < 7:
+            raise FactError(f"getent passwd {self.user}: not a passwd entry: {lines[0]!r}")
+        return UserAccount(fields[5], lines[1].strip())

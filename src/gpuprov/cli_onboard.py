@@ -1,0 +1,140 @@
+"""`gpuprov onboard HOST [INVENTORY] --group G`: the steps of onboard.py,
+with what a person sees in between. cli.py declares the options."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from gpuprov.connectors.factory import ConnectOptions
+from gpuprov.errors import GpuprovError
+from gpuprov.executor import Executor, RunOptions
+from gpuprov.inventory import Inventory
+from gpuprov.jupyter_url import jupyter_access
+from gpuprov.onboard import (
+    OnboardError,
+    OnboardOptions,
+    bootstrap,
+    commit_inventory,
+    first_contact,
+    key_login_problem,
+    run_verify,
+    stage,
+)
+from gpuprov.paths import bundled_dir, default_playbook
+from gpuprov.playbook import load_playbook, resolve_roles, role_search_path
+from gpuprov.progress import Progress
+from gpuprov.report import render_recap
+from gpuprov.vars import parse_extra_vars
+from gpuprov.verify_report import verify_rows, verify_table
+
+# as in cli.py: apply's and verify's exit codes
+EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 2, 4
+
+
+def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
+    """Take a new machine (password login, or a cloud key) to a verified GPU
+    host in the inventory: host key, admin user + key + sudo, inventory
+    entry, the site playbook, verify. Re-run to continue after a failure."""
+    path = Path(o["inventory"] or "inventory.yml")
+    opts = OnboardOptions(
+        name=o["host"], group=o["group"], inventory=path, address=o["address"],
+        login_user=o["login_user"], user=o["user"], key_file=o["key_file"],
+        host_key_fingerprint=o["host_key_fingerprint"], sudo=o["sudo"], reboot=o["reboot"],
+        extra_vars=parse_extra_vars(o["extra_vars"]),
+        confirm=(lambda q: click.confirm(q, err=True)) if sys.stdin.isatty() else None)
+    staged = stage(opts)
+    if o["dry_run"]:
+        out.print(staged.diff or f"{path}: {opts.name} is already in group {opts.group}",
+                  markup=False)
+        out.print(f"would: check and record {opts.name}'s host key; set up key login + sudo "
+                  "unless it works; write the inventory (with a backup); run the site "
+                  "playbook on it; verify", markup=False)
+        return EXIT_OK
+
+    out.print(f"1/5 first contact: {first_contact(staged.host, opts)}", markup=False)
+    become = _password(o["ask_become_pass"], None, "sudo password") if o["ask_become_pass"] \
+        else None
+    problem = key_login_problem(staged.host, become)
+    if problem is None:
+        out.print("2/5 access: key login and sudo already work", markup=False)
+    else:
+        opts.password = _password(o["ask_pass"], o["password_file"], "login password")
+        opts.become_password = become
+        with Progress(out) as opts.progress:
+            setup = bootstrap(staged, opts)
+        host_result = setup.host(opts.name)
+        if host_result.failed or host_result.unreachable:
+            raise OnboardError(f"setting up access failed; nothing else was changed:\n"
+                               f"{host_result.unreachable or host_result.error or _errors(setup)}",
+                               hint=None if opts.password else "log in with a password: -k "
+                               "(asks once) or --password-file")
+        again = key_login_problem(staged.host, become)
+        if again is not None:
+            raise OnboardError(f"{opts.name}: a new key login + sudo still fails after setting "
+                               f"up access ({again}); the inventory was not changed")
+        out.print(f"2/5 access: {staged.host.ssh_user} logs in with the key and has sudo",
+                  markup=False)
+
+    backup = commit_inventory(staged)
+    if backup is None:
+        out.print(f"3/5 inventory: {opts.name} already in group {opts.group}", markup=False)
+    else:
+        out.print(f"3/5 inventory: added {opts.name} to group {opts.group} in {path} "
+                  f"(backup: {backup.name})", markup=False)
+        out.print(staged.diff, markup=False)
+
+    inventory = Inventory.load(path)
+    host = inventory.hosts[opts.name]
+    options = RunOptions(reboot=opts.reboot,
+                         extra_vars={**opts.connection_vars(), **opts.extra_vars},
+                         connect=ConnectOptions(strict_host_keys=True, become_password=become))
+    book = Path(o["playbook"]) if o["playbook"] else default_playbook()
+    if book is None:
+        raise GpuprovError("no playbook given and no playbooks/site.yml found")
+    plays = load_playbook(book)
+    resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    out.print(f"4/5 site playbook {book}", markup=False)
+    with Progress(out) as progress:
+        run = Executor(inventory, plays, [host], options, progress).run("apply")
+    render_recap(run, out)
+    if run.any_failed or run.any_unreachable:
+        err.print(f"onboard: the site playbook failed on {opts.name}; fix the cause and "
+                  "rerun gpuprov onboard (it continues)", markup=False)
+        return EXIT_FAILED if run.any_failed else EXIT_UNREACHABLE
+
+    out.print("5/5 verify", markup=False)
+    # A new driver may need the reboot first: verify then says "reboot pending".
+    options.extra_vars = {"verify_fail_if_reboot_pending": False, **options.extra_vars}
+    rows = verify_rows(run_verify(inventory, [host], options))
+    verify_table(rows, out)
+    result = run.host(opts.name)
+    by_role: dict[str, int] = {}
+    for task in result.tasks:
+        if task.status == "changed" and not task.handler:
+            by_role[task.role] = by_role.get(task.role, 0) + 1
+    changed = ", ".join(f"{role} ({n})" for role, n in by_role.items()) or "nothing (in sync)"
+    out.print(f"\n{opts.name}: changed by role: {changed}; "
+              f"reboot pending: {'yes' if result.reboot_pending else 'no'}", markup=False)
+    try:
+        out.print(jupyter_access(inventory, opts.name), markup=False)
+    except GpuprovError as exc:   # Jupyter disabled or misconfigured: say so, not fail
+        out.print(f"Jupyter: {exc}", markup=False)
+    return EXIT_FAILED if any(r["status"] != "pass" for r in rows) else EXIT_OK
+
+
+def _password(ask: bool, path: str | None, what: str) -> str | None:
+    if path:
+        with open(path) as stream:
+            return stream.readline().rstrip("\n")
+    if ask:
+        return click.prompt(what.capitalize(), hide_input=True, err=True)
+    return None   # key login only (a cloud image's default user); -k asks for a password
+
+
+def _errors(run: Any) -> str:
+    return "\n".join(t.error for h in run.hosts.values() for t in h.tasks if t.error)

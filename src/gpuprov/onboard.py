@@ -1,0 +1,233 @@
+"""`gpuprov onboard HOST --group G`: a new machine with a password login (or
+a cloud key for a default user) all the way to a verified GPU host that is
+in the inventory and under drift-check.
+
+Each step is idempotent, so a re-run after a failure continues:
+1. first contact: the host key's fingerprint is shown and recorded (or
+   checked against --host-key-fingerprint); a changed key stops everything;
+2. access: if gpuprov cannot yet log in with its key and sudo, the
+   onboard_access role runs over the password login (admin user, public key,
+   sudoers), then a NEW key-only login + sudo must work before anything else;
+3. the inventory file gets the host under the group (comments kept, backup);
+4. the site playbook runs for the host (hardened sshd turns passwords off);
+5. `verify` runs on it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from gpuprov.connectors.factory import ConnectOptions, connector_for
+from gpuprov.connectors.hostkeys import fingerprint
+from gpuprov.connectors.ssh import SshConnector
+from gpuprov.errors import GpuprovError, UnreachableHost
+from gpuprov.executor import Executor, ProgressSink, RunOptions
+from gpuprov.inventory import Host, Inventory
+from gpuprov.inventory_edit import diff, replace_with_backup, with_host
+from gpuprov.paths import bundled_dir
+from gpuprov.playbook import Play, RoleRef, resolve_roles, role_search_path
+from gpuprov.results import RunResult
+
+
+class OnboardError(GpuprovError):
+    """Onboarding stopped; what is done stays done, a re-run continues."""
+
+
+@dataclass
+class OnboardOptions:
+    name: str
+    group: str
+    inventory: Path
+    address: str | None = None
+    #: who to log in as for the first contact (cloud images: ubuntu, ec2-user...)
+    login_user: str | None = None
+    #: the admin user to create; default: the inventory's user for the host
+    user: str | None = None
+    key_file: str | None = None
+    password: str | None = None
+    become_password: str | None = None
+    host_key_fingerprint: str | None = None
+    #: asks a person (click.confirm); None: no terminal, nobody to ask
+    confirm: Callable[[str], bool] | None = None
+    sudo: str = "nopasswd"
+    reboot: bool = False
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    progress: ProgressSink | None = None
+
+
+    def connection_vars(self) -> dict[str, Any]:
+        """Extra vars that pick the key (they win over the inventory, like -e)."""
+        return {"ansible_ssh_private_key_file": self.key_file} if self.key_file else {}
+
+
+@dataclass
+class Staged:
+    """The inventory with the new host, before it is written back."""
+
+    path: Path
+    before: str
+    after: str
+    inventory: Inventory
+    #: the host as gpuprov will reach it (key from --key-file applied)
+    host: Host
+
+    @property
+    def diff(self) -> str:
+        return diff(str(self.path), self.before, self.after)
+
+
+def stage(opts: OnboardOptions) -> Staged:
+    """Load the inventory as it will be once the host is added (not written yet)."""
+    path = opts.inventory
+    try:
+        before = path.read_text()
+    except OSError as exc:
+        raise OnboardError(f"cannot read the inventory {path}: {exc.strerror}",
+                           hint="create it (see inventory.example.yml) or pass its path") from exc
+    host_vars: dict[str, Any] = {}
+    if opts.address and opts.address != opts.name:
+        host_vars["ansible_host"] = opts.address
+    after = with_host(before, str(path), opts.group, opts.name, host_vars)
+    # Loaded from a temp copy beside it: group_vars/ and host_vars/ resolve the same.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.onboard-", suffix=".yml",
+                               dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(after)
+        inventory = Inventory.load(tmp)
+    finally:
+        os.unlink(tmp)
+    host = inventory.hosts[opts.name].with_extra_vars(opts.connection_vars())
+    return Staged(path, before, after, inventory, host)
+
+
+# ---------------------------------------------------------------------------
+# 1. first contact
+
+def _ssh(host: Host, **options: Any) -> SshConnector:
+    conn = connector_for(host, ConnectOptions(strict_host_keys=True, **options))
+    if not isinstance(conn, SshConnector):
+        raise OnboardError(f"{host.name}: onboarding works over SSH only (connection: local)")
+    return conn
+
+
+def first_contact(host: Host, opts: OnboardOptions) -> str:
+    """Trust the host key once a person (or --host-key-fingerprint) confirmed
+    it; returns a line saying what happened."""
+    conn = _ssh(host)
+    key = conn.host_key()
+    shown = f"{key.get_name()} {fingerprint(key)}"
+    name = conn.target.known_name
+    if conn.known_hosts.verify(host.name, name, key):   # raises when it CHANGED
+        return f"host key {shown} already known"
+    wanted = opts.host_key_fingerprint
+    if wanted:
+        if _fp(wanted) != _fp(fingerprint(key)):
+            raise OnboardError(
+                f"{host.name} offered host key {shown}, not the expected {wanted}: refusing",
+                hint="check the fingerprint with the host's console: "
+                     "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+    elif opts.confirm is None:
+        raise OnboardError(
+            f"{host.name} is a new host offering {shown}, and there is no terminal to confirm it",
+            hint="check it on the host's console (ssh-keygen -lf "
+                 "/etc/ssh/ssh_host_ed25519_key.pub), then pass --host-key-fingerprint")
+    elif not opts.confirm(f"{host.name} ({host.address}) offers host key {shown}. Trust it?"):
+        raise OnboardError(f"{host.name}: host key not trusted; nothing was changed")
+    conn.known_hosts.record(host.name, name, key)
+    return f"host key {shown} recorded in {conn.known_hosts.user_file}"
+
+
+def _fp(text: str) -> str:
+    return text.strip().removeprefix("SHA256:").rstrip("=")
+
+
+# ---------------------------------------------------------------------------
+# 2. access
+
+def key_login_problem(host: Host, become_password: str | None = None) -> str | None:
+    """None when a brand-new key-only login + sudo works; else why not."""
+    conn = _ssh(host, become_password=become_password)
+    try:
+        conn.connect()
+        res = conn.run("true", sudo=True)
+        return None if res.ok else f"sudo failed (exit {res.exit_code}): {res.stderr.strip()}"
+    except UnreachableHost as exc:
+        return exc.detail
+    finally:
+        conn.close()
+
+
+def public_keys(host: Host) -> list[str]:
+    """The public half of the key gpuprov logs in with."""
+    if not host.ssh_private_key_file:
+        raise OnboardError(f"{host.name}: no key to install",
+                           hint="pass --key-file, or set ansible_ssh_private_key_file")
+    path = Path(host.ssh_private_key_file).expanduser()
+    pub = path.with_name(path.name + ".pub")
+    if pub.is_file():
+        return [" ".join(pub.read_text().split()[:2])]
+    try:
+        key = paramiko.PKey.from_path(path)
+    except (OSError, paramiko.SSHException) as exc:
+        raise OnboardError(f"cannot read the key {path}: {exc}") from exc
+    return [f"{key.get_name()} {key.get_base64()}"]
+
+
+def bootstrap(staged: Staged, opts: OnboardOptions) -> RunResult:
+    """onboard_access over the first-contact login (password or cloud key)."""
+    host = staged.host
+    extra = {**opts.connection_vars(),
+             "onboard_user": opts.user or host.ssh_user or "",
+             "onboard_authorized_keys": public_keys(host), "onboard_sudo": opts.sudo}
+    if opts.login_user:
+        extra["ansible_user"] = opts.login_user
+    options = RunOptions(
+        extra_vars=extra,
+        connect=ConnectOptions(strict_host_keys=True, ssh_password=opts.password,
+                               become_password=opts.become_password or opts.password))
+    plays = _plays([RoleRef("onboard_access")], "onboard access")
+    return Executor(staged.inventory, plays, [host], options, opts.progress).run("apply")
+
+
+def _plays(roles: list[RoleRef], name: str) -> list[Play]:
+    plays = [Play(name, "all", roles)]
+    resolve_roles(plays, role_search_path(None, bundled_dir("roles")))
+    return plays
+
+
+# ---------------------------------------------------------------------------
+# 3-5. inventory, site playbook, verify
+
+def commit_inventory(staged: Staged) -> Path | None:
+    """Write the inventory with the host (backup first); None when it was there."""
+    if staged.after == staged.before:
+        return None
+    if staged.path.read_text() != staged.before:
+        raise OnboardError(f"{staged.path} changed while onboarding; not overwriting",
+                           hint="rerun gpuprov onboard: it continues where it stopped")
+    return replace_with_backup(staged.path, staged.after)
+
+
+def verify_plays() -> list[Play]:
+    # gpu_image's defaults come with it (the image to run); only verify runs.
+    return _plays([RoleRef("gpu_image"), RoleRef("verify")], "verify")
+
+
+def verify_options(options: RunOptions) -> RunOptions:
+    options = replace(options, tags=frozenset({"verify"}), skip_tags=frozenset(), check=False)
+    options.extra_vars = {"verify_fail_if_reboot_pending": True, **options.extra_vars}
+    return options
+
+
+def run_verify(inventory: Inventory, hosts: list[Host], options: RunOptions,
+               progress: ProgressSink | None = None) -> RunResult:
+    return Executor(inventory, verify_plays(), hosts, verify_options(options),
+                    progress).run("verify")
