@@ -31,16 +31,7 @@ def checked(ctx):
     try:
         return jupyter.settings(ctx.vars)
     except jupyter.JupyterVarError as exc:
-        raise refusal(ctx, exc) from None
-
-
-def refusal(ctx, exc):
-    if not ctx.vars.is_secret(exc.name):
-        return ctx.bad_var(exc.name, exc.message, exc.hint)
-    # bad_var would print the value: a password hash is kept out of errors too
-    origin = ctx.vars.origin(exc.name)
-    where = f" (set at {origin})" if origin.file else ""
-    return ctx.fail(f"{exc.name}{where}: {exc.message}", exc.hint)
+        raise ctx.bad_var(exc.name, exc.message, exc.hint) from None
 
 
 def tasks(ctx):

@@ -81,10 +81,12 @@ class TaskContext:
         return RoleFailed(f"{self.host.name}: role {self.role}: {message}", hint)
 
     def bad_var(self, name: str, message: str, hint: str | None = None) -> RoleFailed:
-        """A variable's value is refused: say where it was set."""
+        """A variable's value is refused: say where it was set (and the value,
+        unless it is a secret: errors end up in logs and reports)."""
         origin = self.vars.origin(name)
         where = f" (set at {origin})" if origin.file else ""
-        return self.fail(f"{name}={self.vars.get(name)!r}{where}: {message}", hint)
+        shown = "" if self.vars.is_secret(name) else f"={self.vars.get(name)!r}"
+        return self.fail(f"{name}{shown}{where}: {message}", hint)
 
     def require_supported_os(self) -> None:
         """Stop this host's role with a clear error on a distro gpuprov does not support."""
