@@ -57,8 +57,7 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
         return EXIT_OK
 
     out.print(f"1/5 first contact: {first_contact(staged.host, opts)}", markup=False)
-    become = _password(o["ask_become_pass"], None, "sudo password") if o["ask_become_pass"] \
-        else None
+    become = _password(o["ask_become_pass"], None, "sudo password")
     problem = key_login_problem(staged.host, become)
     if problem is None:
         out.print("2/5 access: key login and sudo already work", markup=False)

@@ -61,7 +61,6 @@ class OnboardOptions:
     extra_vars: dict[str, Any] = field(default_factory=dict)
     progress: ProgressSink | None = None
 
-
     def connection_vars(self) -> dict[str, Any]:
         """Extra vars that pick the key (they win over the inventory, like -e)."""
         return {"ansible_ssh_private_key_file": self.key_file} if self.key_file else {}

@@ -139,8 +139,7 @@ class KnownHosts:
 
     def check(self, host: str, name: str, key: paramiko.PKey, strict: bool) -> bool:
         """Raise UnreachableHost unless `key` is right for `name`; True if newly recorded."""
-        verdict = _verify(host, name, key, self.entries(name))
-        if verdict:
+        if self.verify(host, name, key):
             return False
         if strict:
             fp = fingerprint(key)
@@ -151,6 +150,15 @@ class KnownHosts:
                 hint=f"check {fp} with the host's admin (ssh-keygen -lf /etc/ssh/ssh_host_*.pub "
                      f"on the host), then add it: {_keyscan_hint(name, key)} >> {self.user_file}",
             )
+        return self.record(host, name, key)
+
+    def verify(self, host: str, name: str, key: paramiko.PKey) -> bool:
+        """True if `key` is recorded for `name`, False if `name` is unknown;
+        raises UnreachableHost (host-key-changed) if another key is recorded."""
+        return _verify(host, name, key, self.entries(name))
+
+    def record(self, host: str, name: str, key: paramiko.PKey) -> bool:
+        """Trust `key` for `name`; True if it was appended now."""
         with _locked(self.user_file) as fd:
             # Re-check under the lock: another thread or process may have
             # recorded this host (maybe with another key) in the meantime.
@@ -158,17 +166,6 @@ class KnownHosts:
                 return False
             _append(fd, self._line(name, key))
         return True
-
-    def verify(self, host: str, name: str, key: paramiko.PKey) -> bool:
-        """True if `key` is recorded for `name`, False if `name` is unknown;
-        raises UnreachableHost (host-key-changed) if another key is recorded."""
-        return _verify(host, name, key, self.entries(name))
-
-    def record(self, host: str, name: str, key: paramiko.PKey) -> None:
-        """Trust `key` for `name` (a person checked its fingerprint)."""
-        with _locked(self.user_file) as fd:
-            if not _verify(host, name, key, self.entries(name)):
-                _append(fd, self._line(name, key))
 
     def _line(self, name: str, key: paramiko.PKey) -> str:
         stored = paramiko.HostKeys.hash_host(name) if self.hash_new else name

@@ -48,18 +48,17 @@ class SshdLockout(GpuprovError):
     """The new sshd settings would lock the operator out: nothing was changed."""
 
 
-def _words(settings: Mapping[str, str], keyword: str) -> list[str] | None:
-    for key, value in settings.items():
-        if key.lower() == keyword.lower():
-            return str(value).replace(",", " ").split()
-    return None
-
-
 def _value_raw(settings: Mapping[str, str], keyword: str) -> str | None:
+    """A keyword's value as written (sshd keywords are case-insensitive)."""
     for key, value in settings.items():
         if key.lower() == keyword.lower():
             return str(value)
     return None
+
+
+def _words(settings: Mapping[str, str], keyword: str) -> list[str] | None:
+    raw = _value_raw(settings, keyword)
+    return None if raw is None else raw.replace(",", " ").split()
 
 
 def _value(settings: Mapping[str, str], keyword: str) -> str | None:
