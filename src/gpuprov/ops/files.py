@@ -110,21 +110,9 @@ def write_command(path: str, content: bytes, owner: str, group: str, mode: str, 
                   validate: str | None = None, backup: bool = False,
                   secret: bool = False) -> Command:
     """The step that atomically replaces `path` with its stdin (which must be `content`)."""
-    tmp = posixpath.join(posixpath.dirname(path), ".gpuprov-XXXXXX")
-    # The temp name starts with '.' and has no extension, so drop-in readers
-    # (sshd *.conf, sudoers.d skips names with '.', apt *.list) never load it.
-    parts: list[Any] = [
-        Raw(f"t=$(mktemp {_q(tmp)})"), Raw("&&"),
-        # EXIT removes the temp on any failure; the signal trap turns a
-        # dropped connection (SIGHUP, or SIGPIPE when a message is written to
-        # the closed stderr) or Ctrl-C into an exit that runs it: a shell
-        # killed by a signal skips its EXIT trap.
-        Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
-        Raw("&&"), Raw('cat >"$t"'), Raw("&&"),
-        Raw(received_intact('"$t"', content, secret)), Raw("&&"),
-        # chown before chmod: chown clears setuid/setgid bits
-        "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
-    ]
+    parts = temp_file_filled(path, [Raw('cat >"$t"'), Raw("&&"),
+                                    Raw(received_intact('"$t"', content, secret))],
+                             owner, group, mode)
     if validate is not None:
         # the validator's stdout joins its stderr, where failures are reported
         # and a failure says which file stayed as it was.
@@ -135,9 +123,34 @@ def write_command(path: str, content: bytes, owner: str, group: str, mode: str, 
         # Ansible's name: path.PID.YYYY-MM-DD@HH:MM:SS~ (no drop-in suffix, never loaded)
         parts += [Raw("&&"), "cp", "-p", path,
                   Raw(_q(path) + ".$$.$(date +%Y-%m-%d@%H:%M:%S)~")]
+    return Command(*parts, *temp_file_installed(path))
+
+
+def temp_file_filled(path: str, fill: list[Any], owner: str, group: str,
+                     mode: str) -> list[Any]:
+    """Shell parts: a temp file `$t` beside `path`, filled by `fill` (which
+    must fail on a bad result), then given owner and mode. Removed on any
+    failure; finish with temp_file_installed()."""
+    tmp = posixpath.join(posixpath.dirname(path), ".gpuprov-XXXXXX")
+    # The temp name starts with '.' and has no extension, so drop-in readers
+    # (sshd *.conf, sudoers.d skips names with '.', apt *.list) never load it.
+    return [
+        Raw(f"t=$(mktemp {_q(tmp)})"), Raw("&&"),
+        # EXIT removes the temp on any failure; the signal trap turns a
+        # dropped connection (SIGHUP, or SIGPIPE when a message is written to
+        # the closed stderr) or Ctrl-C into an exit that runs it: a shell
+        # killed by a signal skips its EXIT trap.
+        Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
+        Raw("&&"), *fill, Raw("&&"),
+        # chown before chmod: chown clears setuid/setgid bits
+        "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
+    ]
+
+
+def temp_file_installed(path: str) -> list[Any]:
+    """Shell parts: the temp file `$t` renamed over `path` (atomic)."""
     # -T: never move INTO a directory (or a symlink to one) at the target path
-    parts += [Raw("&&"), "mv", "-fT", Raw('"$t"'), path, Raw("&& trap - EXIT")]
-    return Command(*parts)
+    return [Raw("&&"), "mv", "-fT", Raw('"$t"'), path, Raw("&& trap - EXIT")]
 
 
 def attrs_command(path: str, cur: FileInfo, owner: str, group: str, mode: str) -> Command | None:

@@ -23,26 +23,24 @@ from gpuprov.ops.files import (
     attrs_command,
     check_mode,
     check_path,
+    temp_file_filled,
+    temp_file_installed,
 )
 
 
 def generate_command(path: str, nbytes: int, owner: str, group: str, mode: str) -> Command:
     """Write `nbytes` random bytes as 2*nbytes lowercase hex (+ newline) to
     `path`, atomically: a private temp file beside it, checked, renamed."""
-    directory = posixpath.dirname(path)
-    tmp = posixpath.join(directory, ".gpuprov-XXXXXX")
-    hexchars = 2 * nbytes
-    return Command(
-        # umask first: the directory (when new) and the temp are never readable by others
-        Raw("umask 077 &&"), "mkdir", "-p", directory,
-        Raw("&& t=$(mktemp"), tmp, Raw(") && trap 'rm -f \"$t\"' EXIT &&"),
-        Raw("trap 'exit 143' HUP INT TERM PIPE &&"),
+    fill = [
         # -v: od would print '*' for a line equal to the one before it
         "od", "-An", "-vtx1", f"-N{nbytes}", "/dev/urandom", Raw("|"), "tr", "-d", " \\n",
         Raw('>"$t" && echo >>"$t" &&'),
-        "grep", "-qxE", f"[0-9a-f]{{{hexchars}}}", Raw('"$t" &&'),
-        "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t" &&'),
-        "mv", "-fT", Raw('"$t"'), path, Raw("&& trap - EXIT"))
+        "grep", "-qxE", f"[0-9a-f]{{{2 * nbytes}}}", Raw('"$t"'),
+    ]
+    # umask first: the directory (when new) and the temp are never readable by others
+    return Command(Raw("umask 077 &&"), "mkdir", "-p", posixpath.dirname(path), Raw("&&"),
+                   *temp_file_filled(path, fill, owner, group, mode),
+                   *temp_file_installed(path))
 
 
 class RandomToken(Op):
