@@ -4,7 +4,7 @@ computes a small matmul on the GPU. Never changes anything.
 """
 
 from gpuprov.facts.docker import gpus_arg
-from gpuprov.handlers import RebootRequired
+from gpuprov.engine.handlers import RebootRequired
 from gpuprov.ops.verify import GpuVerified
 
 

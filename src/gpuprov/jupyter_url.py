@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from gpuprov import jupyter
 from gpuprov.errors import GpuprovError
-from gpuprov.inventory import Inventory
-from gpuprov.paths import bundled_dir
-from gpuprov.playbook import find_role, load_role_defaults, role_search_path
-from gpuprov.vars import build_host_vars
+from gpuprov.model.inventory import Inventory
+from gpuprov.model.paths import bundled_dir
+from gpuprov.model.playbook import find_role, load_role_defaults, role_search_path
+from gpuprov.model.vars import build_host_vars
 
 
 def jupyter_access(inventory: Inventory, name: str, user: str | None = None) -> str:

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from gpuprov.context import RoleFailed, TaskContext
+from gpuprov.engine.context import RoleFailed, TaskContext
+from gpuprov.engine.roles import load_role
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo
 from gpuprov.facts.packages import AptPolicy, AptVersion, DebPackage, RpmPackage
 from gpuprov.facts.services import ServiceInfo
 from gpuprov.facts.system import SystemFacts
-from gpuprov.inventory import Host
+from gpuprov.model.inventory import Host
+from gpuprov.model.vars import build_host_vars
 from gpuprov.ops.base import Op
-from gpuprov.roles import load_role
-from gpuprov.vars import build_host_vars
 from tests.unit.role_harness import ROLES, RolePlan
 from tests.unit.shell_helpers import without_upload_check
 

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.connectors.base import Session
-from gpuprov.context import NeedFacts, TaskContext
+from gpuprov.engine.context import NeedFacts, TaskContext
+from gpuprov.engine.roles import load_role
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.system import ArchInfo, OsInfo, SystemFacts
-from gpuprov.inventory import Host
+from gpuprov.model.inventory import Host
+from gpuprov.model.vars import build_host_vars
 from gpuprov.ops.base import Change, Op
-from gpuprov.roles import load_role
-from gpuprov.vars import build_host_vars
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpuprov.context import TaskContext
+from gpuprov.engine.context import TaskContext
 from gpuprov.facts.base import FactView
-from gpuprov.inventory import Host
-from gpuprov.vars import build_host_vars
+from gpuprov.model.inventory import Host
+from gpuprov.model.vars import build_host_vars
 from tests.unit.role_harness import system_for
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from gpuprov.connectors.base import Become, Connector
-from gpuprov.connectors.factory import ConnectOptions
 from gpuprov.connectors.local import LocalConnector
-from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
-from gpuprov.executor import (
+from gpuprov.engine.connect import ConnectOptions
+from gpuprov.engine.executor import (
     Executor,
     RunOptions,
     batches,
@@ -22,9 +21,10 @@ from gpuprov.executor import (
     reboot_policy,
     role_selected,
 )
-from gpuprov.inventory import Host, Inventory
-from gpuprov.playbook import Play, RoleRef, load_playbook, resolve_roles
-from gpuprov.results import CHANGED, FAILED, OK, SKIPPED
+from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED
+from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
+from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.playbook import Play, RoleRef, load_playbook, resolve_roles
 
 ROLE = """
 from gpuprov.ops.files import file

@@ -22,16 +22,16 @@ from typing import BinaryIO
 
 import pytest
 
-from gpuprov import handlers
 from gpuprov.command import Command
 from gpuprov.connectors.base import CommandResult, Connector, Session
+from gpuprov.engine import handlers
+from gpuprov.engine.hostrun import HostRun, RoleRun
+from gpuprov.engine.results import CHANGED, FAILED, OK, UNREACHABLE, HostResult
+from gpuprov.engine.roles import Role, load_role
 from gpuprov.errors import UnreachableHost
 from gpuprov.facts.system import OsRelease
-from gpuprov.hostrun import HostRun, RoleRun
-from gpuprov.inventory import Host
-from gpuprov.results import CHANGED, FAILED, OK, UNREACHABLE, HostResult
-from gpuprov.roles import Role, load_role
-from gpuprov.vars import build_host_vars
+from gpuprov.model.inventory import Host
+from gpuprov.model.vars import build_host_vars
 
 HOST = "node1"
 FACTS = "sh -s"  # how the engine runs a facts batch

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpuprov.errors import InventoryError
-from gpuprov.inventory import Inventory, expand_host_range
+from gpuprov.model.inventory import Inventory, expand_host_range
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data" / "inventory"

@@ -15,7 +15,7 @@ from gpuprov.errors import InventoryError
 from gpuprov.facts.files import FileState
 from gpuprov.facts.system import ShellTest
 from gpuprov.facts.users import UserAccount, UserHome
-from gpuprov.inventory_edit import replace_with_backup, with_host
+from gpuprov.model.inventory_edit import replace_with_backup, with_host
 from tests.unit.role_harness import plan_role, system_for
 
 INVENTORY = """\

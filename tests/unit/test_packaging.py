@@ -89,14 +89,14 @@ def test_installed_copy_finds_its_bundled_playbook_and_roles_from_any_directory(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}  # ahead of the editable checkout
-    probe = ("import gpuprov.paths as p; print(p.__file__); print(p.bundled_dir('roles')); "
+    probe = ("import gpuprov.model.paths as p; print(p.__file__); print(p.bundled_dir('roles')); "
              "print(p.default_playbook())")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     module, roles, playbook = proc.stdout.splitlines()
     package = target / "gpuprov"
-    assert Path(module).parent == package
+    assert Path(module).parent.parent == package
     assert Path(roles) == package / "bundled" / "roles"
     assert Path(playbook) == package / "bundled" / "playbooks" / "site.yml"
 

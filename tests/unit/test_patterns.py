@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from gpuprov.errors import InventoryError
-from gpuprov.inventory import Inventory
-from gpuprov.patterns import select, split_pattern
+from gpuprov.model.inventory import Inventory
+from gpuprov.model.patterns import select, split_pattern
 
 
 @pytest.fixture

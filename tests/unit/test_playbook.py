@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpuprov.errors import PlaybookError
-from gpuprov.playbook import (
+from gpuprov.model.playbook import (
     Play,
     RoleRef,
     find_role,
@@ -17,7 +17,7 @@ from gpuprov.playbook import (
     resolve_roles,
     role_search_path,
 )
-from gpuprov.yamlfile import Location, location
+from gpuprov.model.yamlfile import Location, location
 
 DATA = Path(__file__).resolve().parent / "data" / "playbooks"
 

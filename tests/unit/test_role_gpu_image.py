@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.context import RoleFailed
+from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.docker import DockerImage, DockerImageState, ImageInfo
 from gpuprov.ops.docker import ImageError, ImageLoaded, ImagePulled
 from tests.doubles.make_image_archive import make_image_archive

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gpuprov import jupyter
-from gpuprov.context import RoleFailed
+from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.base import FactView, gather_script, parse_batch
 from gpuprov.facts.docker import ContainerInfo, ContainerState, ContainerStatus
 from gpuprov.facts.files import FileInfo, FileState

@@ -27,7 +27,7 @@ import pytest
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Session
-from gpuprov.context import RoleFailed
+from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import SshdState, UserGroups
 from gpuprov.ops.base import Step

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpuprov.engine.handlers import RebootRequired
 from gpuprov.facts.base import FactView
 from gpuprov.facts.docker import (
     ContainerGpu,
@@ -15,7 +16,6 @@ from gpuprov.facts.docker import (
     ImageInfo,
 )
 from gpuprov.facts.nvidia import Gpu, LoadedDriver, NvidiaSmi
-from gpuprov.handlers import RebootRequired
 from gpuprov.ops.verify import GpuVerified, VerifyFailed
 from tests.unit.role_facts import ALL_DISTROS, ops_until_failure
 from tests.unit.role_harness import RolePlan, plan_role, system_for

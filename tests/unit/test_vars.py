@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from gpuprov.errors import InventoryError, UndefinedVariable
-from gpuprov.inventory import Host, Inventory
-from gpuprov.vars import (
+from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.vars import (
     HostVars,
     build_host_vars,
     is_secret_name,
@@ -16,7 +16,7 @@ from gpuprov.vars import (
     merge_layers,
     parse_extra_vars,
 )
-from gpuprov.yamlfile import Location, Secret, load_yaml_string
+from gpuprov.model.yamlfile import Location, Secret, load_yaml_string
 
 
 def write(tmp_path, name, text):

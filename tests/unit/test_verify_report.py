@@ -8,8 +8,8 @@ import json
 
 from rich.console import Console
 
-from gpuprov.results import FAILED, OK, HostResult, RunResult, TaskResult
-from gpuprov.verify_report import verify_json, verify_rows, verify_table
+from gpuprov.engine.results import FAILED, OK, HostResult, RunResult, TaskResult
+from gpuprov.output.verify import verify_json, verify_rows, verify_table
 
 FOUND = {"status": "pass", "gpus": ["NVIDIA A100-SXM4-80GB"] * 2, "driver_version": "580.95.05",
          "cuda_version": "13.0", "torch": "2.9.0+cu128", "torch_cuda": "12.8",

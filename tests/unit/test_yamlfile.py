@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from gpuprov.errors import InventoryError, PlaybookError
-from gpuprov.yamlfile import (
+from gpuprov.model.yamlfile import (
     Location,
     Secret,
     YamlList,

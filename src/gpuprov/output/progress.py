@@ -21,8 +21,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from gpuprov.report import failed_count, indent, task_label
-from gpuprov.results import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult, TaskResult
+from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult, TaskResult
+from gpuprov.output.report import failed_count, indent, task_label
 
 WAITING, RUNNING, DONE = "waiting", "running", "done"
 _STATE_ORDER = (RUNNING, WAITING, DONE, FAILED, UNREACHABLE)

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 import gpuprov
-from gpuprov.results import CHANGED, FAILED, OK, SKIPPED, HostResult, RunResult, TaskResult
+from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, HostResult, RunResult, TaskResult
 
 
 def task_label(task: TaskResult) -> str:
@@ -226,15 +226,3 @@ def write_json_report(path: str | Path, run: RunResult,
     text = json.dumps(report_data(run, extra), indent=2) + "\n"
     write_text_atomic(path, text)
 
-
-# drift-check formats live in drift.py (it builds on the helpers above);
-# they are re-exported here, lazily to avoid an import cycle, for callers
-# that take every output format from `gpuprov.report`.
-_DRIFT_NAMES = frozenset({"drift_table", "drift_table_text", "drift_json", "drift_prometheus"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DRIFT_NAMES:
-        from gpuprov import drift
-        return getattr(drift, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,11 +17,11 @@ import fnmatch
 import re
 from typing import TYPE_CHECKING
 
-from .errors import InventoryError
-from .yamlfile import close_names
+from gpuprov.errors import InventoryError
+from gpuprov.model.yamlfile import close_names
 
 if TYPE_CHECKING:
-    from .inventory import Host, Inventory
+    from gpuprov.model.inventory import Host, Inventory
 
 __all__ = ["match_term", "select", "split_pattern"]
 

@@ -10,12 +10,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from gpuprov.connectors.factory import ConnectOptions
-from gpuprov.errors import GpuprovError
-from gpuprov.executor import Executor, RunOptions
-from gpuprov.inventory import Inventory
-from gpuprov.jupyter_url import jupyter_access
-from gpuprov.onboard import (
+from gpuprov.engine.connect import ConnectOptions
+from gpuprov.engine.executor import Executor, RunOptions
+from gpuprov.engine.onboard import (
     OnboardError,
     OnboardOptions,
     bootstrap,
@@ -25,12 +22,15 @@ from gpuprov.onboard import (
     run_verify,
     stage,
 )
-from gpuprov.paths import bundled_dir, default_playbook
-from gpuprov.playbook import load_playbook, resolve_roles, role_search_path
-from gpuprov.progress import Progress
-from gpuprov.report import render_recap
-from gpuprov.vars import parse_extra_vars
-from gpuprov.verify_report import verify_rows, verify_table
+from gpuprov.errors import GpuprovError
+from gpuprov.jupyter_url import jupyter_access
+from gpuprov.model.inventory import Inventory
+from gpuprov.model.paths import bundled_dir, default_playbook
+from gpuprov.model.playbook import load_playbook, resolve_roles, role_search_path
+from gpuprov.model.vars import parse_extra_vars
+from gpuprov.output.progress import Progress
+from gpuprov.output.report import render_recap
+from gpuprov.output.verify import verify_rows, verify_table
 
 # as in cli.py: apply's and verify's exit codes
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 2, 4

@@ -16,8 +16,8 @@ from types import ModuleType
 from typing import Any
 
 from gpuprov.errors import PlaybookError
+from gpuprov.model.playbook import load_role_defaults
 from gpuprov.ops.base import Op
-from gpuprov.playbook import load_role_defaults
 
 TasksFn = Callable[[Any], Iterable[Op]]
 HandlerFn = Callable[[Any], Iterable[Op]]

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpuprov.connectors.base import Connector
-from gpuprov.connectors.factory import ConnectOptions, connector_for
+from gpuprov.engine.connect import ConnectOptions, connector_for
+from gpuprov.engine.hostrun import HostRun, RoleRun
+from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
+from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult
+from gpuprov.engine.roles import Role, load_role
 from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
 from gpuprov.facts.system import SystemFacts
-from gpuprov.hostrun import HostRun, RoleRun
-from gpuprov.inventory import Host, Inventory
-from gpuprov.playbook import Play, RoleRef
-from gpuprov.reboot import DEFAULT_TIMEOUT, reboot_and_wait
-from gpuprov.results import SKIPPED, HostResult, RunResult, TaskResult
-from gpuprov.roles import Role, load_role
-from gpuprov.vars import build_host_vars
+from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.playbook import Play, RoleRef
+from gpuprov.model.vars import build_host_vars
 
 REBOOT_POLICIES = ("never", "if-needed")
 ALWAYS = "always"  # a role tagged `always` runs unless skipped by name

@@ -16,22 +16,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuprov.connectors.base import Connector
-from gpuprov.context import NeedFacts, RoleFailed, TaskContext
-from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
-from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch
-from gpuprov.facts.system import SystemFacts
-from gpuprov.handlers import (
+from gpuprov.engine.context import NeedFacts, RoleFailed, TaskContext
+from gpuprov.engine.handlers import (
     PendingHandlers,
     RebootRequired,
     clear_step,
     persist_step,
     reboot_required_step,
 )
-from gpuprov.inventory import Host
+from gpuprov.engine.results import CHANGED, FAILED, OK, HostResult, TaskResult
+from gpuprov.engine.roles import Role
+from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
+from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch
+from gpuprov.facts.system import SystemFacts
+from gpuprov.model.inventory import Host
+from gpuprov.model.vars import HostVars
 from gpuprov.ops.base import Change, Op, Step
-from gpuprov.results import CHANGED, FAILED, OK, HostResult, TaskResult
-from gpuprov.roles import Role
-from gpuprov.vars import HostVars
 
 MAX_DISCOVERY_PASSES = 5
 

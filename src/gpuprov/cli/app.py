@@ -24,21 +24,21 @@ from rich.console import Console
 from rich.markup import escape
 
 from gpuprov import __version__
-from gpuprov.cli_onboard import onboard_flow
-from gpuprov.connectors.factory import ConnectOptions
-from gpuprov.drift import drift_json, drift_prometheus, drift_table, drift_table_text
+from gpuprov.cli.onboard import onboard_flow
+from gpuprov.engine.connect import ConnectOptions
+from gpuprov.engine.executor import Executor, RunOptions, collect_facts
+from gpuprov.engine.onboard import run_verify
+from gpuprov.engine.results import RunResult
 from gpuprov.errors import GpuprovError
-from gpuprov.executor import Executor, RunOptions, collect_facts
-from gpuprov.inventory import Host, Inventory
 from gpuprov.jupyter_url import jupyter_access
-from gpuprov.onboard import run_verify
-from gpuprov.paths import bundled_dir, default_playbook
-from gpuprov.playbook import Play, load_playbook, resolve_roles, role_search_path
-from gpuprov.progress import Progress
-from gpuprov.report import render_diffs, render_recap, write_json_report, write_text_atomic
-from gpuprov.results import RunResult
-from gpuprov.vars import parse_extra_vars
-from gpuprov.verify_report import verify_json, verify_rows, verify_table
+from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.paths import bundled_dir, default_playbook
+from gpuprov.model.playbook import Play, load_playbook, resolve_roles, role_search_path
+from gpuprov.model.vars import parse_extra_vars
+from gpuprov.output.drift import drift_json, drift_prometheus, drift_table, drift_table_text
+from gpuprov.output.progress import Progress
+from gpuprov.output.report import render_diffs, render_recap, write_json_report, write_text_atomic
+from gpuprov.output.verify import verify_json, verify_rows, verify_table
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILED, EXIT_DRIFT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -415,8 +415,3 @@ def main() -> None:
         _stderr().print("interrupted")
         code = 130
     sys.exit(code if isinstance(code, int) else EXIT_OK)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()

@@ -8,7 +8,7 @@ from pathlib import Path
 from gpuprov.connectors.base import Become, Connector
 from gpuprov.connectors.local import LocalConnector
 from gpuprov.connectors.ssh import SshConnector
-from gpuprov.inventory import Host
+from gpuprov.model.inventory import Host
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import InventoryError
+from gpuprov.errors import InventoryError
 
 __all__ = [
     "Location",

@@ -28,8 +28,8 @@ import jinja2
 from jinja2.nativetypes import NativeEnvironment
 from jinja2.utils import missing
 
-from .errors import GpuprovError, InventoryError, UndefinedVariable
-from .yamlfile import Location, Secret, load_yaml, load_yaml_string, location
+from gpuprov.errors import GpuprovError, InventoryError, UndefinedVariable
+from gpuprov.model.yamlfile import Location, Secret, load_yaml, load_yaml_string, location
 
 __all__ = [
     "SECRET_SUFFIXES",

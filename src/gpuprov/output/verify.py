@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gpuprov.report import host_errors
-from gpuprov.results import HostResult, RunResult
+from gpuprov.engine.results import HostResult, RunResult
+from gpuprov.output.report import host_errors
 
 PASS, FAIL, UNREACHABLE = "pass", "fail", "unreachable"
 

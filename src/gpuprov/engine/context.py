@@ -16,8 +16,8 @@ from gpuprov.connectors.base import Session
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact
 from gpuprov.facts.system import OsInfo, SystemFacts
-from gpuprov.inventory import Host
-from gpuprov.vars import HostVars
+from gpuprov.model.inventory import Host
+from gpuprov.model.vars import HostVars
 
 T = TypeVar("T")
 

@@ -27,9 +27,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InventoryError
-from .vars import HostVars, is_secret_name, is_valid_var_name, magic_vars
-from .yamlfile import Location, Secret, YamlMap, close_names, did_you_mean, load_yaml, location
+from gpuprov.errors import InventoryError
+from gpuprov.model.vars import HostVars, is_secret_name, is_valid_var_name, magic_vars
+from gpuprov.model.yamlfile import (
+    Location,
+    Secret,
+    YamlMap,
+    close_names,
+    did_you_mean,
+    load_yaml,
+    location,
+)
 
 __all__ = ["CONNECTION_VARS", "Group", "Host", "Inventory", "expand_host_range"]
 
@@ -151,7 +159,7 @@ class Inventory:
 
     def select(self, pattern: str, allow_empty: bool = False) -> list[Host]:
         """Hosts matching an Ansible --limit pattern, in inventory order."""
-        from .patterns import select  # patterns imports this module's types
+        from gpuprov.model.patterns import select  # patterns imports this module's types
 
         return select(self, pattern, allow_empty=allow_empty)
 

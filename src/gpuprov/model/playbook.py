@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import PlaybookError
-from .vars import is_valid_var_name
-from .yamlfile import Location, did_you_mean, load_yaml, location
+from gpuprov.errors import PlaybookError
+from gpuprov.model.vars import is_valid_var_name
+from gpuprov.model.yamlfile import Location, did_you_mean, load_yaml, location
 
 __all__ = [
     "REBOOT_CHOICES",

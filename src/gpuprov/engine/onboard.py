@@ -24,16 +24,16 @@ from typing import Any
 
 import paramiko
 
-from gpuprov.connectors.factory import ConnectOptions, connector_for
 from gpuprov.connectors.hostkeys import fingerprint
 from gpuprov.connectors.ssh import SshConnector
+from gpuprov.engine.connect import ConnectOptions, connector_for
+from gpuprov.engine.executor import Executor, ProgressSink, RunOptions
+from gpuprov.engine.results import RunResult
 from gpuprov.errors import GpuprovError, UnreachableHost
-from gpuprov.executor import Executor, ProgressSink, RunOptions
-from gpuprov.inventory import Host, Inventory
-from gpuprov.inventory_edit import diff, replace_with_backup, with_host
-from gpuprov.paths import bundled_dir
-from gpuprov.playbook import Play, RoleRef, resolve_roles, role_search_path
-from gpuprov.results import RunResult
+from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.inventory_edit import diff, replace_with_backup, with_host
+from gpuprov.model.paths import bundled_dir
+from gpuprov.model.playbook import Play, RoleRef, resolve_roles, role_search_path
 
 
 class OnboardError(GpuprovError):
