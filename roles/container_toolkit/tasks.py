@@ -15,6 +15,7 @@ Checklist, per host:
 """
 
 from gpuprov.command import Command
+from gpuprov.facts.files import FileState
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.command import command
 from gpuprov.ops.files import directory
@@ -114,7 +115,7 @@ def tasks(ctx):
         dry_run = Command(*configure.parts, "--dry-run").shell()
         yield command(configure, name="nvidia-ctk runtime configure --runtime=containerd",
                       unless=f"{dry_run} 2>/dev/null | cmp -s - {CONTAINERD_TOML}",
-                      guard_sudo=True, invalidates=("FileState",),
+                      guard_sudo=True, invalidates=(FileState,),
                       notify=("restart containerd",))
         yield service("containerd", state="started", enabled=True)
 

@@ -17,6 +17,8 @@ jupyter_enabled false: stopped, disabled, unit and script removed, data kept.
 
 from gpuprov import jupyter
 from gpuprov.command import Command
+from gpuprov.facts.docker import ContainerState
+from gpuprov.facts.services import ServiceState
 from gpuprov.ops.command import command
 from gpuprov.ops.docker import container, container_absent
 from gpuprov.ops.files import absent, directory, file, template
@@ -61,7 +63,7 @@ def tasks(ctx):
                        mode="0755", notify=RESTART)
     # Starting the service starts the container: its state is re-read after.
     yield service(jupyter.NAME, state="started", enabled=True,
-                  also_invalidates=("ContainerState",))
+                  also_invalidates=(ContainerState,))
     yield container(jupyter.NAME, spec=jupyter.spec_hash(s), publish=s.publish,
                     fix=Command(jupyter.SCRIPT, "restart"))
 
@@ -70,7 +72,7 @@ def removed(ctx):
     systemd = ctx.system.init == "systemd"
     # sysvinit: the rc links go with `update-rc.d remove` once the script is gone
     yield service(jupyter.NAME, state="stopped", enabled=False if systemd else None,
-                  also_invalidates=("ContainerState",))
+                  also_invalidates=(ContainerState,))
     yield container_absent(jupyter.NAME)
     yield absent(jupyter.SCRIPT)
     if systemd:
@@ -80,14 +82,14 @@ def removed(ctx):
         yield command(Command("update-rc.d", jupyter.NAME, "remove"),
                       only_if=f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{jupyter.NAME}",
                       name=f"update-rc.d {jupyter.NAME} remove",
-                      invalidates=("ServiceState",))
+                      invalidates=(ServiceState,))
 
 
 def daemon_reload(ctx):
     if ctx.system.init != "systemd":
         return []
     return [command("systemctl daemon-reload", name="systemctl daemon-reload",
-                    invalidates=("ServiceState",))]
+                    invalidates=(ServiceState,))]
 
 
 def restart(ctx):
@@ -95,7 +97,7 @@ def restart(ctx):
         return []   # a notification left pending before jupyter was disabled
     # the unit file may have changed: systemd must read it before the restart
     return [*daemon_reload(ctx), service(jupyter.NAME, state="restarted",
-                                         also_invalidates=("ContainerState",))]
+                                         also_invalidates=(ContainerState,))]
 
 
 HANDLERS = {

@@ -26,7 +26,7 @@ def tasks(ctx):
 
     yield command(Command("useradd", "--create-home", "--shell", "/bin/bash", user),
                   unless=f"id {Command(user).shell()}", name=f"user {user}",
-                  invalidates=("UserHome",))
+                  invalidates=(UserHome,))
     account = ctx.fact(UserHome(user))
     home, group = (account.home, account.group) if account else (f"/home/{user}", user)
     yield directory(f"{home}/.ssh", owner=user, group=group, mode="0700")

@@ -3,8 +3,8 @@
 computes a small matmul on the GPU. Never changes anything.
 """
 
-from gpuprov.facts.docker import gpus_arg
 from gpuprov.engine.handlers import RebootRequired
+from gpuprov.facts.docker import gpus_arg
 from gpuprov.ops.verify import GpuVerified
 
 

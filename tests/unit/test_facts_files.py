@@ -12,7 +12,8 @@ import tempfile
 import pytest
 
 from gpuprov.facts.base import FactError, gather_script, parse_batch
-from gpuprov.facts.files import FileInfo, FileState, file_fact_prefix, tree_fact_prefix
+from gpuprov.facts.files import FileInfo, FileState
+from gpuprov.facts.system import PathExists
 
 
 def gather(*facts: FileState, as_nobody: bool = False) -> dict:
@@ -93,13 +94,16 @@ def test_sudo_is_per_instance() -> None:
     assert FileState("/etc/hosts") != FileState("/etc/hosts", sudo=True)
 
 
-def test_key_starts_with_path_prefix() -> None:
-    fact = FileState("/etc/docker/daemon.json", sudo=True)
-    assert fact.key.startswith(file_fact_prefix("/etc/docker/daemon.json"))
-    assert not FileState("/etc/docker/daemon.json.bak").key.startswith(
-        file_fact_prefix("/etc/docker/daemon.json"))
-    assert FileState("/data/x/y").key.startswith(tree_fact_prefix("/data"))
-    assert not FileState("/datax").key.startswith(tree_fact_prefix("/data"))
+def test_selectors_name_one_path_or_a_tree_whatever_the_options() -> None:
+    at = FileState.at("/etc/docker/daemon.json")
+    assert at.matches(FileState("/etc/docker/daemon.json", sudo=True))
+    assert at.matches(FileState("/etc/docker/daemon.json", content=False))
+    assert not at.matches(FileState("/etc/docker/daemon.json.bak"))
+    assert not at.matches(PathExists("/etc/docker/daemon.json"))
+    under = FileState.under("/data")
+    assert under.matches(FileState("/data/x/y"))
+    assert not under.matches(FileState("/data"))
+    assert not under.matches(FileState("/datax"))
 
 
 def test_relative_path_refused() -> None:

@@ -268,7 +268,7 @@ class KernelParam(Op):
             return []
         return [Change(f"kernel cmdline {self.flag}", "set", "add nouveau.modeset=0",
                        steps=[Step(Command("touch", self.flag))],
-                       invalidates=(f"PathExists({self.flag!r})",), reboot_required=True)]
+                       invalidates=(PathExists,), reboot_required=True)]
 
 
 def tasks(ctx):

@@ -133,7 +133,7 @@ def test_hold_and_unhold_only() -> None:
     [c] = plan(apt.packages("openssh-server", held=True))
     assert (c.resource, c.action) == ("package openssh-server", "hold")
     assert shells(c) == [f"{MARK} hold openssh-server"]
-    assert c.invalidates == ("DebHeld", "DebPackages")
+    assert c.invalidates == (DebHeld, DebPackages)
     [u] = plan(apt.packages(["nvidia-utils-580-server", "libnvidia-compute-580-server"],
                             held=False))
     assert shells(u) == [f"{MARK} unhold nvidia-utils-580-server libnvidia-compute-580-server"]
@@ -244,7 +244,7 @@ def test_repository_fresh() -> None:
     assert shells(list_change)[1] == (
         f"{UPDATE} -o Dir::Etc::sourcelist={TK_LIST} -o Dir::Etc::sourceparts=- "
         "-o APT::Get::List-Cleanup=0")
-    assert "AptCandidates" in list_change.invalidates
+    assert AptCandidates in list_change.invalidates
 
 
 def test_repository_converged_and_key_only_change() -> None:

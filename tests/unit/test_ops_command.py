@@ -6,6 +6,7 @@ import subprocess
 
 from gpuprov.command import Command
 from gpuprov.facts.base import FactView, gather_script, parse_batch
+from gpuprov.facts.services import ServiceState
 from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
 from gpuprov.ops.command import command, write_file_step
 from tests.unit.shell_helpers import without_upload_check
@@ -86,10 +87,10 @@ def test_guards_gathered_here() -> None:
 
 def test_options_pass_through() -> None:
     op = command("systemctl daemon-reload", sudo=True, name="daemon-reload",
-                 invalidates=("ServiceState",), notify=("restart docker",), ok_codes=(3,))
+                 invalidates=(ServiceState,), notify=("restart docker",), ok_codes=(3,))
     [c] = plan(op)
     assert c.resource == "command daemon-reload"
-    assert c.invalidates == ("ServiceState",) and c.notify == ("restart docker",)
+    assert c.invalidates == (ServiceState,) and c.notify == ("restart docker",)
     assert c.steps[0].ok_codes == (3,)
 
 

@@ -70,7 +70,7 @@ def test_create() -> None:
     assert change.diff == Diff("/etc/modprobe.d/blacklist-nouveau.conf", None,
                                "blacklist nouveau\n")
     assert change.notify == ("rebuild initramfs",)
-    assert change.invalidates == ("FileState('/etc/modprobe.d/blacklist-nouveau.conf',",)
+    assert change.invalidates == (FileState.at("/etc/modprobe.d/blacklist-nouveau.conf"),)
     assert op.facts() == [FileState("/etc/modprobe.d/blacklist-nouveau.conf")]
 
 
@@ -268,7 +268,7 @@ def test_absent() -> None:
     assert without_upload_check(rmdir.steps[0].command.shell()) == "rmdir /srv/d"
     [rmrf] = plan(absent("/srv/my d", recursive=True), info(None, type="directory"))
     assert without_upload_check(rmrf.steps[0].command.shell()) == "rm -rf '/srv/my d'"
-    assert rmrf.invalidates == ("FileState('/srv/my d',", "FileState('/srv/my d/")
+    assert rmrf.invalidates == (FileState.at("/srv/my d"), FileState.under("/srv/my d"))
     with pytest.raises(ValueError):
         absent("/")
 
@@ -281,8 +281,8 @@ def test_directory() -> None:
     assert without_upload_check(change.steps[0].command.shell()) == (
         "mkdir -p '/var/lib/gpu data' && chown jupyter:jupyter '/var/lib/gpu data' "
         "&& chmod 0750 '/var/lib/gpu data'")
-    assert change.invalidates == ("FileState('/var/lib/gpu data',", "FileState('/var/lib',",
-                                  "FileState('/var',")
+    assert change.invalidates == (FileState.at("/var/lib/gpu data"), FileState.at("/var/lib"),
+                                  FileState.at("/var"))
     same = info(None, type="directory", owner="jupyter", group="jupyter", mode="0750")
     assert plan(op, same) == []
     [attrs] = plan(op, info(None, type="directory", owner="jupyter", group="jupyter"))

@@ -48,7 +48,7 @@ def test_create_when_absent() -> None:
         "{ echo 'gpuprov: validation failed, /etc/docker/daemon.json left unchanged' >&2; "
         "exit 1; }; } >&2 && mv -fT \"$t\" /etc/docker/daemon.json && trap - EXIT")
     assert change.notify == ("restart docker",)
-    assert change.invalidates == ("FileState('/etc/docker/daemon.json',",)
+    assert change.invalidates == (FileState.at("/etc/docker/daemon.json"),)
     assert op.facts() == [FileState(DAEMON)]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gpuprov.facts.base import FactView
+from gpuprov.facts.docker import ContainerState
 from gpuprov.facts.services import ServiceState
 from gpuprov.ops.services import service
 
@@ -35,7 +36,7 @@ def test_systemd_start_and_enable() -> None:
     assert (enable.resource, enable.action) == ("service containerd", "enable")
     assert enable.diff.before == "disabled\n" and enable.diff.after == "enabled\n"
     assert (start.action, start.summary) == ("start", "start containerd (systemd)")
-    assert start.invalidates == ("ServiceState",)
+    assert start.invalidates == (ServiceState,)
 
 
 def test_systemd_stop_disable() -> None:
@@ -100,6 +101,6 @@ def test_a_missing_service_needs_no_disabling(canned: str) -> None:
 
 def test_also_invalidates_names_what_starting_it_changes() -> None:
     changes = plan(service("containerd", "started", enabled=True,
-                           also_invalidates=("ContainerState",)),
+                           also_invalidates=(ContainerState,)),
                    "systemctl.containerd-stopped-disabled")
-    assert [c.invalidates for c in changes] == [("ServiceState", "ContainerState")] * 2
+    assert [c.invalidates for c in changes] == [(ServiceState, ContainerState)] * 2

@@ -588,7 +588,7 @@ def test_docker_users_are_added_and_others_removed(distro: str, key: str) -> Non
     [change] = plan.changes
     assert (change.resource, change.summary) == ("group docker members", "add alice; remove bob")
     assert (change.diff.before, change.diff.after) == ("bob\ncarol\n", "alice\ncarol\n")
-    assert change.invalidates == ("GroupMembers",)
+    assert change.invalidates == (GroupMembers,)
     assert change.unknown is None
 
 

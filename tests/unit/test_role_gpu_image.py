@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gpuprov.engine.context import RoleFailed
-from gpuprov.facts.docker import DockerImage, DockerImageState, ImageInfo
+from gpuprov.facts.docker import ContainerGpuTest, DockerImage, DockerImageState, ImageInfo
 from gpuprov.ops.docker import ImageError, ImageLoaded, ImagePulled
 from tests.doubles.make_image_archive import make_image_archive
 from tests.unit.role_facts import ALL_DISTROS
@@ -53,7 +53,7 @@ def test_missing_image_is_pulled(distro: str) -> None:
     assert (change.resource, change.action) == (f"docker image {REF}", "pull")
     assert change.summary == f"docker pull {REF} (not present)"
     assert change.unknown is None
-    assert change.invalidates == ("DockerImage", "ContainerGpuTest")
+    assert change.invalidates == (DockerImage, ContainerGpuTest)
 
 
 def test_missing_image_with_digest_is_pulled_and_checked() -> None:

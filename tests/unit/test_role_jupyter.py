@@ -203,9 +203,9 @@ def test_fresh_host_gets_config_token_script_service_and_container(distro: str,
     container = plan.changes[-1]
     assert (container.resource, container.action) == (f"container {NAME}", "start")
     assert container.summary == f"{NAME} does not exist"
-    assert container.invalidates == ("ContainerState",)
+    assert container.invalidates == (ContainerState,)
     # the service's start changes the container: it is read again before the container op
-    assert all("ContainerState" in c.invalidates for c in plan.changes
+    assert all(ContainerState in c.invalidates for c in plan.changes
                if c.resource == f"service {NAME}")
 
 
@@ -579,7 +579,7 @@ def test_restart_handler(init: str, expected: list[str]) -> None:
     plan = run(facts, "debian12", init, handler="restart jupyter")
     assert plan.commands == expected
     restart = plan.changes[-1]
-    assert "ContainerState" in restart.invalidates
+    assert ContainerState in restart.invalidates
     assert run(facts, "debian12", init, handler="restart jupyter",
                jupyter_enabled=False).changes == []
 

@@ -26,7 +26,7 @@ import gpuprov.ops.sshd as ops_sshd
 from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.facts.base import FactError, FactView
-from gpuprov.facts.files import FileState, file_fact_prefix
+from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import HostKey, SshdInfo, SshdState, UserGroups
 from gpuprov.ops.base import Change, Step
 from gpuprov.ops.sshd import (
@@ -563,8 +563,8 @@ def test_fresh_host_changes_in_one_armed_transaction() -> None:
     ]
     assert final.steps[2].sudo is True     # the new login proves sudo works too
     assert [s.new_connection for s in final.steps] == [False, False, True, False]
-    assert final.invalidates == ("SshdState", *(file_fact_prefix(p) for p in saved))
-    assert all("SshdState" in (c.invalidates or ()) for c in changes[2:])
+    assert final.invalidates == (SshdState, *(FileState.at(p) for p in saved))
+    assert all(SshdState in (c.invalidates or ()) for c in changes[2:])
 
 
 def test_revert_delay_and_pending_rollback_are_shown() -> None:

@@ -27,7 +27,7 @@ from gpuprov.engine.handlers import (
 from gpuprov.engine.results import CHANGED, FAILED, OK, HostResult, TaskResult
 from gpuprov.engine.roles import Role
 from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
-from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch
+from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch, selects
 from gpuprov.facts.system import SystemFacts
 from gpuprov.model.inventory import Host
 from gpuprov.model.vars import HostVars
@@ -79,7 +79,10 @@ class HostRun:
         if res.exit_code != 0 and marker not in res.stdout:
             raise TaskFailed(self.host.name, "gather facts", "sh -s (facts script)",
                              res.exit_code, res.stderr)
-        self._facts.update(parse_batch(wanted, res.stdout, marker))
+        try:
+            self._facts.update(parse_batch(wanted, res.stdout, marker))
+        except FactError as exc:
+            raise exc.on_host(self.host.name) from exc
 
     def invalidate(self, changes: Sequence[Change]) -> None:
         for change in changes:
@@ -87,7 +90,7 @@ class HostRun:
                 self._facts.clear()
                 return
             for fact in list(self._facts):
-                if fact.key.startswith(change.invalidates):
+                if any(selects(sel, fact) for sel in change.invalidates):
                     del self._facts[fact]
 
     @property
@@ -103,10 +106,8 @@ class HostRun:
             self._run()
         except UnreachableHost as exc:
             self.result.unreachable = str(exc)
-        except GpuprovError as exc:
+        except GpuprovError as exc:  # a FactError too: e.g. a system fact of an odd target
             self.result.error = str(exc)
-        except FactError as exc:  # e.g. a system fact of an unexpected target
-            self.result.error = f"{self.host.name}: {exc}"
         finally:
             self.result.connections = self.connector.stats.connections
             self.result.round_trips = self.connector.stats.round_trips
@@ -157,7 +158,8 @@ class HostRun:
                 try:
                     self.gather(need.facts)
                 except FactError as exc:
-                    raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: {exc}") from exc
+                    raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
+                                     f"{exc.detail}") from exc
             except GpuprovError:
                 raise
             except Exception as exc:  # the role author's bug: say where, not our stack
@@ -170,7 +172,7 @@ class HostRun:
     def _do(self, item: PlannedOp, notified: list[str]) -> TaskResult:
         task = self._do_op(item, notified)
         if type(item.op).report is not Op.report:   # most ops report nothing: no copy of the facts
-            with contextlib.suppress(KeyError, GpuprovError, FactError):
+            with contextlib.suppress(KeyError, GpuprovError):
                 # facts an op could not gather already failed its task
                 task.data = item.op.report(FactView(self._facts))
         return task
@@ -184,9 +186,6 @@ class HostRun:
             raise
         except GpuprovError as exc:
             return TaskResult(item.role, op.label, FAILED, error=str(exc), handler=item.handler)
-        except FactError as exc:
-            return TaskResult(item.role, op.label, FAILED, handler=item.handler,
-                              error=f"{self.host.name}: task '{op.label}': {exc}")
         if not changes:
             return TaskResult(item.role, op.label, OK, handler=item.handler)
         names = [f"{item.role}:{n}" for c in changes for n in (c.notify or op.notify)]

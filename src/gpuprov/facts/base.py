@@ -9,11 +9,13 @@ splits the output back, so one round trip answers everything a play needs.
 from __future__ import annotations
 
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
 from gpuprov.command import Command
+from gpuprov.errors import GpuprovError
 
 T = TypeVar("T")
 
@@ -35,12 +37,59 @@ class Fact(Generic[T]):
 
     @property
     def key(self) -> str:
-        args = ", ".join(repr(getattr(self, f.name)) for f in fields(self))
-        return f"{type(self).__name__}({args})"
+        """How the fact is named to people (errors, -v); never matched on."""
+        args = [repr(getattr(self, f.name)) for f in fields(self) if not f.kw_only]
+        args += [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.kw_only]
+        return f"{type(self).__name__}({', '.join(args)})"
 
 
-class FactError(Exception):
-    """A fact's output could not be parsed (a bug or an unexpected target)."""
+class FactSelector(ABC):
+    """Which known facts a change makes stale, beyond a whole Fact class
+    (e.g. FileState.at(path): the state of one path). Selectors hold classes
+    and values, never class names, so a rename breaks an import, not
+    invalidation."""
+
+    @abstractmethod
+    def matches(self, fact: Fact[Any]) -> bool:
+        """Whether `fact` may have changed."""
+
+
+#: What Change.invalidates holds: Fact classes (every fact of that class) and
+#: selectors (some facts of a class).
+Selector = type[Fact[Any]] | FactSelector
+
+
+def check_selectors(selectors: Iterable[object]) -> tuple[Selector, ...]:
+    """The selectors as a tuple; anything else (a class name as a string, a
+    Fact instance) is a TypeError at plan time instead of a silently stale fact."""
+    out = tuple(selectors)
+    for sel in out:
+        if not (isinstance(sel, FactSelector)
+                or (isinstance(sel, type) and issubclass(sel, Fact))):
+            raise TypeError(f"invalidates takes Fact classes or FactSelectors, got {sel!r}")
+    return out  # type: ignore[return-value]
+
+
+def selects(selector: Selector, fact: Fact[Any]) -> bool:
+    """Whether `selector` names `fact` (a class: by isinstance)."""
+    if isinstance(selector, FactSelector):
+        return selector.matches(fact)
+    return isinstance(fact, selector)
+
+
+class FactError(GpuprovError):
+    """A fact's output could not be parsed (a bug or an unexpected target).
+    `detail` is the message without the host the engine puts in front."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.detail = message
+
+    def on_host(self, host: str) -> FactError:
+        """The same error, naming the host it came from."""
+        err = FactError(f"{host}: {self.detail}", self.hint)
+        err.detail = self.detail
+        return err
 
 
 def _shell(cmd: Command | str) -> str:

@@ -11,9 +11,10 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpuprov.command import Command, Raw
-from gpuprov.facts.base import Fact, FactError
+from gpuprov.facts.base import Fact, FactError, FactSelector
 
 #: Files bigger than this are compared by sha256 only: the batch is one
 #: round trip and a multi-megabyte blob would dominate it.
@@ -74,11 +75,15 @@ class FileState(Fact["FileInfo | None"]):
         if not self.path.startswith("/"):
             raise ValueError(f"FileState needs an absolute path, got {self.path!r}")
 
-    @property
-    def key(self) -> str:
-        # path first, so ops can invalidate by the prefix `file_fact_prefix(path)`
-        return (f"FileState({self.path!r}, content={self.content!r}, "
-                f"limit={self.limit!r}, sudo={self.sudo!r})")
+    @staticmethod
+    def at(path: str) -> FileAt:
+        """Selects every FileState of `path` (for Change.invalidates)."""
+        return FileAt(path)
+
+    @staticmethod
+    def under(directory: str) -> FilesUnder:
+        """Selects every FileState below `directory`."""
+        return FilesUnder(directory)
 
     def command(self) -> Command:
         # `stat` failing tells absent (ENOENT/ENOTDIR) from unreadable (EACCES):
@@ -132,11 +137,22 @@ def _b64(path: str, text: str) -> bytes:
         raise FactError(f"{path}: corrupt base64 from the target: {exc}") from exc
 
 
-def file_fact_prefix(path: str) -> str:
-    """The key prefix naming every FileState of `path` (for Change.invalidates)."""
-    return f"FileState({path!r},"
+@dataclass(frozen=True)
+class FileAt(FactSelector):
+    """Every FileState of one path (whatever its content/sudo options)."""
+
+    path: str
+
+    def matches(self, fact: Fact[Any]) -> bool:
+        return isinstance(fact, FileState) and fact.path == self.path
 
 
-def tree_fact_prefix(path: str) -> str:
-    """The key prefix naming every FileState below directory `path`."""
-    return f"FileState({(path.rstrip('/') + '/')!r}"[:-1]
+@dataclass(frozen=True)
+class FilesUnder(FactSelector):
+    """Every FileState strictly below a directory (what `rm -r` removes)."""
+
+    directory: str
+
+    def matches(self, fact: Fact[Any]) -> bool:
+        return (isinstance(fact, FileState)
+                and fact.path.startswith(self.directory.rstrip("/") + "/"))

@@ -40,8 +40,8 @@ from gpuprov.ops.base import Change, Diff, Op, Step
 from gpuprov.ops.command import remove_file_step, write_file_step
 
 LOCK_TIMEOUT = 120
-_APT_INVALIDATES = ("AptCandidates", "AptCacheAge")
-_HOLD_INVALIDATES = ("DebHeld", "DebPackages")
+_APT_INVALIDATES = (AptCandidates, AptCacheAge)
+_HOLD_INVALIDATES = (DebHeld, DebPackages)
 
 
 def apt_get(*args: str, lock_timeout: int = LOCK_TIMEOUT) -> Command:
@@ -418,7 +418,7 @@ class AptRepository(Op):
         if self.state == "absent":
             return [Change(resource=f"apt source {p}", action="delete", summary=f"remove {p}",
                            steps=[remove_file_step(p)], diff=Diff(p, sources[p], None),
-                           invalidates=("AptSources", *_APT_INVALIDATES))
+                           invalidates=(AptSources, *_APT_INVALIDATES))
                     for p in (self.path, self.other_path) if p in sources]
         changes: list[Change] = []
         if self.keyring and self.key is not None:
@@ -431,7 +431,7 @@ class AptRepository(Op):
                     summary=(f"write {self.keyring} (dearmored, sha256 {want[:12]}"
                              + (f", was {have[:12]})" if have else ")")),
                     steps=[write_file_step(self.keyring, self.key)],
-                    invalidates=("AptKeyring", *_APT_INVALIDATES)))
+                    invalidates=(AptKeyring, *_APT_INVALIDATES)))
         content = self.content()
         current = sources.get(self.path)
         stale_other = self.other_path in sources
@@ -447,7 +447,7 @@ class AptRepository(Op):
                 summary=f"{'write' if current != content else 'keep'} {self.path}{note}",
                 steps=steps,
                 diff=Diff(self.path, current, content),
-                invalidates=("AptSources", *_APT_INVALIDATES)))
+                invalidates=(AptSources, *_APT_INVALIDATES)))
         if changes:
             # The refresh rides on the op's last change: one update per repo.
             changes[-1].steps.append(self.update_step())
@@ -489,7 +489,7 @@ class AptPin(Op):
 
     def plan(self, facts: FactView) -> list[Change]:
         current = facts[AptPreferences()].get(self.path)
-        invalidates = ("AptPreferences", "AptCandidates")
+        invalidates = (AptPreferences, AptCandidates)
         if self.state == "absent":
             if current is None:
                 return []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuprov.command import MASK, Command
-from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.base import Fact, FactView, Selector, check_selectors
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,17 @@ class Change:
     notify: tuple[str, ...] = ()
     #: set in check mode when the change cannot be known exactly yet
     unknown: str | None = None
-    #: facts (by key prefix) this change can alter; None = all facts of the host
-    invalidates: tuple[str, ...] | None = None
+    #: the facts this change can alter (Fact classes, FactSelectors such as
+    #: FileState.at(path)); None = every fact of the host
+    invalidates: tuple[Selector, ...] | None = None
     #: reboot needed after this change is applied
     reboot_required: bool = False
     #: run (best effort) when one of `steps` fails, to put the host back as it was
     rollback: list[Step] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.invalidates is not None:
+            self.invalidates = check_selectors(self.invalidates)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gpuprov.command import Command
-from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.base import Fact, FactView, Selector
 from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
 from gpuprov.ops.base import Change, Op, Step
 from gpuprov.ops.files import write_command
@@ -49,7 +49,7 @@ class RunCommand(Op):
                  removes: str | None = None, unless: str | None = None,
                  only_if: str | None = None, sudo: bool = True, guard_sudo: bool = False,
                  name: str | None = None, ok_codes: tuple[int, ...] = (),
-                 invalidates: tuple[str, ...] | None = None,
+                 invalidates: tuple[Selector, ...] | None = None,
                  notify: tuple[str, ...] = ()) -> None:
         self.cmd = _as_command(cmd)
         self.creates = creates
@@ -108,7 +108,7 @@ class RunCommand(Op):
 def command(cmd: str | Command, *, creates: str | None = None, removes: str | None = None,
             unless: str | None = None, only_if: str | None = None, sudo: bool = True,
             guard_sudo: bool = False, name: str | None = None,
-            ok_codes: tuple[int, ...] = (), invalidates: tuple[str, ...] | None = None,
+            ok_codes: tuple[int, ...] = (), invalidates: tuple[Selector, ...] | None = None,
             notify: tuple[str, ...] = ()) -> RunCommand:
     """Run `cmd` (as root unless sudo=False) only when the guards allow it.
 

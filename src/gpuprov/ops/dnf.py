@@ -184,7 +184,7 @@ class DnfVersionlockOp(Op):
                     changes.append(Change(f"versionlock {name}", "delete", f"unlock {entry}",
                                           [Step(dnf("versionlock", "delete", name))],
                                           Diff("versionlock", entry + "\n", None),
-                                          invalidates=("DnfVersionlock",)))
+                                          invalidates=(DnfVersionlock,)))
                 continue
             if entry is not None and _entry_matches(entry, name, spec):
                 continue
@@ -201,8 +201,8 @@ class DnfVersionlockOp(Op):
                 f"lock {target}" + ("" if spec else " at its installed version")
                 + (f" (installs {VERSIONLOCK_PLUGIN})" if plugin_missing else ""),
                 steps, Diff("versionlock", entry + "\n" if entry else None, target + "\n"),
-                invalidates=("DnfVersionlock", "RpmPackages") if plugin_missing
-                else ("DnfVersionlock",)))
+                invalidates=(DnfVersionlock, RpmPackages) if plugin_missing
+                else (DnfVersionlock,)))
         return changes
 
 
@@ -243,7 +243,7 @@ class DnfModuleEnable(Op):
             steps,
             Diff(f"dnf module {self.name}", f"{self.name}:{current}\n" if current else None,
                  f"{self.name}:{self.stream}\n"),
-            invalidates=("DnfModules", "DnfAvailable"))]
+            invalidates=(DnfModules, DnfAvailable))]
 
 
 def module_enable(name: str, stream: str) -> DnfModuleEnable:
@@ -292,14 +292,14 @@ class DnfRepository(Op):
                 changes.append(Change(
                     f"rpm key {self.key_path}", "create" if have is None else "update",
                     f"write {self.key_path}", [write_file_step(self.key_path, self.key.encode())],
-                    invalidates=("AptKeyring",)))
+                    invalidates=(AptKeyring,)))
         current = facts[DnfRepoFiles()].get(self.path)
         if current != self.text:
             changes.append(Change(
                 f"dnf repo {self.path}", "create" if current is None else "update",
                 f"write {self.path}", [write_file_step(self.path, self.text.encode())],
                 Diff(self.path, current, self.text),
-                invalidates=("DnfRepoFiles", "DnfAvailable", "DnfModules")))
+                invalidates=(DnfRepoFiles, DnfAvailable, DnfModules)))
         if changes:
             # Fill the cache now so DnfAvailable (cache-only) sees the repo.
             changes[-1].steps.append(Step(Command("dnf", "-q", "makecache", "--repo", self.name)))

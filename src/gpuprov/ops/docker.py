@@ -24,6 +24,7 @@ from gpuprov.command import Command, Raw
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.docker import (
+    ContainerGpuTest,
     ContainerInfo,
     ContainerState,
     ContainerStatus,
@@ -35,7 +36,7 @@ from gpuprov.facts.docker import (
 )
 from gpuprov.ops.base import Change, Diff, Op, Step
 
-_INVALIDATES = ("DockerImage", "ContainerGpuTest")
+_INVALIDATES = (DockerImage, ContainerGpuTest)
 
 
 class ImageError(GpuprovError):
@@ -202,7 +203,7 @@ def image(ref: str, *, digest: str | None = None, archive: str | os.PathLike[str
 # ---------------------------------------------------------------- containers
 
 SPEC_LABEL = "gpuprov.spec"
-_CONTAINER_INVALIDATES = ("ContainerState",)
+_CONTAINER_INVALIDATES = (ContainerState,)
 
 
 def _describe(info: ContainerInfo | None) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from gpuprov.command import MASK, Command, Raw, Secret
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.files import FileInfo, FileState, file_fact_prefix, tree_fact_prefix
+from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.base import Change, Diff, Op, Step, received_intact
 
 # Paths whose state only root may read: the fact for them runs with sudo.
@@ -208,7 +208,7 @@ def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, g
         kind = "a directory" if cur.type == "directory" else "not a regular file"
         raise FileOpError(f"{path} is {kind}; refusing to replace it with a file",
                           hint="remove it first with absent(path, recursive=True)")
-    invalidates = (file_fact_prefix(path),)
+    invalidates = (FileState.at(path),)
     notes = attr_notes(cur, owner, group, mode) if cur is not None and cur.type == "file" else []
     label = path + (f" ({', '.join(notes)})" if notes else "")
     same_content = (cur is not None and cur.type == "file"
@@ -283,13 +283,13 @@ class Absent(Op):
         cur: FileInfo | None = facts[self.fact]
         if cur is None:
             return []
-        inval = (file_fact_prefix(self.path),)
+        inval = (FileState.at(self.path),)
         if cur.type == "directory":
             cmd = Command("rm", "-rf", self.path) if self.recursive else Command("rmdir", self.path)
             summary = "delete directory" + (" and its contents" if self.recursive else "")
             return [Change(f"directory {self.path}", "delete", summary, steps=[Step(cmd)],
                            diff=NoteDiff(self.path, note=summary), notify=self.notify,
-                           invalidates=inval + (tree_fact_prefix(self.path),))]
+                           invalidates=inval + (FileState.under(self.path),))]
         diff = (content_diff(self.path, cur, None, self.secret) if cur.type == "file"
                 else NoteDiff(self.path, note=f"delete {cur.type}"))
         return [Change(f"file {self.path}", "delete", f"delete {cur.type}",
@@ -325,12 +325,12 @@ class Directory(Op):
             # mkdir -p may create parents too: their facts go stale as well
             parents, p = [], self.path
             while (p := posixpath.dirname(p)) not in ("/", ""):
-                parents.append(file_fact_prefix(p))
+                parents.append(FileState.at(p))
             attrs = f"{self.owner}:{self.group} {self.mode}"
             return [Change(resource, "create", f"create ({attrs})", steps=[Step(cmd)],
                            diff=NoteDiff(self.path, note=f"directory created, {attrs}"),
                            notify=self.notify,
-                           invalidates=(file_fact_prefix(self.path), *parents))]
+                           invalidates=(FileState.at(self.path), *parents))]
         if cur.type != "directory":
             what = f"a symlink to {cur.link_target}" if cur.type == "link" else f"a {cur.type}"
             raise FileOpError(f"{self.path} exists and is {what}, not a directory",
@@ -341,7 +341,7 @@ class Directory(Op):
         notes = ", ".join(attr_notes(cur, self.owner, self.group, self.mode))
         return [Change(resource, "update", notes, steps=[Step(cmd)],
                        diff=NoteDiff(f"{self.path} ({notes})", note="directory attributes"),
-                       notify=self.notify, invalidates=(file_fact_prefix(self.path),))]
+                       notify=self.notify, invalidates=(FileState.at(self.path),))]
 
 
 def _render_template(source: Path | str, variables: Mapping[str, Any]) -> tuple[str, bool]:

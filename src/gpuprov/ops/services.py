@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from gpuprov.command import Command
-from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.base import Fact, FactView, Selector
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.ops.base import Change, Diff, Op, Step
 
 _STATES = ("started", "stopped", "restarted", "reloaded")
-_INVALIDATES = ("ServiceState",)
+_INVALIDATES = (ServiceState,)
 
 
 def _run_cmd(info: ServiceInfo, verb: str) -> Command:
@@ -38,7 +38,7 @@ def _boot_cmd(info: ServiceInfo, enable: bool) -> Command:
 
 class Service(Op):
     def __init__(self, name: str, state: str | None = "started",
-                 enabled: bool | None = None, also_invalidates: tuple[str, ...] = ()) -> None:
+                 enabled: bool | None = None, also_invalidates: tuple[Selector, ...] = ()) -> None:
         if state is not None and state not in _STATES:
             raise ValueError(f"service {name}: state must be one of {', '.join(_STATES)}")
         self.name = name
@@ -100,11 +100,11 @@ def _word(flag: bool | None, yes: str, no: str) -> str | None:
 
 
 def service(name: str, state: str | None = "started", enabled: bool | None = None, *,
-            also_invalidates: tuple[str, ...] = ()) -> Service:
+            also_invalidates: tuple[Selector, ...] = ()) -> Service:
     """A service's state (started | stopped | restarted | reloaded | None = leave)
     and start at boot (True | False | None = leave), under systemd or sysvinit.
 
-    also_invalidates: fact key prefixes that starting/stopping it changes
+    also_invalidates: Fact classes or selectors of facts that starting/stopping it changes
     besides ServiceState (e.g. "ContainerState" for a service running a container).
     """
     return Service(name, state, enabled, also_invalidates)

@@ -32,7 +32,7 @@ from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.files import FileState, file_fact_prefix
+from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import MODULI_MIN_BITS, ROLLBACK_DIR, SshdInfo, SshdState, UserGroups
 from gpuprov.ops.base import Change, Op, Step
 from gpuprov.ops.files import plan_write
@@ -294,7 +294,7 @@ class SshdConfig(Op):
                     f"awk '$1 ~ /^#/ || NF < 7 || $5 >= {MODULI_MIN_BITS}' {MODULI} "
                     f"> {MODULI}.gpuprov-new && chmod 0644 {MODULI}.gpuprov-new && "
                     f"mv -f {MODULI}.gpuprov-new {MODULI}"))],
-                invalidates=("SshdState",)))
+                invalidates=(SshdState,)))
             saved.append(MODULI)
         if not changes:
             return []
@@ -320,10 +320,10 @@ class SshdConfig(Op):
             Command("mv", "-f", new, key)]))]
         if bits is None:
             return Change(f"host key {kind}", "create", f"generate the {kind} host key",
-                          steps=steps, invalidates=("SshdState",))
+                          steps=steps, invalidates=(SshdState,))
         return Change(f"host key {kind}", "update",
                       f"regenerate the {kind} host key ({bits} -> {self.rsa_host_key_bits} "
-                      "bits; its fingerprint changes)", steps=steps, invalidates=("SshdState",))
+                      "bits; its fingerprint changes)", steps=steps, invalidates=(SshdState,))
 
     def _transaction(self, changes: list[Change], saved: list[str], info: SshdInfo) -> list[Change]:
         restore = restore_script(saved, self.reload)
@@ -345,7 +345,7 @@ class SshdConfig(Op):
                    Step(Command("true"), new_connection=True),
                    Step(Command.script(finish_script()))],
             rollback=rollback,
-            invalidates=("SshdState", *(file_fact_prefix(p) for p in saved))))
+            invalidates=(SshdState, *(FileState.at(p) for p in saved))))
         return changes
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from gpuprov.command import Command, Raw
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.files import FileInfo, FileState, file_fact_prefix
+from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.base import Change, Op, Step
 from gpuprov.ops.files import (
     FileOpError,
@@ -66,7 +66,7 @@ class RandomToken(Op):
 
     def plan(self, facts: FactView) -> list[Change]:
         cur: FileInfo | None = facts[self.fact]
-        invalidates = (file_fact_prefix(self.path),)
+        invalidates = (FileState.at(self.path),)
         what = f"{self.nbytes} random bytes as {2 * self.nbytes} hex chars, made on the host"
         if cur is not None and cur.type != "file":
             raise FileOpError(f"{self.path} is a {cur.type}, not a token file",

@@ -16,7 +16,7 @@ from gpuprov.ops.base import Change, Diff, Op, Step
 
 # What useradd accepts on Debian and RHEL (NAME_REGEX), minus the odd cases.
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
-_INVALIDATES = ("GroupMembers",)
+_INVALIDATES = (GroupMembers,)
 
 
 class UserError(GpuprovError):
