@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gpuprov.command import MASK, Command
 from gpuprov.facts.base import Fact, FactView, Selector, check_selectors
@@ -116,12 +116,34 @@ class Change:
         return data
 
 
+def notify_names(notify: str | Iterable[str]) -> tuple[str, ...]:
+    """The one place `notify` is normalised: a handler name, or several."""
+    names = (notify,) if isinstance(notify, str) else tuple(notify)
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise TypeError(f"notify takes handler names, got {name!r}")
+    return names
+
+
+@dataclass(eq=False, repr=False)
 class Op(ABC):
-    """A desired-state declaration: facts in, Changes out."""
+    """A desired-state declaration: facts in, Changes out.
+
+    Declare an op once, with @operation: its dataclass fields are its
+    parameters (typed, with defaults, keyword-only after a `KW_ONLY` marker),
+    `__post_init__` validates and derives (call super().__post_init__()), and
+    roles call the class, or a factory only where one adds behaviour (file()
+    turns text into bytes). Every op takes `notify` (a handler name or several).
+    """
+
+    notify: tuple[str, ...] = field(default=(), kw_only=True)
 
     #: shown in progress and reports: "file /etc/modprobe.d/blacklist-nouveau.conf"
-    label: str = ""
-    notify: tuple[str, ...] = ()
+    #: (set in __post_init__; a plain attribute, not a parameter)
+    label = ""
+
+    def __post_init__(self) -> None:
+        self.notify = notify_names(self.notify)
 
     @abstractmethod
     def facts(self) -> Sequence[Fact[Any]]:
@@ -139,16 +161,27 @@ class Op(ABC):
         return f"<{type(self).__name__} {self.label}>"
 
 
+OpT = TypeVar("OpT", bound=Op)
+
+
+def operation(cls: type[OpT]) -> type[OpT]:
+    """Declare an op's parameters once, as typed dataclass fields (pyinfra's
+    @operation, Ansible's argument_spec): no factory restating them."""
+    return dataclass(eq=False, repr=False)(cls)
+
+
+@operation
 class RebootAfter(Op):
     """Another op whose changes need a reboot to take effect (a new kernel
     module, a rebuilt initramfs): the engine records it and the reboot policy
     decides."""
 
-    def __init__(self, op: Op, why: str) -> None:
-        self.op = op
-        self.why = why
-        self.label = op.label
-        self.notify = op.notify
+    op: Op
+    why: str
+
+    def __post_init__(self) -> None:
+        self.label = self.op.label
+        self.notify = self.op.notify
 
     def facts(self) -> Sequence[Fact[Any]]:
         return self.op.facts()
@@ -161,15 +194,19 @@ class RebootAfter(Op):
         return changes
 
 
+@operation
 class Unknown(Op):
     """Check mode's honest answer when a resource cannot be checked from
     here (e.g. its signing key is unreachable from the controller): reported
     as "unknown" with the reason. Roles create it only in check mode; apply
     raises the real error instead."""
 
-    def __init__(self, label: str, reason: str) -> None:
-        self.label = label
-        self.reason = reason
+    what: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.label = self.what
 
     def facts(self) -> Sequence[Fact[Any]]:
         return []

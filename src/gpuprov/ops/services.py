@@ -8,15 +8,15 @@ they are always a change.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import KW_ONLY
 from typing import Any
 
 from gpuprov.command import Command
 from gpuprov.facts.base import Fact, FactView, Selector
 from gpuprov.facts.services import ServiceInfo, ServiceState
-from gpuprov.ops.base import Change, Diff, Op, Step
+from gpuprov.ops.base import Change, Diff, Op, Step, operation
 
 _STATES = ("started", "stopped", "restarted", "reloaded")
-_INVALIDATES = (ServiceState,)
 
 
 def _run_cmd(info: ServiceInfo, verb: str) -> Command:
@@ -36,16 +36,28 @@ def _boot_cmd(info: ServiceInfo, enable: bool) -> Command:
     return Command("update-rc.d", info.name, "enable" if enable else "disable")
 
 
+@operation
 class Service(Op):
-    def __init__(self, name: str, state: str | None = "started",
-                 enabled: bool | None = None, also_invalidates: tuple[Selector, ...] = ()) -> None:
-        if state is not None and state not in _STATES:
-            raise ValueError(f"service {name}: state must be one of {', '.join(_STATES)}")
-        self.name = name
-        self.state = state
-        self.enabled = enabled
-        self.invalidates = _INVALIDATES + tuple(also_invalidates)
-        self.label = f"service {name}"
+    """A service's state (started | stopped | restarted | reloaded | None = leave)
+    and start at boot (True | False | None = leave), under systemd or sysvinit.
+
+    also_invalidates: Fact classes or selectors of facts that starting or
+    stopping it changes besides ServiceState (e.g. ContainerState for a
+    service that runs a container).
+    """
+
+    name: str
+    state: str | None = "started"
+    enabled: bool | None = None
+    _: KW_ONLY
+    also_invalidates: tuple[Selector, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.state is not None and self.state not in _STATES:
+            raise ValueError(f"service {self.name}: state must be one of {', '.join(_STATES)}")
+        self.invalidates = (ServiceState, *self.also_invalidates)
+        self.label = f"service {self.name}"
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [ServiceState(self.name)]
@@ -99,12 +111,5 @@ def _word(flag: bool | None, yes: str, no: str) -> str | None:
     return None if flag is None else (yes if flag else no) + "\n"
 
 
-def service(name: str, state: str | None = "started", enabled: bool | None = None, *,
-            also_invalidates: tuple[Selector, ...] = ()) -> Service:
-    """A service's state (started | stopped | restarted | reloaded | None = leave)
-    and start at boot (True | False | None = leave), under systemd or sysvinit.
-
-    also_invalidates: Fact classes or selectors of facts that starting/stopping it changes
-    besides ServiceState (e.g. "ContainerState" for a service running a container).
-    """
-    return Service(name, state, enabled, also_invalidates)
+#: roles write service(...) like the other ops' names
+service = Service
