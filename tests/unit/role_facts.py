@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from gpuprov.context import RoleFailed, TaskContext
+from gpuprov.facts.apt import AptPolicy, AptVersion, DebPackage
 from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.dnf import RpmPackage
 from gpuprov.facts.files import FileInfo
-from gpuprov.facts.packages import AptPolicy, AptVersion, DebPackage, RpmPackage
 from gpuprov.facts.services import ServiceInfo
 from gpuprov.facts.system import SystemFacts
 from gpuprov.inventory import Host

@@ -23,8 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gpuprov.command import Command
-from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.packages import (
+from gpuprov.facts.apt import (
     AptCacheAge,
     AptCandidates,
     AptKeyring,
@@ -34,8 +33,9 @@ from gpuprov.facts.packages import (
     DebHeld,
     DebPackage,
     DebPackages,
-    deb_version_compare,
 )
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.versions import deb_version_compare
 from gpuprov.ops.base import Change, Diff, Op, Step
 from gpuprov.ops.command import remove_file_step, write_file_step
 
