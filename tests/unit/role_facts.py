@@ -54,7 +54,7 @@ def apt_mark(action: str, *names: str, timeout: int = 120) -> str:
 
 def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
               validate: str | None = None, owner: str = "root:root") -> str:
-    """files.write_command's shell for `path`, as displayed, without the upload check."""
+    """atomic.write_command's shell for `path`, as displayed, without the upload check."""
     directory = path.rsplit("/", 1)[0]
     check = ""
     if validate:

@@ -37,8 +37,8 @@ from gpuprov.facts.apt import (
 )
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.versions import deb_version_compare
+from gpuprov.ops.atomic import remove_file_step, write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step
-from gpuprov.ops.command import remove_file_step, write_file_step
 
 LOCK_TIMEOUT = 120
 _APT_INVALIDATES = ("AptCandidates", "AptCacheAge")

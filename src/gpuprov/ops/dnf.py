@@ -26,8 +26,8 @@ from gpuprov.facts.dnf import (
     RpmPackages,
 )
 from gpuprov.facts.versions import rpm_version_compare
+from gpuprov.ops.atomic import write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step
-from gpuprov.ops.command import write_file_step
 
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
 
