@@ -13,13 +13,14 @@ Checklist, per host:
 
 import re
 
+from gpuprov.facts.apt import DebPackages
+from gpuprov.facts.dnf import RpmPackages
 from gpuprov.facts.nvidia import (
     MokEnrolled,
     NvidiaSmi,
     installed_drivers_deb,
     installed_drivers_rpm,
 )
-from gpuprov.facts.packages import DebPackages, RpmPackages
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.base import RebootAfter
 from gpuprov.ops.command import command

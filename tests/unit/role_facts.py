@@ -14,9 +14,10 @@ import pytest
 
 from gpuprov.engine.context import RoleFailed, TaskContext
 from gpuprov.engine.roles import load_role
+from gpuprov.facts.apt import AptPolicy, AptVersion, DebPackage
 from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.dnf import RpmPackage
 from gpuprov.facts.files import FileInfo
-from gpuprov.facts.packages import AptPolicy, AptVersion, DebPackage, RpmPackage
 from gpuprov.facts.services import ServiceInfo
 from gpuprov.facts.system import SystemFacts
 from gpuprov.model.inventory import Host
@@ -53,7 +54,7 @@ def apt_mark(action: str, *names: str, timeout: int = 120) -> str:
 
 def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
               validate: str | None = None, owner: str = "root:root") -> str:
-    """files.write_command's shell for `path`, as displayed, without the upload check."""
+    """atomic.write_command's shell for `path`, as displayed, without the upload check."""
     directory = path.rsplit("/", 1)[0]
     check = ""
     if validate:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-# The upload integrity check (ops.base.received_intact) carries a content
+# The upload integrity check (ops.atomic.received_intact) carries a content
 # digest; tests of the surrounding command compare without it, and
 # test_upload_check.py tests it on its own.
 _UPLOAD_CHECK = re.compile(

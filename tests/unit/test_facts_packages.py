@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.facts.base import gather_script, parse_batch
-from gpuprov.facts.packages import (
+from gpuprov.facts.apt import (
     AptCacheAge,
     AptCandidates,
     AptKeyring,
@@ -19,16 +18,18 @@ from gpuprov.facts.packages import (
     AptSources,
     DebHeld,
     DebPackages,
+    DpkgLocked,
+)
+from gpuprov.facts.base import gather_script, parse_batch
+from gpuprov.facts.dnf import (
     DnfAvailable,
     DnfModules,
     DnfRepoFiles,
     DnfVersionlock,
-    DpkgLocked,
     RpmPackages,
-    deb_version_compare,
-    parse_dumped_files,
-    rpm_version_compare,
 )
+from gpuprov.facts.dumps import parse_dumped_files
+from gpuprov.facts.versions import deb_version_compare, rpm_version_compare
 
 DATA = Path(__file__).parent / "data" / "facts"
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.facts.base import FactView
-from gpuprov.facts.packages import (
+from gpuprov.facts.apt import (
     AptCacheAge,
     AptCandidates,
     AptKeyring,
@@ -18,6 +17,7 @@ from gpuprov.facts.packages import (
     DebHeld,
     DebPackages,
 )
+from gpuprov.facts.base import FactView
 from gpuprov.ops import apt
 from gpuprov.ops.apt import _crc24
 from tests.unit.shell_helpers import without_upload_check

@@ -8,7 +8,8 @@ from gpuprov.command import Command
 from gpuprov.facts.base import FactView, gather_script, parse_batch
 from gpuprov.facts.services import ServiceState
 from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
-from gpuprov.ops.command import command, write_file_step
+from gpuprov.ops.atomic import write_file_step
+from gpuprov.ops.command import command
 from tests.unit.shell_helpers import without_upload_check
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpuprov.facts.apt import AptKeyring
 from gpuprov.facts.base import FactView
-from gpuprov.facts.packages import (
-    AptKeyring,
+from gpuprov.facts.dnf import (
     DnfAvailable,
     DnfModules,
     DnfRepoFiles,

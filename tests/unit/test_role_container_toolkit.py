@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.facts.files import FileInfo, FileState
-from gpuprov.facts.packages import (
+from gpuprov.facts.apt import (
     AptCandidates,
     AptKeyring,
     AptSources,
     DebHeld,
     DebPackage,
     DebPackages,
+)
+from gpuprov.facts.dnf import (
     DnfAvailable,
     DnfRepoFiles,
     DnfVersionlock,
@@ -26,6 +27,7 @@ from gpuprov.facts.packages import (
     RpmPackages,
     VersionlockInfo,
 )
+from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.facts.services import ServiceState
 from gpuprov.facts.system import RootShellTest
 from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.facts.files import FileState
-from gpuprov.facts.nvidia import Gpu, LoadedDriver, MokEnrolled, NvidiaSmi
-from gpuprov.facts.packages import (
+from gpuprov.facts.apt import (
     AptCacheAge,
     AptCandidates,
     AptKeyring,
@@ -23,6 +21,8 @@ from gpuprov.facts.packages import (
     DebHeld,
     DebPackage,
     DebPackages,
+)
+from gpuprov.facts.dnf import (
     DnfAvailable,
     DnfModule,
     DnfModules,
@@ -30,6 +30,8 @@ from gpuprov.facts.packages import (
     RpmPackage,
     RpmPackages,
 )
+from gpuprov.facts.files import FileState
+from gpuprov.facts.nvidia import Gpu, LoadedDriver, MokEnrolled, NvidiaSmi
 from gpuprov.facts.system import OsInfo, PathExists, RootShellTest
 from gpuprov.ops import keys
 from gpuprov.ops.base import Unknown

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.ops.command import write_file_step
-from gpuprov.ops.files import write_command
+from gpuprov.ops.atomic import write_command, write_file_step
 
 NEW = b"new content line\n" * 5000
 

@@ -14,13 +14,10 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 
 from gpuprov.command import Command, Raw
+from gpuprov.facts.apt import DebPackage
 from gpuprov.facts.base import Fact
-from gpuprov.facts.packages import (
-    DebPackage,
-    RpmPackage,
-    deb_version_compare,
-    rpm_version_compare,
-)
+from gpuprov.facts.dnf import RpmPackage
+from gpuprov.facts.versions import deb_version_compare, rpm_version_compare
 
 # Fields of `nvidia-smi --query-gpu` the roles and `gpuprov verify` read.
 GPU_FIELDS = ("index", "name", "driver_version", "memory.total", "uuid")

@@ -20,11 +20,11 @@ import base64
 import fnmatch
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gpuprov.command import Command
-from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.packages import (
+from gpuprov.facts.apt import (
     AptCacheAge,
     AptCandidates,
     AptKeyring,
@@ -34,10 +34,11 @@ from gpuprov.facts.packages import (
     DebHeld,
     DebPackage,
     DebPackages,
-    deb_version_compare,
 )
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.versions import deb_version_compare
+from gpuprov.ops.atomic import remove_file_step, write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step
-from gpuprov.ops.command import remove_file_step, write_file_step
 
 LOCK_TIMEOUT = 120
 _APT_INVALIDATES = (AptCandidates, AptCacheAge)
@@ -101,114 +102,90 @@ class AptPackages(Op):
 
     def _plan_present(self, dpkg: dict[str, DebPackage], held: frozenset[str],
                       policy: dict[str, AptPolicy]) -> list[Change]:
-        args: list[str] = []          # apt-get install arguments
-        verbs: list[str] = []         # per package, for the summary
-        before: list[str] = []
-        after: list[str] = []
-        unknown: list[str] = []
-        unhold: list[str] = []
-        hold_after: list[str] = []
-        downgrade = False
-        repair = False
-        hold_only: list[str] = []
-        unhold_only: list[str] = []
-
-        for name, spec in self.packages.items():
-            cur = dpkg.get(name)
-            cur_ver = cur.version if cur is not None and (cur.installed or cur.broken) else None
-            pol = policy.get(name)
-            want_hold = self.held if self.held is not None else name in held
-            target = self._target(cur, spec, pol)
-            if target is _OK:
-                if want_hold and name not in held:
-                    hold_only.append(name)
-                elif not want_hold and name in held:
-                    unhold_only.append(name)
-                continue
-            if target is None:
-                what = f"version {spec} of {name}" if spec else f"a candidate for {name}"
-                unknown.append(f"{what} not in the apt cache")
-            arg = f"{name}={target}" if spec and target else (f"{name}={spec}" if spec else name)
-            args.append(arg)
-            shown = target or (spec or "(candidate unknown)")
-            if cur_ver is None:
-                verbs.append(f"install {arg}")
-            elif cur is not None and cur.broken:
-                repair = True
-                verbs.append(f"repair {name} ({cur.status}) -> {shown}")
-            else:
-                order = deb_version_compare(target, cur_ver) if target else 0
-                downgrade = downgrade or order < 0
-                verb = "downgrade" if order < 0 else "upgrade" if order > 0 else "change"
-                verbs.append(f"{verb} {name} {cur_ver} -> {shown}")
-            if name in held and cur_ver is not None:
-                unhold.append(name)   # apt refuses to move a held package
-            if want_hold:
-                hold_after.append(name)
-            mark = " (held)"
-            before.append(f"{name} {cur_ver or '(not installed)'}{mark if name in held else ''}")
-            after.append(f"{name} {shown}{mark if want_hold else ''}")
-
-        changes: list[Change] = []
-        if args:
-            steps: list[Step] = []
-            if unknown:
-                steps.append(Step(apt_get("update", lock_timeout=self.lock_timeout)))
-            if repair:
-                # An interrupted dpkg run makes every apt-get refuse until this runs.
-                steps.append(Step(Command(
-                    "env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--configure", "-a",
-                    "--force-confdef", "--force-confold")))
-            if unhold:
-                steps.append(apt_mark("unhold", unhold, self.lock_timeout))
-            opts = [] if self.install_recommends else ["--no-install-recommends"]
-            if downgrade:
-                opts.append("--allow-downgrades")
-            steps.append(Step(apt_get(
-                "install", *opts, "-o", "Dpkg::Options::=--force-confdef",
-                "-o", "Dpkg::Options::=--force-confold", *args,
-                lock_timeout=self.lock_timeout)))
-            if hold_after:
-                steps.append(apt_mark("hold", hold_after, self.lock_timeout))
-            names = [a.split("=", 1)[0] for a in args]
-            installed_before = [b for b in before if "(not installed)" not in b]
-            changes.append(Change(
-                resource=_pkg_resource(names),
-                action=_common_verb(verbs),
-                summary="; ".join(verbs) + (" (unhold, then hold again)" if unhold else ""),
-                steps=steps,
-                diff=Diff("dpkg", "\n".join(before) + "\n" if installed_before else None,
-                          "\n".join(after) + "\n"),
-                unknown=(f"{'; '.join(unknown)}: depends on {self.depends_on}"
-                         if unknown else None),
-                # A package can drop config files, start services, add
-                # commands: every fact of the host may be stale after it.
-                invalidates=None,
-            ))
-        for action, names in (("hold", hold_only), ("unhold", unhold_only)):
-            if names:
-                changes.append(Change(
-                    resource=_pkg_resource(names), action=action,
-                    summary=f"apt-mark {action} {' '.join(names)}",
-                    steps=[apt_mark(action, names, self.lock_timeout)],
-                    diff=Diff("dpkg holds",
-                              "".join(f"{n} {_HOLD_WORD[action != 'hold']}\n" for n in names),
-                              "".join(f"{n} {_HOLD_WORD[action == 'hold']}\n" for n in names)),
-                    invalidates=_HOLD_INVALIDATES))
+        wanted = [self._classify(name, spec, dpkg.get(name), name in held, policy.get(name))
+                  for name, spec in self.packages.items()]
+        moves = [w for w in wanted if not w.settled]
+        to_hold = [w.name for w in wanted if w.to_hold]
+        to_unhold = [w.name for w in wanted if w.to_unhold]
+        changes = [self._install_change(moves)] if moves else []
+        if to_hold:
+            changes.append(self._hold_change("hold", to_hold))
+        if to_unhold:
+            changes.append(self._hold_change("unhold", to_unhold))
         return changes
 
-    def _target(self, cur: DebPackage | None, spec: str | None,
-                pol: AptPolicy | None) -> str | None | object:
-        """_OK when nothing to do, else the exact version to install (None: unknown)."""
+    def _classify(self, name: str, spec: str | None, cur: DebPackage | None, held: bool,
+                  pol: AptPolicy | None) -> _Wanted:
+        settled = self._settled(cur, spec, pol)
+        return _Wanted(name, spec, cur, held=held,
+                       want_held=self.held if self.held is not None else held,
+                       settled=settled, target=None if settled else _target(spec, pol))
+
+    def _settled(self, cur: DebPackage | None, spec: str | None, pol: AptPolicy | None) -> bool:
+        """Installed as wanted: the version asked for, any version for state=present,
+        the candidate for state=latest. A broken (half-installed) one never is."""
         installed = cur.version if cur is not None and cur.installed else None
+        if not installed:
+            return False
         if spec:
-            if installed and (installed == spec or fnmatch.fnmatchcase(installed, spec)):
-                return _OK
-            return pol.find(spec) if pol else None
-        candidate = pol.candidate if pol else None
-        if installed and (self.state == "present" or installed == candidate):
-            return _OK
-        return candidate
+            return installed == spec or fnmatch.fnmatchcase(installed, spec)
+        return self.state == "present" or installed == (pol.candidate if pol else None)
+
+    def _install_change(self, moves: list[_Wanted]) -> Change:
+        """One apt-get transaction for every package to install, move or repair."""
+        unknown = [why for w in moves if (why := w.unknown)]
+        unhold = [w.name for w in moves if w.unhold_first]
+        hold_after = [w.name for w in moves if w.want_held]
+        steps: list[Step] = []
+        if unknown:
+            # No candidate in the local cache: a full update first heals a
+            # host whose lists are empty or predate its repositories.
+            steps.append(Step(apt_get("update", lock_timeout=self.lock_timeout)))
+        if any(w.kind == "repair" for w in moves):
+            # An interrupted dpkg run makes every apt-get refuse until this runs.
+            steps.append(Step(Command(
+                "env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--configure", "-a",
+                "--force-confdef", "--force-confold")))
+        if unhold:
+            steps.append(apt_mark("unhold", unhold, self.lock_timeout))
+        steps.append(self._install_step(moves))
+        if hold_after:
+            steps.append(apt_mark("hold", hold_after, self.lock_timeout))
+        kinds = {w.kind for w in moves}
+        any_installed = any(w.version for w in moves)
+        return Change(
+            resource=_pkg_resource([w.name for w in moves]),
+            action=kinds.pop() if len(kinds) == 1 else "install",
+            summary="; ".join(w.summary for w in moves)
+            + (" (unhold, then hold again)" if unhold else ""),
+            steps=steps,
+            diff=Diff("dpkg", "".join(f"{w.dpkg_before}\n" for w in moves) if any_installed
+                      else None, "".join(f"{w.dpkg_after}\n" for w in moves)),
+            unknown=f"{'; '.join(unknown)}: depends on {self.depends_on}" if unknown else None,
+            # A package can drop config files, start services, add
+            # commands: every fact of the host may be stale after it.
+            invalidates=None,
+        )
+
+    def _install_step(self, moves: list[_Wanted]) -> Step:
+        opts = [] if self.install_recommends else ["--no-install-recommends"]
+        if any(w.kind == "downgrade" for w in moves):
+            opts.append("--allow-downgrades")
+        return Step(apt_get(
+            "install", *opts, "-o", "Dpkg::Options::=--force-confdef",
+            "-o", "Dpkg::Options::=--force-confold", *(w.arg for w in moves),
+            lock_timeout=self.lock_timeout))
+
+    def _hold_change(self, action: str, names: list[str]) -> Change:
+        """apt-mark hold/unhold alone, for packages already at the wanted version."""
+        return Change(
+            resource=_pkg_resource(names), action=action,
+            summary=f"apt-mark {action} {' '.join(names)}",
+            steps=[apt_mark(action, names, self.lock_timeout)],
+            diff=Diff("dpkg holds",
+                      "".join(f"{n} {_HOLD_WORD[action != 'hold']}\n" for n in names),
+                      "".join(f"{n} {_HOLD_WORD[action == 'hold']}\n" for n in names)),
+            invalidates=_HOLD_INVALIDATES)
 
     # -- remove / purge ------------------------------------------------------
 
@@ -239,18 +216,94 @@ class AptPackages(Op):
         )]
 
 
-_OK = object()
+@dataclass(frozen=True)
+class _Wanted:
+    """One package of a present/latest op, classified against what the host has."""
+
+    name: str
+    spec: str | None            # the version asked for (exact or an apt glob); None: any
+    current: DebPackage | None  # what dpkg knows of it
+    held: bool                  # on hold now
+    want_held: bool             # on hold after the op
+    settled: bool               # installed as wanted: at most its hold changes
+    target: str | None          # the exact version apt would install; None: not in the cache
+
+    @property
+    def version(self) -> str | None:
+        """The version dpkg has, a half-installed one included."""
+        cur = self.current
+        return cur.version if cur is not None and (cur.installed or cur.broken) else None
+
+    @property
+    def to_hold(self) -> bool:
+        return self.settled and self.want_held and not self.held
+
+    @property
+    def to_unhold(self) -> bool:
+        return self.settled and not self.want_held and self.held
+
+    @property
+    def kind(self) -> str:
+        """install | repair | upgrade | downgrade | change (target unknown or equal)."""
+        if self.version is None:
+            return "install"
+        if self.current is not None and self.current.broken:
+            return "repair"
+        order = deb_version_compare(self.target, self.version) if self.target else 0
+        return "downgrade" if order < 0 else "upgrade" if order > 0 else "change"
+
+    @property
+    def unhold_first(self) -> bool:
+        """apt refuses to move a held package."""
+        return self.held and self.version is not None
+
+    @property
+    def arg(self) -> str:
+        """apt-get install's argument: name=version when a version was asked for."""
+        return f"{self.name}={self.target or self.spec}" if self.spec else self.name
+
+    @property
+    def shown(self) -> str:
+        return self.target or self.spec or "(candidate unknown)"
+
+    @property
+    def summary(self) -> str:
+        if self.kind == "install":
+            return f"install {self.arg}"
+        if self.kind == "repair":
+            assert self.current is not None
+            return f"repair {self.name} ({self.current.status}) -> {self.shown}"
+        return f"{self.kind} {self.name} {self.version} -> {self.shown}"
+
+    @property
+    def unknown(self) -> str | None:
+        """Why check mode cannot know what apt would install, if it cannot."""
+        if self.target is not None:
+            return None
+        if self.spec:
+            return f"version {self.spec} of {self.name} not in the apt cache"
+        return f"a candidate for {self.name} not in the apt cache"
+
+    @property
+    def dpkg_before(self) -> str:
+        return f"{self.name} {self.version or '(not installed)'}{' (held)' if self.held else ''}"
+
+    @property
+    def dpkg_after(self) -> str:
+        return f"{self.name} {self.shown}{' (held)' if self.want_held else ''}"
+
+
+def _target(spec: str | None, pol: AptPolicy | None) -> str | None:
+    """The exact version apt would install for spec; None when the cache has none."""
+    if pol is None:
+        return None
+    return pol.find(spec) if spec else pol.candidate
 
 
 def _state_note(pkg: DebPackage) -> str:
     return "" if pkg.installed else f" ({pkg.status})"
 
 _HOLD_WORD = {True: "held", False: "not held"}
-
-
-def _common_verb(verbs: list[str]) -> str:
-    first = {v.split(" ", 1)[0] for v in verbs}
-    return first.pop() if len(first) == 1 else "install"
 
 
 def _as_mapping(names: str | Iterable[str] | Mapping[str, str | None]) -> dict[str, str | None]:

@@ -8,7 +8,6 @@ the connector. The same code computes both, so check mode cannot lie.
 from __future__ import annotations
 
 import difflib
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,23 +31,6 @@ class Step:
     #: run over a brand-new connection instead of the long-lived one: proves a
     #: fresh login (+ sudo) still works after sshd changed
     new_connection: bool = False
-
-
-def received_intact(path_expr: str, data: bytes, secret: bool = False) -> str:
-    """Shell test that an uploaded temp file holds exactly `data`.
-
-    A dropped connection ends the remote `cat` with a plain EOF (exit 0,
-    no SIGHUP for exec channels), so without this a killed run could rename
-    a truncated temp file over the target. A secret's digest would let a
-    report reader test guesses offline, so secrets are checked by size only
-    (truncation is the failure this guards against).
-    """
-    if secret:
-        test = f'[ "$(wc -c <{path_expr})" -eq {len(data)} ]'
-    else:
-        test = f'[ "$(sha256sum <{path_expr} | cut -c1-64)" = {hashlib.sha256(data).hexdigest()} ]'
-    return (f"{{ {test} || {{ echo 'gpuprov: upload incomplete ({len(data)} bytes expected; "
-            "connection lost?), target left unchanged' >&2; exit 1; }; }")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,4 @@
-"""Run a command only when its guards say so, and the small step helpers
-the package ops share (atomic file write, removal).
+"""Run a command only when its guards say so.
 
 The guards (creates / removes / unless / only_if) are facts gathered in the
 host's one batch, so check mode knows exactly whether the command would run
@@ -9,7 +8,6 @@ counts as a change, like Ansible's `command` without `creates`.
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,25 +15,6 @@ from gpuprov.command import Command
 from gpuprov.facts.base import Fact, FactView, Selector
 from gpuprov.facts.system import PathExists, RootShellTest, ShellTest
 from gpuprov.ops.base import Change, Op, Step
-from gpuprov.ops.files import write_command
-
-# ---------------------------------------------------------------- shared step helpers
-
-
-def write_file_step(path: str, data: bytes, mode: str = "0644") -> Step:
-    """One root step writing `data` (fed on stdin) to a root-owned `path`,
-    creating its directory: files.write_command's atomic, verified write."""
-    directory = posixpath.dirname(path)
-    cmd = Command.join([Command("mkdir", "-p", directory),
-                        write_command(path, data, "root", "root", mode)])
-    return Step(cmd, stdin=data)
-
-
-def remove_file_step(path: str) -> Step:
-    return Step(Command("rm", "-f", path))
-
-
-# ---------------------------------------------------------------- command op
 
 
 def _as_command(cmd: str | Command) -> Command:

@@ -15,19 +15,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gpuprov.command import Command
+from gpuprov.facts.apt import AptKeyring
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.packages import (
-    AptKeyring,
+from gpuprov.facts.dnf import (
     DnfAvailable,
     DnfModules,
     DnfRepoFiles,
     DnfVersionlock,
     RpmPackage,
     RpmPackages,
-    rpm_version_compare,
 )
+from gpuprov.facts.versions import rpm_version_compare
+from gpuprov.ops.atomic import write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step
-from gpuprov.ops.command import write_file_step
 
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
 

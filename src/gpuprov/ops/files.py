@@ -1,11 +1,8 @@
 """File operations: file, template, absent, directory, line.
 
-Every write goes through one mechanism (`write_command`): the new bytes are
-the stdin of ONE step that makes a temp file in the target's own directory,
-sets owner and mode on it, runs the optional validator on it, keeps an
-optional backup, and renames it over the target. A killed or failed run
-leaves the old file whole; a rename is atomic only within one filesystem,
-hence the temp beside the target.
+They plan from the FileState fact; every content write and removal they
+plan is ops/atomic.py's one mechanism (temp file beside the target, checked,
+renamed over it), so a killed or failed run leaves the old file whole.
 """
 
 from __future__ import annotations
@@ -22,7 +19,8 @@ from gpuprov.command import MASK, Command, Raw, Secret
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
-from gpuprov.ops.base import Change, Diff, Op, Step, received_intact
+from gpuprov.ops.atomic import remove_file_step, write_command
+from gpuprov.ops.base import Change, Diff, Op, Step
 
 # Paths whose state only root may read: the fact for them runs with sudo.
 ROOT_ONLY_PREFIXES = ("/etc/ssh/", "/etc/sudoers", "/etc/shadow", "/etc/gshadow",
@@ -98,60 +96,8 @@ def _notify(notify: str | Iterable[str]) -> tuple[str, ...]:
     return (notify,) if isinstance(notify, str) else tuple(notify)
 
 
-def _q(text: str) -> str:
-    """Quoted by command.py, for a fragment glued to shell syntax."""
-    return Command(text).shell()
-
-
 # --------------------------------------------------------------------------
-# the write mechanics shared by every op that changes file content
-
-def write_command(path: str, content: bytes, owner: str, group: str, mode: str, *,
-                  validate: str | None = None, backup: bool = False,
-                  secret: bool = False) -> Command:
-    """The step that atomically replaces `path` with its stdin (which must be `content`)."""
-    parts = temp_file_filled(path, [Raw('cat >"$t"'), Raw("&&"),
-                                    Raw(received_intact('"$t"', content, secret))],
-                             owner, group, mode)
-    if validate is not None:
-        # the validator's stdout joins its stderr, where failures are reported
-        # and a failure says which file stayed as it was.
-        failed = f"gpuprov: validation failed, {path} left unchanged"
-        parts += [Raw("&& { " + validate.replace("{}", '"$t"') + " || {"),
-                  Raw("echo " + _q(failed) + " >&2; exit 1; }; } >&2")]
-    if backup:
-        # Ansible's name: path.PID.YYYY-MM-DD@HH:MM:SS~ (no drop-in suffix, never loaded)
-        parts += [Raw("&&"), "cp", "-p", path,
-                  Raw(_q(path) + ".$$.$(date +%Y-%m-%d@%H:%M:%S)~")]
-    return Command(*parts, *temp_file_installed(path))
-
-
-def temp_file_filled(path: str, fill: list[Any], owner: str, group: str,
-                     mode: str) -> list[Any]:
-    """Shell parts: a temp file `$t` beside `path`, filled by `fill` (which
-    must fail on a bad result), then given owner and mode. Removed on any
-    failure; finish with temp_file_installed()."""
-    tmp = posixpath.join(posixpath.dirname(path), ".gpuprov-XXXXXX")
-    # The temp name starts with '.' and has no extension, so drop-in readers
-    # (sshd *.conf, sudoers.d skips names with '.', apt *.list) never load it.
-    return [
-        Raw(f"t=$(mktemp {_q(tmp)})"), Raw("&&"),
-        # EXIT removes the temp on any failure; the signal trap turns a
-        # dropped connection (SIGHUP, or SIGPIPE when a message is written to
-        # the closed stderr) or Ctrl-C into an exit that runs it: a shell
-        # killed by a signal skips its EXIT trap.
-        Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
-        Raw("&&"), *fill, Raw("&&"),
-        # chown before chmod: chown clears setuid/setgid bits
-        "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
-    ]
-
-
-def temp_file_installed(path: str) -> list[Any]:
-    """Shell parts: the temp file `$t` renamed over `path` (atomic)."""
-    # -T: never move INTO a directory (or a symlink to one) at the target path
-    return [Raw("&&"), "mv", "-fT", Raw('"$t"'), path, Raw("&& trap - EXIT")]
-
+# planning: owner/mode fixes, diffs, the Changes of a content write
 
 def attrs_command(path: str, cur: FileInfo, owner: str, group: str, mode: str) -> Command | None:
     cmds = []
@@ -293,7 +239,7 @@ class Absent(Op):
         diff = (content_diff(self.path, cur, None, self.secret) if cur.type == "file"
                 else NoteDiff(self.path, note=f"delete {cur.type}"))
         return [Change(f"file {self.path}", "delete", f"delete {cur.type}",
-                       steps=[Step(Command("rm", "-f", self.path))], diff=diff,
+                       steps=[remove_file_step(self.path)], diff=diff,
                        notify=self.notify, invalidates=inval)]
 
 

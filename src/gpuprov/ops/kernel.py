@@ -11,14 +11,9 @@ from typing import Any
 
 from gpuprov.command import Command, Raw
 from gpuprov.errors import GpuprovError
+from gpuprov.facts.apt import AptCacheAge, AptCandidates, DebPackages
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.packages import (
-    AptCacheAge,
-    AptCandidates,
-    DebPackages,
-    DnfAvailable,
-    RpmPackages,
-)
+from gpuprov.facts.dnf import DnfAvailable, RpmPackages
 from gpuprov.facts.system import OsInfo
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.base import Change, Op, Step

@@ -15,6 +15,7 @@ from typing import Any
 from gpuprov.command import Command, Raw
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
+from gpuprov.ops.atomic import temp_file_filled, temp_file_installed
 from gpuprov.ops.base import Change, Op, Step
 from gpuprov.ops.files import (
     FileOpError,
@@ -23,8 +24,6 @@ from gpuprov.ops.files import (
     attrs_command,
     check_mode,
     check_path,
-    temp_file_filled,
-    temp_file_installed,
 )
 
 

@@ -1,0 +1,278 @@
+"""apt/dpkg facts: installed packages, holds, locks, candidates and apt's config.
+
+Read-only and network-free. Each command first checks that its tool exists
+and prints nothing otherwise, so asking an apt fact on RHEL gives an empty
+answer, not an error. LC_ALL=C is set by the gather script, so apt-cache's
+labels ("Installed:", "Candidate:") are not translated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from gpuprov.command import Command, Raw
+from gpuprov.facts.base import Fact
+from gpuprov.facts.dumps import dump_files_script, parse_dumped_files
+
+__all__ = [
+    "AptCacheAge", "AptCandidates", "AptKeyring", "AptPolicy", "AptPreferences", "AptSources",
+    "AptVersion", "DebHeld", "DebPackage", "DebPackages", "DpkgLock", "DpkgLocked",
+    "parse_apt_policy",
+]
+
+# ---------------------------------------------------------------- dpkg
+
+_INSTALLED_STATES = {"installed", "triggers-pending", "triggers-awaited"}
+
+
+@dataclass(frozen=True)
+class DebPackage:
+    name: str
+    version: str
+    arch: str
+    want: str = "install"       # install | hold | deinstall | purge | unknown
+    status: str = "installed"   # installed | config-files | half-installed | unpacked | ...
+
+    @property
+    def installed(self) -> bool:
+        return self.status in _INSTALLED_STATES
+
+    @property
+    def broken(self) -> bool:
+        """Half-way states a reinstall (or dpkg --configure -a) must repair."""
+        return self.status in {"half-installed", "unpacked", "half-configured"}
+
+
+@dataclass(frozen=True)
+class DebPackages(Fact[dict[str, DebPackage]]):
+    """Every package dpkg knows, with its state: key is the name, or
+    name:arch for a foreign-architecture (multi-arch) package."""
+
+    def command(self) -> Command:
+        return Command.script(
+            "command -v dpkg-query >/dev/null 2>&1 || exit 0; "
+            "printf 'native\\t%s\\n' \"$(dpkg --print-architecture)\"; "
+            "dpkg-query -W -f='${Package}\\t${Architecture}\\t${Version}\\t${Status}\\n'")
+
+    def process(self, output: str, exit_code: int) -> dict[str, DebPackage]:
+        native = ""
+        packages: dict[str, DebPackage] = {}
+        for line in output.splitlines():
+            fields = line.split("\t")
+            if fields[0] == "native" and len(fields) == 2:
+                native = fields[1]
+                continue
+            if len(fields) != 4:
+                continue
+            name, arch, version, status = fields
+            want, _flag, state = (status.split() + ["", "", ""])[:3]
+            key = name if arch in (native, "all", "") else f"{name}:{arch}"
+            packages[key] = DebPackage(name, version, arch, want, state)
+        return packages
+
+
+@dataclass(frozen=True)
+class DebHeld(Fact[frozenset[str]]):
+    """Packages on hold (`apt-mark showhold`), names without :arch."""
+
+    def command(self) -> Command:
+        return Command.script("command -v apt-mark >/dev/null 2>&1 || exit 0; apt-mark showhold")
+
+    def process(self, output: str, exit_code: int) -> frozenset[str]:
+        return frozenset(ln.strip().split(":")[0] for ln in output.splitlines() if ln.strip())
+
+
+@dataclass(frozen=True)
+class DpkgLock:
+    holders: tuple[tuple[str, int, str], ...] = ()   # (lock file, pid, command name)
+
+    @property
+    def held(self) -> bool:
+        return bool(self.holders)
+
+    def describe(self) -> str:
+        return ", ".join(f"{path} by {comm or '?'} (pid {pid})" for path, pid, comm in self.holders)
+
+
+_LOCK_FILES = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock",
+               "/var/cache/apt/archives/lock")
+
+
+@dataclass(frozen=True)
+class DpkgLocked(Fact[DpkgLock]):
+    """Is an apt/dpkg lock held right now, and by whom (e.g. unattended-upgr)?
+
+    apt and dpkg take fcntl() locks, which `flock -n` does not see, and the
+    lock files are root-only; /proc/locks lists fcntl locks for everyone, so
+    matching the files' inodes there answers without sudo and without ever
+    taking the lock.
+    """
+
+    paths: tuple[str, ...] = _LOCK_FILES
+
+    def command(self) -> Command:
+        awk = ('$2 != "->" { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9a-f]+:[0-9a-f]+:[0-9]+$/) '
+               '{ split($i, p, ":"); if (p[3] == ino) print f, $(i-1) } }')
+        return Command.script(
+            Command("for", "f", Raw("in"), *self.paths).shell() + "; do [ -e \"$f\" ] || continue; "
+            "set -- $(ls -di \"$f\"); "
+            f"awk -v f=\"$f\" -v ino=\"$1\" '{awk}' /proc/locks; "
+            "done | while read -r f pid; do "
+            "printf 'held %s %s %s\\n' \"$f\" \"$pid\" "
+            "\"$(cat /proc/$pid/comm 2>/dev/null)\"; done")
+
+    def process(self, output: str, exit_code: int) -> DpkgLock:
+        holders = []
+        for line in output.splitlines():
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[0] == "held" and parts[2].isdigit():
+                holders.append((parts[1], int(parts[2]), parts[3] if len(parts) > 3 else ""))
+        return DpkgLock(tuple(holders))
+
+
+# ---------------------------------------------------------------- apt
+
+@dataclass(frozen=True)
+class AptVersion:
+    version: str
+    priority: int
+    sources: tuple[str, ...] = ()
+    installed: bool = False
+
+
+@dataclass(frozen=True)
+class AptPolicy:
+    """One package of `apt-cache policy`: what is installed and what apt would install."""
+
+    name: str
+    installed: str | None
+    candidate: str | None
+    versions: tuple[AptVersion, ...] = ()
+
+    def find(self, spec: str) -> str | None:
+        """The version of the table matching `spec` (exact, or an apt glob like 580.95*)."""
+        for v in self.versions:
+            if v.version == spec or fnmatch.fnmatchcase(v.version, spec):
+                return v.version
+        return None
+
+
+_POLICY_VERSION = re.compile(r"^ (?:\*\*\*| {3}) (\S+) (-?\d+)$")
+_POLICY_SOURCE = re.compile(r"^ {8}(-?\d+) (.+)$")
+
+
+def parse_apt_policy(output: str) -> dict[str, AptPolicy]:
+    result: dict[str, AptPolicy] = {}
+    name: str | None = None
+    fields: dict[str, str] = {}
+    versions: list[AptVersion] = []
+
+    def flush() -> None:
+        if name is None:
+            return
+        none = {"(none)", ""}
+        inst, cand = fields.get("Installed", ""), fields.get("Candidate", "")
+        result[name] = AptPolicy(name, None if inst in none else inst,
+                                 None if cand in none else cand, tuple(versions))
+
+    for line in output.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            flush()
+            name, fields, versions = line[:-1], {}, []
+        elif name is None:
+            continue
+        elif m := _POLICY_VERSION.match(line):
+            versions.append(AptVersion(m[1], int(m[2]), (), line.startswith(" ***")))
+        elif (m := _POLICY_SOURCE.match(line)) and versions:
+            last = versions[-1]
+            versions[-1] = AptVersion(last.version, last.priority, (*last.sources, m[2].strip()),
+                                      last.installed)
+        elif ":" in line:
+            key, _, value = line.strip().partition(":")
+            fields[key] = value.strip()
+    flush()
+    return result
+
+
+@dataclass(frozen=True)
+class AptCandidates(Fact[dict[str, AptPolicy]]):
+    """`apt-cache policy NAMES` from the local cache (no network). A name
+    apt has never heard of is missing from the answer: its repository is
+    not configured or `apt-get update` has not run since."""
+
+    names: tuple[str, ...]
+
+    def command(self) -> Command:
+        if not self.names:
+            return Command("true")
+        return Command(Raw("command -v apt-cache >/dev/null 2>&1 || exit 0;"),
+                       "apt-cache", "policy", "--", *self.names)
+
+    def process(self, output: str, exit_code: int) -> dict[str, AptPolicy]:
+        return parse_apt_policy(output)
+
+    @classmethod
+    def of(cls, names: object) -> AptCandidates:
+        """Sorted and deduplicated, so two ops asking the same set share one probe."""
+        return cls(tuple(sorted(set(names))))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class AptSources(Fact[dict[str, str]]):
+    """Path -> content of /etc/apt/sources.list and sources.list.d/*.list|*.sources."""
+
+    def command(self) -> Command:
+        return Command.script(dump_files_script(
+            "/etc/apt/sources.list", "/etc/apt/sources.list.d/*.list",
+            "/etc/apt/sources.list.d/*.sources"))
+
+    def process(self, output: str, exit_code: int) -> dict[str, str]:
+        return parse_dumped_files(output)
+
+
+@dataclass(frozen=True)
+class AptPreferences(Fact[dict[str, str]]):
+    """Path -> content of /etc/apt/preferences and preferences.d/* (apt pins)."""
+
+    def command(self) -> Command:
+        return Command.script(dump_files_script("/etc/apt/preferences",
+                                                "/etc/apt/preferences.d/*"))
+
+    def process(self, output: str, exit_code: int) -> dict[str, str]:
+        return parse_dumped_files(output)
+
+
+@dataclass(frozen=True)
+class AptKeyring(Fact["str | None"]):
+    """sha256 of a (binary) keyring file, None when absent: keyrings are
+    compared by checksum, never shipped back to the controller."""
+
+    path: str
+
+    def command(self) -> Command:
+        return Command("test", "-f", self.path).then(Command("sha256sum", self.path))
+
+    def process(self, output: str, exit_code: int) -> str | None:
+        return output.split()[0] if exit_code == 0 and output.strip() else None
+
+
+@dataclass(frozen=True)
+class AptCacheAge(Fact["int | None"]):
+    """Seconds since the last successful `apt-get update`; None if never.
+
+    apt's own hook touches update-success-stamp after every successful
+    update (Debian and Ubuntu ship it); without it, the lists directory.
+    """
+
+    def command(self) -> Command:
+        return Command.script(
+            "for f in /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists; do "
+            "if [ -e \"$f\" ]; then echo \"$(date +%s) $(stat -c %Y \"$f\") $f\"; break; fi; done")
+
+    def process(self, output: str, exit_code: int) -> int | None:
+        parts = output.split()
+        if len(parts) < 3:
+            return None
+        return max(0, int(parts[0]) - int(parts[1]))
