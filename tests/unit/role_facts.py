@@ -62,8 +62,8 @@ def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
                  f"{{ echo 'gpuprov: validation failed, {path} left unchanged' >&2; exit 1; }}; "
                  "} >&2 && ")
     return ((f"mkdir -p {directory} && " if mkdir else "")
-            + f"t=$(mktemp {directory}/.gpuprov-XXXXXX) && trap 'rm -f \"$t\"' EXIT && "
-            "trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && "
+            + "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
+            f"t=$(mktemp {directory}/.gpuprov-XXXXXX) && cat >\"$t\" && "
             f"chown {owner} \"$t\" && "
             f"chmod {mode} \"$t\" && {check}mv -fT \"$t\" {path} && trap - EXIT")
 

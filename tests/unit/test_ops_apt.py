@@ -232,8 +232,9 @@ def test_repository_fresh() -> None:
     assert (key_change.resource, key_change.action) == (f"apt keyring {TK_KEYRING}", "create")
     [write_key] = key_change.steps
     assert without_upload_check(write_key.command.shell()) == (
-        "mkdir -p /usr/share/keyrings && t=$(mktemp /usr/share/keyrings/.gpuprov-XXXXXX) && "
-        "trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && "
+        "mkdir -p /usr/share/keyrings && t= && trap 'rm -f \"$t\"' EXIT && "
+        "trap 'exit 143' HUP INT TERM PIPE && t=$(mktemp /usr/share/keyrings/.gpuprov-XXXXXX) && "
+        "cat >\"$t\" && "
         f"chown root:root \"$t\" && chmod 0644 \"$t\" && mv -fT \"$t\" {TK_KEYRING} && "
         "trap - EXIT")
     assert write_key.stdin == KEY          # dearmored on the controller

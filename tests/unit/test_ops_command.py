@@ -98,8 +98,9 @@ def test_options_pass_through() -> None:
 def test_write_file_step() -> None:
     step = write_file_step("/etc/apt/preferences.d/x y", b"data", mode="0600")
     assert without_upload_check(step.command.shell()) == (
-        "mkdir -p /etc/apt/preferences.d && t=$(mktemp /etc/apt/preferences.d/.gpuprov-XXXXXX) "
-        "&& trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && "
+        "mkdir -p /etc/apt/preferences.d && t= && trap 'rm -f \"$t\"' EXIT && "
+        "trap 'exit 143' HUP INT TERM PIPE && t=$(mktemp /etc/apt/preferences.d/.gpuprov-XXXXXX) "
+        "&& cat >\"$t\" && "
         "chown root:root \"$t\" && chmod 0600 \"$t\" && "
         "mv -fT \"$t\" '/etc/apt/preferences.d/x y' && trap - EXIT")
     assert step.stdin == b"data"

@@ -29,13 +29,13 @@ from gpuprov.ops.files import (
 )
 from tests.unit.shell_helpers import without_upload_check
 
-TRAP = "trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\""
+TRAP = "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE"
 
 
 def write_cmd(directory: str, target: str, owner: str = "root:root", mode: str = "0644",
               middle: str = "") -> str:
     """The expected write step, spelled out once (paths already quoted)."""
-    return (f"t=$(mktemp {directory}) && {TRAP} && chown {owner} \"$t\" && chmod {mode} \"$t\""
+    return (f"{TRAP} && t=$(mktemp {directory}) && cat >\"$t\" && chown {owner} \"$t\" && chmod {mode} \"$t\""
             f"{middle} && mv -fT \"$t\" {target} && trap - EXIT")
 
 

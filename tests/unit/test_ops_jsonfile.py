@@ -42,8 +42,8 @@ def test_create_when_absent() -> None:
     assert change.steps[0].stdin == text.encode()
     assert (change.resource, change.action) == ("file /etc/docker/daemon.json", "create")
     assert without_upload_check(change.steps[0].command.shell()) == (
-        "t=$(mktemp /etc/docker/.gpuprov-XXXXXX) && trap 'rm -f \"$t\"' EXIT && "
-        "trap 'exit 143' HUP INT TERM PIPE && cat >\"$t\" && chown root:root \"$t\" && "
+        "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
+        "t=$(mktemp /etc/docker/.gpuprov-XXXXXX) && cat >\"$t\" && chown root:root \"$t\" && "
         "chmod 0644 \"$t\" && { dockerd --validate --config-file \"$t\" || "
         "{ echo 'gpuprov: validation failed, /etc/docker/daemon.json left unchanged' >&2; "
         "exit 1; }; } >&2 && mv -fT \"$t\" /etc/docker/daemon.json && trap - EXIT")

@@ -56,12 +56,13 @@ def temp_file_filled(path: str, fill: list[Any], owner: str, group: str,
     # The temp name starts with '.' and has no extension, so drop-in readers
     # (sshd *.conf, sudoers.d skips names with '.', apt *.list) never load it.
     return [
-        Raw(f"t=$(mktemp {_q(tmp)})"), Raw("&&"),
         # EXIT removes the temp on any failure; the signal trap turns a
         # dropped connection (SIGHUP, or SIGPIPE when a message is written to
         # the closed stderr) or Ctrl-C into an exit that runs it: a shell
-        # killed by a signal skips its EXIT trap.
-        Raw("trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
+        # killed by a signal skips its EXIT trap. Both are set before mktemp
+        # (t emptied first), so a signal right after mktemp still removes it.
+        Raw("t= && trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
+        Raw("&&"), Raw(f"t=$(mktemp {_q(tmp)})"),
         Raw("&&"), *fill, Raw("&&"),
         # chown before chmod: chown clears setuid/setgid bits
         "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
