@@ -2,7 +2,7 @@
 --output, check mode and diffs, the JSON report and secrets, input errors,
 the embedded default (no inventory: this machine) and the role search path.
 
-Most runs go in-process through `gpuprov.cli.app()` (the real entry point,
+Most runs go in-process through `gpuprov.cli.main()` (the real entry point,
 which maps click's usage errors to exit 1) inside a CliRunner isolation; a
 few go through `python -m gpuprov.cli` in a subprocess. The hosts are
 `ansible_connection: local` with become off, and the test role writes under
