@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from gpuprov.connectors.base import Session
 from gpuprov.engine.context import NeedFacts, TaskContext
-from gpuprov.engine.roles import load_role
+from gpuprov.engine.roles import load_role, load_role_module
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.system import ArchInfo, OsInfo, SystemFacts
 from gpuprov.model.inventory import Host
@@ -28,6 +29,12 @@ DISTROS = {"ubuntu2204": UBUNTU_2204, "ubuntu2404": UBUNTU_2404, "debian12": DEB
            "rhel9": RHEL_9}
 KERNELS = {"ubuntu2204": "5.15.0-125-generic", "ubuntu2404": "6.8.0-48-generic",
            "debian12": "6.1.0-26-amd64", "rhel9": "5.14.0-427.13.1.el9_4.x86_64"}
+
+
+def role_module(role: str, module: str) -> ModuleType:
+    """roles/<role>/<module>.py through the engine's role loader: the very
+    module object the role's tasks.py imports (patch it, and the role sees it)."""
+    return load_role_module(role, ROLES / role, module)
 
 
 class MissingFacts(AssertionError):

@@ -329,9 +329,13 @@ class Env:
     def reboot_marker(self) -> Path:
         return Path(handlers.REBOOT_REQUIRED_FILE)
 
-    def role(self, name: str, source: str) -> Role:
+    def role(self, name: str, source: str, modules: dict[str, str] | None = None) -> Role:
+        """roles/<name> with `source` as tasks.py and the role's own `modules`
+        (file name -> source) beside it."""
         path = self.root / "roles" / name
         path.mkdir(parents=True)
+        for file_name, text in (modules or {}).items():
+            (path / file_name).write_text(text)
         owner = pwd.getpwuid(os.getuid()).pw_name
         group = grp.getgrgid(os.getgid()).gr_name
         (path / "defaults.yml").write_text(
@@ -771,6 +775,36 @@ def test_exception_in_tasks_is_a_host_error_naming_role_and_line(env: Env, check
     # every role plans before anything changes: the host is untouched
     assert result.tasks == [] and conn.steps == []
     assert listing(env.root) == before
+
+
+BROKEN_HELPER = '''\
+"""Test role: the bug is in a module of the role, imported relatively."""
+from .model import model_file
+
+
+def tasks(ctx):
+    yield model_file(ctx)
+'''
+
+MODEL = '''\
+from gpuprov.ops.files import file
+
+
+def model_file(ctx):
+    gpus = {"count": 2}
+    return file(f"{ctx.vars['base']}/model.txt", gpus["model"])  # BUG
+'''
+
+
+def test_exception_in_a_module_of_the_role_names_that_file_and_line(env: Env) -> None:
+    broken = env.role("broken", BROKEN_HELPER, {"model.py": MODEL})
+    line = next(i for i, text in enumerate(MODEL.splitlines(), 1) if "# BUG" in text)
+
+    result, conn = env.run([broken])
+
+    assert result.error is not None
+    assert result.error.startswith(f"{HOST}: role broken: model.py:{line}: KeyError: 'model'")
+    assert result.tasks == [] and conn.steps == []
 
 
 # ---------------------------------------------------------------- unreachable
