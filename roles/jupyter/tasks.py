@@ -22,8 +22,8 @@ from gpuprov.facts.services import ServiceState
 from gpuprov.ops.command import command
 from gpuprov.ops.docker import container, container_absent
 from gpuprov.ops.files import absent, directory, file, template
+from gpuprov.ops.generated import generated_secret
 from gpuprov.ops.services import service
-from gpuprov.ops.tokens import random_token
 
 RESTART = "restart jupyter"
 
@@ -45,7 +45,7 @@ def tasks(ctx):
     yield directory(jupyter.CONFIG_DIR)
     yield directory(s.data_dir, owner=s.uid, group=s.gid, mode="0750")
     if s.token:
-        yield random_token(s.token_file, nbytes=32, notify=RESTART)
+        yield generated_secret(s.token_file, nbytes=32, notify=RESTART)
     yield file(jupyter.CONFIG, jupyter.server_config_json(ctx.vars), group=s.gid, mode="0640",
                secret=not s.token, notify=RESTART)
     if s.ssh:

@@ -59,7 +59,8 @@ RC_LINKS = ShellTest(f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{NAME}")
 GENERATE_TOKEN = (
     "umask 077 && mkdir -p /etc/gpuprov/jupyter && "
     "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
-    "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' "
+    "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && "
+    "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' "
     ">\"$t\" && echo >>\"$t\" && grep -qxE '[0-9a-f]{64}' \"$t\" && chown root:root \"$t\" && "
     f"chmod 0600 \"$t\" && mv -fT \"$t\" {TOKEN} && trap - EXIT")
 
@@ -352,7 +353,7 @@ def test_token_path_taken_by_a_directory_is_an_error() -> None:
 
 
 def test_the_generation_command_really_makes_a_private_token(tmp_path: Path) -> None:
-    from gpuprov.ops.tokens import generate_command
+    from gpuprov.ops.generated import generate_command
     target = tmp_path / "new" / "token"
     me = f"{os.getuid()}"
     cmd = generate_command(str(target), 32, me, str(os.getgid()), "0600")

@@ -1,22 +1,25 @@
-"""A random token generated ON the host and never read back.
+"""Secrets generated ON the host and never read back: a random token file.
 
 The secret is made by the host's own /dev/urandom and stays there: gpuprov
 only ever stats the file (owner, mode, size), so the token is in no fact,
 command line, report or diff. Whoever needs it reads it on the host
-(`sudo cat FILE`); a service gets it from its start script.
+(`sudo cat FILE`); a service gets it from its start script. Any role that
+needs a shared secret (a Jupyter token, an API key for a local service)
+uses this op instead of generating one on the controller.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import KW_ONLY
 from typing import Any
 
 from gpuprov.command import Command, Raw
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.atomic import temp_file_filled, temp_file_installed
-from gpuprov.ops.base import Change, Op, Step
+from gpuprov.ops.base import Change, Op, Step, operation
 from gpuprov.ops.files import (
     FileOpError,
     NoteDiff,
@@ -42,20 +45,27 @@ def generate_command(path: str, nbytes: int, owner: str, group: str, mode: str) 
                    *temp_file_installed(path))
 
 
-class RandomToken(Op):
+@operation
+class GeneratedSecret(Op):
     """`path` holds a token of `nbytes` random bytes (hex) made on the host,
     with owner/group/mode. A missing or too short file gets a new token; an
-    existing one is never read, only its owner and mode are corrected."""
+    existing one is never read, only its owner and mode are corrected.
+    `notify` fires when a new token is written."""
 
-    def __init__(self, path: str, *, nbytes: int = 32, owner: str = "root",
-                 group: str = "root", mode: str = "0600",
-                 notify: str | Iterable[str] = ()) -> None:
-        if nbytes < 16:
-            raise ValueError(f"a token needs at least 16 random bytes, got {nbytes}")
-        self.path = check_path(path)
-        self.nbytes = nbytes
-        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
-        self.notify = (notify,) if isinstance(notify, str) else tuple(notify)
+    path: str
+    _: KW_ONLY
+    nbytes: int = 32
+    owner: str = "root"
+    group: str = "root"
+    mode: str = "0600"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.nbytes < 16:
+            raise ValueError(f"a token needs at least 16 random bytes, got {self.nbytes}")
+        self.path = check_path(self.path)
+        self.owner, self.group = str(self.owner), str(self.group)
+        self.mode = check_mode(self.mode)
         self.label = f"token {self.path}"
         # stat only: the content never leaves the host
         self.fact = FileState(self.path, content=False, sudo=True)
@@ -93,9 +103,6 @@ class RandomToken(Op):
                        invalidates=invalidates)]
 
 
-def random_token(path: str, *, nbytes: int = 32, owner: str = "root", group: str = "root",
-                 mode: str = "0600", notify: str | Iterable[str] = ()) -> RandomToken:
-    """A token file made on the host from /dev/urandom (never read back by
-    gpuprov); `notify` fires when a new token is written."""
-    return RandomToken(path, nbytes=nbytes, owner=owner, group=group, mode=mode,
-                       notify=notify)
+
+#: roles write generated_secret(...) like the other ops' names
+generated_secret = GeneratedSecret
