@@ -5,7 +5,8 @@ computes a small matmul on the GPU. Never changes anything.
 
 from gpuprov.engine.handlers import RebootRequired
 from gpuprov.facts.docker import gpus_arg
-from gpuprov.ops.verify import GpuVerified
+
+from .gpu import GpuVerified
 
 
 def tasks(ctx):

@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 BUNDLED = ("gpuprov/bundled/roles/base/tasks.py",
            "gpuprov/bundled/roles/base/defaults.yml",
            "gpuprov/bundled/roles/base/templates/motd.j2",
-           "gpuprov/bundled/playbooks/site.yml")
+           # a role's own module, beside its tasks.py
+           "gpuprov/bundled/roles/verify/gpu.py",
+           "gpuprov/bundled/playbooks/site.yml",
+           "gpuprov/bundled/playbooks/verify.yml")
 # Not needed to build a wheel, and large or machine-specific.
 NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
                                     "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache",

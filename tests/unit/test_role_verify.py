@@ -16,9 +16,12 @@ from gpuprov.facts.docker import (
     ImageInfo,
 )
 from gpuprov.facts.nvidia import Gpu, LoadedDriver, NvidiaSmi
-from gpuprov.ops.verify import GpuVerified, VerifyFailed
 from tests.unit.role_facts import ALL_DISTROS, ops_until_failure
-from tests.unit.role_harness import RolePlan, plan_role, system_for
+from tests.unit.role_harness import RolePlan, plan_role, role_module, system_for
+
+# the role's own module, through the loader its tasks.py is imported with
+GpuVerified = role_module("verify", "gpu").GpuVerified
+VerifyFailed = role_module("verify", "gpu").VerifyFailed
 
 IMAGE = "ghcr.io/example-lab/pytorch-cuda:2.9.0-cuda12.8"
 DIGEST = "sha256:" + "d1" * 32

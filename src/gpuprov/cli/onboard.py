@@ -21,9 +21,9 @@ from gpuprov.engine.onboard import (
     commit_inventory,
     first_contact,
     key_login_problem,
-    run_verify,
     stage,
 )
+from gpuprov.engine.verify import run_verify
 from gpuprov.errors import GpuprovError
 from gpuprov.jupyter_url import jupyter_access
 from gpuprov.model.inventory import Inventory

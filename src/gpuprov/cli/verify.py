@@ -9,7 +9,7 @@ import click
 
 from gpuprov.cli.common import guarded, load_target, run_options, stderr, stdout
 from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
-from gpuprov.engine.onboard import run_verify
+from gpuprov.engine.verify import run_verify
 from gpuprov.output.progress import Progress
 from gpuprov.output.verify import verify_json, verify_rows, verify_table
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def _plays(roles: list[RoleRef], name: str) -> list[Play]:
 
 
 # ---------------------------------------------------------------------------
-# 3-5. inventory, site playbook, verify
+# 3. the inventory (4 and 5 are the site and verify playbooks)
 
 def commit_inventory(staged: Staged) -> Path | None:
     """Write the inventory with the host (backup first); None when it was there."""
@@ -213,20 +213,3 @@ def commit_inventory(staged: Staged) -> Path | None:
         raise OnboardError(f"{staged.path} changed while onboarding; not overwriting",
                            hint="rerun gpuprov onboard: it continues where it stopped")
     return replace_with_backup(staged.path, staged.after)
-
-
-def verify_plays() -> list[Play]:
-    # gpu_image's defaults come with it (the image to run); only verify runs.
-    return _plays([RoleRef("gpu_image"), RoleRef("verify")], "verify")
-
-
-def verify_options(options: RunOptions) -> RunOptions:
-    options = replace(options, tags=frozenset({"verify"}), skip_tags=frozenset(), check=False)
-    options.extra_vars = {"verify_fail_if_reboot_pending": True, **options.extra_vars}
-    return options
-
-
-def run_verify(inventory: Inventory, hosts: list[Host], options: RunOptions,
-               progress: ProgressSink | None = None) -> RunResult:
-    return Executor(inventory, verify_plays(), hosts, verify_options(options),
-                    progress).run("verify")

@@ -18,8 +18,13 @@ def bundled_dir(kind: str) -> Path | None:
 
 def default_playbook(cwd: Path | None = None) -> Path | None:
     """./playbooks/site.yml if there is one, else the bundled site.yml."""
-    local = (cwd or Path.cwd()) / "playbooks" / "site.yml"
+    return playbook_named("site.yml", cwd)
+
+
+def playbook_named(name: str, cwd: Path | None = None) -> Path | None:
+    """./playbooks/<name> if there is one (a fork wins), else the bundled one."""
+    local = (cwd or Path.cwd()) / "playbooks" / name
     if local.is_file():
         return local
     bundled = bundled_dir("playbooks")
-    return bundled / "site.yml" if bundled and (bundled / "site.yml").is_file() else None
+    return bundled / name if bundled and (bundled / name).is_file() else None

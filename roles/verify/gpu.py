@@ -6,13 +6,14 @@ Changes) or fails the task with what is wrong, and reports what it found
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import KW_ONLY
 from typing import Any
 
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.docker import ContainerGpu, ContainerGpuTest, DockerImage, DockerImageState
 from gpuprov.facts.nvidia import LoadedDriver, NvidiaSmi
-from gpuprov.ops.base import Change, Op
+from gpuprov.ops.base import Change, Op, operation
 
 _SMI_PROBLEM = {
     "no-smi": "nvidia-smi is not installed (nvidia_driver role)",
@@ -22,22 +23,29 @@ _SMI_PROBLEM = {
 
 
 class VerifyFailed(GpuprovError):
-    pass
+    """The GPU is not usable in the image on this host."""
 
 
+@operation
 class GpuVerified(Op):
     """nvidia-smi works with branch >= min_branch, and `docker run --gpus`
-    of `image` sees CUDA in torch and computes a matmul on the GPU."""
+    of `image` sees CUDA in torch and computes a matmul on the GPU.
 
-    def __init__(self, host: str, image: str, gpus: str = "all", min_branch: int = 535,
-                 reboot_pending: str | None = None, fail_if_reboot_pending: bool = True) -> None:
-        self.host = host
-        self.image = image
-        self.gpus = gpus
-        self.min_branch = min_branch
-        self.reboot_pending = reboot_pending
-        self.fail_if_reboot_pending = fail_if_reboot_pending
-        self.label = f"verify GPU in {image}"
+    reboot_pending: why a reboot is pending (None: none is); then a failed
+    check fails only when fail_if_reboot_pending, else it reports
+    "reboot pending"."""
+
+    host: str
+    image: str
+    gpus: str = "all"
+    min_branch: int = 535
+    _: KW_ONLY
+    reboot_pending: str | None = None
+    fail_if_reboot_pending: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.label = f"verify GPU in {self.image}"
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [NvidiaSmi(), DockerImage(self.image), ContainerGpuTest(self.image, self.gpus)]

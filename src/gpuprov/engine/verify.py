@@ -1,0 +1,36 @@
+"""`gpuprov verify`: the verify playbook (./playbooks/verify.yml, else the
+bundled one), run for real on the selected hosts. The playbook says what is
+verified and how (its roles and their variables); the engine only knows its
+name."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gpuprov.engine.executor import Executor, ProgressSink, RunOptions
+from gpuprov.engine.results import RunResult
+from gpuprov.errors import GpuprovError
+from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.paths import bundled_dir, playbook_named
+from gpuprov.model.playbook import Play, load_playbook, resolve_roles, role_search_path
+
+VERIFY_PLAYBOOK = "verify.yml"
+
+
+def verify_plays() -> list[Play]:
+    book = playbook_named(VERIFY_PLAYBOOK)
+    if book is None:
+        raise GpuprovError(f"no playbooks/{VERIFY_PLAYBOOK} found (neither ./playbooks nor "
+                           "the bundled one)", hint="reinstall gpuprov, or write "
+                           f"./playbooks/{VERIFY_PLAYBOOK}")
+    plays = load_playbook(book)
+    resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    return plays
+
+
+def run_verify(inventory: Inventory, hosts: list[Host], options: RunOptions,
+               progress: ProgressSink | None = None) -> RunResult:
+    # Never check mode: verifying means starting a container. Every role the
+    # playbook selects runs: tags are the playbook's business here.
+    options = replace(options, tags=frozenset(), skip_tags=frozenset(), check=False)
+    return Executor(inventory, verify_plays(), hosts, options, progress).run("verify")
