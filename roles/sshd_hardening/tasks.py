@@ -6,14 +6,16 @@ Checklist, per host:
 2. sshd_config reads that directory before its own settings (Include first);
 3. an ed25519 host key, an RSA host key of sshd_rsa_host_key_bits, no
    ECDSA/DSA offered; no weak group-exchange moduli;
-4. all of it applied the lockout-safe way (ops/sshd.py): preflight, saved
-   files + armed revert, sshd -t, reload, a new login + sudo, keep.
+4. all of it applied the lockout-safe way (config.py): preflight
+   (lockout.py), saved files + armed revert (gpuprov.ops.armed), sshd -t,
+   reload, a new login + sudo, keep.
 """
 
 from gpuprov.command import Command
 from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import SshdState
-from gpuprov.ops.sshd import SshdConfig, SshdFile, include_first
+
+from .config import SshdConfig, SshdFile, include_first
 
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 INCLUDE = "Include /etc/ssh/sshd_config.d/*.conf"

@@ -31,12 +31,15 @@ from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import SshdState, UserGroups
 from gpuprov.ops.base import Step
-from gpuprov.ops.sshd import SshdConfig, SshdLockout, finish_script, prepare_script, restore_script
 from tests.unit.role_facts import ALL_DISTROS, DEBIAN_FAMILY, file_info
-from tests.unit.role_harness import MissingFacts, RolePlan, plan_role, system_for
+from tests.unit.role_harness import MissingFacts, RolePlan, plan_role, role_module, system_for
 from tests.unit.sshd_samples import DEBIAN_MAIN, RHEL8_MAIN_BODY, RHEL8_MAIN_HEAD, RHEL9_MAIN
 
 ROLE = "sshd_hardening"
+# the role's own modules, through the loader its tasks.py is imported with
+sshd_config = role_module(ROLE, "config")
+SshdConfig = sshd_config.SshdConfig
+SshdLockout = role_module(ROLE, "lockout").SshdLockout
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 DROPIN = "/etc/ssh/sshd_config.d/00-gpuprov.conf"
 INCLUDE = "Include /etc/ssh/sshd_config.d/*.conf"
@@ -522,8 +525,8 @@ def test_stock_host(distro: str) -> None:
     ]
     reload = Command("systemctl", "reload-or-restart", "sshd" if distro == "rhel9" else "ssh")
     saved = [DROPIN, RSA_KEY, f"{RSA_KEY}.pub", MODULI]
-    assert changes[0].steps[0] == Step(Command.script(
-        prepare_script(saved, restore_script(saved, reload), 120)))
+    armed = sshd_config.armed_revert(reload, 120)
+    assert changes[0].steps[0] == Step(Command.script(armed.prepare_script(saved)))
     rollback = [Step(Command.script("[ ! -f /var/lib/gpuprov/sshd-rollback/restore ] || "
                                     "sh /var/lib/gpuprov/sshd-rollback/restore"))]
     assert all(c.rollback == rollback for c in changes)
@@ -532,7 +535,7 @@ def test_stock_host(distro: str) -> None:
                             "$(command -v sshd || echo /usr/sbin/sshd) -t")),
         Step(reload),
         Step(Command("true"), new_connection=True),
-        Step(Command.script(finish_script())),
+        Step(Command.script(armed.finish_script())),
     ]
 
 

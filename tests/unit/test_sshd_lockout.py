@@ -1,8 +1,10 @@
 """The lockout-safe sshd machinery, with no host: the facts' parsers
 (SshdState, UserGroups), sshd_config's Include placement, the preflight
-(lockout_risks / host_key_kept), the Changes the SshdConfig op plans, and the
-host-side shell scripts (prepare / restore / finish) run for real in /bin/sh
-against a temporary directory tree."""
+(roles/sshd_hardening/lockout.py: lockout_risks / host_key_kept), the Changes
+the SshdConfig op plans (roles/sshd_hardening/config.py), and the armed
+revert's host-side shell scripts (gpuprov.ops.armed: prepare / restore /
+finish, as the role sets them up) run for real in /bin/sh against a
+temporary directory tree."""
 
 from __future__ import annotations
 
@@ -22,25 +24,15 @@ from typing import Any
 import pytest
 
 import gpuprov.facts.sshd as facts_sshd
-import gpuprov.ops.sshd as ops_sshd
 from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.facts.base import FactError, FactView
 from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import HostKey, SshdInfo, SshdState, UserGroups
+from gpuprov.ops.armed import ArmedRevert
 from gpuprov.ops.base import Change, Step
-from gpuprov.ops.sshd import (
-    SshdConfig,
-    SshdFile,
-    SshdLockout,
-    finish_script,
-    host_key_kept,
-    include_first,
-    lockout_risks,
-    prepare_script,
-    restore_script,
-)
 from tests.unit.role_facts import file_info
+from tests.unit.role_harness import role_module
 from tests.unit.sshd_samples import DEBIAN_MAIN, RHEL8_MAIN_BODY, RHEL8_MAIN_HEAD
 
 ROLLBACK = "/var/lib/gpuprov/sshd-rollback"
@@ -51,6 +43,19 @@ RSA_KEY = "/etc/ssh/ssh_host_rsa_key"
 ED_KEY = "/etc/ssh/ssh_host_ed25519_key"
 MODULI = "/etc/ssh/moduli"
 RELOAD = Command("systemctl", "reload-or-restart", "ssh")
+
+# the role's own modules, through the loader its tasks.py is imported with
+sshd_config = role_module("sshd_hardening", "config")
+lockout = role_module("sshd_hardening", "lockout")
+SshdConfig, SshdFile, include_first = (sshd_config.SshdConfig, sshd_config.SshdFile,
+                                       sshd_config.include_first)
+SshdLockout, host_key_kept, lockout_risks = (lockout.SshdLockout, lockout.host_key_kept,
+                                             lockout.lockout_risks)
+
+
+def armed(reload: Command = RELOAD, revert_after: int = 120) -> ArmedRevert:
+    """The armed revert (ops/armed.py) as the role's SshdConfig sets it up."""
+    return sshd_config.armed_revert(reload, revert_after)
 
 ADMIN = Session("admin", auth="publickey", key_type="ssh-ed25519", key_bits=256,
                 known_host_key_types=("ssh-ed25519",))
@@ -530,7 +535,7 @@ def test_fresh_host_changes_in_one_armed_transaction() -> None:
     # the FIRST step of the first change saves every file about to change and arms the revert
     saved = [DROPIN, SSHD_CONFIG, RSA_KEY, RSA_KEY + ".pub", MODULI]
     arm = changes[0].steps[0]
-    assert arm == Step(Command.script(prepare_script(saved, restore_script(saved, RELOAD), 120)))
+    assert arm == Step(Command.script(armed().prepare_script(saved)))
     assert arm.sudo and arm.stdin is None and not arm.new_connection
     # ... and only there: no other change arms again
     prepares = [c.resource for c in changes for s in c.steps
@@ -559,7 +564,7 @@ def test_fresh_host_changes_in_one_armed_transaction() -> None:
                             "$(command -v sshd || echo /usr/sbin/sshd) -t")),
         Step(RELOAD),
         Step(Command("true"), new_connection=True),
-        Step(Command.script(finish_script())),
+        Step(Command.script(armed().finish_script())),
     ]
     assert final.steps[2].sudo is True     # the new login proves sudo works too
     assert [s.new_connection for s in final.steps] == [False, False, True, False]
@@ -571,7 +576,7 @@ def test_revert_delay_and_pending_rollback_are_shown() -> None:
     op = make_op(revert_after=45)
     [write, final] = plan(op, op_facts(sshd_info(rollback=True), {DROPIN: None}))
     assert write.steps[0] == Step(Command.script(
-        prepare_script([DROPIN], restore_script([DROPIN], RELOAD), 45)))
+        armed(RELOAD, 45).prepare_script([DROPIN])))
     assert "--on-active=45 " in write.steps[0].command.shell()
     assert "sleep 45;" in write.steps[0].command.shell()
     assert final.summary.endswith(
@@ -589,7 +594,7 @@ def test_missing_ed25519_host_key_is_generated_and_saved() -> None:
     ]
     saved = [ED_KEY, ED_KEY + ".pub"]
     assert changes[0].steps[0] == Step(Command.script(
-        prepare_script(saved, restore_script(saved, RELOAD), 120)))
+        armed().prepare_script(saved)))
     assert changes[0].steps[1].command.display() == (
         f"rm -f {ED_KEY}.gpuprov-new {ED_KEY}.gpuprov-new.pub && "
         f"ssh-keygen -q -t ed25519 -N '' -C '' -f {ED_KEY}.gpuprov-new && "
@@ -786,14 +791,13 @@ exit 0
         return script.replace(NO_SYSTEMD_MARK, str(self.systemd_dir))
 
     def restore(self) -> str:
-        return self.adapt(restore_script(self.saved, self.reload))
+        return self.adapt(armed(self.reload).restore_script(self.saved))
 
     def prepare(self, revert_after: int = 300) -> str:
-        return self.adapt(prepare_script(self.saved, restore_script(self.saved, self.reload),
-                                         revert_after))
+        return self.adapt(armed(self.reload, revert_after).prepare_script(self.saved))
 
     def finish(self) -> str:
-        return self.adapt(finish_script())
+        return self.adapt(armed(self.reload).finish_script())
 
     def sh(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(["/bin/sh", "-c", script, "sh", *args], capture_output=True,
@@ -861,7 +865,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShHost]:
     root = tmp_path / "host"
     root.mkdir()
     fake = ShHost(root)
-    monkeypatch.setattr(ops_sshd, "ROLLBACK_DIR", str(fake.rollback))
+    monkeypatch.setattr(sshd_config, "ROLLBACK_DIR", str(fake.rollback))
     monkeypatch.setattr(facts_sshd, "ROLLBACK_DIR", str(fake.rollback))
     reaper = _set_subreaper(True)
     try:
@@ -1059,8 +1063,8 @@ def test_systemd_branch_refuses_while_the_timer_unit_is_active(host: ShHost) -> 
 def test_restore_script_quotes_paths(host: ShHost) -> None:
     odd = host.etc / "odd name's.conf"
     odd.write_bytes(b"before\n")
-    script = host.adapt(restore_script([str(odd)], host.reload))
-    prepare = host.adapt(prepare_script([str(odd)], script, 300))
+    script = host.adapt(armed(host.reload).restore_script([str(odd)]))
+    prepare = host.adapt(armed(host.reload, 300).prepare_script([str(odd)]))
     assert host.sh(prepare).returncode == 0
     odd.write_bytes(b"after\n")
     assert host.sh(script).returncode == 0
@@ -1079,8 +1083,8 @@ def test_saved_copy_is_byte_exact(host: ShHost) -> None:
 
 
 def test_prepare_script_runs_under_set_e_and_embeds_restore_verbatim() -> None:
-    restore = restore_script(["/etc/ssh/sshd_config"], RELOAD)
-    script = prepare_script(["/etc/ssh/sshd_config"], restore, 120)
+    restore = armed().restore_script(["/etc/ssh/sshd_config"])
+    script = armed().prepare_script(["/etc/ssh/sshd_config"])
     assert script.startswith("set -e\n")
     # quoted heredoc: the restore script's $d, $1, $(...) are not expanded at save time
     assert "<<'GPUPROV_RESTORE'\n" + restore + "GPUPROV_RESTORE\n" in script

@@ -47,7 +47,7 @@ class Become:
 @dataclass(frozen=True)
 class Session:
     """How the operator got onto the host: what a change to sshd must keep working
-    (the lockout-safe sshd role's preflight reads it)."""
+    (a preflight of sshd changes reads it)."""
 
     user: str
     #: "publickey", or None for the local connector (no SSH involved)

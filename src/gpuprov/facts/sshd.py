@@ -1,6 +1,6 @@
 """sshd facts: what the installed OpenSSH knows, its host keys and moduli,
-whether an earlier lockout-safe change is still waiting for its revert, and
-a user's groups (for AllowGroups)."""
+whether an earlier armed sshd change (ops/armed.py) is still waiting for its
+revert, and a user's groups (for AllowGroups)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import ClassVar
 from gpuprov.command import Command
 from gpuprov.facts.base import Fact, FactError
 
-#: where the lockout-safe sshd change keeps the files it replaced until confirmed
+#: where an armed sshd change (ops/armed.py) keeps the files it replaced until confirmed
 ROLLBACK_DIR = "/var/lib/gpuprov/sshd-rollback"
 HOST_KEY_TYPES = ("ed25519", "rsa", "ecdsa", "dsa")
 #: ssh-audit's guides: group-exchange moduli below this many bits are weak

@@ -48,7 +48,7 @@ _NO_LOCATION = Location(None, None)
 
 
 def is_secret_name(name: str) -> bool:
-    """True for names that hold secrets by convention (jupyter_password_hash, ...)."""
+    """True for names that hold secrets by convention (db_password, api_token, ...)."""
     return name.lower().endswith(SECRET_SUFFIXES)
 
 

@@ -1,0 +1,169 @@
+"""sshd's files, host keys and moduli as wanted, changed the lockout-safe way:
+
+1. the preflight (lockout.py) refuses settings that would lock the operator
+   out, before anything is touched;
+2. the changes run as one armed transaction (gpuprov.ops.armed): the files
+   about to change are saved and an automatic revert armed first; after the
+   writes the whole config is checked with `sshd -t`, sshd is reloaded (not
+   restarted), and a brand-new login + sudo must work before the revert is
+   cancelled. Any failure puts the saved files back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+from gpuprov.command import Command
+from gpuprov.connectors.base import Session
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.files import FileState
+from gpuprov.facts.sshd import MODULI_MIN_BITS, ROLLBACK_DIR, SshdInfo, SshdState, UserGroups
+from gpuprov.ops.armed import ArmedRevert
+from gpuprov.ops.base import Change, Op, Step, operation
+from gpuprov.ops.files import plan_write
+
+from .lockout import SshdLockout, lockout_risks, needs_groups
+
+REVERT_UNIT = "gpuprov-sshd-revert"
+MODULI = "/etc/ssh/moduli"
+#: what checks sshd's whole config before the reload (sshd needs /run/sshd for -t)
+SSHD_CHECK = Command.script("mkdir -p /run/sshd && chmod 0755 /run/sshd && "
+                            "$(command -v sshd || echo /usr/sbin/sshd) -t")
+
+
+@dataclass(frozen=True)
+class SshdFile:
+    path: str
+    content: bytes
+    mode: str = "0644"
+
+
+def armed_revert(reload: Command, revert_after: int = 120) -> ArmedRevert:
+    """How an sshd change is reverted on the host (the SshdState probe reports
+    a save left in ROLLBACK_DIR)."""
+    return ArmedRevert("sshd", ROLLBACK_DIR, REVERT_UNIT, reload, revert_after,
+                       revert_after_setting="sshd_revert_after")
+
+
+@operation
+class SshdConfig(Op):
+    """sshd's files, host keys and moduli as wanted, changed the lockout-safe way."""
+
+    files: Sequence[SshdFile]
+    settings: Mapping[str, str]
+    _: KW_ONLY
+    #: how the operator is logged in: what the preflight keeps working
+    session: Session
+    reload: Command
+    revert_after: int = 120
+    preflight: bool = True
+    ed25519_host_key: bool = True
+    rsa_host_key_bits: int = 0
+    strong_moduli: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.files = list(self.files)
+        self.settings = dict(self.settings)
+        self.revert_after = int(self.revert_after)
+        self.rsa_host_key_bits = int(self.rsa_host_key_bits)
+        self.label = "sshd config (lockout-safe)"
+
+    def _groups_fact(self) -> UserGroups | None:
+        if not needs_groups(self.settings, self.session):
+            return None
+        return UserGroups(self.session.user)
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        facts: list[Fact[Any]] = [FileState(f.path, sudo=True) for f in self.files]
+        facts.append(SshdState())
+        if (groups := self._groups_fact()) is not None:
+            facts.append(groups)
+        return facts
+
+    def plan(self, facts: FactView) -> list[Change]:
+        info: SshdInfo = facts[SshdState()]
+        changes: list[Change] = []
+        saved: list[str] = []
+        for f in self.files:
+            found = plan_write(f.path, facts[FileState(f.path, sudo=True)], f.content,
+                               owner="root", group="root", mode=f.mode)
+            if found:
+                changes += found
+                saved.append(f.path)
+        regenerated: set[str] = set()
+        if self.ed25519_host_key and "ed25519" not in info.host_keys:
+            changes.append(self._host_key_change("ed25519", None))
+            saved += _key_files("ed25519")
+            regenerated.add("ed25519")   # new: no known_hosts can trust it yet
+        rsa = info.host_keys.get("rsa")
+        if self.rsa_host_key_bits and (rsa is None or rsa.bits < self.rsa_host_key_bits):
+            changes.append(self._host_key_change("rsa", rsa.bits if rsa else None))
+            saved += _key_files("rsa")
+            regenerated.add("rsa")
+        if self.strong_moduli and info.weak_moduli:
+            changes.append(Change(
+                f"file {MODULI}", "update",
+                f"remove {info.weak_moduli} group-exchange moduli under {MODULI_MIN_BITS} bits",
+                steps=[Step(Command.script(
+                    f"awk '$1 ~ /^#/ || NF < 7 || $5 >= {MODULI_MIN_BITS}' {MODULI} "
+                    f"> {MODULI}.gpuprov-new && chmod 0644 {MODULI}.gpuprov-new && "
+                    f"mv -f {MODULI}.gpuprov-new {MODULI}"))],
+                invalidates=(SshdState,)))
+            saved.append(MODULI)
+        if not changes:
+            return []
+        if self.preflight:
+            groups = facts[g] if (g := self._groups_fact()) is not None else None
+            risks = lockout_risks(self.settings, self.session, groups, regenerated)
+            if risks:
+                raise SshdLockout(
+                    f"refusing to change sshd: the new settings would lock out {self.session.user}"
+                    " (the user gpuprov connects as); nothing was changed:\n  - "
+                    + "\n  - ".join(risks),
+                    hint="fix the variables named above (see roles/sshd_hardening/defaults.yml)")
+        return armed_revert(self.reload, self.revert_after).transaction(
+            changes, saved, resource="service sshd", action="reload",
+            doing="check the whole config (sshd -t), reload sshd", checks=[Step(SSHD_CHECK)],
+            pending=info.rollback_pending, invalidates=(SshdState,))
+
+    def _host_key_change(self, kind: str, bits: int | None) -> Change:
+        key = f"/etc/ssh/ssh_host_{kind}_key"
+        size = ["-b", str(self.rsa_host_key_bits)] if kind == "rsa" else []
+        new = f"{key}.gpuprov-new"
+        steps = [Step(Command.join([
+            Command("rm", "-f", new, f"{new}.pub"),
+            Command("ssh-keygen", "-q", "-t", kind, *size, "-N", "", "-C", "", "-f", new),
+            Command("mv", "-f", f"{new}.pub", f"{key}.pub"),
+            Command("mv", "-f", new, key)]))]
+        if bits is None:
+            return Change(f"host key {kind}", "create", f"generate the {kind} host key",
+                          steps=steps, invalidates=(SshdState,))
+        return Change(f"host key {kind}", "update",
+                      f"regenerate the {kind} host key ({bits} -> {self.rsa_host_key_bits} "
+                      "bits; its fingerprint changes)", steps=steps, invalidates=(SshdState,))
+
+
+def _key_files(kind: str) -> list[str]:
+    key = f"/etc/ssh/ssh_host_{kind}_key"
+    return [key, f"{key}.pub"]
+
+
+def include_first(text: str, include: str) -> str:
+    """sshd_config with `include` as its first directive: OpenSSH keeps the
+    FIRST value it reads, so a drop-in only wins if it is read before the
+    main file's own settings. Later copies of the same Include are dropped
+    (HostKey lines add up, so reading a drop-in twice is not harmless)."""
+    lines = text.splitlines(keepends=True)
+    same = [ln.split() == include.split() for ln in lines]
+    first = next((i for i, ln in enumerate(lines)
+                  if ln.strip() and not ln.lstrip().startswith("#")), None)
+    if first is not None and same[first]:
+        return "".join(ln for i, ln in enumerate(lines) if i <= first or not same[i])
+    kept = [ln for ln, dup in zip(lines, same, strict=True) if not dup]
+    head = 0
+    while head < len(kept) and (not kept[head].strip() or kept[head].lstrip().startswith("#")):
+        head += 1
+    return "".join(kept[:head] + [include + "\n"] + kept[head:])

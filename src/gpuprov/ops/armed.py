@@ -1,0 +1,181 @@
+"""Changes that could cut the controller off from a host (sshd's config, a
+firewall, the network), applied so that a mistake costs minutes, not a trip
+to the console:
+
+1. the files about to change are saved on the host with a restore script,
+   and an automatic revert is armed (a systemd-run timer, or a detached
+   `sleep && restore` where there is no systemd) BEFORE the first write, so a
+   run killed at any later point still ends with the old files back;
+2. the changes run, each with its own steps;
+3. the new state is checked and made live (e.g. `sshd -t`, then a reload);
+4. a brand-new connection, plus sudo over it, proves that logging in still
+   works;
+5. only then the revert is cancelled. Any failure restores the saved files
+   and makes them live again (every change's rollback), and the host fails
+   with the reason; if even the rollback cannot connect, the armed revert
+   restores the host by itself.
+
+An op plans its Changes as usual and hands them to ArmedRevert.transaction()
+with the paths they touch. What is specific to the thing changed (sshd's
+syntax check, its reload, a preflight) stays with the op that uses this.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpuprov.command import Command
+from gpuprov.facts.base import Selector
+from gpuprov.facts.files import FileState
+from gpuprov.ops.base import Change, Step
+
+_WORD = re.compile(r"[A-Za-z0-9_.@-]+")
+
+
+def _q(word: str) -> str:
+    return Command(word).shell()
+
+
+@dataclass(frozen=True)
+class ArmedRevert:
+    """The automatic revert of one kind of change on a host."""
+
+    #: what is changed, in messages and the host's log: "sshd"
+    what: str
+    #: where the saved files and the restore script stay until the change is confirmed
+    directory: str
+    #: the systemd unit (and timer) name of the revert: "gpuprov-sshd-revert"
+    unit: str
+    #: makes the files live, the restored ones too (e.g. reload sshd)
+    activate: Command
+    #: seconds after which the host reverts by itself unless the change was confirmed
+    revert_after: int = 120
+    #: what sets revert_after, named when the revert ran before the confirmation
+    #: (e.g. a role variable); None: the number of seconds
+    revert_after_setting: str | None = None
+
+    def __post_init__(self) -> None:
+        # `what` and `unit` go into messages and unit names as they are
+        for name in ("what", "unit"):
+            if not _WORD.fullmatch(getattr(self, name)):
+                raise ValueError(f"ArmedRevert.{name} must be a plain word, got "
+                                 f"{getattr(self, name)!r}")
+        if not self.directory.startswith("/") or posixpath.normpath(self.directory) == "/":
+            raise ValueError(f"ArmedRevert.directory must be an absolute path below /, got "
+                             f"{self.directory!r}")
+
+    def restore_script(self, saved: Sequence[str]) -> str:
+        """Put the saved files back, make them live, remove the save. Idempotent:
+        whoever renames the save directory first (timer, rollback or the
+        confirmed run's cleanup) is the only one that acts on it."""
+        puts = "".join(f"put {i} {_q(path)}\n" for i, path in enumerate(saved))
+        return (
+            "#!/bin/sh\n"
+            f"# gpuprov: {self.what} files as they were before the last change, and how to "
+            "put them back.\n"
+            f"d={_q(self.directory)}\n"
+            'if [ "$1" != --from-timer ]; then\n' + self._cancel_timer() + "fi\n"
+            '[ -d "$d" ] || exit 0\n'
+            'rm -rf "$d.restoring"\n'
+            'mv "$d" "$d.restoring" 2>/dev/null || exit 0\n'
+            'r="$d.restoring"\n'
+            'put() { if [ -e "$r/$1.absent" ]; then rm -f "$2"; '
+            'else cp -p "$r/$1" "$2.gpuprov-restore" && mv -f "$2.gpuprov-restore" "$2"; fi; }\n'
+            + puts + f"{self.activate.shell()}\n"
+            'rm -rf "$r"\n'
+            "command -v logger >/dev/null && "
+            f'logger -t gpuprov "{self.what}: previous config restored"\n'
+            "exit 0\n")
+
+    def prepare_script(self, saved: Sequence[str]) -> str:
+        """Save the files about to change and arm the automatic revert."""
+        saves = "".join(
+            f'if [ -e {_q(p)} ]; then cp -p {_q(p)} "$n/{i}"; '
+            f'else : > "$n/{i}.absent"; fi\n' for i, p in enumerate(saved))
+        # e.g. sshd_config.d on images whose sshd_config had no Include yet
+        parents = sorted({posixpath.dirname(p) for p in saved})
+        dirs = "".join(f"mkdir -p -m 0755 {_q(d)}\n" for d in parents)
+        unit, after = _q(self.unit), self.revert_after
+        return (
+            "set -e\n"
+            f"d={_q(self.directory)}\n"
+            'rm -rf "$d.done"\n'
+            "# a restore that was itself interrupted: finish it below\n"
+            'if [ -f "$d.restoring/restore" ] && [ ! -d "$d" ]; then mv "$d.restoring" "$d"; fi\n'
+            'rm -rf "$d.restoring"\n'
+            'if [ -d "$d" ]; then\n'
+            '  if { [ -f "$d/timer.pid" ] && kill -0 "$(cat "$d/timer.pid")" 2>/dev/null; } || '
+            f"{{ [ -d /run/systemd/system ] && systemctl -q is-active {unit}.timer; }}; then\n"
+            f"    echo 'gpuprov: an earlier {self.what} change is still waiting for its "
+            "automatic revert; rerun when it has run' >&2; exit 1\n"
+            "  fi\n"
+            "  # an earlier change was interrupted and its revert never ran (reboot): undo it "
+            "first\n"
+            '  sh "$d/restore"\n'
+            "fi\n"
+            'n="$d.new"; rm -rf "$n"; mkdir -p -m 0700 "$n"\n'
+            + saves + dirs +
+            'cat > "$n/restore" <<\'GPUPROV_RESTORE\'\n' + self.restore_script(saved)
+            + "GPUPROV_RESTORE\n"
+            'mv "$n" "$d"\n'
+            "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; then\n"
+            f"  systemctl reset-failed {unit}.timer {unit}.service 2>/dev/null || true\n"
+            f"  systemd-run --quiet --unit={unit} --on-active={after} "
+            '/bin/sh "$d/restore" --from-timer\n'
+            "else\n"
+            f"  setsid sh -c 'sleep {after}; exec sh \"$0\"/restore --from-timer' \"$d\" "
+            "</dev/null >/dev/null 2>&1 &\n"
+            '  echo $! > "$d/timer.pid"\n'
+            "fi\n")
+
+    def finish_script(self) -> str:
+        """After the confirmed login: keep the new files (cancel the revert)."""
+        took = self.revert_after_setting or f"{self.revert_after}s"
+        return (f"d={_q(self.directory)}\n"
+                'mv "$d" "$d.done" 2>/dev/null || { echo "gpuprov: the automatic revert already '
+                f'ran (confirming took longer than {took}); the old config is back" >&2; '
+                "exit 1; }\n"
+                'd="$d.done"\n' + self._cancel_timer() + 'rm -rf "$d"\n')
+
+    def rollback(self) -> list[Step]:
+        """Run the saved restore script, if there is one (a change's rollback)."""
+        restore = f"{_q(self.directory)}/restore"
+        return [Step(Command.script(f"[ ! -f {restore} ] || sh {restore}"))]
+
+    def transaction(self, changes: list[Change], saved: Sequence[str], *, resource: str,
+                    action: str, doing: str, checks: Sequence[Step] = (),
+                    pending: bool = False, invalidates: Sequence[Selector] = ()
+                    ) -> list[Change]:
+        """`changes` (planned by the caller, touching the files `saved`) as one
+        armed transaction: the first change arms the revert before its own
+        steps, every change rolls back by the restore, and a last Change
+        (`resource`, `action`) runs `checks`, makes the files live, confirms a
+        new login + sudo and cancels the revert. `doing` says what the checks
+        and activation do ("reload sshd"); `pending`: an earlier change's save
+        is still on the host (the arming step restores it first)."""
+        if not changes:
+            return []
+        rollback = self.rollback()
+        changes[0].steps.insert(0, Step(Command.script(self.prepare_script(saved))))
+        for change in changes:
+            change.rollback = rollback
+        note = " (an earlier interrupted change is rolled back first)" if pending else ""
+        changes.append(Change(
+            resource, action,
+            f"{doing}, confirm a NEW login + sudo, then cancel the automatic revert "
+            f"(armed: {self.revert_after}s){note}",
+            steps=[*checks, Step(self.activate),
+                   # sudo (the Step default) over the new login: proves root still works
+                   Step(Command("true"), new_connection=True),
+                   Step(Command.script(self.finish_script()))],
+            rollback=rollback,
+            invalidates=(*invalidates, *(FileState.at(p) for p in saved))))
+        return changes
+
+    def _cancel_timer(self) -> str:
+        return (f'[ -f "$d/timer.pid" ] && kill -- "-$(cat "$d/timer.pid")" 2>/dev/null\n'
+                f"[ -d /run/systemd/system ] && systemctl stop {_q(self.unit)}.timer "
+                "2>/dev/null\n")
