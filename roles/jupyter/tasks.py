@@ -1,7 +1,7 @@
 """jupyter: JupyterLab in the team's GPU image, private to each host.
 
 Checklist, per host:
-1. the server config (gpuprov.jupyter.server_config) in /etc/gpuprov/jupyter,
+1. the server config (launch.server_config) in /etc/gpuprov/jupyter,
    root:<gid> 0640, mounted read-only into the container;
 2. the data directory, owned by jupyter_user;
 3. auth: the password hash in the config, or a token file made ON the host
@@ -15,7 +15,6 @@ Checklist, per host:
 jupyter_enabled false: stopped, disabled, unit and script removed, data kept.
 """
 
-from gpuprov import jupyter
 from gpuprov.command import Command
 from gpuprov.facts.docker import ContainerState
 from gpuprov.facts.services import ServiceState
@@ -25,14 +24,30 @@ from gpuprov.ops.files import absent, directory, file, template
 from gpuprov.ops.generated import generated_secret
 from gpuprov.ops.services import service
 
+from . import launch
+from .settings import (
+    AUTHORIZED_KEYS,
+    CONFIG,
+    CONFIG_DIR,
+    INIT_SCRIPT,
+    NAME,
+    SCRIPT,
+    SSH_DIR,
+    SSH_DROPIN,
+    UNIT,
+    JupyterVarError,
+    enabled,
+    settings,
+)
+
 RESTART = "restart jupyter"
 
 
 def checked(ctx):
     """The role's variables, or the refusal naming the bad one."""
     try:
-        return jupyter.settings(ctx.vars)
-    except jupyter.JupyterVarError as exc:
+        return settings(ctx.vars)
+    except JupyterVarError as exc:
         raise ctx.bad_var(exc.name, exc.message, exc.hint) from None
 
 
@@ -42,46 +57,46 @@ def tasks(ctx):
         yield from removed(ctx)
         return
     templates = ctx.role_dir / "templates"
-    yield directory(jupyter.CONFIG_DIR)
+    yield directory(CONFIG_DIR)
     yield directory(s.data_dir, owner=s.uid, group=s.gid, mode="0750")
     if s.token:
         yield generated_secret(s.token_file, nbytes=32, notify=RESTART)
-    yield file(jupyter.CONFIG, jupyter.server_config_json(ctx.vars), group=s.gid, mode="0640",
+    yield file(CONFIG, launch.server_config_json(ctx.vars), group=s.gid, mode="0640",
                secret=not s.token, notify=RESTART)
     if s.ssh:
-        yield directory(jupyter.SSH_DIR)
-        yield file(jupyter.AUTHORIZED_KEYS, jupyter.authorized_keys(s), notify=RESTART)
-        yield file(jupyter.SSH_DROPIN, jupyter.ssh_dropin(), notify=RESTART)
-    names = {"name": jupyter.NAME, "script": jupyter.SCRIPT}
-    yield template(jupyter.SCRIPT, templates / "gpuprov-jupyter.sh.j2",
-                   {**names, **jupyter.start_script_vars(s)}, mode="0755", notify=RESTART)
+        yield directory(SSH_DIR)
+        yield file(AUTHORIZED_KEYS, launch.authorized_keys(s), notify=RESTART)
+        yield file(SSH_DROPIN, launch.ssh_dropin(), notify=RESTART)
+    names = {"name": NAME, "script": SCRIPT}
+    yield template(SCRIPT, templates / "gpuprov-jupyter.sh.j2",
+                   {**names, **launch.start_script_vars(s)}, mode="0755", notify=RESTART)
     if ctx.system.init == "systemd":
-        yield template(jupyter.UNIT, templates / "gpuprov-jupyter.service.j2", names,
+        yield template(UNIT, templates / "gpuprov-jupyter.service.j2", names,
                        notify=RESTART)
     else:
-        yield template(jupyter.INIT_SCRIPT, templates / "gpuprov-jupyter.init.j2", names,
+        yield template(INIT_SCRIPT, templates / "gpuprov-jupyter.init.j2", names,
                        mode="0755", notify=RESTART)
     # Starting the service starts the container: its state is re-read after.
-    yield service(jupyter.NAME, state="started", enabled=True,
+    yield service(NAME, state="started", enabled=True,
                   also_invalidates=(ContainerState,))
-    yield container(jupyter.NAME, spec=jupyter.spec_hash(s), publish=s.publish,
-                    fix=Command(jupyter.SCRIPT, "restart"))
+    yield container(NAME, spec=launch.spec_hash(s), publish=s.publish,
+                    fix=Command(SCRIPT, "restart"))
 
 
 def removed(ctx):
     systemd = ctx.system.init == "systemd"
     # sysvinit: the rc links go with `update-rc.d remove` once the script is gone
-    yield service(jupyter.NAME, state="stopped", enabled=False if systemd else None,
+    yield service(NAME, state="stopped", enabled=False if systemd else None,
                   also_invalidates=(ContainerState,))
-    yield container_absent(jupyter.NAME)
-    yield absent(jupyter.SCRIPT)
+    yield container_absent(NAME)
+    yield absent(SCRIPT)
     if systemd:
-        yield absent(jupyter.UNIT, notify="reload systemd")
+        yield absent(UNIT, notify="reload systemd")
     else:
-        yield absent(jupyter.INIT_SCRIPT)
-        yield command(Command("update-rc.d", jupyter.NAME, "remove"),
-                      only_if=f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{jupyter.NAME}",
-                      name=f"update-rc.d {jupyter.NAME} remove",
+        yield absent(INIT_SCRIPT)
+        yield command(Command("update-rc.d", NAME, "remove"),
+                      only_if=f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{NAME}",
+                      name=f"update-rc.d {NAME} remove",
                       invalidates=(ServiceState,))
 
 
@@ -93,10 +108,10 @@ def daemon_reload(ctx):
 
 
 def restart(ctx):
-    if not jupyter.enabled(ctx.vars):
+    if not enabled(ctx.vars):
         return []   # a notification left pending before jupyter was disabled
     # the unit file may have changed: systemd must read it before the restart
-    return [*daemon_reload(ctx), service(jupyter.NAME, state="restarted",
+    return [*daemon_reload(ctx), service(NAME, state="restarted",
                                          also_invalidates=(ContainerState,))]
 
 

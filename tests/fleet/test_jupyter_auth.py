@@ -2,10 +2,11 @@
 the API answers 403 without credentials and 200 with them; only a loopback
 Host header is served), proven against a real jupyter_server >= 2.21.
 
-The server runs with EXACTLY the JSON gpuprov.jupyter.server_config_json()
-renders, in a fleet host's network namespace, and is reached over the
-fleet's bridge from the test process, like `ssh -L` delivers requests to the
-container: from another address, with `Host: localhost:8888`. The only
+The server runs with EXACTLY the JSON the jupyter role's server_config_json()
+(roles/jupyter/launch.py) renders, in a fleet host's network namespace, and
+is reached over the fleet's bridge from the test process, like `ssh -L`
+delivers requests to the container: from another address, with
+`Host: localhost:8888`. The only
 command-line override is root_dir (the config names the container's
 /workspace). The token reaches the server as the start script hands it
 over: JUPYTER_TOKEN in its environment.
@@ -31,9 +32,13 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.jupyter import PORT, server_config_json
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
+from tests.unit.role_harness import role_module
+
+# the role's own module, through the loader its tasks.py is imported with
+launch = role_module("jupyter", "launch")
+PORT, server_config_json = launch.PORT, launch.server_config_json
 
 PASSWORD = "correct horse battery staple"
 LOCAL = {"Host": f"localhost:{PORT}"}     # what the browser sends through the tunnel

@@ -79,17 +79,21 @@ def system_for(distro: str, *, secure_boot: str = "disabled", kernel: str | None
 def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
               vars: Mapping[str, Any] | None = None, check: bool = False,
               host: str = "gpu-01", handler: str | None = None,
-              session: Session | None = None) -> RolePlan:
+              session: Session | None = None, play_roles: tuple[str, ...] = ()) -> RolePlan:
     """tasks() (or the named handler) of roles/<role> planned against `facts`.
 
     Raises MissingFacts naming every fact asked for but not given, and lets a
     role's own refusal (RoleFailed) or an op's error propagate to the test.
     `session`: how the operator is logged in (ctx.session; default: the
-    engine's own default, root with no SSH login).
+    engine's own default, root with no SSH login). `play_roles`: the play's
+    other roles, whose defaults the role sees below its own (as the executor
+    gives them).
     """
     loaded = load_role(role, ROLES / role)
     the_host = Host(host, vars=dict(vars or {}))
-    host_vars = build_host_vars(the_host, role_defaults=loaded.defaults, role=role)
+    play_defaults = [load_role(name, ROLES / name).defaults for name in play_roles]
+    host_vars = build_host_vars(the_host, role_defaults=loaded.defaults, role=role,
+                                play_defaults=play_defaults)
     ctx = TaskContext(the_host, host_vars, system, FactView(dict(facts)), role, loaded.path,
                       check, session=session)
     produce = loaded.handlers[handler] if handler else loaded.tasks

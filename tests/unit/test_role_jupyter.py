@@ -18,16 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov import jupyter
 from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.base import FactView, gather_script, parse_batch
 from gpuprov.facts.docker import ContainerInfo, ContainerState, ContainerStatus
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.facts.system import ShellTest
+from gpuprov.model.playbook import load_playbook
 from gpuprov.ops.files import FileOpError
 from tests.unit.role_facts import commands, ops_until_failure, service_info, write_cmd
-from tests.unit.role_harness import RolePlan, plan_role, system_for
+from tests.unit.role_harness import RolePlan, plan_role, role_module, system_for
+
+# the role's own module, through the loader its tasks.py is imported with
+launch = role_module("jupyter", "launch")
 
 NAME = "gpuprov-jupyter"
 IMAGE = "pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime"       # gpu_image's default
@@ -67,8 +70,10 @@ GENERATE_TOKEN = (
 
 def run(facts: dict, distro: str = "ubuntu2404", init: str = "systemd", *,
         check: bool = False, handler: str | None = None, **vars: object) -> RolePlan:
+    # sshd_hardening in the play, as in playbooks/site.yml: its defaults own sshd_dropin
     return plan_role("jupyter", system_for(distro, init=init), facts,
-                     vars={"gpu_image": IMAGE, **vars}, check=check, handler=handler)
+                     vars={"gpu_image": IMAGE, **vars}, check=check, handler=handler,
+                     play_roles=("sshd_hardening",))
 
 
 # ---------------------------------------------------------------- canned hosts
@@ -232,7 +237,7 @@ def test_server_config_is_exactly_what_server_config_renders() -> None:
                       "root_dir": "/workspace"},
         "PasswordIdentityProvider": {"allow_password_change": False},
     }
-    assert text == jupyter.server_config_json({"gpu_image": IMAGE})
+    assert text == launch.server_config_json({"gpu_image": IMAGE})
     [config] = [c for c in plan.changes if c.resource == f"file {CONFIG}"]
     assert config.summary == f"create ({len(text)} bytes, root:100 0640)"
     assert config.diff.after == text and not config.diff.secret
@@ -504,12 +509,14 @@ def test_docker_daemon_down_is_unknown_not_a_crash() -> None:
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFd1Y2tlZCBrZXkgZm9yIHRlc3RzIG9ubHkgISEh alice@laptop"
 
 
+SSH_FILES = {FileState("/etc/gpuprov/jupyter/ssh", content=False): None,
+             FileState("/etc/gpuprov/jupyter/ssh/authorized_keys"): None,
+             FileState("/etc/gpuprov/jupyter/ssh/00-gpuprov-container.conf"): None}
+
+
 def test_container_ssh_publishes_22_and_mounts_the_hardened_config_and_keys() -> None:
     facts = fresh()
-    ssh_files = {FileState("/etc/gpuprov/jupyter/ssh", content=False): None,
-                 FileState("/etc/gpuprov/jupyter/ssh/authorized_keys"): None,
-                 FileState("/etc/gpuprov/jupyter/ssh/00-gpuprov-container.conf"): None}
-    plan = run({**facts, **ssh_files}, container_ssh=True, container_ssh_authorized_keys=[KEY])
+    plan = run({**facts, **SSH_FILES}, container_ssh=True, container_ssh_authorized_keys=[KEY])
     assert written(plan, "/etc/gpuprov/jupyter/ssh/authorized_keys").decode().endswith(
         KEY + "\n")
     assert written(plan, "/etc/gpuprov/jupyter/ssh/00-gpuprov-container.conf").decode() \
@@ -524,6 +531,31 @@ def test_container_ssh_publishes_22_and_mounts_the_hardened_config_and_keys() ->
                      "/etc/ssh/gpuprov/authorized_keys:ro"))
     container = next(p.op for p in plan.ops if p.op.label == f"container {NAME}")
     assert container.ports == {"127.0.0.1:8888->8888/tcp", "127.0.0.1:2222->22/tcp"}
+
+
+def test_container_ssh_mounts_the_drop_in_sshd_hardening_writes() -> None:
+    # one owner of the path: sshd_hardening's defaults, or the inventory
+    ssh_vars = {"container_ssh": True, "container_ssh_authorized_keys": [KEY]}
+    other = "/etc/ssh/sshd_config.d/10-lab.conf"
+    plan = run({**fresh(), **SSH_FILES}, **ssh_vars, sshd_dropin=other)
+    assert f"type=bind,source={other},target={other},readonly" in docker_run_argv(
+        written(plan, SCRIPT))
+    # alone in its play and not set anywhere: a refusal that says where it comes from
+    ops, exc = ops_until_failure("jupyter", system_for("ubuntu2204"), fresh(),
+                                 vars={"gpu_image": IMAGE, **ssh_vars})
+    assert ops == [] and "sshd_dropin" in exc.message and "is not set" in exc.message
+    assert exc.hint is not None and "list the sshd_hardening role in this play" in exc.hint
+    # without container_ssh nothing needs it
+    alone = plan_role("jupyter", system_for("ubuntu2204"), fresh(), vars={"gpu_image": IMAGE})
+    assert "--mount" not in docker_run_argv(written(alone, SCRIPT))
+
+
+def test_site_playbook_lists_sshd_hardening_with_jupyter_for_its_defaults() -> None:
+    site = Path(__file__).resolve().parents[2] / "playbooks" / "site.yml"
+    jupyter_play = next(p for p in load_playbook(site) if any(r.name == "jupyter"
+                                                             for r in p.roles))
+    refs = {r.name: r for r in jupyter_play.roles}
+    assert refs["sshd_hardening"].tags == ["never"]    # read, not run twice
 
 
 @pytest.mark.parametrize(("keys", "message"), [

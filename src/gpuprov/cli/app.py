@@ -8,12 +8,14 @@ import sys
 import click
 
 from gpuprov import __version__
-from gpuprov.cli import info, jupyter, onboard, run, verify
+from gpuprov.cli import info, onboard, run, verify
 from gpuprov.cli.common import stderr
 from gpuprov.cli.exit_codes import EXIT_ERROR, EXIT_OK
+from gpuprov.cli.role_commands import RoleCommandGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Roles add their own commands (a role's commands.py): see cli/role_commands.py.
+@click.group(cls=RoleCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gpuprov")
 def cli() -> None:
     """Provision GPU deep-learning hosts over SSH: NVIDIA driver, container
@@ -22,7 +24,7 @@ def cli() -> None:
 
 
 for command in (run.apply, run.drift_check, verify.verify, onboard.onboard, info.facts,
-                info.inventory_cmd, jupyter.jupyter_url):
+                info.inventory_cmd):
     cli.add_command(command)
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from gpuprov.cli.common import guarded, stderr, stdout
 from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.cli.role_commands import role_host_notes
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import Executor, RunOptions
 from gpuprov.engine.onboard import (
@@ -25,7 +26,6 @@ from gpuprov.engine.onboard import (
 )
 from gpuprov.engine.verify import run_verify
 from gpuprov.errors import GpuprovError
-from gpuprov.jupyter_url import jupyter_access
 from gpuprov.model.inventory import Inventory
 from gpuprov.model.paths import bundled_dir, default_playbook
 from gpuprov.model.playbook import load_playbook, resolve_roles, role_search_path
@@ -150,10 +150,10 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     changed = ", ".join(f"{role} ({n})" for role, n in by_role.items()) or "nothing (in sync)"
     out.print(f"\n{opts.name}: changed by role: {changed}; "
               f"reboot pending: {'yes' if result.reboot_pending else 'no'}", markup=False)
-    try:
-        out.print(jupyter_access(inventory, opts.name), markup=False)
-    except GpuprovError as exc:   # Jupyter disabled or misconfigured: say so, not fail
-        out.print(f"Jupyter: {exc}", markup=False)
+    # what the site playbook's roles have to tell a person about the host (how to
+    # reach what they set up there): a role's commands.py host_notes()
+    for note in role_host_notes(plays, inventory, opts.name):
+        out.print(note, markup=False)
     return EXIT_FAILED if any(r["status"] != "pass" for r in rows) else EXIT_OK
 
 

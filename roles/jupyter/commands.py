@@ -1,4 +1,6 @@
-"""`gpuprov jupyter-url HOST`: how a researcher reaches JupyterLab there."""
+"""What the jupyter role adds to the `gpuprov` command line: `gpuprov
+jupyter-url HOST`, and the note `gpuprov onboard` ends with (how to reach
+JupyterLab on the new host)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ import click
 
 from gpuprov.cli.common import guarded, load_target
 from gpuprov.cli.exit_codes import EXIT_OK
-from gpuprov.jupyter_url import jupyter_access
+from gpuprov.errors import GpuprovError
+from gpuprov.model.inventory import Inventory
+
+from .access import jupyter_access
 
 
 @click.command("jupyter-url")
@@ -23,3 +28,14 @@ def jupyter_url(**opts: Any) -> int:
     target = load_target(opts["inventory"], None, None, need_plays=False)
     click.echo(jupyter_access(target.inventory, opts["host"], opts["user"]), nl=False)
     return EXIT_OK
+
+
+COMMANDS = [jupyter_url]
+
+
+def host_notes(inventory: Inventory, host: str) -> str:
+    """The end of `gpuprov onboard HOST`: how to reach JupyterLab there."""
+    try:
+        return jupyter_access(inventory, host)
+    except GpuprovError as exc:   # Jupyter disabled or misconfigured: say so, not fail
+        return f"Jupyter: {exc}"

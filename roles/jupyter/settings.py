@@ -1,16 +1,14 @@
-"""JupyterLab in the GPU image: its settings, server config and `docker run`,
-and how a researcher reaches it.
+"""The jupyter role's variables, read and checked once: where its files go on
+the host and in the container, and Settings, everything the role needs.
 
-Pure functions of a host's variables, shared by the jupyter role (what gets
-rendered and run), `gpuprov jupyter-url` (what a researcher is told) and the
-tests (the exact config a real jupyter_server is started with).
+Pure functions of a host's variables, shared by the role's tasks (what gets
+rendered and run), `gpuprov jupyter-url` (access.py: what a researcher is
+told) and the tests (the exact config a real jupyter_server is started with).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 import posixpath
 import re
 import shlex
@@ -18,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpuprov.command import Command
 from gpuprov.facts.docker import gpus_arg, parse_image_ref
 
 NAME = "gpuprov-jupyter"            # container, service and script
@@ -30,7 +27,6 @@ CONFIG = f"{CONFIG_DIR}/jupyter_server_config.json"
 SSH_DIR = f"{CONFIG_DIR}/ssh"
 AUTHORIZED_KEYS = f"{SSH_DIR}/authorized_keys"
 SSH_DROPIN = f"{SSH_DIR}/00-gpuprov-container.conf"
-HOST_SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-gpuprov.conf"   # sshd_hardening's sshd_dropin
 
 # Inside the container
 PORT = 8888
@@ -74,7 +70,7 @@ def _bool(vars: Mapping[str, Any], name: str, default: bool) -> bool:
     raise JupyterVarError(name, "must be true or false")
 
 
-def _port(vars: Mapping[str, Any], name: str, default: int) -> int:
+def port_var(vars: Mapping[str, Any], name: str, default: int) -> int:
     value = vars.get(name, default)
     try:
         port = int(str(value).strip())
@@ -102,7 +98,7 @@ def is_loopback(address: str) -> bool:
     return ipaddress.ip_address(address).is_loopback
 
 
-def _path(vars: Mapping[str, Any], name: str, default: str = "") -> str:
+def path_var(vars: Mapping[str, Any], name: str, default: str = "") -> str:
     text = str(vars.get(name, default) or "").strip()
     if text and (not text.startswith("/") or posixpath.normpath(text) == "/"
                  or any(c in text for c in ",:\n")):
@@ -124,8 +120,8 @@ def password_hash(vars: Mapping[str, Any]) -> str:
 
 def tls_paths(vars: Mapping[str, Any]) -> tuple[str, str] | None:
     """(cert, key) paths on the host, both or neither."""
-    cert = _path(vars, "jupyter_tls_cert")
-    key = _path(vars, "jupyter_tls_key")
+    cert = path_var(vars, "jupyter_tls_cert")
+    key = path_var(vars, "jupyter_tls_key")
     if bool(cert) != bool(key):
         missing = "jupyter_tls_key" if cert else "jupyter_tls_cert"
         raise JupyterVarError(missing, "must be set together with "
@@ -142,44 +138,6 @@ def bind_address(vars: Mapping[str, Any]) -> str:
             "set jupyter_tls_cert and jupyter_tls_key (paths on the host), or keep "
             "127.0.0.1 and use an SSH tunnel (gpuprov jupyter-url HOST)")
     return address
-
-
-# ---------------------------------------------------------------- server config
-
-def server_config(vars: Mapping[str, Any]) -> dict[str, Any]:
-    """The jupyter_server config (JSON) the container is started with."""
-    hashed = password_hash(vars)
-    tls = tls_paths(vars)
-    remote = not is_loopback(bind_address(vars))
-    app: dict[str, Any] = {
-        # 0.0.0.0 inside the container's own network namespace: docker forwards
-        # published ports to the container's interface, never to its loopback.
-        # What the host exposes is decided by `-p <jupyter_bind_address>:...`.
-        "ip": "0.0.0.0",
-        "port": PORT,
-        "port_retries": 0,
-        "open_browser": False,
-        "allow_root": False,
-        # Refuse requests whose Host header is not localhost/loopback (DNS
-        # rebinding). Through `ssh -L` the browser says Host: localhost. Only the
-        # explicit opt-in of a non-loopback address with TLS serves other names.
-        "allow_remote_access": remote,
-        "disable_check_xsrf": False,
-        "allow_origin": "",
-        "root_dir": WORKSPACE,
-    }
-    if tls:
-        app["certfile"], app["keyfile"] = IN_CERT, IN_KEY
-    provider: dict[str, Any] = {"allow_password_change": False}
-    if hashed:
-        # No token at all: not even a JUPYTER_TOKEN the image might set.
-        provider.update(hashed_password=hashed, password_required=True, token="")
-    return {"ServerApp": app, "PasswordIdentityProvider": provider}
-
-
-def server_config_json(vars: Mapping[str, Any]) -> str:
-    """server_config() exactly as written to the host."""
-    return json.dumps(server_config(vars), indent=4, sort_keys=True) + "\n"
 
 
 # ---------------------------------------------------------------- the container
@@ -204,7 +162,8 @@ class Settings:
     ssh_port: int
     ssh_bind: str
     ssh_keys: tuple[str, ...]
-    sshd_dropin: str = HOST_SSHD_DROPIN
+    #: the host's hardened sshd drop-in, mounted into the container ("" without container_ssh)
+    sshd_dropin: str = ""
 
     @property
     def token(self) -> bool:
@@ -214,9 +173,9 @@ class Settings:
     @property
     def publish(self) -> tuple[str, ...]:
         """docker -p values: the host address:port -> the container port."""
-        out = [f"{_bracket(self.bind)}:{self.port}:{PORT}"]
+        out = [f"{bracket(self.bind)}:{self.port}:{PORT}"]
         if self.ssh:
-            out.append(f"{_bracket(self.ssh_bind)}:{self.ssh_port}:22")
+            out.append(f"{bracket(self.ssh_bind)}:{self.ssh_port}:22")
         return tuple(out)
 
     @property
@@ -225,7 +184,7 @@ class Settings:
         return tuple(p.rsplit(":", 1)[0] for p in self.publish)
 
 
-def _bracket(ip: str) -> str:
+def bracket(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
@@ -294,10 +253,10 @@ def settings(vars: Mapping[str, Any]) -> Settings:
         gpus = gpus_arg(devices)
     except ValueError as exc:
         raise JupyterVarError("gpu_devices", str(exc)) from None
-    token_file = _path(vars, "jupyter_token_file", f"{CONFIG_DIR}/token")
+    token_file = path_var(vars, "jupyter_token_file", f"{CONFIG_DIR}/token")
     if not token_file:
         raise JupyterVarError("jupyter_token_file", "must be an absolute path")
-    data_dir = _path(vars, "data_dir", "/srv/gpuprov/data")
+    data_dir = path_var(vars, "data_dir", "/srv/gpuprov/data")
     if not data_dir:
         raise JupyterVarError("data_dir", "must be an absolute path")
     uid, gid = _user(vars)
@@ -307,119 +266,23 @@ def settings(vars: Mapping[str, Any]) -> Settings:
         raise JupyterVarError("container_ssh_authorized_keys", "is empty but container_ssh "
                               "is true: nobody could log in", "list the public keys allowed in")
     return Settings(
-        enabled=on, port=_port(vars, "jupyter_port", 8888), bind=bind_address(vars),
+        enabled=on, port=port_var(vars, "jupyter_port", 8888), bind=bind_address(vars),
         tls=tls_paths(vars), password_hash=password_hash(vars), token_file=token_file,
         image=image_ref(vars), command=_command(vars), uid=uid, gid=gid, data_dir=data_dir,
-        gpus=gpus, ssh=ssh, ssh_port=_port(vars, "container_ssh_port", 2222),
+        gpus=gpus, ssh=ssh, ssh_port=port_var(vars, "container_ssh_port", 2222),
         ssh_bind=_ip(vars, "container_ssh_bind_address", "127.0.0.1"), ssh_keys=keys,
-        sshd_dropin=_path(vars, "sshd_dropin", HOST_SSHD_DROPIN) or HOST_SSHD_DROPIN)
+        sshd_dropin=host_sshd_dropin(vars) if ssh else "")
 
 
-def run_options(s: Settings) -> list[tuple[str, ...]]:
-    """`docker run` options, one option (and its value) per item, label excluded."""
-    opts: list[tuple[str, ...]] = [
-        ("-d",), ("--name", NAME), ("--restart", "on-failure:5"),
-        # only the image gpu_image checked; never pull another one for that name
-        ("--pull", "never"),
-        ("--user", f"{s.uid}:{s.gid}"), ("--security-opt", "no-new-privileges"),
-        ("--gpus", s.gpus),
-        *(("-p", p) for p in s.publish),
-        # The image has no passwd entry for the uid: HOME would be "/", where
-        # Jupyter cannot write its runtime files. In the data volume, the
-        # researcher's settings and `pip install --user` survive a restart.
-        ("-e", f"HOME={DATA}"),
-        ("-v", f"{s.data_dir}:{DATA}"),
-        ("-v", f"{CONFIG}:{IN_CONFIG}:ro"),
-    ]
-    if s.tls:
-        opts += [("-v", f"{s.tls[0]}:{IN_CERT}:ro"), ("-v", f"{s.tls[1]}:{IN_KEY}:ro")]
-    if s.ssh:
-        opts += [
-            # --mount, not -v: a missing source is an error instead of an empty
-            # directory docker would create at that path of the HOST's sshd config
-            ("--mount", f"type=bind,source={s.sshd_dropin},target={s.sshd_dropin},readonly"),
-            ("-v", f"{SSH_DROPIN}:{IN_SSH_DROPIN}:ro"),
-            ("-v", f"{AUTHORIZED_KEYS}:{IN_AUTHORIZED_KEYS}:ro"),
-        ]
-    if s.token:
-        # The name only: docker takes the value from the start script's
-        # environment, so the token is on no command line and in no `ps`.
-        opts.append(("-e", "JUPYTER_TOKEN"))
-    return opts
-
-
-def run_args(s: Settings) -> tuple[str, ...]:
-    """What follows the image: the command and the config to read."""
-    return (*s.command, f"--config={IN_CONFIG}")
-
-
-def spec_hash(s: Settings) -> str:
-    """sha256 of how the container is started: its gpuprov.spec label."""
-    spec = {"options": [list(o) for o in run_options(s)], "image": s.image,
-            "args": list(run_args(s))}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def docker_run(s: Settings, sep: str = " ") -> str:
-    """The `docker run` command line, quoted; `sep` joins its option groups
-    (a backslash-newline spreads it over lines in a script)."""
-    groups = [("docker", "run"), *run_options(s), ("--label", f"gpuprov.spec={spec_hash(s)}"),
-              (s.image, *run_args(s))]
-    return sep.join(Command(*g).shell() for g in groups)
-
-
-def inspect_running_spec() -> str:
-    """Shell: prints "<status> <spec label>" of the container (for the script)."""
-    fmt = '{{.State.Status}} {{index .Config.Labels "gpuprov.spec"}}'
-    return Command("docker", "inspect", "--type=container", "--format", fmt, NAME).shell()
-
-
-def start_script_vars(s: Settings) -> dict[str, Any]:
-    """What templates/gpuprov-jupyter.sh.j2 of the role is rendered with."""
-    return {"image": s.image, "publish": ", ".join(s.addresses), "token": s.token,
-            "token_file": s.token_file, "spec": spec_hash(s), "inspect": inspect_running_spec(),
-            "docker_run": docker_run(s, sep=" \\\n        ")}
-
-
-def authorized_keys(s: Settings) -> str:
-    return ("# Managed by gpuprov (role jupyter): container_ssh_authorized_keys\n"
-            + "".join(k + "\n" for k in s.ssh_keys))
-
-
-def ssh_dropin() -> str:
-    return ("# Managed by gpuprov (role jupyter): the keys allowed into the container\n"
-            f"AuthorizedKeysFile {IN_AUTHORIZED_KEYS}\n")
-
-
-# ---------------------------------------------------------------- for the researcher
-
-def access_text(vars: Mapping[str, Any], address: str, user: str | None,
-                ssh_port: int | None) -> str:
-    """How to reach Jupyter on a host: tunnel, URL, authentication. Never a
-    token or hash: only where to read the token."""
-    port = _port(vars, "jupyter_port", 8888)
-    bind = bind_address(vars)
-    scheme = "https" if tls_paths(vars) else "http"
-    target = f"{user}@{address}" if user else address
-    steps: list[list[str]] = []
-    if is_loopback(bind):
-        ssh = ["ssh", "-L", f"{port}:localhost:{port}"]
-        if ssh_port and ssh_port != 22:
-            ssh += ["-p", str(ssh_port)]
-        steps += [["Open a tunnel from your machine (leave it running):",
-                   shlex.join([*ssh, target])],
-                  ["Browse to:", f"{scheme}://localhost:{port}/lab"]]
-    else:
-        steps.append(["Browse to (published with TLS, no tunnel; the certificate must name "
-                      "the host):", f"{scheme}://{_bracket(address)}:{port}/lab"])
-    if password_hash(vars):
-        steps.append(["Log in with your Jupyter password."])
-    else:
-        token_file = _path(vars, "jupyter_token_file", f"{CONFIG_DIR}/token")
-        ssh_cmd = ["ssh", "-t", *(["-p", str(ssh_port)] if ssh_port and ssh_port != 22
-                                 else []), target, "sudo", "cat", token_file]
-        steps.append(["Log in with the token, readable by root on the host:",
-                      f"sudo cat {token_file}", f"(from your machine: {shlex.join(ssh_cmd)})"])
-    lines = [f"{'   ' if j else f'{i}. '}{text}" for i, step in enumerate(steps, 1)
-             for j, text in enumerate(step)]
-    return "\n".join(lines) + "\n"
+def host_sshd_dropin(vars: Mapping[str, Any]) -> str:
+    """sshd_dropin: the sshd_hardening role's variable (its defaults.yml owns the
+    path), seen here when that role is listed in the same play, as in
+    playbooks/site.yml, or set in the inventory."""
+    dropin = path_var(vars, "sshd_dropin")
+    if not dropin:
+        raise JupyterVarError(
+            "sshd_dropin", "is not set, and container_ssh mounts that hardened sshd drop-in "
+            "of the host into the container",
+            "list the sshd_hardening role in this play (with tags: [never] it is not run, "
+            "only its defaults are read, as in playbooks/site.yml), or set sshd_dropin")
+    return dropin

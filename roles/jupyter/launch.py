@@ -1,0 +1,146 @@
+"""What the jupyter role launches: the jupyter_server config, the
+`docker run` of the start script (and the spec hash that labels it), and the
+files for SSH into the container. Pure functions of Settings / variables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from gpuprov.command import Command
+
+from .settings import (
+    AUTHORIZED_KEYS,
+    CONFIG,
+    DATA,
+    IN_AUTHORIZED_KEYS,
+    IN_CERT,
+    IN_CONFIG,
+    IN_KEY,
+    IN_SSH_DROPIN,
+    NAME,
+    PORT,
+    SSH_DROPIN,
+    WORKSPACE,
+    Settings,
+    bind_address,
+    is_loopback,
+    password_hash,
+    tls_paths,
+)
+
+
+def server_config(vars: Mapping[str, Any]) -> dict[str, Any]:
+    """The jupyter_server config (JSON) the container is started with."""
+    hashed = password_hash(vars)
+    tls = tls_paths(vars)
+    remote = not is_loopback(bind_address(vars))
+    app: dict[str, Any] = {
+        # 0.0.0.0 inside the container's own network namespace: docker forwards
+        # published ports to the container's interface, never to its loopback.
+        # What the host exposes is decided by `-p <jupyter_bind_address>:...`.
+        "ip": "0.0.0.0",
+        "port": PORT,
+        "port_retries": 0,
+        "open_browser": False,
+        "allow_root": False,
+        # Refuse requests whose Host header is not localhost/loopback (DNS
+        # rebinding). Through `ssh -L` the browser says Host: localhost. Only the
+        # explicit opt-in of a non-loopback address with TLS serves other names.
+        "allow_remote_access": remote,
+        "disable_check_xsrf": False,
+        "allow_origin": "",
+        "root_dir": WORKSPACE,
+    }
+    if tls:
+        app["certfile"], app["keyfile"] = IN_CERT, IN_KEY
+    provider: dict[str, Any] = {"allow_password_change": False}
+    if hashed:
+        # No token at all: not even a JUPYTER_TOKEN the image might set.
+        provider.update(hashed_password=hashed, password_required=True, token="")
+    return {"ServerApp": app, "PasswordIdentityProvider": provider}
+
+
+def server_config_json(vars: Mapping[str, Any]) -> str:
+    """server_config() exactly as written to the host."""
+    return json.dumps(server_config(vars), indent=4, sort_keys=True) + "\n"
+
+
+# ---------------------------------------------------------------- the container
+
+def run_options(s: Settings) -> list[tuple[str, ...]]:
+    """`docker run` options, one option (and its value) per item, label excluded."""
+    opts: list[tuple[str, ...]] = [
+        ("-d",), ("--name", NAME), ("--restart", "on-failure:5"),
+        # only the image gpu_image checked; never pull another one for that name
+        ("--pull", "never"),
+        ("--user", f"{s.uid}:{s.gid}"), ("--security-opt", "no-new-privileges"),
+        ("--gpus", s.gpus),
+        *(("-p", p) for p in s.publish),
+        # The image has no passwd entry for the uid: HOME would be "/", where
+        # Jupyter cannot write its runtime files. In the data volume, the
+        # researcher's settings and `pip install --user` survive a restart.
+        ("-e", f"HOME={DATA}"),
+        ("-v", f"{s.data_dir}:{DATA}"),
+        ("-v", f"{CONFIG}:{IN_CONFIG}:ro"),
+    ]
+    if s.tls:
+        opts += [("-v", f"{s.tls[0]}:{IN_CERT}:ro"), ("-v", f"{s.tls[1]}:{IN_KEY}:ro")]
+    if s.ssh:
+        opts += [
+            # --mount, not -v: a missing source is an error instead of an empty
+            # directory docker would create at that path of the HOST's sshd config
+            ("--mount", f"type=bind,source={s.sshd_dropin},target={s.sshd_dropin},readonly"),
+            ("-v", f"{SSH_DROPIN}:{IN_SSH_DROPIN}:ro"),
+            ("-v", f"{AUTHORIZED_KEYS}:{IN_AUTHORIZED_KEYS}:ro"),
+        ]
+    if s.token:
+        # The name only: docker takes the value from the start script's
+        # environment, so the token is on no command line and in no `ps`.
+        opts.append(("-e", "JUPYTER_TOKEN"))
+    return opts
+
+
+def run_args(s: Settings) -> tuple[str, ...]:
+    """What follows the image: the command and the config to read."""
+    return (*s.command, f"--config={IN_CONFIG}")
+
+
+def spec_hash(s: Settings) -> str:
+    """sha256 of how the container is started: its gpuprov.spec label."""
+    spec = {"options": [list(o) for o in run_options(s)], "image": s.image,
+            "args": list(run_args(s))}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def docker_run(s: Settings, sep: str = " ") -> str:
+    """The `docker run` command line, quoted; `sep` joins its option groups
+    (a backslash-newline spreads it over lines in a script)."""
+    groups = [("docker", "run"), *run_options(s), ("--label", f"gpuprov.spec={spec_hash(s)}"),
+              (s.image, *run_args(s))]
+    return sep.join(Command(*g).shell() for g in groups)
+
+
+def inspect_running_spec() -> str:
+    """Shell: prints "<status> <spec label>" of the container (for the script)."""
+    fmt = '{{.State.Status}} {{index .Config.Labels "gpuprov.spec"}}'
+    return Command("docker", "inspect", "--type=container", "--format", fmt, NAME).shell()
+
+
+def start_script_vars(s: Settings) -> dict[str, Any]:
+    """What templates/gpuprov-jupyter.sh.j2 of the role is rendered with."""
+    return {"image": s.image, "publish": ", ".join(s.addresses), "token": s.token,
+            "token_file": s.token_file, "spec": spec_hash(s), "inspect": inspect_running_spec(),
+            "docker_run": docker_run(s, sep=" \\\n        ")}
+
+
+def authorized_keys(s: Settings) -> str:
+    return ("# Managed by gpuprov (role jupyter): container_ssh_authorized_keys\n"
+            + "".join(k + "\n" for k in s.ssh_keys))
+
+
+def ssh_dropin() -> str:
+    return ("# Managed by gpuprov (role jupyter): the keys allowed into the container\n"
+            f"AuthorizedKeysFile {IN_AUTHORIZED_KEYS}\n")
