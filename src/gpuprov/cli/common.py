@@ -21,7 +21,13 @@ from gpuprov.engine.executor import RunOptions
 from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Host, Inventory
 from gpuprov.model.paths import bundled_dir, default_playbook
-from gpuprov.model.playbook import Play, load_playbook, resolve_roles, role_search_path
+from gpuprov.model.playbook import (
+    Play,
+    load_playbook,
+    parse_serial,
+    resolve_roles,
+    role_search_path,
+)
 from gpuprov.model.vars import parse_extra_vars
 
 
@@ -93,15 +99,15 @@ def split_csv(values: tuple[str, ...]) -> list[str]:
     return [t.strip() for v in values for t in v.split(",") if t.strip()]
 
 
-def parse_serial(value: str | None) -> int | str | None:
+def serial_option(ctx: click.Context, param: click.Parameter,
+                  value: str | None) -> int | str | None:
+    """--serial, by the same rule as a play's `serial:` (a click callback)."""
     if value is None:
         return None
-    text = value.strip()
-    number = text[:-1] if text.endswith("%") else text
-    if not number.isdigit() or int(number) == 0:
-        raise click.BadParameter("expected a host count like 5 or a share like 30%",
-                                 param_hint="'--serial'")
-    return text if text.endswith("%") else int(text)
+    try:
+        return parse_serial(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def check_writable(path: str | None, option: str) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "find_role",
     "load_playbook",
     "load_role_defaults",
+    "parse_serial",
     "resolve_roles",
     "role_search_path",
 ]
@@ -50,7 +51,7 @@ _ANSIBLE_HINTS = {
     "any_errors_fatal": "use max_fail_percentage: 0",
 }
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_SERIAL_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_SERIAL = re.compile(r"([0-9]+)(%?)")
 
 
 @dataclass
@@ -175,14 +176,32 @@ def _serial(data: Mapping[str, Any]) -> int | str | None:
     value = data.get("serial")
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        m = _SERIAL_PERCENT.fullmatch(value.strip())
-        if m and 0 < float(m.group(1)) <= 100:
-            return f"{m.group(1)}%"
-    raise PlaybookError(f"serial must be a positive number of hosts or a percentage like "
-                        f"\"30%\", got {value!r}", *location(data, "serial"))
+    try:
+        return parse_serial(value)
+    except ValueError as exc:
+        raise PlaybookError(f"serial {exc}", *location(data, "serial")) from None
+
+
+def parse_serial(value: object) -> int | str:
+    """A batch size, from a play's `serial:` or from --serial: a host count
+    (5, or "5" as a command line gives it) or a whole share of the play's
+    hosts ("30%", 1-100). Returns the count as an int, a share as "N%".
+
+    Raises ValueError with the message both callers show, each with its own
+    prefix (the play's file:line, or the option's name).
+    """
+    text = value.strip() if isinstance(value, str) else value
+    number: int | None = None
+    share = False
+    if isinstance(text, int) and not isinstance(text, bool):
+        number = text
+    elif isinstance(text, str) and (m := _SERIAL.fullmatch(text)):
+        number, share = int(m.group(1)), m.group(2) == "%"
+    # Ansible reads a share as a whole percentage too; 12.5% or "25 %" are typos here.
+    if number is None or number < 1 or (share and number > 100):
+        raise ValueError(f"must be a positive number of hosts or a percentage 1-100% like "
+                         f"\"30%\", got {value!r}")
+    return f"{number}%" if share else number
 
 
 def _max_fail(data: Mapping[str, Any]) -> float | None:
