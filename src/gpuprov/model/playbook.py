@@ -24,6 +24,8 @@ from gpuprov.model.yamlfile import Location, did_you_mean, load_yaml, location
 
 __all__ = [
     "REBOOT_CHOICES",
+    "REBOOT_IF_NEEDED",
+    "REBOOT_NEVER",
     "Play",
     "RoleRef",
     "find_role",
@@ -34,7 +36,9 @@ __all__ = [
     "role_search_path",
 ]
 
-REBOOT_CHOICES = ("never", "if-needed")
+# A play's, the inventory's or -e's `reboot:`; the executor reads the same names.
+REBOOT_NEVER, REBOOT_IF_NEEDED = "never", "if-needed"
+REBOOT_CHOICES = (REBOOT_NEVER, REBOOT_IF_NEEDED)
 _PLAY_KEYS = ("name", "hosts", "roles", "vars", "tags", "serial", "max_fail_percentage",
               "reboot")
 _ROLE_KEYS = ("role", "name", "vars", "tags")
