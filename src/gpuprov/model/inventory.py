@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.errors import InventoryError
-from gpuprov.model.vars import HostVars, is_secret_name, is_valid_var_name, magic_vars
+from gpuprov.model.vars import HostVars, check_var_name, is_secret_name, magic_vars
 from gpuprov.model.yamlfile import (
     Location,
     Secret,
@@ -213,9 +213,7 @@ def check_vars(data: Any, what: str, warnings: list[str], where: Location) -> No
                              f"got {_kind(data)}", *where)
     for key, value in data.items():
         where = location(data, key)
-        if not is_valid_var_name(key):
-            raise InventoryError(f"{key!r} is not a valid variable name", *where,
-                                 hint="use letters, digits and _ (not starting with a digit)")
+        check_var_name(key, where)
         if key in _IGNORED_ANSIBLE_VARS:
             note = _IGNORED_ANSIBLE_VARS[key](value)
             if note:

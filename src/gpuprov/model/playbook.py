@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.errors import PlaybookError
-from gpuprov.model.vars import is_valid_var_name
+from gpuprov.model.vars import check_var_name
 from gpuprov.model.yamlfile import Location, did_you_mean, load_yaml, location
 
 __all__ = [
@@ -158,10 +158,7 @@ def _vars(data: Mapping[str, Any], key: str) -> dict[str, Any]:
         raise PlaybookError(f"{key} must be a mapping of variable names to values",
                             *location(data, key))
     for name in value:
-        if not is_valid_var_name(name):
-            raise PlaybookError(f"{name!r} is not a valid variable name",
-                                *location(value, name),
-                                hint="use letters, digits and _ (not starting with a digit)")
+        check_var_name(name, location(value, name), PlaybookError)
     return value  # type: ignore[return-value]  # a YamlMap keeps key locations
 
 
@@ -287,6 +284,5 @@ def load_role_defaults(role_dir: str | Path) -> dict[str, Any]:
         raise PlaybookError("defaults must be a mapping of variable names to values",
                             str(path), getattr(data, "line", 1))
     for name in data:
-        if not is_valid_var_name(name):
-            raise PlaybookError(f"{name!r} is not a valid variable name", *location(data, name))
+        check_var_name(name, location(data, name), PlaybookError)
     return data  # type: ignore[return-value]  # a YamlMap keeps key locations
