@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from gpuprov.errors import PlaybookError
+from gpuprov.model import playbook
 from gpuprov.model.playbook import (
     Play,
     RoleRef,
+    find_playbook,
     find_role,
     load_playbook,
+    load_plays,
     load_role_defaults,
     parse_serial,
     resolve_roles,
@@ -176,6 +179,26 @@ def test_missing_role_names_playbook_line_and_dirs(tmp_path):
                           f"{tmp_path / 'nowhere'}, {roles}")
     assert "did you mean 'nvidia_driver'?" in msg
     assert plays[0].roles[0].path == roles / "docker"
+
+
+def test_load_plays_finds_the_site_playbook_and_resolves_its_roles(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    roles = make_roles(project, "docker")
+    book = write(project, "playbooks/site.yml", "- hosts: all\n  roles: [docker]\n")
+    monkeypatch.chdir(project)
+    assert find_playbook(None) == book
+    (play,) = load_plays(None)
+    assert play.roles[0].path == roles / "docker"
+    other = write(tmp_path, "other.yml", "- hosts: all\n  roles: [docker]\n")
+    assert find_playbook(str(other)) == other
+    assert load_plays(other)[0].file == str(other)
+
+
+def test_load_plays_without_any_playbook(tmp_path, monkeypatch):
+    monkeypatch.setattr(playbook, "default_playbook", lambda: None)
+    with pytest.raises(PlaybookError, match="^no playbook given and no playbooks/site.yml "
+                                            "found\n  hint: pass -p/--playbook"):
+        load_plays(None)
 
 
 def test_missing_role_lists_available_ones(tmp_path):

@@ -20,14 +20,7 @@ from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import RunOptions
 from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Host, Inventory
-from gpuprov.model.paths import bundled_dir, default_playbook
-from gpuprov.model.playbook import (
-    Play,
-    load_playbook,
-    parse_serial,
-    resolve_roles,
-    role_search_path,
-)
+from gpuprov.model.playbook import Play, load_plays, parse_serial
 from gpuprov.model.vars import parse_extra_vars
 
 
@@ -61,14 +54,7 @@ def load_target(inventory_arg: str | None, limit: str | None, playbook: str | No
         # "in sync" about zero hosts would be a lie a monitor cannot see through.
         raise GpuprovError(f"{inventory.path or 'the inventory'} has no hosts",
                            hint="add hosts under all: hosts: or a group's hosts:")
-    plays: list[Play] = []
-    if need_plays:
-        book = Path(playbook) if playbook else default_playbook()
-        if book is None:
-            raise GpuprovError("no playbook given and no playbooks/site.yml found",
-                               hint="pass -p/--playbook FILE.yml")
-        plays = load_playbook(book)
-        resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    plays = load_plays(playbook) if need_plays else []
     return Target(inventory, hosts, embedded, plays)
 
 

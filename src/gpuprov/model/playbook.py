@@ -7,7 +7,8 @@ always gathered, in one round trip per host.
 
 Roles are searched in order: ./roles (current directory), roles/ beside
 the playbook, then the bundled roles shipped with gpuprov. See
-`role_search_path()`.
+`role_search_path()`. `load_plays()` is how commands get their plays:
+the playbook found, loaded and its roles resolved in one step.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.errors import PlaybookError
+from gpuprov.model.paths import bundled_dir, default_playbook
 from gpuprov.model.vars import check_var_name
 from gpuprov.model.yamlfile import Location, did_you_mean, load_yaml, location
 
@@ -28,8 +30,10 @@ __all__ = [
     "REBOOT_NEVER",
     "Play",
     "RoleRef",
+    "find_playbook",
     "find_role",
     "load_playbook",
+    "load_plays",
     "load_role_defaults",
     "parse_serial",
     "resolve_roles",
@@ -82,6 +86,26 @@ class Play:
     reboot: str | None = None  # None: not set in the play (default never applies later)
     file: str | None = None
     line: int | None = None
+
+
+def find_playbook(path: str | Path | None) -> Path:
+    """`path` if given, else ./playbooks/site.yml, else the bundled site.yml."""
+    if path:
+        return Path(path)
+    book = default_playbook()
+    if book is None:
+        raise PlaybookError("no playbook given and no playbooks/site.yml found",
+                            hint="pass -p/--playbook FILE.yml")
+    return book
+
+
+def load_plays(path: str | Path | None) -> list[Play]:
+    """The plays a command runs: the playbook find_playbook() picks, loaded,
+    every role resolved on role_search_path() (./roles, beside it, bundled)."""
+    book = find_playbook(path)
+    plays = load_playbook(book)
+    resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    return plays
 
 
 def load_playbook(path: str | Path) -> list[Play]:
