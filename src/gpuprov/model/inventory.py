@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.errors import InventoryError
+from gpuprov.model.patterns import select
 from gpuprov.model.vars import HostVars, check_var_name, is_secret_name, magic_vars
 from gpuprov.model.yamlfile import (
     Location,
@@ -159,8 +160,6 @@ class Inventory:
 
     def select(self, pattern: str, allow_empty: bool = False) -> list[Host]:
         """Hosts matching an Ansible --limit pattern, in inventory order."""
-        from gpuprov.model.patterns import select  # patterns imports this module's types
-
         return select(self, pattern, allow_empty=allow_empty)
 
     def to_list_json(self, mask_secrets: bool = True) -> dict[str, Any]:
