@@ -110,40 +110,51 @@ class _SetupError(Exception):
         self.kind, self.detail, self.hint, self.retry = kind, detail, hint, retry
 
 
-class SshConnector(Connector):
-    """One host over SSH. `address` (ansible_host) defaults to `host_name`.
+@dataclass(frozen=True)
+class SshSettings:
+    """What an SshConnector is built from; `address` (ansible_host) defaults to `host_name`.
 
     Explicit port/user/key_file win over ~/.ssh/config (or `ssh_config`);
     `known_hosts` replaces ~/.ssh/known_hosts (and /etc/ssh/ssh_known_hosts).
     """
 
-    def __init__(self, host_name: str, address: str | None = None, port: int | None = None,
-                 user: str | None = None, key_file: str | Path | None = None,
-                 known_hosts: Path | None = None, strict_host_keys: bool = False,
-                 become: Become | None = None, connect_timeout: float = 10.0,
-                 retries: int = 5, retry_budget: float = 15.0,
-                 ssh_config: Path | None = None, use_agent: bool = True,
-                 keepalive: int = 30, password: str | None = None) -> None:
-        super().__init__(host_name)
-        #: login password, tried after the keys (onboarding a host that has no key yet)
-        self.password = password
-        self.become = become if become is not None else Become()
-        self.connect_timeout = connect_timeout
-        self.retries = retries
-        self.retry_budget = retry_budget
-        self.use_agent = use_agent
-        self.keepalive = keepalive
-        self._config = _load_config(ssh_config)
-        self.key_file = Path(key_file).expanduser() if key_file else None
-        self.hops = self._resolve_chain(address or host_name, user, port, self.key_file, 0)
+    host_name: str
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    key_file: str | Path | None = None
+    known_hosts: Path | None = None
+    strict_host_keys: bool = False
+    become: Become = field(default_factory=Become)
+    connect_timeout: float = 10.0
+    retries: int = 5
+    retry_budget: float = 15.0
+    ssh_config: Path | None = None
+    use_agent: bool = True
+    keepalive: int = 30
+    #: login password, tried after the keys (onboarding a host that has no key yet)
+    password: str | None = field(default=None, repr=False)
+
+
+class SshConnector(Connector):
+    """One host over SSH, as `settings` describe it (resolved through ssh_config here)."""
+
+    def __init__(self, settings: SshSettings) -> None:
+        super().__init__(settings.host_name)
+        self.settings = settings
+        self._config = _load_config(settings.ssh_config)
+        self.key_file = Path(settings.key_file).expanduser() if settings.key_file else None
+        self.hops = self._resolve_chain(settings.address or settings.host_name, settings.user,
+                                        settings.port, self.key_file, 0)
         self.target = self.hops[-1]
         options = self._config.lookup(self.target.alias)
-        self.strict_host_keys = strict_host_keys or options.get("stricthostkeychecking") == "yes"
-        self.known_hosts = _known_hosts(known_hosts, options)
+        self.strict_host_keys = (settings.strict_host_keys
+                                 or options.get("stricthostkeychecking") == "yes")
+        self.known_hosts = _known_hosts(settings.known_hosts, options)
         self._transports: list[paramiko.Transport] = []
         self._agent: paramiko.Agent | None = None
         self._lock = threading.RLock()
-        self._sudo = Sudo(host_name, self.target.user, self.become, self._exec_raw)
+        self._sudo = Sudo(settings.host_name, self.target.user, settings.become, self._exec_raw)
         #: the key the target accepted (the operator's identity, for session())
         self._auth_key: paramiko.PKey | None = None
         self._auth_password = False
@@ -165,8 +176,8 @@ class SshConnector(Connector):
                 except _SetupError as exc:
                     # `slept` keeps the budget honest when sleep is patched out.
                     spent = max(time.monotonic() - started, slept)
-                    if (not exc.retry or attempt > self.retries
-                            or spent + delay > self.retry_budget):
+                    if (not exc.retry or attempt > self.settings.retries
+                            or spent + delay > self.settings.retry_budget):
                         tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                         raise UnreachableHost(self.host_name, exc.kind, exc.detail + tries,
                                               exc.hint) from exc
@@ -222,7 +233,8 @@ class SshConnector(Connector):
             raise _SetupError("dns", f"cannot resolve {hop.address}: the .invalid domain never "
                               "resolves", "check the host name / ansible_host")
         try:
-            sock = socket.create_connection((hop.address, hop.port), timeout=self.connect_timeout)
+            sock = socket.create_connection((hop.address, hop.port),
+                                            timeout=self.settings.connect_timeout)
         except socket.gaierror as exc:
             raise _SetupError("dns", f"cannot resolve {hop.address}: {exc.strerror or exc}",
                               "check the host name / ansible_host, DNS or /etc/hosts") from exc
@@ -233,7 +245,7 @@ class SshConnector(Connector):
                               retry=True) from exc
         except TimeoutError as exc:
             raise _SetupError("timeout", f"no answer from {where} within "
-                              f"{self.connect_timeout:g}s", "the host may be down or a "
+                              f"{self.settings.connect_timeout:g}s", "the host may be down or a "
                               "firewall drops SSH; check the address", retry=True) from exc
         except OSError as exc:
             if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
@@ -257,7 +269,7 @@ class SshConnector(Connector):
     def _jump_channel(self, transport: paramiko.Transport, hop: Hop, nxt: Hop) -> paramiko.Channel:
         try:
             return transport.open_channel("direct-tcpip", (nxt.address, nxt.port),
-                                          ("127.0.0.1", 0), timeout=self.connect_timeout)
+                                          ("127.0.0.1", 0), timeout=self.settings.connect_timeout)
         except paramiko.ChannelException as exc:
             raise _SetupError("proxy", f"jump host {hop.label} could not reach {nxt.address}:"
                               f"{nxt.port}: {exc.text}", "check the address as seen from the jump "
@@ -267,12 +279,13 @@ class SshConnector(Connector):
                               f"{nxt.address}:{nxt.port}: {exc}", retry=True) from exc
 
     def _handshake(self, hop: Hop, sock: object) -> paramiko.Transport:
+        timeout = self.settings.connect_timeout
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
-        transport.banner_timeout = transport.handshake_timeout = self.connect_timeout
-        transport.auth_timeout = max(self.connect_timeout, 30.0)
+        transport.banner_timeout = transport.handshake_timeout = timeout
+        transport.auth_timeout = max(timeout, 30.0)
         _prefer_key_types(transport, self.known_hosts.key_types(hop.known_name))
         try:
-            transport.start_client(timeout=self.connect_timeout)
+            transport.start_client(timeout=timeout)
         except paramiko.ProxyCommandFailure as exc:
             transport.close()
             raise _SetupError("proxy", f"ProxyCommand for {hop.alias} failed: {exc}") from exc
@@ -291,14 +304,14 @@ class SshConnector(Connector):
         if not transport.completion_event.is_set():  # start_client's timeout returns quietly
             transport.close()
             raise _SetupError("timeout", f"{hop.label}: SSH handshake did not finish within "
-                              f"{self.connect_timeout:g}s", retry=True)
+                              f"{timeout:g}s", retry=True)
         key = transport.get_remote_server_key()
         try:
             self.known_hosts.check(self.host_name, hop.known_name, key, self.strict_host_keys)
         except UnreachableHost as exc:
             transport.close()
             raise _SetupError(exc.kind, exc.detail, exc.hint) from exc
-        transport.set_keepalive(self.keepalive)  # keep NAT/firewall state for long runs
+        transport.set_keepalive(self.settings.keepalive)  # keep NAT/firewall state for long runs
         return transport
 
     def _authenticate(self, hop: Hop, transport: paramiko.Transport) -> None:
@@ -328,7 +341,7 @@ class SshConnector(Connector):
                     self._auth_key = key
                 return
             tried.append(f"{label} (accepted, but the server also wants: {', '.join(remaining)})")
-        if self.password is not None and hop is self.target and not note:
+        if self.settings.password is not None and hop is self.target and not note:
             self._password_login(hop, transport, tried)
             return
         keys = "; ".join(tried) if tried else ("none: no key file given, no ssh-agent keys, and "
@@ -341,9 +354,9 @@ class SshConnector(Connector):
                           "the key with --key-file / ansible_ssh_private_key_file")
 
     def _password_login(self, hop: Hop, transport: paramiko.Transport, tried: list[str]) -> None:
-        assert self.password is not None
+        assert self.settings.password is not None
         try:
-            transport.auth_password(hop.user, self.password)
+            transport.auth_password(hop.user, self.settings.password)
         except paramiko.BadAuthenticationType as exc:
             raise _SetupError("auth", f"{hop.label} does not accept passwords (it allows: "
                               f"{', '.join(exc.allowed_types) or 'nothing'})",
@@ -370,11 +383,12 @@ class SshConnector(Connector):
         except _SetupError as exc:
             raise UnreachableHost(self.host_name, exc.kind, exc.detail, exc.hint) from exc
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
+        timeout = self.settings.connect_timeout
         try:
-            transport.banner_timeout = transport.handshake_timeout = self.connect_timeout
+            transport.banner_timeout = transport.handshake_timeout = timeout
             _prefer_key_types(transport, self.known_hosts.key_types(self.target.known_name)
                               or ["ssh-ed25519"])
-            transport.start_client(timeout=self.connect_timeout)
+            transport.start_client(timeout=timeout)
             return transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise UnreachableHost(self.host_name, "closed", f"{self.target.label}: SSH key "
@@ -418,7 +432,7 @@ class SshConnector(Connector):
                 yield f"ssh-agent key {comment} ({fingerprint(key)})", key
 
     def _agent_keys(self) -> list[paramiko.PKey]:
-        if not self.use_agent:
+        if not self.settings.use_agent:
             return []
         try:
             if self._agent is None:
@@ -480,7 +494,9 @@ class SshConnector(Connector):
 
     def run_on_new_connection(self, command: Command | str, *,
                               sudo: bool = False) -> CommandResult:
-        fresh = self._fresh()
+        # A connector of its own: new transport, agent and sudo probe (proving
+        # sudo still works over a new login is the point).
+        fresh = SshConnector(self.settings)
         try:
             fresh.connect()   # retries with backoff: sshd refuses briefly after a reload
             return fresh.run(command, sudo=sudo)
@@ -488,18 +504,6 @@ class SshConnector(Connector):
             fresh.close()
             self.stats.connections += fresh.stats.connections
             self.stats.round_trips += fresh.stats.round_trips
-
-    def _fresh(self) -> SshConnector:
-        """A copy with the same settings and no open transport, agent or sudo state."""
-        fresh = object.__new__(SshConnector)
-        fresh.__dict__.update(self.__dict__)
-        fresh.stats = type(self.stats)()
-        fresh._transports, fresh._agent, fresh._auth_key = [], None, None
-        fresh._auth_password = False
-        fresh._lock = threading.RLock()
-        # Probed again: proving sudo still works over a new login is the point.
-        fresh._sudo = Sudo(self.host_name, self.target.user, self.become, fresh._exec_raw)
-        return fresh
 
     # -- running commands ------------------------------------------------------
 
@@ -537,7 +541,7 @@ class SshConnector(Connector):
                  timeout: float | None) -> tuple[int, str, str]:
         transport = self._live_transport()
         try:
-            chan = transport.open_session(timeout=self.connect_timeout)
+            chan = transport.open_session(timeout=self.settings.connect_timeout)
             self.stats.round_trips += 1
             chan.exec_command(line)
         except (paramiko.SSHException, EOFError, OSError) as exc:
