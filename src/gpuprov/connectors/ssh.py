@@ -19,7 +19,6 @@ import base64
 import binascii
 import contextlib
 import errno
-import getpass
 import logging
 import socket
 import threading
@@ -34,7 +33,14 @@ from paramiko.message import Message
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become, CommandResult, Connector, Session
-from gpuprov.connectors.hostkeys import KnownHosts, fingerprint, host_id
+from gpuprov.connectors.hostkeys import fingerprint
+from gpuprov.connectors.ssh_config import (
+    Hop,
+    SetupError,
+    known_hosts_for,
+    load_config,
+    resolve_chain,
+)
 from gpuprov.connectors.sudo import (
     TIMEOUT_EXIT_CODE,
     TIMEOUT_NOTE,
@@ -43,40 +49,14 @@ from gpuprov.connectors.sudo import (
     iter_stdin,
     split_command,
 )
-from gpuprov.errors import GpuprovError, UnreachableHost
+from gpuprov.errors import UnreachableHost
 
 # paramiko logs failed handshakes with tracebacks at ERROR; without a handler
 # Python prints them on stderr, on top of our own classified error.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-_MAX_HOPS = 8
 _sleep = time.sleep  # tests patch this to keep backoff instant
-
-
-@dataclass
-class Hop:
-    """One SSH server on the way to the host, resolved through ssh_config."""
-
-    alias: str
-    address: str
-    port: int
-    user: str
-    identity_files: list[Path]     # explicit or IdentityFile; empty -> defaults
-    identities_only: bool = False
-    key_alias: str | None = None   # HostKeyAlias
-    proxy_jump: str | None = None
-    proxy_command: str | None = None
-    fallback_files: list[Path] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        port = "" if self.port == 22 else f":{self.port}"
-        return f"{self.user}@{self.address}{port}"
-
-    @property
-    def known_name(self) -> str:
-        return self.key_alias or host_id(self.address, self.port)
 
 
 class _QuickAckSocket:
@@ -99,15 +79,6 @@ class _QuickAckSocket:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._sock, name)
-
-
-class _SetupError(Exception):
-    """A classified connection-setup failure; `retry` says if backoff may help."""
-
-    def __init__(self, kind: str, detail: str, hint: str | None = None,
-                 retry: bool = False) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.hint, self.retry = kind, detail, hint, retry
 
 
 @dataclass(frozen=True)
@@ -142,15 +113,16 @@ class SshConnector(Connector):
     def __init__(self, settings: SshSettings) -> None:
         super().__init__(settings.host_name)
         self.settings = settings
-        self._config = _load_config(settings.ssh_config)
-        self.key_file = Path(settings.key_file).expanduser() if settings.key_file else None
-        self.hops = self._resolve_chain(settings.address or settings.host_name, settings.user,
-                                        settings.port, self.key_file, 0)
+        config = load_config(settings.ssh_config)
+        key_file = Path(settings.key_file).expanduser() if settings.key_file else None
+        self.hops = resolve_chain(config, settings.host_name,
+                                  settings.address or settings.host_name, settings.user,
+                                  settings.port, key_file)
         self.target = self.hops[-1]
-        options = self._config.lookup(self.target.alias)
+        options = config.lookup(self.target.alias)
         self.strict_host_keys = (settings.strict_host_keys
                                  or options.get("stricthostkeychecking") == "yes")
-        self.known_hosts = _known_hosts(settings.known_hosts, options)
+        self.known_hosts = known_hosts_for(settings.known_hosts, options)
         self._transports: list[paramiko.Transport] = []
         self._agent: paramiko.Agent | None = None
         self._lock = threading.RLock()
@@ -173,7 +145,7 @@ class SshConnector(Connector):
                 try:
                     self._transports = self._open_chain()
                     return
-                except _SetupError as exc:
+                except SetupError as exc:
                     # `slept` keeps the budget honest when sleep is patched out.
                     spent = max(time.monotonic() - started, slept)
                     if (not exc.retry or attempt > self.settings.retries
@@ -211,12 +183,12 @@ class SshConnector(Connector):
                     self.stats.connections += 1
                     if index + 1 < len(self.hops):
                         sock = self._jump_channel(transport, hop, self.hops[index + 1])
-                except _SetupError as exc:
+                except SetupError as exc:
                     if index + 1 < len(self.hops) and exc.kind in ("dns", "refused", "timeout",
                                                                    "closed"):
                         # The host itself may be fine; say which hop failed.
-                        raise _SetupError("proxy", f"jump host {hop.label}: {exc.kind}: "
-                                          f"{exc.detail}", exc.hint, exc.retry) from exc
+                        raise SetupError("proxy", f"jump host {hop.label}: {exc.kind}: "
+                                         f"{exc.detail}", exc.hint, exc.retry) from exc
                     raise
             return opened
         except BaseException:
@@ -230,31 +202,31 @@ class SshConnector(Connector):
         where = f"{hop.address}:{hop.port}"
         if hop.address.rstrip(".").lower().endswith(".invalid"):
             # RFC 6761: never resolvable, and must not be sent to DNS servers.
-            raise _SetupError("dns", f"cannot resolve {hop.address}: the .invalid domain never "
-                              "resolves", "check the host name / ansible_host")
+            raise SetupError("dns", f"cannot resolve {hop.address}: the .invalid domain never "
+                             "resolves", "check the host name / ansible_host")
         try:
             sock = socket.create_connection((hop.address, hop.port),
                                             timeout=self.settings.connect_timeout)
         except socket.gaierror as exc:
-            raise _SetupError("dns", f"cannot resolve {hop.address}: {exc.strerror or exc}",
-                              "check the host name / ansible_host, DNS or /etc/hosts") from exc
+            raise SetupError("dns", f"cannot resolve {hop.address}: {exc.strerror or exc}",
+                             "check the host name / ansible_host, DNS or /etc/hosts") from exc
         except ConnectionRefusedError as exc:
-            raise _SetupError("refused", f"connection to {where} refused",
-                              f"is sshd running and listening on port {hop.port}? A firewall "
-                              "may also reject it; try: nc -vz " + f"{hop.address} {hop.port}",
-                              retry=True) from exc
+            raise SetupError("refused", f"connection to {where} refused",
+                             f"is sshd running and listening on port {hop.port}? A firewall "
+                             "may also reject it; try: nc -vz " + f"{hop.address} {hop.port}",
+                             retry=True) from exc
         except TimeoutError as exc:
-            raise _SetupError("timeout", f"no answer from {where} within "
-                              f"{self.settings.connect_timeout:g}s", "the host may be down or a "
-                              "firewall drops SSH; check the address", retry=True) from exc
+            raise SetupError("timeout", f"no answer from {where} within "
+                             f"{self.settings.connect_timeout:g}s", "the host may be down or a "
+                             "firewall drops SSH; check the address", retry=True) from exc
         except OSError as exc:
             if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
                 # Kind "timeout": same meaning to a person (host/network down),
                 # and worth retrying while a host reboots.
-                raise _SetupError("timeout", f"{where}: {exc.strerror}", "the host or its network "
-                                  "is down, or the address is wrong", retry=True) from exc
-            raise _SetupError("closed", f"{where}: {exc.strerror or exc}",
-                              retry=exc.errno == errno.ECONNRESET) from exc
+                raise SetupError("timeout", f"{where}: {exc.strerror}", "the host or its network "
+                                 "is down, or the address is wrong", retry=True) from exc
+            raise SetupError("closed", f"{where}: {exc.strerror or exc}",
+                             retry=exc.errno == errno.ECONNRESET) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # many small round trips
         return _QuickAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock
 
@@ -263,20 +235,20 @@ class SshConnector(Connector):
         try:
             return paramiko.ProxyCommand(hop.proxy_command)
         except (OSError, paramiko.SSHException) as exc:
-            raise _SetupError("proxy", f"ProxyCommand {hop.proxy_command!r} failed: {exc}",
-                              "check ProxyCommand in your ssh config") from exc
+            raise SetupError("proxy", f"ProxyCommand {hop.proxy_command!r} failed: {exc}",
+                             "check ProxyCommand in your ssh config") from exc
 
     def _jump_channel(self, transport: paramiko.Transport, hop: Hop, nxt: Hop) -> paramiko.Channel:
         try:
             return transport.open_channel("direct-tcpip", (nxt.address, nxt.port),
                                           ("127.0.0.1", 0), timeout=self.settings.connect_timeout)
         except paramiko.ChannelException as exc:
-            raise _SetupError("proxy", f"jump host {hop.label} could not reach {nxt.address}:"
-                              f"{nxt.port}: {exc.text}", "check the address as seen from the jump "
-                              "host, and AllowTcpForwarding on it", retry=True) from exc
+            raise SetupError("proxy", f"jump host {hop.label} could not reach {nxt.address}:"
+                             f"{nxt.port}: {exc.text}", "check the address as seen from the jump "
+                             "host, and AllowTcpForwarding on it", retry=True) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise _SetupError("proxy", f"jump host {hop.label} dropped the forwarding to "
-                              f"{nxt.address}:{nxt.port}: {exc}", retry=True) from exc
+            raise SetupError("proxy", f"jump host {hop.label} dropped the forwarding to "
+                             f"{nxt.address}:{nxt.port}: {exc}", retry=True) from exc
 
     def _handshake(self, hop: Hop, sock: object) -> paramiko.Transport:
         timeout = self.settings.connect_timeout
@@ -288,29 +260,29 @@ class SshConnector(Connector):
             transport.start_client(timeout=timeout)
         except paramiko.ProxyCommandFailure as exc:
             transport.close()
-            raise _SetupError("proxy", f"ProxyCommand for {hop.alias} failed: {exc}") from exc
+            raise SetupError("proxy", f"ProxyCommand for {hop.alias} failed: {exc}") from exc
         except paramiko.IncompatiblePeer as exc:
             transport.close()
-            raise _SetupError("closed", f"{hop.label}: no common SSH algorithms: {exc}",
-                              "the server is too old or restricted for paramiko") from exc
+            raise SetupError("closed", f"{hop.label}: no common SSH algorithms: {exc}",
+                             "the server is too old or restricted for paramiko") from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             transport.close()
             # Closed during the banner/kex: typically sshd restarting or
             # MaxStartups throttling; both pass, so retry.
-            raise _SetupError("closed", f"{hop.label} closed the connection during the SSH "
-                              f"handshake: {exc or type(exc).__name__}",
-                              "check that this port is sshd, and the server's sshd log",
-                              retry=True) from exc
+            raise SetupError("closed", f"{hop.label} closed the connection during the SSH "
+                             f"handshake: {exc or type(exc).__name__}",
+                             "check that this port is sshd, and the server's sshd log",
+                             retry=True) from exc
         if not transport.completion_event.is_set():  # start_client's timeout returns quietly
             transport.close()
-            raise _SetupError("timeout", f"{hop.label}: SSH handshake did not finish within "
-                              f"{timeout:g}s", retry=True)
+            raise SetupError("timeout", f"{hop.label}: SSH handshake did not finish within "
+                             f"{timeout:g}s", retry=True)
         key = transport.get_remote_server_key()
         try:
             self.known_hosts.check(self.host_name, hop.known_name, key, self.strict_host_keys)
         except UnreachableHost as exc:
             transport.close()
-            raise _SetupError(exc.kind, exc.detail, exc.hint) from exc
+            raise SetupError(exc.kind, exc.detail, exc.hint) from exc
         transport.set_keepalive(self.settings.keepalive)  # keep NAT/firewall state for long runs
         return transport
 
@@ -324,10 +296,10 @@ class SshConnector(Connector):
             try:
                 remaining = transport.auth_publickey(hop.user, key)
             except paramiko.BadAuthenticationType as exc:
-                raise _SetupError("auth", f"{hop.label} does not accept public keys (it allows: "
-                                  f"{', '.join(exc.allowed_types) or 'nothing'})",
-                                  "gpuprov logs in with SSH keys only; enable PubkeyAuthentication"
-                                  ) from exc
+                raise SetupError("auth", f"{hop.label} does not accept public keys (it allows: "
+                                 f"{', '.join(exc.allowed_types) or 'nothing'})",
+                                 "gpuprov logs in with SSH keys only; enable PubkeyAuthentication"
+                                 ) from exc
             except paramiko.AuthenticationException:
                 tried.append(label)
                 continue
@@ -347,28 +319,28 @@ class SshConnector(Connector):
         keys = "; ".join(tried) if tried else ("none: no key file given, no ssh-agent keys, and "
                                                "no ~/.ssh/id_ed25519, id_ecdsa or id_rsa")
         port = f"-p {hop.port} " if hop.port != 22 else ""
-        raise _SetupError("auth", f"{hop.label} rejected every key for user {hop.user!r}{note}. "
-                          f"Keys tried: {keys}",
-                          f"check the user (ansible_user / User in ~/.ssh/config), install your "
-                          f"public key with: ssh-copy-id {port}{hop.user}@{hop.address}, or pick "
-                          "the key with --key-file / ansible_ssh_private_key_file")
+        raise SetupError("auth", f"{hop.label} rejected every key for user {hop.user!r}{note}. "
+                         f"Keys tried: {keys}",
+                         f"check the user (ansible_user / User in ~/.ssh/config), install your "
+                         f"public key with: ssh-copy-id {port}{hop.user}@{hop.address}, or pick "
+                         "the key with --key-file / ansible_ssh_private_key_file")
 
     def _password_login(self, hop: Hop, transport: paramiko.Transport, tried: list[str]) -> None:
         assert self.settings.password is not None
         try:
             transport.auth_password(hop.user, self.settings.password)
         except paramiko.BadAuthenticationType as exc:
-            raise _SetupError("auth", f"{hop.label} does not accept passwords (it allows: "
-                              f"{', '.join(exc.allowed_types) or 'nothing'})",
-                              "log in with a key (--key-file) or the image's default user"
-                              ) from exc
+            raise SetupError("auth", f"{hop.label} does not accept passwords (it allows: "
+                             f"{', '.join(exc.allowed_types) or 'nothing'})",
+                             "log in with a key (--key-file) or the image's default user"
+                             ) from exc
         except paramiko.AuthenticationException as exc:
-            raise _SetupError("auth", f"{hop.label} rejected the password for user "
-                              f"{hop.user!r} (keys tried first: {'; '.join(tried) or 'none'})",
-                              "check the user and the password") from exc
+            raise SetupError("auth", f"{hop.label} rejected the password for user "
+                             f"{hop.user!r} (keys tried first: {'; '.join(tried) or 'none'})",
+                             "check the user and the password") from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise _SetupError("auth", f"{hop.label} closed the connection during the password "
-                              f"login: {exc or type(exc).__name__}") from exc
+            raise SetupError("auth", f"{hop.label} closed the connection during the password "
+                             f"login: {exc or type(exc).__name__}") from exc
         self._auth_password = True
 
     def host_key(self) -> paramiko.PKey:
@@ -380,7 +352,7 @@ class SshConnector(Connector):
                                   "record the host key yourself (ssh-keyscan), then rerun")
         try:
             sock = self._tcp(self.target)
-        except _SetupError as exc:
+        except SetupError as exc:
             raise UnreachableHost(self.host_name, exc.kind, exc.detail, exc.hint) from exc
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
         timeout = self.settings.connect_timeout
@@ -440,48 +412,6 @@ class SshConnector(Connector):
             return list(self._agent.get_keys())
         except (paramiko.SSHException, OSError):
             return []  # a broken agent should not hide the key files
-
-    # -- ssh_config ------------------------------------------------------------
-
-    def _resolve(self, alias: str, user: str | None, port: int | None,
-                 key_file: Path | None) -> Hop:
-        options = self._config.lookup(alias)
-        files = [key_file] if key_file else [Path(p).expanduser()
-                                             for p in options.get("identityfile", [])]
-        proxy_command = options.get("proxycommand")
-        return Hop(
-            alias=alias,
-            address=options.get("hostname", alias),
-            port=port or int(options.get("port", 22)),
-            user=user or options.get("user") or getpass.getuser(),
-            identity_files=files,
-            identities_only=options.get("identitiesonly", "no") == "yes",
-            key_alias=options.get("hostkeyalias"),
-            proxy_jump=options.get("proxyjump"),
-            proxy_command=None if proxy_command in (None, "none") else proxy_command,
-        )
-
-    def _resolve_chain(self, alias: str, user: str | None, port: int | None,
-                       key_file: Path | None, depth: int) -> list[Hop]:
-        """[jump hosts..., target]. `ProxyJump a,b` means: reach a (with a's own
-        ssh_config, ProxyJump included), from a reach b, from b the target."""
-        if depth > _MAX_HOPS:
-            raise GpuprovError(f"{self.host_name}: ProxyJump chain longer than {_MAX_HOPS} hops "
-                               "(a loop in ~/.ssh/config?)")
-        hop = self._resolve(alias, user, port, key_file)
-        if not hop.proxy_jump or hop.proxy_jump == "none":
-            return [hop]
-        specs = [_parse_jump(spec) for spec in hop.proxy_jump.split(",")]
-        (first_host, first_user, first_port), rest = specs[0], specs[1:]
-        chain = self._resolve_chain(first_host, first_user, first_port, None, depth + 1)
-        for jump_host, jump_user, jump_port in rest:
-            chain.append(self._resolve(jump_host, jump_user, jump_port, None))
-        hop.proxy_command = None  # ProxyJump wins: a hop has one way in
-        for jump in chain:
-            # The host's own key is a sensible last try on its jump hosts.
-            if self.key_file and self.key_file not in jump.identity_files:
-                jump.fallback_files = [self.key_file]
-        return [*chain, hop]
 
     def session(self) -> Session:
         key = self._auth_key
@@ -685,34 +615,3 @@ def _public_blob(path: Path) -> bytes | None:
         return base64.b64decode(fields[1]) if len(fields) >= 2 else None
     except (OSError, binascii.Error):
         return None
-
-
-def _parse_jump(spec: str) -> tuple[str, str | None, int | None]:
-    """`[user@]host[:port]` or `ssh://[user@]host[:port]` -> (host, user, port)."""
-    spec = spec.strip().removeprefix("ssh://")
-    user, _, hostport = spec.rpartition("@")
-    if hostport.startswith("["):  # [v6addr]:port
-        host, _, rest = hostport[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = hostport.partition(":")
-    return host, user or None, int(port) if port else None
-
-
-def _load_config(path: Path | None) -> paramiko.SSHConfig:
-    path = path or Path.home() / ".ssh" / "config"
-    try:
-        return paramiko.SSHConfig.from_path(str(path)) if path.exists() else paramiko.SSHConfig()
-    except (paramiko.ssh_exception.ConfigParseError, OSError, ValueError) as exc:
-        raise GpuprovError(f"{path}: cannot read ssh config: {exc}") from exc
-
-
-def _known_hosts(explicit: Path | None, options: paramiko.SSHConfigDict) -> KnownHosts:
-    hash_new = options.get("hashknownhosts") == "yes"
-    if explicit is not None:
-        return KnownHosts(Path(explicit), hash_new=hash_new)
-    user_files = options.get("userknownhostsfile", "").split()
-    user_file = Path(user_files[0]).expanduser() if user_files else (
-        Path.home() / ".ssh" / "known_hosts")
-    extra = tuple(Path(p).expanduser() for p in user_files[1:])
-    return KnownHosts(user_file, (*extra, Path("/etc/ssh/ssh_known_hosts")), hash_new=hash_new)
