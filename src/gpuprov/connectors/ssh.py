@@ -15,8 +15,6 @@ quote differently and are not supported as the remote user's shell).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import errno
 import logging
@@ -33,7 +31,13 @@ from paramiko.message import Message
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become, CommandResult, Connector, Session
-from gpuprov.connectors.hostkeys import fingerprint
+from gpuprov.connectors.ssh_auth import (
+    Agent,
+    authenticate,
+    check_host_key,
+    keys_for,
+    prefer_key_types,
+)
 from gpuprov.connectors.ssh_config import (
     Hop,
     SetupError,
@@ -55,7 +59,6 @@ from gpuprov.errors import UnreachableHost
 # Python prints them on stderr, on top of our own classified error.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 _sleep = time.sleep  # tests patch this to keep backoff instant
 
 
@@ -124,7 +127,7 @@ class SshConnector(Connector):
                                  or options.get("stricthostkeychecking") == "yes")
         self.known_hosts = known_hosts_for(settings.known_hosts, options)
         self._transports: list[paramiko.Transport] = []
-        self._agent: paramiko.Agent | None = None
+        self._agent = Agent(settings.use_agent)
         self._lock = threading.RLock()
         self._sudo = Sudo(settings.host_name, self.target.user, settings.become, self._exec_raw)
         #: the key the target accepted (the operator's identity, for session())
@@ -160,9 +163,7 @@ class SshConnector(Connector):
     def close(self) -> None:
         with self._lock:
             self._close_transports()
-            if self._agent is not None:
-                self._agent.close()
-                self._agent = None
+            self._agent.close()
 
     def _close_transports(self) -> None:
         for transport in reversed(self._transports):  # target first, then jump hosts
@@ -179,7 +180,7 @@ class SshConnector(Connector):
                         sock = self._proxy_command(hop) if hop.proxy_command else self._tcp(hop)
                     transport = self._handshake(hop, sock)
                     opened.append(transport)
-                    self._authenticate(hop, transport)
+                    self._login(hop, transport)
                     self.stats.connections += 1
                     if index + 1 < len(self.hops):
                         sock = self._jump_channel(transport, hop, self.hops[index + 1])
@@ -255,7 +256,7 @@ class SshConnector(Connector):
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
         transport.banner_timeout = transport.handshake_timeout = timeout
         transport.auth_timeout = max(timeout, 30.0)
-        _prefer_key_types(transport, self.known_hosts.key_types(hop.known_name))
+        prefer_key_types(transport, self.known_hosts.key_types(hop.known_name))
         try:
             transport.start_client(timeout=timeout)
         except paramiko.ProxyCommandFailure as exc:
@@ -277,71 +278,26 @@ class SshConnector(Connector):
             transport.close()
             raise SetupError("timeout", f"{hop.label}: SSH handshake did not finish within "
                              f"{timeout:g}s", retry=True)
-        key = transport.get_remote_server_key()
         try:
-            self.known_hosts.check(self.host_name, hop.known_name, key, self.strict_host_keys)
-        except UnreachableHost as exc:
+            check_host_key(transport, self.known_hosts, self.host_name, hop,
+                           self.strict_host_keys)
+        except SetupError:
             transport.close()
-            raise SetupError(exc.kind, exc.detail, exc.hint) from exc
+            raise
         transport.set_keepalive(self.settings.keepalive)  # keep NAT/firewall state for long runs
         return transport
 
-    def _authenticate(self, hop: Hop, transport: paramiko.Transport) -> None:
-        tried: list[str] = []
-        note = ""
-        for label, key in self._keys(hop):
-            if key is None:
-                tried.append(label)
-                continue
-            try:
-                remaining = transport.auth_publickey(hop.user, key)
-            except paramiko.BadAuthenticationType as exc:
-                raise SetupError("auth", f"{hop.label} does not accept public keys (it allows: "
-                                 f"{', '.join(exc.allowed_types) or 'nothing'})",
-                                 "gpuprov logs in with SSH keys only; enable PubkeyAuthentication"
-                                 ) from exc
-            except paramiko.AuthenticationException:
-                tried.append(label)
-                continue
-            except (paramiko.SSHException, EOFError, OSError):
-                tried.append(label)
-                note = (f"; the server closed the connection after {len(tried)} key(s) "
-                        "(MaxAuthTries?)")
-                break
-            if transport.is_authenticated():
-                if hop is self.target:
-                    self._auth_key = key
-                return
-            tried.append(f"{label} (accepted, but the server also wants: {', '.join(remaining)})")
-        if self.settings.password is not None and hop is self.target and not note:
-            self._password_login(hop, transport, tried)
-            return
-        keys = "; ".join(tried) if tried else ("none: no key file given, no ssh-agent keys, and "
-                                               "no ~/.ssh/id_ed25519, id_ecdsa or id_rsa")
-        port = f"-p {hop.port} " if hop.port != 22 else ""
-        raise SetupError("auth", f"{hop.label} rejected every key for user {hop.user!r}{note}. "
-                         f"Keys tried: {keys}",
-                         f"check the user (ansible_user / User in ~/.ssh/config), install your "
-                         f"public key with: ssh-copy-id {port}{hop.user}@{hop.address}, or pick "
-                         "the key with --key-file / ansible_ssh_private_key_file")
-
-    def _password_login(self, hop: Hop, transport: paramiko.Transport, tried: list[str]) -> None:
-        assert self.settings.password is not None
-        try:
-            transport.auth_password(hop.user, self.settings.password)
-        except paramiko.BadAuthenticationType as exc:
-            raise SetupError("auth", f"{hop.label} does not accept passwords (it allows: "
-                             f"{', '.join(exc.allowed_types) or 'nothing'})",
-                             "log in with a key (--key-file) or the image's default user"
-                             ) from exc
-        except paramiko.AuthenticationException as exc:
-            raise SetupError("auth", f"{hop.label} rejected the password for user "
-                             f"{hop.user!r} (keys tried first: {'; '.join(tried) or 'none'})",
-                             "check the user and the password") from exc
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise SetupError("auth", f"{hop.label} closed the connection during the password "
-                             f"login: {exc or type(exc).__name__}") from exc
-        self._auth_password = True
+    def _login(self, hop: Hop, transport: paramiko.Transport) -> None:
+        # The password is for the target only: onboarding a host that has no key
+        # yet, never a jump host.
+        is_target = hop is self.target
+        key = authenticate(hop, transport, keys_for(hop, self._agent),
+                           self.settings.password if is_target else None)
+        if is_target:
+            if key is not None:
+                self._auth_key = key
+            else:
+                self._auth_password = True
 
     def host_key(self) -> paramiko.PKey:
         """The target's host key from a key exchange alone: no login, no
@@ -358,8 +314,8 @@ class SshConnector(Connector):
         timeout = self.settings.connect_timeout
         try:
             transport.banner_timeout = transport.handshake_timeout = timeout
-            _prefer_key_types(transport, self.known_hosts.key_types(self.target.known_name)
-                              or ["ssh-ed25519"])
+            prefer_key_types(transport, self.known_hosts.key_types(self.target.known_name)
+                             or ["ssh-ed25519"])
             transport.start_client(timeout=timeout)
             return transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -367,51 +323,6 @@ class SshConnector(Connector):
                                   f"exchange failed: {exc or type(exc).__name__}") from exc
         finally:
             transport.close()
-
-    def _keys(self, hop: Hop) -> Iterator[tuple[str, paramiko.PKey | None]]:
-        """Keys in the order OpenSSH users expect, each labelled for the error message.
-
-        Configured key files first (through the agent when it holds them, so
-        passphrase-protected files work), then other agent keys, then defaults.
-        """
-        agent_keys = self._agent_keys()
-        in_agent = {k.asbytes(): k for k in agent_keys}
-        used: set[bytes] = set()
-        configured = bool(hop.identity_files)
-        home_ssh = Path.home() / ".ssh"
-        files = hop.identity_files or [home_ssh / name for name in DEFAULT_KEYS]
-        for path in [*files, *hop.fallback_files]:
-            if not configured and not path.exists():
-                continue
-            agent_key = in_agent.get(_public_blob(path) or b"")
-            if agent_key is not None:
-                used.add(agent_key.asbytes())
-                yield f"{path} via ssh-agent ({fingerprint(agent_key)})", agent_key
-                continue
-            key, problem = _load_key(path)
-            if key is None or key.asbytes() in used:
-                if problem:
-                    yield f"{path} ({problem})", None
-                continue
-            used.add(key.asbytes())
-            yield f"{path} ({fingerprint(key)})", key
-        if hop.identities_only:
-            return
-        for key in agent_keys:
-            if key.asbytes() not in used:
-                used.add(key.asbytes())
-                comment = getattr(key, "comment", "") or "no comment"
-                yield f"ssh-agent key {comment} ({fingerprint(key)})", key
-
-    def _agent_keys(self) -> list[paramiko.PKey]:
-        if not self.settings.use_agent:
-            return []
-        try:
-            if self._agent is None:
-                self._agent = paramiko.Agent()
-            return list(self._agent.get_keys())
-        except (paramiko.SSHException, OSError):
-            return []  # a broken agent should not hide the key files
 
     def session(self) -> Session:
         key = self._auth_key
@@ -581,37 +492,3 @@ def _signal(chan: paramiko.Channel, name: str) -> None:
     msg.add_string(name)
     with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
         chan.get_transport()._send_user_message(msg)
-
-
-def _prefer_key_types(transport: paramiko.Transport, known: list[str]) -> None:
-    # Like OpenSSH: ask for the key types known_hosts already has, so a host
-    # with several keys is verified instead of looking "unknown".
-    options = transport.get_security_options()
-    preferred: list[str] = []
-    for key_type in known:
-        for algo in (("rsa-sha2-512", "rsa-sha2-256") if key_type == "ssh-rsa" else (key_type,)):
-            if algo in options.key_types and algo not in preferred:
-                preferred.append(algo)
-    if preferred:
-        options.key_types = [*preferred, *(k for k in options.key_types if k not in preferred)]
-
-
-def _load_key(path: Path) -> tuple[paramiko.PKey | None, str | None]:
-    try:
-        return paramiko.PKey.from_path(path), None
-    except FileNotFoundError:
-        return None, "not found"
-    except (paramiko.PasswordRequiredException, TypeError):
-        # cryptography raises TypeError for an encrypted OpenSSH-format key
-        return None, "passphrase-protected, skipped: load it with ssh-add"
-    except (paramiko.SSHException, ValueError, OSError) as exc:
-        return None, f"unusable: {exc}"
-
-
-def _public_blob(path: Path) -> bytes | None:
-    """The key blob from `<key>.pub`, to find the key in the agent without its passphrase."""
-    try:
-        fields = Path(f"{path}.pub").read_text().split()
-        return base64.b64decode(fields[1]) if len(fields) >= 2 else None
-    except (OSError, binascii.Error):
-        return None
