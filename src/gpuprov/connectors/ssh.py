@@ -11,23 +11,24 @@ is never re-run implicitly, since it may have half-run.
 Commands are handed to the login shell as `sh -c '<cmd>'`, so they get POSIX
 sh semantics with sh, bash, dash, ksh or zsh as login shell (fish and csh
 quote differently and are not supported as the remote user's shell).
+
+This module owns the connection's lifecycle; where to connect is resolved in
+ssh_config, who is who (host key, login) in ssh_auth, and a command's I/O on
+its channel in ssh_channel.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
-from paramiko.message import Message
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become, CommandResult, Connector, Session
@@ -38,6 +39,7 @@ from gpuprov.connectors.ssh_auth import (
     keys_for,
     prefer_key_types,
 )
+from gpuprov.connectors.ssh_channel import ChannelRunner, QuickAckSocket
 from gpuprov.connectors.ssh_config import (
     Hop,
     SetupError,
@@ -45,14 +47,7 @@ from gpuprov.connectors.ssh_config import (
     load_config,
     resolve_chain,
 )
-from gpuprov.connectors.sudo import (
-    TIMEOUT_EXIT_CODE,
-    TIMEOUT_NOTE,
-    Sudo,
-    add_note,
-    iter_stdin,
-    split_command,
-)
+from gpuprov.connectors.sudo import Sudo, iter_stdin, split_command
 from gpuprov.errors import UnreachableHost
 
 # paramiko logs failed handshakes with tracebacks at ERROR; without a handler
@@ -60,28 +55,6 @@ from gpuprov.errors import UnreachableHost
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _sleep = time.sleep  # tests patch this to keep backoff instant
-
-
-class _QuickAckSocket:
-    """A socket that acknowledges every segment at once (Linux TCP_QUICKACK).
-
-    sshd does not set TCP_NODELAY for non-interactive sessions, so its
-    exit-status right after a command's output waits for our ACK; with the
-    kernel's delayed ACK that adds ~40 ms to every command. QUICKACK is not
-    sticky, hence re-armed after each recv (one cheap setsockopt).
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def recv(self, size: int) -> bytes:
-        data = self._sock.recv(size)
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        return data
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._sock, name)
 
 
 @dataclass(frozen=True)
@@ -129,6 +102,8 @@ class SshConnector(Connector):
         self._transports: list[paramiko.Transport] = []
         self._agent = Agent(settings.use_agent)
         self._lock = threading.RLock()
+        self._channels = ChannelRunner(settings.host_name, self.target.label,
+                                       settings.connect_timeout, self.stats)
         self._sudo = Sudo(settings.host_name, self.target.user, settings.become, self._exec_raw)
         #: the key the target accepted (the operator's identity, for session())
         self._auth_key: paramiko.PKey | None = None
@@ -195,7 +170,7 @@ class SshConnector(Connector):
         except BaseException:
             for transport in reversed(opened):
                 transport.close()
-            if isinstance(sock, socket.socket | _QuickAckSocket | paramiko.ProxyCommand):
+            if isinstance(sock, socket.socket | QuickAckSocket | paramiko.ProxyCommand):
                 sock.close()
             raise
 
@@ -229,7 +204,7 @@ class SshConnector(Connector):
             raise SetupError("closed", f"{where}: {exc.strerror or exc}",
                              retry=exc.errno == errno.ECONNRESET) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # many small round trips
-        return _QuickAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock
+        return QuickAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock
 
     def _proxy_command(self, hop: Hop) -> paramiko.ProxyCommand:
         assert hop.proxy_command is not None
@@ -353,13 +328,15 @@ class SshConnector(Connector):
         """Run a command; a timeout gives exit code 124 (see sudo.TIMEOUT_EXIT_CODE)."""
         shell, display = split_command(command)
         line, prefix = self._sudo.prepare(shell, sudo)
-        code, out, err = self._execute(line, display, iter_stdin(stdin, prefix), timeout)
+        code, out, err = self._channels.execute(self._live_transport(), line, display,
+                                                iter_stdin(stdin, prefix), timeout)
         if sudo:
             self._sudo.check(code, err)
         return CommandResult(display, code, out, err)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
-        return self._execute(line, "(sudo check)", iter_stdin(None, stdin), timeout=30)
+        return self._channels.execute(self._live_transport(), line, "(sudo check)",
+                                      iter_stdin(None, stdin), timeout=30)
 
     def _live_transport(self) -> paramiko.Transport:
         with self._lock:
@@ -367,128 +344,5 @@ class SshConnector(Connector):
                 self.connect()
             transport = self._transports[-1]
         if not transport.is_active():
-            raise self._lost("before running the next command", ran=False)
+            raise self._channels.lost("before running the next command", ran=False)
         return transport
-
-    def _lost(self, when: str, ran: bool) -> UnreachableHost:
-        detail = f"the SSH connection to {self.target.label} was lost {when}"
-        if ran:
-            detail += "; the command may have partly run and is not retried"
-        return UnreachableHost(self.host_name, "closed", detail,
-                               "the host may have rebooted or sshd restarted; rerun once it is "
-                               "back (connect() opens a new connection)")
-
-    def _execute(self, line: str, display: str, chunks: Iterator[bytes],
-                 timeout: float | None) -> tuple[int, str, str]:
-        transport = self._live_transport()
-        try:
-            chan = transport.open_session(timeout=self.settings.connect_timeout)
-            self.stats.round_trips += 1
-            chan.exec_command(line)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            if _wait_inactive(transport):
-                raise self._lost(f"before running `{display}`", ran=False) from exc
-            raise UnreachableHost(self.host_name, "closed", f"{self.target.label} refused a "
-                                  f"session for `{display}`: {exc}",
-                                  "too many parallel commands for sshd's MaxSessions?") from exc
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out: list[bytes] = []
-        err: list[bytes] = []
-        failure: list[BaseException] = []
-        reader = threading.Thread(target=_drain, args=(chan.recv_stderr, err), daemon=True)
-        writer = threading.Thread(target=self._feed, args=(chan, chunks, failure), daemon=True)
-        reader.start()
-        writer.start()
-        try:
-            finished = (_read_until_eof(chan, out, deadline) and _join(reader, deadline)
-                        and chan.status_event.wait(_remaining(deadline)))
-            if not finished:
-                _signal(chan, "TERM")  # best effort: sshd >= 7.9 forwards it
-        finally:
-            chan.close()  # also unblocks a writer waiting for window space
-            writer.join()
-            reader.join()
-        if failure:
-            raise failure[0]
-        stdout = b"".join(out).decode("utf-8", errors="replace")
-        stderr = b"".join(err).decode("utf-8", errors="replace")
-        if not finished:
-            return TIMEOUT_EXIT_CODE, stdout, add_note(stderr, TIMEOUT_NOTE.format(timeout))
-        if chan.exit_status == -1:  # the channel closed without an exit status
-            if _wait_inactive(transport):
-                raise self._lost(f"while running `{display}`", ran=True)
-            return 255, stdout, add_note(stderr, "[gpuprov] the command ended without an exit "
-                                         "status (killed by a signal?)")
-        return chan.exit_status, stdout, stderr
-
-    def _feed(self, chan: paramiko.Channel, chunks: Iterator[bytes],
-              failure: list[BaseException]) -> None:
-        while True:
-            try:
-                chunk = next(chunks, None)
-            except BaseException as exc:
-                # Reading the stdin file failed. No EOF: it would make a
-                # truncated upload look complete. Interrupt and close instead;
-                # that also wakes the reader, and _execute re-raises.
-                failure.append(exc)
-                _signal(chan, "TERM")
-                chan.close()
-                return
-            try:
-                if chunk is None:
-                    chan.shutdown_write()
-                    return
-                chan.sendall(chunk)
-            except (OSError, EOFError, paramiko.SSHException):
-                return  # the channel closed (command done, or connection lost: reported)
-            self.stats.bytes_sent += len(chunk)
-
-
-def _read_until_eof(chan: paramiko.Channel, sink: list[bytes], deadline: float | None) -> bool:
-    """Read stdout until EOF; False if the deadline passed first."""
-    while True:
-        chan.settimeout(_remaining(deadline))
-        try:
-            block = chan.recv(65536)
-        except TimeoutError:
-            return False
-        if not block:
-            return True
-        sink.append(block)
-
-
-def _drain(recv: Callable[[int], bytes], sink: list[bytes]) -> None:
-    while block := recv(65536):
-        sink.append(block)
-
-
-def _join(thread: threading.Thread, deadline: float | None) -> bool:
-    thread.join(_remaining(deadline))
-    return not thread.is_alive()
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
-
-
-def _wait_inactive(transport: paramiko.Transport, grace: float = 1.0) -> bool:
-    # paramiko closes the channels of a dead transport just before it marks
-    # the transport inactive: give it a moment before calling the link alive.
-    end = time.monotonic() + grace
-    while transport.is_active() and time.monotonic() < end:
-        time.sleep(0.02)
-    return not transport.is_active()
-
-
-def _signal(chan: paramiko.Channel, name: str) -> None:
-    """Send a 'signal' channel request (RFC 4254 6.9); paramiko has no API for it."""
-    if chan.closed or not chan.get_transport().is_active():
-        return
-    msg = Message()
-    msg.add_byte(bytes([98]))  # SSH_MSG_CHANNEL_REQUEST
-    msg.add_int(chan.remote_chanid)
-    msg.add_string("signal")
-    msg.add_boolean(False)
-    msg.add_string(name)
-    with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
-        chan.get_transport()._send_user_message(msg)
