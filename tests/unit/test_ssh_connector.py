@@ -638,6 +638,22 @@ def test_run_on_new_connection_opens_another_login_and_keeps_the_first(sshd, key
     assert sshd.accepted == 2 and conn.stats.connections == 2
 
 
+def test_run_on_new_connection_goes_the_route_resolved_at_the_start(sshd, key_file,
+                                                                    known_hosts) -> None:
+    config = key_file.parent / "ssh_config"
+    config.write_text(f"Host web1\n  HostName 127.0.0.1\n  Port {sshd.port}\n")
+    conn = SshConnector(SshSettings("web1", user="tester", key_file=key_file,
+                                    known_hosts=known_hosts, connect_timeout=5,
+                                    ssh_config=config))
+    with conn:
+        conn.run("true")
+        # the run's own sshd change may leave the operator's config unreadable
+        # or different: the confirming login must still reach the same host
+        config.write_text("Host web1\n  HostName 127.0.0.2\n  Port 1\n")
+        fresh = conn.run_on_new_connection("echo fresh")
+    assert fresh.stdout == "fresh\n" and sshd.accepted == 2
+
+
 def test_run_on_new_connection_raises_when_the_login_is_refused(sshd, key_file,
                                                                 known_hosts) -> None:
     with make(sshd, key_file, known_hosts) as conn:

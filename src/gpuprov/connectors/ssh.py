@@ -32,6 +32,7 @@ import paramiko
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become, CommandResult, Connector, Session
+from gpuprov.connectors.hostkeys import KnownHosts
 from gpuprov.connectors.ssh_auth import (
     Agent,
     authenticate,
@@ -83,22 +84,40 @@ class SshSettings:
     password: str | None = field(default=None, repr=False)
 
 
-class SshConnector(Connector):
-    """One host over SSH, as `settings` describe it (resolved through ssh_config here)."""
+@dataclass(frozen=True)
+class SshRoute:
+    """Settings resolved through ssh_config: the hops to the target and how
+    its host keys are checked. Resolved once per host, shared by the fresh
+    connections a run opens on purpose (they must go the same way)."""
 
-    def __init__(self, settings: SshSettings) -> None:
-        super().__init__(settings.host_name)
-        self.settings = settings
+    hops: tuple[Hop, ...]
+    strict_host_keys: bool
+    known_hosts: KnownHosts
+
+    @classmethod
+    def resolve(cls, settings: SshSettings) -> SshRoute:
         config = load_config(settings.ssh_config)
         key_file = Path(settings.key_file).expanduser() if settings.key_file else None
-        self.hops = resolve_chain(config, settings.host_name,
-                                  settings.address or settings.host_name, settings.user,
-                                  settings.port, key_file)
+        hops = resolve_chain(config, settings.host_name, settings.address or settings.host_name,
+                             settings.user, settings.port, key_file)
+        options = config.lookup(hops[-1].alias)
+        return cls(tuple(hops),
+                   settings.strict_host_keys or options.get("stricthostkeychecking") == "yes",
+                   known_hosts_for(settings.known_hosts, options))
+
+
+class SshConnector(Connector):
+    """One host over SSH, as `settings` describe it (resolved through ssh_config
+    here unless a resolved `route` is given)."""
+
+    def __init__(self, settings: SshSettings, route: SshRoute | None = None) -> None:
+        super().__init__(settings.host_name)
+        self.settings = settings
+        self.route = route or SshRoute.resolve(settings)
+        self.hops = list(self.route.hops)
         self.target = self.hops[-1]
-        options = config.lookup(self.target.alias)
-        self.strict_host_keys = (settings.strict_host_keys
-                                 or options.get("stricthostkeychecking") == "yes")
-        self.known_hosts = known_hosts_for(settings.known_hosts, options)
+        self.strict_host_keys = self.route.strict_host_keys
+        self.known_hosts = self.route.known_hosts
         self._transports: list[paramiko.Transport] = []
         self._agent = Agent(settings.use_agent)
         self._lock = threading.RLock()
@@ -312,7 +331,7 @@ class SshConnector(Connector):
                               sudo: bool = False) -> CommandResult:
         # A connector of its own: new transport, agent and sudo probe (proving
         # sudo still works over a new login is the point).
-        fresh = SshConnector(self.settings)
+        fresh = SshConnector(self.settings, self.route)
         try:
             fresh.connect()   # retries with backoff: sshd refuses briefly after a reload
             return fresh.run(command, sudo=sudo)
