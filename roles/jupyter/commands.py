@@ -1,6 +1,9 @@
 """What the jupyter role adds to the `gpuprov` command line: `gpuprov
 jupyter-url HOST`, and the note `gpuprov onboard` ends with (how to reach
-JupyterLab on the new host)."""
+JupyterLab on the new host).
+
+Like every role, it stays below the cli: a GpuprovError raised here is
+printed by gpuprov's command group (one message, exit 1)."""
 
 from __future__ import annotations
 
@@ -8,10 +11,8 @@ from typing import Any
 
 import click
 
-from gpuprov.cli.common import guarded, load_target
-from gpuprov.cli.exit_codes import EXIT_OK
 from gpuprov.errors import GpuprovError
-from gpuprov.model.inventory import Inventory
+from gpuprov.model.inventory import Inventory, load_inventory
 
 from .access import jupyter_access
 
@@ -21,13 +22,13 @@ from .access import jupyter_access
 @click.argument("inventory", required=False, type=click.Path(dir_okay=False))
 @click.option("-u", "--user", help="Your login on the host (default: the inventory's "
               "ansible_user).")
-@guarded
-def jupyter_url(**opts: Any) -> int:
+def jupyter_url(**opts: Any) -> None:
     """How a researcher reaches JupyterLab on HOST: the SSH tunnel, the URL
     and how to log in. Reads only the inventory; never prints a token."""
-    target = load_target(opts["inventory"], None, None, need_plays=False)
-    click.echo(jupyter_access(target.inventory, opts["host"], opts["user"]), nl=False)
-    return EXIT_OK
+    inventory, _ = load_inventory(opts["inventory"])
+    for warning in inventory.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(jupyter_access(inventory, opts["host"], opts["user"]), nl=False)
 
 
 COMMANDS = [jupyter_url]

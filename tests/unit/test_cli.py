@@ -474,6 +474,9 @@ BAD_INPUT = {
                            "Invalid value for '--serial'"),
     "serial not a number": lambda p: (["apply", str(p.inventory), "--serial", "ten"],
                                       "Invalid value for '--serial'"),
+    # the rule of a play's serial: (a share is at most 100%)
+    "serial over 100%": lambda p: (["apply", str(p.inventory), "--serial", "150%"],
+                                   "Invalid value for '--serial': must be a positive number"),
 }
 
 

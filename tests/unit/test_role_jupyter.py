@@ -63,8 +63,8 @@ GENERATE_TOKEN = (
     "umask 077 && mkdir -p /etc/gpuprov/jupyter && "
     "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
     "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && "
-    "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' "
-    ">\"$t\" && echo >>\"$t\" && grep -qxE '[0-9a-f]{64}' \"$t\" && chown root:root \"$t\" && "
+    "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' >\"$t\" && echo >>\"$t\" && "
+    "grep -qxE '[0-9a-f]{64}' \"$t\" && chown root:root \"$t\" && "
     f"chmod 0600 \"$t\" && mv -fT \"$t\" {TOKEN} && trap - EXIT")
 
 

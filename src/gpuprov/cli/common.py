@@ -19,9 +19,8 @@ from gpuprov.cli.exit_codes import EXIT_ERROR
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import RunOptions
 from gpuprov.errors import GpuprovError
-from gpuprov.model.inventory import Host, Inventory
-from gpuprov.model.paths import bundled_dir, default_playbook
-from gpuprov.model.playbook import Play, load_playbook, resolve_roles, role_search_path
+from gpuprov.model.inventory import Host, Inventory, load_inventory
+from gpuprov.model.playbook import Play, load_plays, parse_serial
 from gpuprov.model.vars import parse_extra_vars
 
 
@@ -33,14 +32,6 @@ class Target:
     hosts: list[Host]
     embedded: bool          # no inventory given or found: this machine
     plays: list[Play]
-
-
-def load_inventory(path: str | None) -> tuple[Inventory, bool]:
-    if path:
-        return Inventory.load(path), False
-    if Path("inventory.yml").is_file():
-        return Inventory.load("inventory.yml"), False
-    return Inventory.local(), True
 
 
 def load_target(inventory_arg: str | None, limit: str | None, playbook: str | None,
@@ -55,14 +46,7 @@ def load_target(inventory_arg: str | None, limit: str | None, playbook: str | No
         # "in sync" about zero hosts would be a lie a monitor cannot see through.
         raise GpuprovError(f"{inventory.path or 'the inventory'} has no hosts",
                            hint="add hosts under all: hosts: or a group's hosts:")
-    plays: list[Play] = []
-    if need_plays:
-        book = Path(playbook) if playbook else default_playbook()
-        if book is None:
-            raise GpuprovError("no playbook given and no playbooks/site.yml found",
-                               hint="pass -p/--playbook FILE.yml")
-        plays = load_playbook(book)
-        resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    plays = load_plays(playbook) if need_plays else []
     return Target(inventory, hosts, embedded, plays)
 
 
@@ -93,15 +77,15 @@ def split_csv(values: tuple[str, ...]) -> list[str]:
     return [t.strip() for v in values for t in v.split(",") if t.strip()]
 
 
-def parse_serial(value: str | None) -> int | str | None:
+def serial_option(ctx: click.Context, param: click.Parameter,
+                  value: str | None) -> int | str | None:
+    """--serial, by the same rule as a play's `serial:` (a click callback)."""
     if value is None:
         return None
-    text = value.strip()
-    number = text[:-1] if text.endswith("%") else text
-    if not number.isdigit() or int(number) == 0:
-        raise click.BadParameter("expected a host count like 5 or a share like 30%",
-                                 param_hint="'--serial'")
-    return text if text.endswith("%") else int(text)
+    try:
+        return parse_serial(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def check_writable(path: str | None, option: str) -> None:

@@ -25,10 +25,8 @@ from gpuprov.engine.onboard import (
     stage,
 )
 from gpuprov.engine.verify import run_verify
-from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Inventory
-from gpuprov.model.paths import bundled_dir, default_playbook
-from gpuprov.model.playbook import load_playbook, resolve_roles, role_search_path
+from gpuprov.model.playbook import find_playbook, load_plays
 from gpuprov.model.vars import parse_extra_vars
 from gpuprov.output.progress import Progress
 from gpuprov.output.report import render_recap
@@ -123,11 +121,8 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     options = RunOptions(reboot=opts.reboot,
                          extra_vars={**opts.connection_vars(), **opts.extra_vars},
                          connect=ConnectOptions(strict_host_keys=True, become_password=become))
-    book = Path(o["playbook"]) if o["playbook"] else default_playbook()
-    if book is None:
-        raise GpuprovError("no playbook given and no playbooks/site.yml found")
-    plays = load_playbook(book)
-    resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    book = find_playbook(o["playbook"])
+    plays = load_plays(book)
     out.print(f"4/5 site playbook {book}", markup=False)
     with Progress(out) as progress:
         run = Executor(inventory, plays, [host], options, progress).run("apply")

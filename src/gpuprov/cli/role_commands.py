@@ -1,6 +1,10 @@
 """Commands that roles add to `gpuprov`, so a role owns its whole feature,
 its own commands included, and the core names no role.
 
+Roles stay below the cli (they never import it): a role's command raises
+GpuprovError like any other code, and this group prints it the way the
+built-in commands do (`guarded`: one message, exit 1).
+
 A role's `commands.py` defines `COMMANDS = [click commands]` and, optionally,
 `host_notes(inventory, host) -> str | None`: what `gpuprov onboard` prints
 at the end for a host the role was applied to. The module is imported
@@ -20,7 +24,7 @@ from types import ModuleType
 import click
 from rich.markup import escape
 
-from gpuprov.cli.common import stderr
+from gpuprov.cli.common import guarded, stderr
 from gpuprov.engine.roles import load_role_module
 from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Inventory
@@ -55,8 +59,19 @@ def role_commands(search_path: Sequence[Path] | None = None) -> dict[str, click.
             module = _commands_module(role_dir.name, role_dir)
             for command in _commands_of(module, role_dir):
                 if command.name is not None:
-                    found.setdefault(command.name, command)
+                    found.setdefault(command.name, _guard(command))
     return found
+
+
+def _guard(command: click.Command) -> click.Command:
+    """The command, its errors printed like a built-in command's (once per
+    command object: role modules are imported once per process)."""
+    if command.callback is not None and not getattr(command.callback, "_gpuprov_guarded",
+                                                    False):
+        callback = guarded(command.callback)
+        callback._gpuprov_guarded = True  # type: ignore[attr-defined]
+        command.callback = callback
+    return command
 
 
 def role_host_notes(plays: Sequence[Play], inventory: Inventory, host: str) -> list[str]:

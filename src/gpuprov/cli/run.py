@@ -14,9 +14,9 @@ from gpuprov.cli.common import (
     common_options,
     guarded,
     load_target,
-    parse_serial,
     report_extra,
     run_options,
+    serial_option,
     stderr,
     stdout,
     write_file,
@@ -33,7 +33,8 @@ from gpuprov.output.report import render_diffs, render_recap, write_json_report,
 @common_options
 @click.option("--check", is_flag=True, help="Compute every change, run none of them.")
 @click.option("--diff", is_flag=True, help="Show a unified diff per changed file (secrets masked).")
-@click.option("--serial", help="Batch size: a host count (5) or a share (30%).")
+@click.option("--serial", callback=serial_option,
+              help="Batch size: a host count (5) or a share of the hosts (30%).")
 @click.option("--max-fail-percentage", type=click.FloatRange(0, 100),
               help="Stop when more than this share of a batch fails.")
 @click.option("--reboot", is_flag=True, help="Reboot hosts that need it (and wait), even "
@@ -44,7 +45,6 @@ from gpuprov.output.report import render_diffs, render_recap, write_json_report,
 @guarded
 def apply(**opts: Any) -> int:
     """Converge the hosts to the playbook's desired state."""
-    opts["serial"] = parse_serial(opts["serial"])
     check_writable(opts["report_file"], "--report")
     target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
     if target.embedded and not opts["check"] and not opts["yes"]:

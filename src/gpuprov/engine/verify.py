@@ -11,8 +11,8 @@ from gpuprov.engine.executor import Executor, ProgressSink, RunOptions
 from gpuprov.engine.results import RunResult
 from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Host, Inventory
-from gpuprov.model.paths import bundled_dir, playbook_named
-from gpuprov.model.playbook import Play, load_playbook, resolve_roles, role_search_path
+from gpuprov.model.paths import playbook_named
+from gpuprov.model.playbook import Play, load_plays
 
 VERIFY_PLAYBOOK = "verify.yml"
 
@@ -23,9 +23,7 @@ def verify_plays() -> list[Play]:
         raise GpuprovError(f"no playbooks/{VERIFY_PLAYBOOK} found (neither ./playbooks nor "
                            "the bundled one)", hint="reinstall gpuprov, or write "
                            f"./playbooks/{VERIFY_PLAYBOOK}")
-    plays = load_playbook(book)
-    resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
-    return plays
+    return load_plays(book)
 
 
 def run_verify(inventory: Inventory, hosts: list[Host], options: RunOptions,
