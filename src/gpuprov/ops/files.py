@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.atomic import remove_file_step, write_command
-from gpuprov.ops.base import Change, Diff, Op, Step
+from gpuprov.ops.base import Change, Diff, Op, Step, operation
 
 # Paths whose state only root may read: the fact for them runs with sudo.
 ROOT_ONLY_PREFIXES = ("/etc/ssh/", "/etc/sudoers", "/etc/shadow", "/etc/gshadow",
@@ -50,9 +50,10 @@ class NoteDiff(Diff):
 # --------------------------------------------------------------------------
 # argument checks
 
-def check_mode(mode: object) -> str:
-    """"644" or "0644" -> "0644". An int is refused: 0644 unquoted in YAML is
-    420 and in Python a syntax error, the classic chmod surprise."""
+def file_mode(mode: object) -> str:
+    """A file mode, validated: "644" or "0644" -> "0644". An int is refused:
+    0644 unquoted in YAML is 420 and in Python a syntax error, the classic
+    chmod surprise."""
     if isinstance(mode, int):
         raise TypeError(f"file mode must be a string like '0644', got the number {mode!r}; "
                         "quote it (unquoted 0644 is read as a number in YAML)")
@@ -90,10 +91,6 @@ def needs_root(path: str, mode: str | None = None) -> bool:
     if path.startswith(ROOT_ONLY_PREFIXES):
         return True
     return mode is not None and not int(mode, 8) & 0o004
-
-
-def _notify(notify: str | Iterable[str]) -> tuple[str, ...]:
-    return (notify,) if isinstance(notify, str) else tuple(notify)
 
 
 # --------------------------------------------------------------------------
@@ -186,20 +183,35 @@ def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, g
 # --------------------------------------------------------------------------
 # operations
 
+@operation
 class File(Op):
-    """`path` holds exactly `content` (bytes) with owner/group/mode."""
+    """`path` holds exactly `content` (bytes) with owner/group/mode.
 
-    def __init__(self, path: str, content: bytes, *, owner: str = "root", group: str = "root",
-                 mode: str = "0644", backup: bool = False, validate: str | None = None,
-                 secret: bool = False, notify: str | Iterable[str] = (),
-                 read_as_root: bool | None = None) -> None:
-        self.path = check_path(path)
-        self.content = content
-        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
-        self.backup, self.validate, self.secret = backup, check_validate(validate), secret
-        self.notify = _notify(notify)
+    backup: keep the replaced file beside it; validate: a command that must
+    accept the new content before it replaces the file, `{}` naming the temp
+    file (e.g. "visudo -cf {}"); secret: diffs and reports mask the content;
+    read_as_root: read the current file with sudo (default: needs_root()).
+    """
+
+    path: str
+    content: bytes
+    _: KW_ONLY
+    owner: str = "root"
+    group: str = "root"
+    mode: str = "0644"
+    backup: bool = False
+    validate: str | None = None
+    secret: bool = False
+    read_as_root: bool | None = None
+    fact: FileState = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.path = check_path(self.path)
+        self.owner, self.group, self.mode = str(self.owner), str(self.group), file_mode(self.mode)
+        self.validate = check_validate(self.validate)
         self.label = f"file {self.path}"
-        self.fact = state_fact(self.path, self.mode, read_as_root)
+        self.fact = state_fact(self.path, self.mode, self.read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
@@ -210,17 +222,23 @@ class File(Op):
                           backup=self.backup, secret=self.secret, notify=self.notify)
 
 
+@operation
 class Absent(Op):
     """`path` does not exist. A directory is removed only with recursive=True
     (otherwise `rmdir`, which refuses a non-empty one)."""
 
-    def __init__(self, path: str, *, recursive: bool = False, secret: bool = False,
-                 notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> None:
-        self.path = check_path(path)
-        self.recursive, self.secret = recursive, secret
-        self.notify = _notify(notify)
+    path: str
+    _: KW_ONLY
+    recursive: bool = False
+    secret: bool = False
+    read_as_root: bool | None = None
+    fact: FileState = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.path = check_path(self.path)
         self.label = f"absent {self.path}"
-        self.fact = state_fact(self.path, read_as_root=read_as_root)
+        self.fact = state_fact(self.path, read_as_root=self.read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
@@ -243,19 +261,26 @@ class Absent(Op):
                        notify=self.notify, invalidates=inval)]
 
 
+@operation
 class Directory(Op):
     """`path` is a directory with owner/group/mode (parents made as needed)."""
 
-    def __init__(self, path: str, *, owner: str = "root", group: str = "root",
-                 mode: str = "0755", notify: str | Iterable[str] = (),
-                 read_as_root: bool | None = None) -> None:
-        self.path = check_path(path)
-        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
-        self.notify = _notify(notify)
+    path: str
+    _: KW_ONLY
+    owner: str = "root"
+    group: str = "root"
+    mode: str = "0755"
+    read_as_root: bool | None = None
+    fact: FileState = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.path = check_path(self.path)
+        self.owner, self.group, self.mode = str(self.owner), str(self.group), file_mode(self.mode)
         self.label = f"directory {self.path}"
         # stat of a directory needs only search rights on its parent, so its
         # own mode says nothing about needing root: only the place does
-        self.fact = state_fact(self.path, read_as_root=read_as_root, content=False,
+        self.fact = state_fact(self.path, read_as_root=self.read_as_root, content=False,
                                probe=self.path + "/")
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -323,16 +348,38 @@ def _render_template(source: Path | str, variables: Mapping[str, Any]) -> tuple[
     return text, found_secret
 
 
+@operation
 class Line(Op):
     """One line of a file present (replacing the last `regexp` match, else
-    inserted) or absent (every line equal to it or matching `regexp`)."""
+    inserted) or absent (every line equal to it or matching `regexp`).
 
-    def __init__(self, path: str, line: str | None, *, regexp: str | None = None,
-                 insert_after: str | None = None, insert_before: str | None = None,
-                 state: str = "present", create: bool = False, owner: str | None = None,
-                 group: str | None = None, mode: str | None = None, backup: bool = False,
-                 validate: str | None = None, notify: str | Iterable[str] = (),
-                 read_as_root: bool | None = None) -> None:
+    insert_after / insert_before: a regexp of the line to insert next to (its
+    last match; "EOF" / "BOF" for the end / start), when no line matches
+    `regexp`. create: a missing file is created with the line. owner, group
+    and mode are kept as they are unless given. backup, validate and
+    read_as_root: as for File.
+    """
+
+    path: str
+    line: str | None
+    _: KW_ONLY
+    regexp: str | None = None
+    insert_after: str | None = None
+    insert_before: str | None = None
+    state: str = "present"
+    create: bool = False
+    owner: str | None = None
+    group: str | None = None
+    mode: str | None = None
+    backup: bool = False
+    validate: str | None = None
+    read_as_root: bool | None = None
+    pattern: re.Pattern[str] | None = field(init=False)
+    fact: FileState = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        line, state, regexp = self.line, self.state, self.regexp
         if state not in ("present", "absent"):
             raise ValueError(f"line state must be 'present' or 'absent', got {state!r}")
         if line is not None and "\n" in line:
@@ -341,19 +388,13 @@ class Line(Op):
             raise ValueError("line(state='present') needs the line")
         if line is None and regexp is None:
             raise ValueError("line(state='absent') needs the line or a regexp")
-        if insert_after and insert_before:
+        if self.insert_after and self.insert_before:
             raise ValueError("give insert_after or insert_before, not both")
-        self.path = check_path(path)
-        self.line, self.state, self.create = line, state, create
-        self.regexp = re.compile(regexp) if regexp else None
-        self.after = insert_after
-        self.before = insert_before
-        self.owner, self.group = owner, group
-        self.mode = check_mode(mode) if mode is not None else None
-        self.backup, self.validate = backup, validate
-        self.notify = _notify(notify)
+        self.path = check_path(self.path)
+        self.pattern = re.compile(regexp) if regexp else None
+        self.mode = file_mode(self.mode) if self.mode is not None else None
         self.label = f"line in {self.path}"
-        self.fact = state_fact(self.path, self.mode, read_as_root)
+        self.fact = state_fact(self.path, self.mode, self.read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
@@ -386,14 +427,14 @@ class Line(Op):
         bare = [ln.rstrip("\n") for ln in lines]
 
         def matches(i: int) -> bool:
-            if self.regexp is not None:
-                return self.regexp.search(bare[i]) is not None
+            if self.pattern is not None:
+                return self.pattern.search(bare[i]) is not None
             return bare[i] == self.line
 
         if self.state == "absent":
             return "".join(ln for i, ln in enumerate(lines) if not matches(i))
         assert self.line is not None
-        hits = [i for i in range(len(lines)) if self.regexp and matches(i)]
+        hits = [i for i in range(len(lines)) if self.pattern and matches(i)]
         if hits:
             i = hits[-1]
             lines[i] = self.line + lines[i][len(bare[i]):]
@@ -401,13 +442,13 @@ class Line(Op):
         if self.line in bare:
             return text
         pos = len(lines)
-        anchor = self.after or self.before
-        if anchor == "BOF" and self.before:
+        anchor = self.insert_after or self.insert_before
+        if anchor == "BOF" and self.insert_before:
             pos = 0
         elif anchor and anchor != "EOF":
             found = [i for i, b in enumerate(bare) if re.search(anchor, b)]
             if found:
-                pos = found[-1] + (1 if self.after else 0)
+                pos = found[-1] + (1 if self.insert_after else 0)
         if pos > 0 and not lines[pos - 1].endswith("\n"):
             lines[pos - 1] += "\n"
         lines.insert(pos, self.line + "\n")
@@ -415,57 +456,34 @@ class Line(Op):
 
 
 # --------------------------------------------------------------------------
-# factories that roles call
+# the names roles call: a factory only where it adds something to the class
 
-def file(path: str, content: str | bytes | Secret, *, owner: str = "root",
-         group: str = "root", mode: str = "0644", backup: bool = False,
-         validate: str | None = None, secret: bool = False,
-         notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> File:
-    """path holds exactly content (a str is written as UTF-8, as is)."""
+def file(path: str, content: str | bytes | Secret, **options: Any) -> File:
+    """path holds exactly content: a str is written as UTF-8, as is; a Secret
+    is revealed into the file and masks the diff. options: those of File."""
     if isinstance(content, Secret):
-        content, secret = content.value, True
+        content, options["secret"] = content.value, True
     data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-    return File(path, data, owner=owner, group=group, mode=mode, backup=backup,
-                validate=validate, secret=secret, notify=notify, read_as_root=read_as_root)
+    return File(path, data, **options)
 
 
-def template(path: str, template: Path | str, vars: Mapping[str, Any] | None = None, *,
-             owner: str = "root", group: str = "root", mode: str = "0644",
-             backup: bool = False, validate: str | None = None, secret: bool = False,
-             notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> File:
+def template(path: str, template: Path | str, vars: Mapping[str, Any] | None = None,
+             **options: Any) -> File:
     """path holds the Jinja2 template file rendered locally with vars.
 
     Undefined variables are errors; a trailing newline is kept as written;
     a Secret value is rendered revealed and makes the diff masked.
+    options: those of File.
     """
     text, has_secret = _render_template(template, vars or {})
-    return file(path, text, owner=owner, group=group, mode=mode, backup=backup,
-                validate=validate, secret=secret or has_secret, notify=notify,
-                read_as_root=read_as_root)
+    if has_secret:
+        options["secret"] = True
+    return file(path, text, **options)
 
 
-def absent(path: str, *, recursive: bool = False, secret: bool = False,
-           notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> Absent:
-    """path does not exist (a directory only goes with recursive=True unless empty)."""
-    return Absent(path, recursive=recursive, secret=secret, notify=notify,
-                  read_as_root=read_as_root)
-
-
-def directory(path: str, *, owner: str = "root", group: str = "root", mode: str = "0755",
-              notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> Directory:
-    """path is a directory with owner/group/mode."""
-    return Directory(path, owner=owner, group=group, mode=mode, notify=notify,
-                     read_as_root=read_as_root)
-
-
-def line(path: str, line: str | None, *, regexp: str | None = None,
-         insert_after: str | None = None, insert_before: str | None = None,
-         state: str = "present", create: bool = False, owner: str | None = None,
-         group: str | None = None, mode: str | None = None, backup: bool = False,
-         validate: str | None = None, notify: str | Iterable[str] = (),
-         read_as_root: bool | None = None) -> Line:
-    """One line present in (or absent from) path; owner/mode kept unless given."""
-    return Line(path, line, regexp=regexp, insert_after=insert_after,
-                insert_before=insert_before, state=state, create=create, owner=owner,
-                group=group, mode=mode, backup=backup, validate=validate, notify=notify,
-                read_as_root=read_as_root)
+#: absent(path, recursive=False): path does not exist (see Absent)
+absent = Absent
+#: directory(path, owner=, group=, mode=): path is a directory (see Directory)
+directory = Directory
+#: line(path, line, regexp=, ...): one line present in, or absent from, path (see Line)
+line = Line

@@ -22,8 +22,8 @@ from gpuprov.ops.files import (
     NoteDiff,
     attr_notes,
     attrs_command,
-    check_mode,
     check_path,
+    file_mode,
 )
 
 
@@ -54,7 +54,7 @@ class RandomToken(Op):
             raise ValueError(f"a token needs at least 16 random bytes, got {nbytes}")
         self.path = check_path(path)
         self.nbytes = nbytes
-        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
+        self.owner, self.group, self.mode = str(owner), str(group), file_mode(mode)
         self.notify = (notify,) if isinstance(notify, str) else tuple(notify)
         self.label = f"token {self.path}"
         # stat only: the content never leaves the host
