@@ -14,7 +14,7 @@ from gpuprov.ops.base import Op
 
 # ops/sshd, ops/tokens and ops/verify are converted separately
 MODULES = ["apt", "apt_packages", "apt_repos", "base", "command", "dnf", "docker", "files",
-           "jsonfile", "kernel", "packages", "services", "users"]
+           "jsonfile", "kernel", "packages", "repositories", "services", "users"]
 
 
 def _ops() -> list[type[Op]]:
@@ -43,6 +43,7 @@ def test_every_op_is_an_operation_dataclass(cls: type[Op]) -> None:
     ("container", "ContainerRunning"), ("container_absent", "ContainerAbsent"),
     ("packages", "AptPackages"), ("apt_update", "AptUpdate"),
     ("apt_repository", "AptRepository"), ("apt_pin", "AptPin"),
+    ("signed_repository", "SignedRepository"),
 ])
 def test_lowercase_names_are_the_classes(name: str, cls: str) -> None:
     module = next(m for m in (importlib.import_module(f"gpuprov.ops.{n}") for n in MODULES)

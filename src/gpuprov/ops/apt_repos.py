@@ -15,6 +15,7 @@ from gpuprov.facts.base import Fact, FactView
 from gpuprov.ops.apt_packages import APT_CACHE_FACTS, LOCK_TIMEOUT, apt_get
 from gpuprov.ops.atomic import remove_file_step, write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
+from gpuprov.ops.keys import SigningKey
 
 _ARMOR_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
 _ARMOR_END = "-----END PGP PUBLIC KEY BLOCK-----"
@@ -66,9 +67,10 @@ class AptRepository(Op):
     """An apt source in /etc/apt/sources.list.d/<name>.list (or .sources with
     format="deb822"), `signed-by` its own keyring.
 
-    key: the ASCII-armored (or binary) public key; dearmored here and written
-    to keyring (default /usr/share/keyrings/<name>.gpg). Without key, an
-    existing keyring path (e.g. from cuda-keyring) may be given to sign by.
+    key: the ASCII-armored (or binary) public key, or a SigningKey read only
+    when planning; dearmored here and written to keyring (default
+    /usr/share/keyrings/<name>.gpg). Without key, an existing keyring path
+    (e.g. from cuda-keyring) may be given to sign by.
     suite ending in "/" is a flat repository (no components), e.g. the
     NVIDIA Container Toolkit's `https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /`.
     A change refreshes this repository's lists right away.
@@ -80,7 +82,7 @@ class AptRepository(Op):
     suite: str
     components: Sequence[str] = ()
     _: KW_ONLY
-    key: str | bytes | None = None
+    key: str | bytes | SigningKey | None = None
     keyring: str | None = None
     format: str = "list"
     arch: str | None = None
@@ -101,8 +103,9 @@ class AptRepository(Op):
         if not flat and not self.components:
             raise ValueError(f"apt repository {name}: components are required for suite {suite}")
         self.components = tuple(self.components)
-        if self.key is not None:
+        if isinstance(self.key, (str, bytes)):
             self.key = dearmor(self.key)
+        if self.key is not None:
             self.keyring = self.keyring or f"/usr/share/keyrings/{name}.gpg"
         ext = "list" if self.format == "list" else "sources"
         self.path = f"/etc/apt/sources.list.d/{name}.{ext}"
@@ -134,6 +137,16 @@ class AptRepository(Op):
             wanted.append(AptKeyring(self.keyring))
         return wanted
 
+    def key_bytes(self) -> bytes | None:
+        """The dearmored key; a SigningKey is read now (SigningKeyError when it
+        cannot be, or is no OpenPGP key)."""
+        if not isinstance(self.key, SigningKey):
+            return self.key
+        try:
+            return dearmor(self.key.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self.key.unusable(f"is not an OpenPGP public key: {exc}") from exc
+
     def update_step(self) -> Step:
         # Refresh this source only: seconds instead of a full update, and a
         # broken unrelated repo on the host cannot fail this change.
@@ -149,8 +162,9 @@ class AptRepository(Op):
                            invalidates=(AptSources, *APT_CACHE_FACTS))
                     for p in (self.path, self.other_path) if p in sources]
         changes: list[Change] = []
-        if self.keyring and self.key is not None:
-            want = hashlib.sha256(self.key).hexdigest()
+        key = self.key_bytes()
+        if self.keyring and key is not None:
+            want = hashlib.sha256(key).hexdigest()
             have = facts[AptKeyring(self.keyring)]
             if have != want:
                 changes.append(Change(
@@ -158,7 +172,7 @@ class AptRepository(Op):
                     action="create" if have is None else "update",
                     summary=(f"write {self.keyring} (dearmored, sha256 {want[:12]}"
                              + (f", was {have[:12]})" if have else ")")),
-                    steps=[write_file_step(self.keyring, self.key)],
+                    steps=[write_file_step(self.keyring, key)],
                     invalidates=(AptKeyring, *APT_CACHE_FACTS)))
         content = self.content()
         current = sources.get(self.path)

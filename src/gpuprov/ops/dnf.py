@@ -29,6 +29,7 @@ from gpuprov.facts.dnf import (
 from gpuprov.facts.versions import rpm_version_compare
 from gpuprov.ops.atomic import write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
+from gpuprov.ops.keys import SigningKey
 
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
 
@@ -279,15 +280,16 @@ module_enable = DnfModuleEnable
 @operation
 class DnfRepository(Op):
     """/etc/yum.repos.d/<name>.repo with gpgcheck=1; gpgkey is a URL (or list),
-    key an armored public key written to /etc/pki/rpm-gpg/RPM-GPG-KEY-<name>;
-    options: more lines of the repo section (e.g. repo_gpgcheck=1)."""
+    key an armored public key (or a SigningKey, read only when planning)
+    written to /etc/pki/rpm-gpg/RPM-GPG-KEY-<name>; options: more lines of
+    the repo section (e.g. repo_gpgcheck=1)."""
 
     name: str
     baseurl: str
     _: KW_ONLY
     description: str | None = None
     gpgkey: str | Sequence[str] | None = None
-    key: str | None = None
+    key: str | SigningKey | None = None
     gpgcheck: bool = True
     enabled: bool = True
     options: Mapping[str, str] | None = None
@@ -322,15 +324,26 @@ class DnfRepository(Op):
             wanted.append(AptKeyring(self.key_path))   # a file's sha256; not apt-specific
         return wanted
 
+    def key_text(self) -> str | None:
+        """The armored key; a SigningKey is read now (SigningKeyError when it
+        cannot be, or is not armored text)."""
+        if not isinstance(self.key, SigningKey):
+            return self.key
+        try:
+            return self.key.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self.key.unusable(f"is not an ASCII-armored key: {exc}") from exc
+
     def plan(self, facts: FactView) -> list[Change]:
         changes: list[Change] = []
-        if self.key and self.key_path:
-            want = hashlib.sha256(self.key.encode()).hexdigest()
+        key = self.key_text()
+        if key and self.key_path:
+            want = hashlib.sha256(key.encode()).hexdigest()
             have = facts[AptKeyring(self.key_path)]
             if have != want:
                 changes.append(Change(
                     f"rpm key {self.key_path}", "create" if have is None else "update",
-                    f"write {self.key_path}", [write_file_step(self.key_path, self.key.encode())],
+                    f"write {self.key_path}", [write_file_step(self.key_path, key.encode())],
                     invalidates=(AptKeyring,)))
         current = facts[DnfRepoFiles()].get(self.path)
         if current != self.text:
