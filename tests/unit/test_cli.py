@@ -2,7 +2,7 @@
 --output, check mode and diffs, the JSON report and secrets, input errors,
 the embedded default (no inventory: this machine) and the role search path.
 
-Most runs go in-process through `gpuprov.cli.app()` (the real entry point,
+Most runs go in-process through `gpuprov.cli.main()` (the real entry point,
 which maps click's usage errors to exit 1) inside a CliRunner isolation; a
 few go through `python -m gpuprov.cli` in a subprocess. The hosts are
 `ansible_connection: local` with become off, and the test role writes under
@@ -474,6 +474,9 @@ BAD_INPUT = {
                            "Invalid value for '--serial'"),
     "serial not a number": lambda p: (["apply", str(p.inventory), "--serial", "ten"],
                                       "Invalid value for '--serial'"),
+    # the rule of a play's serial: (a share is at most 100%)
+    "serial over 100%": lambda p: (["apply", str(p.inventory), "--serial", "150%"],
+                                   "Invalid value for '--serial': must be a positive number"),
 }
 
 

@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 
 from gpuprov.errors import PlaybookError
+from gpuprov.model import playbook
 from gpuprov.model.playbook import (
     Play,
     RoleRef,
+    find_playbook,
     find_role,
     load_playbook,
+    load_plays,
     load_role_defaults,
+    parse_serial,
     resolve_roles,
     role_search_path,
 )
@@ -92,6 +96,9 @@ def test_hosts_as_list_and_tags_as_string(tmp_path):
     ("- hosts: all\n  serial: 0\n", 2, "serial must be a positive number", None),
     ("- hosts: all\n  serial: '150%'\n", 2, "serial must be a positive number", None),
     ("- hosts: all\n  serial: lots\n", 2, "serial must be a positive number", None),
+    ("- hosts: all\n  serial: '25 %'\n", 2, "serial must be a positive number", None),
+    ("- hosts: all\n  serial: '12.5%'\n", 2, "serial must be a positive number", None),
+    ("- hosts: all\n  serial: true\n", 2, "serial must be a positive number", None),
     ("- hosts: all\n  max_fail_percentage: 101\n", 2, "max_fail_percentage must be", None),
     ("- hosts: all\n  max_fail_percentage: true\n", 2, "max_fail_percentage must be", None),
     ("- hosts: all\n  reboot: yes\n", 2, "reboot must be one of never, if-needed", None),
@@ -113,10 +120,25 @@ def test_empty_playbook(tmp_path):
 
 
 def test_serial_and_max_fail_forms(tmp_path):
-    path = write(tmp_path, "site.yml", "- hosts: all\n  serial: '25 %'\n"
-                                       "  max_fail_percentage: '10%'\n")
-    (play,) = load_playbook(path)
-    assert play.serial == "25%" and play.max_fail_percentage == 10.0
+    path = write(tmp_path, "site.yml", "- hosts: all\n  serial: ' 25%'\n"
+                                       "  max_fail_percentage: '10%'\n"
+                                       "- hosts: all\n  serial: '5'\n")
+    first, second = load_playbook(path)
+    assert first.serial == "25%" and first.max_fail_percentage == 10.0
+    assert second.serial == 5  # a count as text, as --serial gives it
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("5", 5), (5, 5), (" 30% ", "30%"), ("100%", "100%"), ("007", 7)])
+def test_parse_serial_is_the_rule_of_plays_and_the_cli(value, expected):
+    assert parse_serial(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0", 0, -1, "0%", "101%", "12.5%", "25 %", "ten", "", True,
+                                   2.5, "٣"])
+def test_parse_serial_refuses(value):
+    with pytest.raises(ValueError, match=r"^must be a positive number of hosts or a percentage"):
+        parse_serial(value)
 
 
 # --- roles ----------------------------------------------------------------
@@ -157,6 +179,26 @@ def test_missing_role_names_playbook_line_and_dirs(tmp_path):
                           f"{tmp_path / 'nowhere'}, {roles}")
     assert "did you mean 'nvidia_driver'?" in msg
     assert plays[0].roles[0].path == roles / "docker"
+
+
+def test_load_plays_finds_the_site_playbook_and_resolves_its_roles(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    roles = make_roles(project, "docker")
+    book = write(project, "playbooks/site.yml", "- hosts: all\n  roles: [docker]\n")
+    monkeypatch.chdir(project)
+    assert find_playbook(None) == book
+    (play,) = load_plays(None)
+    assert play.roles[0].path == roles / "docker"
+    other = write(tmp_path, "other.yml", "- hosts: all\n  roles: [docker]\n")
+    assert find_playbook(str(other)) == other
+    assert load_plays(other)[0].file == str(other)
+
+
+def test_load_plays_without_any_playbook(tmp_path, monkeypatch):
+    monkeypatch.setattr(playbook, "default_playbook", lambda: None)
+    with pytest.raises(PlaybookError, match="^no playbook given and no playbooks/site.yml "
+                                            "found\n  hint: pass -p/--playbook"):
+        load_plays(None)
 
 
 def test_missing_role_lists_available_ones(tmp_path):

@@ -59,8 +59,9 @@ RC_LINKS = ShellTest(f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{NAME}")
 GENERATE_TOKEN = (
     "umask 077 && mkdir -p /etc/gpuprov/jupyter && "
     "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
-    "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' "
-    ">\"$t\" && echo >>\"$t\" && grep -qxE '[0-9a-f]{64}' \"$t\" && chown root:root \"$t\" && "
+    "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && "
+    "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' >\"$t\" && echo >>\"$t\" && "
+    "grep -qxE '[0-9a-f]{64}' \"$t\" && chown root:root \"$t\" && "
     f"chmod 0600 \"$t\" && mv -fT \"$t\" {TOKEN} && trap - EXIT")
 
 

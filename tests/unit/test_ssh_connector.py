@@ -26,7 +26,7 @@ from gpuprov.command import Command, Secret
 from gpuprov.connectors import ssh as ssh_mod
 from gpuprov.connectors.base import Become
 from gpuprov.connectors.hostkeys import fingerprint
-from gpuprov.connectors.ssh import SshConnector
+from gpuprov.connectors.ssh import SshConnector, SshSettings
 from gpuprov.errors import UnreachableHost
 
 DIE = "gpuprov-test-die-now"   # a command containing this makes the server drop the connection
@@ -294,8 +294,9 @@ def known_hosts(tmp_path: Path) -> Path:
 
 def make(sshd: FakeSshd, key_file: Path, known_hosts: Path, **kw) -> SshConnector:
     kw.setdefault("ssh_config", key_file.parent / "no_ssh_config")
-    return SshConnector("web1", "127.0.0.1", port=sshd.port, user="tester", key_file=key_file,
-                        known_hosts=known_hosts, connect_timeout=5, **kw)
+    return SshConnector(SshSettings("web1", "127.0.0.1", port=sshd.port, user="tester",
+                                    key_file=key_file, known_hosts=known_hosts,
+                                    connect_timeout=5, **kw))
 
 
 def test_run_exit_codes_and_streams(sshd, key_file, known_hosts) -> None:
@@ -434,8 +435,8 @@ def test_auth_failure_lists_keys_tried(sshd, tmp_path, known_hosts, isolated_hom
     assert str(stranger) in info.value.detail and "'tester'" in info.value.detail
     assert str(default) not in info.value.detail  # explicit key wins over defaults
     # Without an explicit key, the defaults under ~/.ssh are tried.
-    conn = SshConnector("web1", "127.0.0.1", port=sshd.port, user="tester",
-                        known_hosts=known_hosts, connect_timeout=5)
+    conn = SshConnector(SshSettings("web1", "127.0.0.1", port=sshd.port, user="tester",
+                                    known_hosts=known_hosts, connect_timeout=5))
     with pytest.raises(UnreachableHost) as info:
         conn.connect()
     assert str(default) in info.value.detail
@@ -459,7 +460,7 @@ Host bastion1
     User tester
     IdentityFile {key_file}
 """)
-    conn = SshConnector("gpu7", "target", known_hosts=known_hosts, connect_timeout=5)
+    conn = SshConnector(SshSettings("gpu7", "target", known_hosts=known_hosts, connect_timeout=5))
     with conn:
         assert conn.run("echo via jumps").stdout == "via jumps\n"
         assert conn.run("echo again").ok
@@ -471,11 +472,11 @@ Host bastion1
 def test_explicit_arguments_win_over_ssh_config(tmp_path, isolated_home) -> None:
     (isolated_home / ".ssh" / "config").write_text(
         "Host box\n  HostName 10.9.8.7\n  Port 2222\n  User cfguser\n  IdentityFile ~/k1\n")
-    from_config = SshConnector("box")
+    from_config = SshConnector(SshSettings("box"))
     assert (from_config.target.address, from_config.target.port,
             from_config.target.user) == ("10.9.8.7", 2222, "cfguser")
     assert from_config.target.identity_files == [isolated_home / "k1"]
-    explicit = SshConnector("box", port=22, user="me", key_file=tmp_path / "k2")
+    explicit = SshConnector(SshSettings("box", port=22, user="me", key_file=tmp_path / "k2"))
     assert (explicit.target.port, explicit.target.user) == (22, "me")
     assert explicit.target.identity_files == [tmp_path / "k2"]
 
@@ -492,8 +493,8 @@ def test_refused_is_classified_and_retried_with_backoff(key_file, known_hosts,
                                                         monkeypatch) -> None:
     sleeps: list[float] = []
     monkeypatch.setattr(ssh_mod, "_sleep", sleeps.append)
-    conn = SshConnector("web1", "127.0.0.1", port=_closed_port(), key_file=key_file,
-                        known_hosts=known_hosts, retries=4)
+    conn = SshConnector(SshSettings("web1", "127.0.0.1", port=_closed_port(), key_file=key_file,
+                                    known_hosts=known_hosts, retries=4))
     with pytest.raises(UnreachableHost) as info:
         conn.connect()
     assert info.value.kind == "refused" and "after 5 attempts" in info.value.detail
@@ -511,8 +512,8 @@ def test_refused_then_server_comes_back(tmp_path, key_file, known_hosts, host_ke
 
     monkeypatch.setattr(ssh_mod, "_sleep", sleep_then_start)
     try:
-        with SshConnector("web1", "127.0.0.1", port=port, key_file=key_file,
-                          known_hosts=known_hosts) as conn:
+        with SshConnector(SshSettings("web1", "127.0.0.1", port=port, key_file=key_file,
+                                      known_hosts=known_hosts)) as conn:
             assert conn.run("echo back").stdout == "back\n"
         assert conn.stats.connections == 1
     finally:
@@ -523,8 +524,8 @@ def test_refused_then_server_comes_back(tmp_path, key_file, known_hosts, host_ke
 def test_retry_budget_bounds_total_time(key_file, known_hosts, monkeypatch) -> None:
     sleeps: list[float] = []
     monkeypatch.setattr(ssh_mod, "_sleep", sleeps.append)
-    conn = SshConnector("web1", "127.0.0.1", port=_closed_port(), key_file=key_file,
-                        known_hosts=known_hosts, retries=50, retry_budget=3.0)
+    conn = SshConnector(SshSettings("web1", "127.0.0.1", port=_closed_port(), key_file=key_file,
+                                    known_hosts=known_hosts, retries=50, retry_budget=3.0))
     with pytest.raises(UnreachableHost):
         conn.connect()
     assert sum(sleeps) <= 3.0
@@ -550,8 +551,8 @@ def test_dns_failure_fails_fast_without_leaving_the_machine(key_file, known_host
     monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("dns must not be retried"))
     started = time.monotonic()
     with pytest.raises(UnreachableHost) as info:
-        SshConnector("ghost", "ghost.gpuprov.invalid", key_file=key_file,
-                     known_hosts=known_hosts).connect()
+        SshConnector(SshSettings("ghost", "ghost.gpuprov.invalid", key_file=key_file,
+                                 known_hosts=known_hosts)).connect()
     assert info.value.kind == "dns" and "ghost.gpuprov.invalid" in info.value.detail
     assert time.monotonic() - started < 1.0
 
@@ -563,7 +564,8 @@ def test_gaierror_is_classified_as_dns(key_file, known_hosts, monkeypatch) -> No
     monkeypatch.setattr(socket, "getaddrinfo", resolver_says_no)
     monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("dns must not be retried"))
     with pytest.raises(UnreachableHost) as info:
-        SshConnector("ghost", "ghost.lab", key_file=key_file, known_hosts=known_hosts).connect()
+        SshConnector(SshSettings("ghost", "ghost.lab", key_file=key_file,
+                                 known_hosts=known_hosts)).connect()
     assert info.value.kind == "dns" and "Name or service not known" in info.value.detail
 
 
@@ -599,8 +601,9 @@ def test_handshake_with_a_non_ssh_server_is_closed(key_file, known_hosts, monkey
     threading.Thread(target=hang_up, daemon=True).start()
     try:
         with pytest.raises(UnreachableHost) as info:
-            SshConnector("web1", "127.0.0.1", port=listener.getsockname()[1], key_file=key_file,
-                         known_hosts=known_hosts, retries=1).connect()
+            SshConnector(SshSettings("web1", "127.0.0.1", port=listener.getsockname()[1],
+                                     key_file=key_file, known_hosts=known_hosts,
+                                     retries=1)).connect()
         assert info.value.kind == "closed" and "after 2 attempts" in info.value.detail
     finally:
         listener.close()
@@ -633,6 +636,22 @@ def test_run_on_new_connection_opens_another_login_and_keeps_the_first(sshd, key
         again = conn.run("echo old")
     assert fresh.stdout == "fresh\n" and again.stdout == "old\n"
     assert sshd.accepted == 2 and conn.stats.connections == 2
+
+
+def test_run_on_new_connection_goes_the_route_resolved_at_the_start(sshd, key_file,
+                                                                    known_hosts) -> None:
+    config = key_file.parent / "ssh_config"
+    config.write_text(f"Host web1\n  HostName 127.0.0.1\n  Port {sshd.port}\n")
+    conn = SshConnector(SshSettings("web1", user="tester", key_file=key_file,
+                                    known_hosts=known_hosts, connect_timeout=5,
+                                    ssh_config=config))
+    with conn:
+        conn.run("true")
+        # the run's own sshd change may leave the operator's config unreadable
+        # or different: the confirming login must still reach the same host
+        config.write_text("Host web1\n  HostName 127.0.0.2\n  Port 1\n")
+        fresh = conn.run_on_new_connection("echo fresh")
+    assert fresh.stdout == "fresh\n" and sshd.accepted == 2
 
 
 def test_run_on_new_connection_raises_when_the_login_is_refused(sshd, key_file,
@@ -675,3 +694,8 @@ def test_host_key_is_read_without_logging_in(sshd, key_file, known_hosts, host_k
     assert not conn.known_hosts.verify("web1", conn.target.known_name, host_key)
     conn.known_hosts.record("web1", conn.target.known_name, host_key)
     assert conn.known_hosts.verify("web1", conn.target.known_name, host_key)
+
+
+def test_settings_keep_the_login_password_out_of_their_repr() -> None:
+    settings = SshSettings("web1", password="s3cret pass")
+    assert "s3cret" not in repr(settings) and "web1" in repr(settings)

@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from gpuprov.errors import InventoryError, UndefinedVariable
+from gpuprov.errors import InventoryError, PlaybookError, UndefinedVariable
 from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.playbook import load_playbook, load_role_defaults
 from gpuprov.model.vars import (
     HostVars,
     build_host_vars,
@@ -104,6 +105,25 @@ def test_extra_vars_file_errors_name_the_file(tmp_path):
     badkey = write(tmp_path, "key.yml", "ok: 1\nnot-ok: 2\n")
     with pytest.raises(InventoryError, match=rf"^{badkey}:2: 'not-ok' is not a valid variable"):
         parse_extra_vars([f"@{badkey}"])
+
+
+def test_every_reader_refuses_a_bad_name_with_one_message(tmp_path):
+    """Inventory, play vars, role defaults and -e: the same words and hint."""
+    expected = ("'data-dir' is not a valid variable name\n"
+                "  hint: use letters, digits and _ (not starting with a digit)")
+    inv = write(tmp_path, "inv.yml", "all:\n  vars:\n    data-dir: /srv\n")
+    book = write(tmp_path, "site.yml", "- hosts: all\n  vars:\n    data-dir: /srv\n")
+    (tmp_path / "r").mkdir()
+    defaults = write(tmp_path, "r/defaults.yml", "data-dir: /srv\n")
+    cases = [(InventoryError, lambda: Inventory.load(inv), f"{inv}:3: "),
+             (PlaybookError, lambda: load_playbook(book), f"{book}:3: "),
+             (PlaybookError, lambda: load_role_defaults(tmp_path / "r"), f"{defaults}:1: "),
+             (InventoryError, lambda: parse_extra_vars(["data-dir=/srv"]),
+              "-e 'data-dir=/srv': ")]
+    for error, load, where in cases:
+        with pytest.raises(error) as e:
+            load()
+        assert str(e.value) == where + expected
 
 
 @pytest.mark.parametrize("arg", ["novalue", "=v", "bad-name=1", "1x=2", "  ", "a='unclosed"])

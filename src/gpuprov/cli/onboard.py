@@ -1,5 +1,5 @@
-"""`gpuprov onboard HOST [INVENTORY] --group G`: the steps of onboard.py,
-with what a person sees in between. cli.py declares the options."""
+"""`gpuprov onboard HOST [INVENTORY] --group G`: the steps of
+engine/onboard.py, with what a person sees in between."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from gpuprov.cli.common import guarded, stderr, stdout
+from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import Executor, RunOptions
 from gpuprov.engine.onboard import (
@@ -25,15 +27,43 @@ from gpuprov.engine.onboard import (
 from gpuprov.errors import GpuprovError
 from gpuprov.jupyter_url import jupyter_access
 from gpuprov.model.inventory import Inventory
-from gpuprov.model.paths import bundled_dir, default_playbook
-from gpuprov.model.playbook import load_playbook, resolve_roles, role_search_path
+from gpuprov.model.playbook import find_playbook, load_plays
 from gpuprov.model.vars import parse_extra_vars
 from gpuprov.output.progress import Progress
 from gpuprov.output.report import render_recap
 from gpuprov.output.verify import verify_rows, verify_table
 
-# as in cli.py: apply's and verify's exit codes
-EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 2, 4
+
+@click.command()
+@click.argument("host")
+@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@click.option("-g", "--group", required=True, help="Inventory group: lab, cloud, cluster...")
+@click.option("--address", help="IP or DNS name to reach it (default: HOST).")
+@click.option("--login-user", help="User for the first login (default: the inventory's user); "
+              "e.g. ubuntu for a cloud image.")
+@click.option("--user", help="Admin user to create (default: the inventory's user).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False),
+              help="gpuprov's private key for this host; its .pub is installed.")
+@click.option("-k", "--ask-pass", is_flag=True, help="Ask once for the login password.")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
+              help="Read the login password from FILE (first line), for unattended runs.")
+@click.option("-K", "--ask-become-pass", is_flag=True,
+              help="Ask for a sudo password different from the login password.")
+@click.option("--host-key-fingerprint", help="SHA256:... the host key must have (needed "
+              "when there is no terminal to confirm it).")
+@click.option("--sudo", type=click.Choice(["nopasswd", "password"]), default="nopasswd",
+              show_default=True, help="sudo rule for the admin user.")
+@click.option("-p", "--playbook", type=click.Path(exists=True, dir_okay=False))
+@click.option("-e", "--extra-vars", multiple=True)
+@click.option("--reboot", is_flag=True, help="Reboot if the new driver needs it, and wait.")
+@click.option("--dry-run", is_flag=True, help="Show the inventory change and the steps; "
+              "touch nothing.")
+@guarded
+def onboard(**opts: Any) -> int:
+    """Take a new machine (password login, or a cloud key) to a verified GPU
+    host in the inventory: host key, admin user + key + sudo, inventory
+    entry, the site playbook, verify. Re-run to continue after a failure."""
+    return onboard_flow(opts, stdout(), stderr())
 
 
 def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
@@ -92,11 +122,8 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     options = RunOptions(reboot=opts.reboot,
                          extra_vars={**opts.connection_vars(), **opts.extra_vars},
                          connect=ConnectOptions(strict_host_keys=True, become_password=become))
-    book = Path(o["playbook"]) if o["playbook"] else default_playbook()
-    if book is None:
-        raise GpuprovError("no playbook given and no playbooks/site.yml found")
-    plays = load_playbook(book)
-    resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    book = find_playbook(o["playbook"])
+    plays = load_plays(book)
     out.print(f"4/5 site playbook {book}", markup=False)
     with Progress(out) as progress:
         run = Executor(inventory, plays, [host], options, progress).run("apply")

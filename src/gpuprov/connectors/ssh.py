@@ -11,139 +11,119 @@ is never re-run implicitly, since it may have half-run.
 Commands are handed to the login shell as `sh -c '<cmd>'`, so they get POSIX
 sh semantics with sh, bash, dash, ksh or zsh as login shell (fish and csh
 quote differently and are not supported as the remote user's shell).
+
+This module owns the connection's lifecycle; where to connect is resolved in
+ssh_config, who is who (host key, login) in ssh_auth, and a command's I/O on
+its channel in ssh_channel.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import errno
-import getpass
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
-from paramiko.message import Message
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become, CommandResult, Connector, Session
-from gpuprov.connectors.hostkeys import KnownHosts, fingerprint, host_id
-from gpuprov.connectors.sudo import (
-    TIMEOUT_EXIT_CODE,
-    TIMEOUT_NOTE,
-    Sudo,
-    add_note,
-    iter_stdin,
-    split_command,
+from gpuprov.connectors.hostkeys import KnownHosts
+from gpuprov.connectors.ssh_auth import (
+    Agent,
+    authenticate,
+    check_host_key,
+    keys_for,
+    prefer_key_types,
 )
-from gpuprov.errors import GpuprovError, UnreachableHost
+from gpuprov.connectors.ssh_channel import ChannelRunner, QuickAckSocket
+from gpuprov.connectors.ssh_config import (
+    Hop,
+    SetupError,
+    known_hosts_for,
+    load_config,
+    resolve_chain,
+)
+from gpuprov.connectors.sudo import Sudo, iter_stdin, split_command
+from gpuprov.errors import UnreachableHost
 
 # paramiko logs failed handshakes with tracebacks at ERROR; without a handler
 # Python prints them on stderr, on top of our own classified error.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-_MAX_HOPS = 8
 _sleep = time.sleep  # tests patch this to keep backoff instant
 
 
-@dataclass
-class Hop:
-    """One SSH server on the way to the host, resolved through ssh_config."""
-
-    alias: str
-    address: str
-    port: int
-    user: str
-    identity_files: list[Path]     # explicit or IdentityFile; empty -> defaults
-    identities_only: bool = False
-    key_alias: str | None = None   # HostKeyAlias
-    proxy_jump: str | None = None
-    proxy_command: str | None = None
-    fallback_files: list[Path] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        port = "" if self.port == 22 else f":{self.port}"
-        return f"{self.user}@{self.address}{port}"
-
-    @property
-    def known_name(self) -> str:
-        return self.key_alias or host_id(self.address, self.port)
-
-
-class _QuickAckSocket:
-    """A socket that acknowledges every segment at once (Linux TCP_QUICKACK).
-
-    sshd does not set TCP_NODELAY for non-interactive sessions, so its
-    exit-status right after a command's output waits for our ACK; with the
-    kernel's delayed ACK that adds ~40 ms to every command. QUICKACK is not
-    sticky, hence re-armed after each recv (one cheap setsockopt).
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def recv(self, size: int) -> bytes:
-        data = self._sock.recv(size)
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        return data
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._sock, name)
-
-
-class _SetupError(Exception):
-    """A classified connection-setup failure; `retry` says if backoff may help."""
-
-    def __init__(self, kind: str, detail: str, hint: str | None = None,
-                 retry: bool = False) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.hint, self.retry = kind, detail, hint, retry
-
-
-class SshConnector(Connector):
-    """One host over SSH. `address` (ansible_host) defaults to `host_name`.
+@dataclass(frozen=True)
+class SshSettings:
+    """What an SshConnector is built from; `address` (ansible_host) defaults to `host_name`.
 
     Explicit port/user/key_file win over ~/.ssh/config (or `ssh_config`);
     `known_hosts` replaces ~/.ssh/known_hosts (and /etc/ssh/ssh_known_hosts).
     """
 
-    def __init__(self, host_name: str, address: str | None = None, port: int | None = None,
-                 user: str | None = None, key_file: str | Path | None = None,
-                 known_hosts: Path | None = None, strict_host_keys: bool = False,
-                 become: Become | None = None, connect_timeout: float = 10.0,
-                 retries: int = 5, retry_budget: float = 15.0,
-                 ssh_config: Path | None = None, use_agent: bool = True,
-                 keepalive: int = 30, password: str | None = None) -> None:
-        super().__init__(host_name)
-        #: login password, tried after the keys (onboarding a host that has no key yet)
-        self.password = password
-        self.become = become if become is not None else Become()
-        self.connect_timeout = connect_timeout
-        self.retries = retries
-        self.retry_budget = retry_budget
-        self.use_agent = use_agent
-        self.keepalive = keepalive
-        self._config = _load_config(ssh_config)
-        self.key_file = Path(key_file).expanduser() if key_file else None
-        self.hops = self._resolve_chain(address or host_name, user, port, self.key_file, 0)
+    host_name: str
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    key_file: str | Path | None = None
+    known_hosts: Path | None = None
+    strict_host_keys: bool = False
+    become: Become = field(default_factory=Become)
+    connect_timeout: float = 10.0
+    retries: int = 5
+    retry_budget: float = 15.0
+    ssh_config: Path | None = None
+    use_agent: bool = True
+    keepalive: int = 30
+    #: login password, tried after the keys (onboarding a host that has no key yet)
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SshRoute:
+    """Settings resolved through ssh_config: the hops to the target and how
+    its host keys are checked. Resolved once per host, shared by the fresh
+    connections a run opens on purpose (they must go the same way)."""
+
+    hops: tuple[Hop, ...]
+    strict_host_keys: bool
+    known_hosts: KnownHosts
+
+    @classmethod
+    def resolve(cls, settings: SshSettings) -> SshRoute:
+        config = load_config(settings.ssh_config)
+        key_file = Path(settings.key_file).expanduser() if settings.key_file else None
+        hops = resolve_chain(config, settings.host_name, settings.address or settings.host_name,
+                             settings.user, settings.port, key_file)
+        options = config.lookup(hops[-1].alias)
+        return cls(tuple(hops),
+                   settings.strict_host_keys or options.get("stricthostkeychecking") == "yes",
+                   known_hosts_for(settings.known_hosts, options))
+
+
+class SshConnector(Connector):
+    """One host over SSH, as `settings` describe it (resolved through ssh_config
+    here unless a resolved `route` is given)."""
+
+    def __init__(self, settings: SshSettings, route: SshRoute | None = None) -> None:
+        super().__init__(settings.host_name)
+        self.settings = settings
+        self.route = route or SshRoute.resolve(settings)
+        self.hops = list(self.route.hops)
         self.target = self.hops[-1]
-        options = self._config.lookup(self.target.alias)
-        self.strict_host_keys = strict_host_keys or options.get("stricthostkeychecking") == "yes"
-        self.known_hosts = _known_hosts(known_hosts, options)
+        self.strict_host_keys = self.route.strict_host_keys
+        self.known_hosts = self.route.known_hosts
         self._transports: list[paramiko.Transport] = []
-        self._agent: paramiko.Agent | None = None
+        self._agent = Agent(settings.use_agent)
         self._lock = threading.RLock()
-        self._sudo = Sudo(host_name, self.target.user, self.become, self._exec_raw)
+        self._channels = ChannelRunner(settings.host_name, self.target.label,
+                                       settings.connect_timeout, self.stats)
+        self._sudo = Sudo(settings.host_name, self.target.user, settings.become, self._exec_raw)
         #: the key the target accepted (the operator's identity, for session())
         self._auth_key: paramiko.PKey | None = None
         self._auth_password = False
@@ -162,11 +142,11 @@ class SshConnector(Connector):
                 try:
                     self._transports = self._open_chain()
                     return
-                except _SetupError as exc:
+                except SetupError as exc:
                     # `slept` keeps the budget honest when sleep is patched out.
                     spent = max(time.monotonic() - started, slept)
-                    if (not exc.retry or attempt > self.retries
-                            or spent + delay > self.retry_budget):
+                    if (not exc.retry or attempt > self.settings.retries
+                            or spent + delay > self.settings.retry_budget):
                         tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                         raise UnreachableHost(self.host_name, exc.kind, exc.detail + tries,
                                               exc.hint) from exc
@@ -177,9 +157,7 @@ class SshConnector(Connector):
     def close(self) -> None:
         with self._lock:
             self._close_transports()
-            if self._agent is not None:
-                self._agent.close()
-                self._agent = None
+            self._agent.close()
 
     def _close_transports(self) -> None:
         for transport in reversed(self._transports):  # target first, then jump hosts
@@ -196,22 +174,22 @@ class SshConnector(Connector):
                         sock = self._proxy_command(hop) if hop.proxy_command else self._tcp(hop)
                     transport = self._handshake(hop, sock)
                     opened.append(transport)
-                    self._authenticate(hop, transport)
+                    self._login(hop, transport)
                     self.stats.connections += 1
                     if index + 1 < len(self.hops):
                         sock = self._jump_channel(transport, hop, self.hops[index + 1])
-                except _SetupError as exc:
+                except SetupError as exc:
                     if index + 1 < len(self.hops) and exc.kind in ("dns", "refused", "timeout",
                                                                    "closed"):
                         # The host itself may be fine; say which hop failed.
-                        raise _SetupError("proxy", f"jump host {hop.label}: {exc.kind}: "
-                                          f"{exc.detail}", exc.hint, exc.retry) from exc
+                        raise SetupError("proxy", f"jump host {hop.label}: {exc.kind}: "
+                                         f"{exc.detail}", exc.hint, exc.retry) from exc
                     raise
             return opened
         except BaseException:
             for transport in reversed(opened):
                 transport.close()
-            if isinstance(sock, socket.socket | _QuickAckSocket | paramiko.ProxyCommand):
+            if isinstance(sock, socket.socket | QuickAckSocket | paramiko.ProxyCommand):
                 sock.close()
             raise
 
@@ -219,144 +197,101 @@ class SshConnector(Connector):
         where = f"{hop.address}:{hop.port}"
         if hop.address.rstrip(".").lower().endswith(".invalid"):
             # RFC 6761: never resolvable, and must not be sent to DNS servers.
-            raise _SetupError("dns", f"cannot resolve {hop.address}: the .invalid domain never "
-                              "resolves", "check the host name / ansible_host")
+            raise SetupError("dns", f"cannot resolve {hop.address}: the .invalid domain never "
+                             "resolves", "check the host name / ansible_host")
         try:
-            sock = socket.create_connection((hop.address, hop.port), timeout=self.connect_timeout)
+            sock = socket.create_connection((hop.address, hop.port),
+                                            timeout=self.settings.connect_timeout)
         except socket.gaierror as exc:
-            raise _SetupError("dns", f"cannot resolve {hop.address}: {exc.strerror or exc}",
-                              "check the host name / ansible_host, DNS or /etc/hosts") from exc
+            raise SetupError("dns", f"cannot resolve {hop.address}: {exc.strerror or exc}",
+                             "check the host name / ansible_host, DNS or /etc/hosts") from exc
         except ConnectionRefusedError as exc:
-            raise _SetupError("refused", f"connection to {where} refused",
-                              f"is sshd running and listening on port {hop.port}? A firewall "
-                              "may also reject it; try: nc -vz " + f"{hop.address} {hop.port}",
-                              retry=True) from exc
+            raise SetupError("refused", f"connection to {where} refused",
+                             f"is sshd running and listening on port {hop.port}? A firewall "
+                             "may also reject it; try: nc -vz " + f"{hop.address} {hop.port}",
+                             retry=True) from exc
         except TimeoutError as exc:
-            raise _SetupError("timeout", f"no answer from {where} within "
-                              f"{self.connect_timeout:g}s", "the host may be down or a "
-                              "firewall drops SSH; check the address", retry=True) from exc
+            raise SetupError("timeout", f"no answer from {where} within "
+                             f"{self.settings.connect_timeout:g}s", "the host may be down or a "
+                             "firewall drops SSH; check the address", retry=True) from exc
         except OSError as exc:
             if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
                 # Kind "timeout": same meaning to a person (host/network down),
                 # and worth retrying while a host reboots.
-                raise _SetupError("timeout", f"{where}: {exc.strerror}", "the host or its network "
-                                  "is down, or the address is wrong", retry=True) from exc
-            raise _SetupError("closed", f"{where}: {exc.strerror or exc}",
-                              retry=exc.errno == errno.ECONNRESET) from exc
+                raise SetupError("timeout", f"{where}: {exc.strerror}", "the host or its network "
+                                 "is down, or the address is wrong", retry=True) from exc
+            raise SetupError("closed", f"{where}: {exc.strerror or exc}",
+                             retry=exc.errno == errno.ECONNRESET) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # many small round trips
-        return _QuickAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock
+        return QuickAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock
 
     def _proxy_command(self, hop: Hop) -> paramiko.ProxyCommand:
         assert hop.proxy_command is not None
         try:
             return paramiko.ProxyCommand(hop.proxy_command)
         except (OSError, paramiko.SSHException) as exc:
-            raise _SetupError("proxy", f"ProxyCommand {hop.proxy_command!r} failed: {exc}",
-                              "check ProxyCommand in your ssh config") from exc
+            raise SetupError("proxy", f"ProxyCommand {hop.proxy_command!r} failed: {exc}",
+                             "check ProxyCommand in your ssh config") from exc
 
     def _jump_channel(self, transport: paramiko.Transport, hop: Hop, nxt: Hop) -> paramiko.Channel:
         try:
             return transport.open_channel("direct-tcpip", (nxt.address, nxt.port),
-                                          ("127.0.0.1", 0), timeout=self.connect_timeout)
+                                          ("127.0.0.1", 0), timeout=self.settings.connect_timeout)
         except paramiko.ChannelException as exc:
-            raise _SetupError("proxy", f"jump host {hop.label} could not reach {nxt.address}:"
-                              f"{nxt.port}: {exc.text}", "check the address as seen from the jump "
-                              "host, and AllowTcpForwarding on it", retry=True) from exc
+            raise SetupError("proxy", f"jump host {hop.label} could not reach {nxt.address}:"
+                             f"{nxt.port}: {exc.text}", "check the address as seen from the jump "
+                             "host, and AllowTcpForwarding on it", retry=True) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise _SetupError("proxy", f"jump host {hop.label} dropped the forwarding to "
-                              f"{nxt.address}:{nxt.port}: {exc}", retry=True) from exc
+            raise SetupError("proxy", f"jump host {hop.label} dropped the forwarding to "
+                             f"{nxt.address}:{nxt.port}: {exc}", retry=True) from exc
 
     def _handshake(self, hop: Hop, sock: object) -> paramiko.Transport:
+        timeout = self.settings.connect_timeout
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
-        transport.banner_timeout = transport.handshake_timeout = self.connect_timeout
-        transport.auth_timeout = max(self.connect_timeout, 30.0)
-        _prefer_key_types(transport, self.known_hosts.key_types(hop.known_name))
+        transport.banner_timeout = transport.handshake_timeout = timeout
+        transport.auth_timeout = max(timeout, 30.0)
+        prefer_key_types(transport, self.known_hosts.key_types(hop.known_name))
         try:
-            transport.start_client(timeout=self.connect_timeout)
+            transport.start_client(timeout=timeout)
         except paramiko.ProxyCommandFailure as exc:
             transport.close()
-            raise _SetupError("proxy", f"ProxyCommand for {hop.alias} failed: {exc}") from exc
+            raise SetupError("proxy", f"ProxyCommand for {hop.alias} failed: {exc}") from exc
         except paramiko.IncompatiblePeer as exc:
             transport.close()
-            raise _SetupError("closed", f"{hop.label}: no common SSH algorithms: {exc}",
-                              "the server is too old or restricted for paramiko") from exc
+            raise SetupError("closed", f"{hop.label}: no common SSH algorithms: {exc}",
+                             "the server is too old or restricted for paramiko") from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             transport.close()
             # Closed during the banner/kex: typically sshd restarting or
             # MaxStartups throttling; both pass, so retry.
-            raise _SetupError("closed", f"{hop.label} closed the connection during the SSH "
-                              f"handshake: {exc or type(exc).__name__}",
-                              "check that this port is sshd, and the server's sshd log",
-                              retry=True) from exc
+            raise SetupError("closed", f"{hop.label} closed the connection during the SSH "
+                             f"handshake: {exc or type(exc).__name__}",
+                             "check that this port is sshd, and the server's sshd log",
+                             retry=True) from exc
         if not transport.completion_event.is_set():  # start_client's timeout returns quietly
             transport.close()
-            raise _SetupError("timeout", f"{hop.label}: SSH handshake did not finish within "
-                              f"{self.connect_timeout:g}s", retry=True)
-        key = transport.get_remote_server_key()
+            raise SetupError("timeout", f"{hop.label}: SSH handshake did not finish within "
+                             f"{timeout:g}s", retry=True)
         try:
-            self.known_hosts.check(self.host_name, hop.known_name, key, self.strict_host_keys)
-        except UnreachableHost as exc:
+            check_host_key(transport, self.known_hosts, self.host_name, hop,
+                           self.strict_host_keys)
+        except SetupError:
             transport.close()
-            raise _SetupError(exc.kind, exc.detail, exc.hint) from exc
-        transport.set_keepalive(self.keepalive)  # keep NAT/firewall state for long runs
+            raise
+        transport.set_keepalive(self.settings.keepalive)  # keep NAT/firewall state for long runs
         return transport
 
-    def _authenticate(self, hop: Hop, transport: paramiko.Transport) -> None:
-        tried: list[str] = []
-        note = ""
-        for label, key in self._keys(hop):
-            if key is None:
-                tried.append(label)
-                continue
-            try:
-                remaining = transport.auth_publickey(hop.user, key)
-            except paramiko.BadAuthenticationType as exc:
-                raise _SetupError("auth", f"{hop.label} does not accept public keys (it allows: "
-                                  f"{', '.join(exc.allowed_types) or 'nothing'})",
-                                  "gpuprov logs in with SSH keys only; enable PubkeyAuthentication"
-                                  ) from exc
-            except paramiko.AuthenticationException:
-                tried.append(label)
-                continue
-            except (paramiko.SSHException, EOFError, OSError):
-                tried.append(label)
-                note = (f"; the server closed the connection after {len(tried)} key(s) "
-                        "(MaxAuthTries?)")
-                break
-            if transport.is_authenticated():
-                if hop is self.target:
-                    self._auth_key = key
-                return
-            tried.append(f"{label} (accepted, but the server also wants: {', '.join(remaining)})")
-        if self.password is not None and hop is self.target and not note:
-            self._password_login(hop, transport, tried)
-            return
-        keys = "; ".join(tried) if tried else ("none: no key file given, no ssh-agent keys, and "
-                                               "no ~/.ssh/id_ed25519, id_ecdsa or id_rsa")
-        port = f"-p {hop.port} " if hop.port != 22 else ""
-        raise _SetupError("auth", f"{hop.label} rejected every key for user {hop.user!r}{note}. "
-                          f"Keys tried: {keys}",
-                          f"check the user (ansible_user / User in ~/.ssh/config), install your "
-                          f"public key with: ssh-copy-id {port}{hop.user}@{hop.address}, or pick "
-                          "the key with --key-file / ansible_ssh_private_key_file")
-
-    def _password_login(self, hop: Hop, transport: paramiko.Transport, tried: list[str]) -> None:
-        assert self.password is not None
-        try:
-            transport.auth_password(hop.user, self.password)
-        except paramiko.BadAuthenticationType as exc:
-            raise _SetupError("auth", f"{hop.label} does not accept passwords (it allows: "
-                              f"{', '.join(exc.allowed_types) or 'nothing'})",
-                              "log in with a key (--key-file) or the image's default user"
-                              ) from exc
-        except paramiko.AuthenticationException as exc:
-            raise _SetupError("auth", f"{hop.label} rejected the password for user "
-                              f"{hop.user!r} (keys tried first: {'; '.join(tried) or 'none'})",
-                              "check the user and the password") from exc
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise _SetupError("auth", f"{hop.label} closed the connection during the password "
-                              f"login: {exc or type(exc).__name__}") from exc
-        self._auth_password = True
+    def _login(self, hop: Hop, transport: paramiko.Transport) -> None:
+        # The password is for the target only: onboarding a host that has no key
+        # yet, never a jump host.
+        is_target = hop is self.target
+        key = authenticate(hop, transport, keys_for(hop, self._agent),
+                           self.settings.password if is_target else None)
+        if is_target:
+            if key is not None:
+                self._auth_key = key
+            else:
+                self._auth_password = True
 
     def host_key(self) -> paramiko.PKey:
         """The target's host key from a key exchange alone: no login, no
@@ -367,107 +302,21 @@ class SshConnector(Connector):
                                   "record the host key yourself (ssh-keyscan), then rerun")
         try:
             sock = self._tcp(self.target)
-        except _SetupError as exc:
+        except SetupError as exc:
             raise UnreachableHost(self.host_name, exc.kind, exc.detail, exc.hint) from exc
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
+        timeout = self.settings.connect_timeout
         try:
-            transport.banner_timeout = transport.handshake_timeout = self.connect_timeout
-            _prefer_key_types(transport, self.known_hosts.key_types(self.target.known_name)
-                              or ["ssh-ed25519"])
-            transport.start_client(timeout=self.connect_timeout)
+            transport.banner_timeout = transport.handshake_timeout = timeout
+            prefer_key_types(transport, self.known_hosts.key_types(self.target.known_name)
+                             or ["ssh-ed25519"])
+            transport.start_client(timeout=timeout)
             return transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise UnreachableHost(self.host_name, "closed", f"{self.target.label}: SSH key "
                                   f"exchange failed: {exc or type(exc).__name__}") from exc
         finally:
             transport.close()
-
-    def _keys(self, hop: Hop) -> Iterator[tuple[str, paramiko.PKey | None]]:
-        """Keys in the order OpenSSH users expect, each labelled for the error message.
-
-        Configured key files first (through the agent when it holds them, so
-        passphrase-protected files work), then other agent keys, then defaults.
-        """
-        agent_keys = self._agent_keys()
-        in_agent = {k.asbytes(): k for k in agent_keys}
-        used: set[bytes] = set()
-        configured = bool(hop.identity_files)
-        home_ssh = Path.home() / ".ssh"
-        files = hop.identity_files or [home_ssh / name for name in DEFAULT_KEYS]
-        for path in [*files, *hop.fallback_files]:
-            if not configured and not path.exists():
-                continue
-            agent_key = in_agent.get(_public_blob(path) or b"")
-            if agent_key is not None:
-                used.add(agent_key.asbytes())
-                yield f"{path} via ssh-agent ({fingerprint(agent_key)})", agent_key
-                continue
-            key, problem = _load_key(path)
-            if key is None or key.asbytes() in used:
-                if problem:
-                    yield f"{path} ({problem})", None
-                continue
-            used.add(key.asbytes())
-            yield f"{path} ({fingerprint(key)})", key
-        if hop.identities_only:
-            return
-        for key in agent_keys:
-            if key.asbytes() not in used:
-                used.add(key.asbytes())
-                comment = getattr(key, "comment", "") or "no comment"
-                yield f"ssh-agent key {comment} ({fingerprint(key)})", key
-
-    def _agent_keys(self) -> list[paramiko.PKey]:
-        if not self.use_agent:
-            return []
-        try:
-            if self._agent is None:
-                self._agent = paramiko.Agent()
-            return list(self._agent.get_keys())
-        except (paramiko.SSHException, OSError):
-            return []  # a broken agent should not hide the key files
-
-    # -- ssh_config ------------------------------------------------------------
-
-    def _resolve(self, alias: str, user: str | None, port: int | None,
-                 key_file: Path | None) -> Hop:
-        options = self._config.lookup(alias)
-        files = [key_file] if key_file else [Path(p).expanduser()
-                                             for p in options.get("identityfile", [])]
-        proxy_command = options.get("proxycommand")
-        return Hop(
-            alias=alias,
-            address=options.get("hostname", alias),
-            port=port or int(options.get("port", 22)),
-            user=user or options.get("user") or getpass.getuser(),
-            identity_files=files,
-            identities_only=options.get("identitiesonly", "no") == "yes",
-            key_alias=options.get("hostkeyalias"),
-            proxy_jump=options.get("proxyjump"),
-            proxy_command=None if proxy_command in (None, "none") else proxy_command,
-        )
-
-    def _resolve_chain(self, alias: str, user: str | None, port: int | None,
-                       key_file: Path | None, depth: int) -> list[Hop]:
-        """[jump hosts..., target]. `ProxyJump a,b` means: reach a (with a's own
-        ssh_config, ProxyJump included), from a reach b, from b the target."""
-        if depth > _MAX_HOPS:
-            raise GpuprovError(f"{self.host_name}: ProxyJump chain longer than {_MAX_HOPS} hops "
-                               "(a loop in ~/.ssh/config?)")
-        hop = self._resolve(alias, user, port, key_file)
-        if not hop.proxy_jump or hop.proxy_jump == "none":
-            return [hop]
-        specs = [_parse_jump(spec) for spec in hop.proxy_jump.split(",")]
-        (first_host, first_user, first_port), rest = specs[0], specs[1:]
-        chain = self._resolve_chain(first_host, first_user, first_port, None, depth + 1)
-        for jump_host, jump_user, jump_port in rest:
-            chain.append(self._resolve(jump_host, jump_user, jump_port, None))
-        hop.proxy_command = None  # ProxyJump wins: a hop has one way in
-        for jump in chain:
-            # The host's own key is a sensible last try on its jump hosts.
-            if self.key_file and self.key_file not in jump.identity_files:
-                jump.fallback_files = [self.key_file]
-        return [*chain, hop]
 
     def session(self) -> Session:
         key = self._auth_key
@@ -480,7 +329,9 @@ class SshConnector(Connector):
 
     def run_on_new_connection(self, command: Command | str, *,
                               sudo: bool = False) -> CommandResult:
-        fresh = self._fresh()
+        # A connector of its own: new transport, agent and sudo probe (proving
+        # sudo still works over a new login is the point).
+        fresh = SshConnector(self.settings, self.route)
         try:
             fresh.connect()   # retries with backoff: sshd refuses briefly after a reload
             return fresh.run(command, sudo=sudo)
@@ -489,18 +340,6 @@ class SshConnector(Connector):
             self.stats.connections += fresh.stats.connections
             self.stats.round_trips += fresh.stats.round_trips
 
-    def _fresh(self) -> SshConnector:
-        """A copy with the same settings and no open transport, agent or sudo state."""
-        fresh = object.__new__(SshConnector)
-        fresh.__dict__.update(self.__dict__)
-        fresh.stats = type(self.stats)()
-        fresh._transports, fresh._agent, fresh._auth_key = [], None, None
-        fresh._auth_password = False
-        fresh._lock = threading.RLock()
-        # Probed again: proving sudo still works over a new login is the point.
-        fresh._sudo = Sudo(self.host_name, self.target.user, self.become, fresh._exec_raw)
-        return fresh
-
     # -- running commands ------------------------------------------------------
 
     def run(self, command: Command | str, *, sudo: bool = False,
@@ -508,13 +347,15 @@ class SshConnector(Connector):
         """Run a command; a timeout gives exit code 124 (see sudo.TIMEOUT_EXIT_CODE)."""
         shell, display = split_command(command)
         line, prefix = self._sudo.prepare(shell, sudo)
-        code, out, err = self._execute(line, display, iter_stdin(stdin, prefix), timeout)
+        code, out, err = self._channels.execute(self._live_transport(), line, display,
+                                                iter_stdin(stdin, prefix), timeout)
         if sudo:
             self._sudo.check(code, err)
         return CommandResult(display, code, out, err)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
-        return self._execute(line, "(sudo check)", iter_stdin(None, stdin), timeout=30)
+        return self._channels.execute(self._live_transport(), line, "(sudo check)",
+                                      iter_stdin(None, stdin), timeout=30)
 
     def _live_transport(self) -> paramiko.Transport:
         with self._lock:
@@ -522,193 +363,5 @@ class SshConnector(Connector):
                 self.connect()
             transport = self._transports[-1]
         if not transport.is_active():
-            raise self._lost("before running the next command", ran=False)
+            raise self._channels.lost("before running the next command", ran=False)
         return transport
-
-    def _lost(self, when: str, ran: bool) -> UnreachableHost:
-        detail = f"the SSH connection to {self.target.label} was lost {when}"
-        if ran:
-            detail += "; the command may have partly run and is not retried"
-        return UnreachableHost(self.host_name, "closed", detail,
-                               "the host may have rebooted or sshd restarted; rerun once it is "
-                               "back (connect() opens a new connection)")
-
-    def _execute(self, line: str, display: str, chunks: Iterator[bytes],
-                 timeout: float | None) -> tuple[int, str, str]:
-        transport = self._live_transport()
-        try:
-            chan = transport.open_session(timeout=self.connect_timeout)
-            self.stats.round_trips += 1
-            chan.exec_command(line)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            if _wait_inactive(transport):
-                raise self._lost(f"before running `{display}`", ran=False) from exc
-            raise UnreachableHost(self.host_name, "closed", f"{self.target.label} refused a "
-                                  f"session for `{display}`: {exc}",
-                                  "too many parallel commands for sshd's MaxSessions?") from exc
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out: list[bytes] = []
-        err: list[bytes] = []
-        failure: list[BaseException] = []
-        reader = threading.Thread(target=_drain, args=(chan.recv_stderr, err), daemon=True)
-        writer = threading.Thread(target=self._feed, args=(chan, chunks, failure), daemon=True)
-        reader.start()
-        writer.start()
-        try:
-            finished = (_read_until_eof(chan, out, deadline) and _join(reader, deadline)
-                        and chan.status_event.wait(_remaining(deadline)))
-            if not finished:
-                _signal(chan, "TERM")  # best effort: sshd >= 7.9 forwards it
-        finally:
-            chan.close()  # also unblocks a writer waiting for window space
-            writer.join()
-            reader.join()
-        if failure:
-            raise failure[0]
-        stdout = b"".join(out).decode("utf-8", errors="replace")
-        stderr = b"".join(err).decode("utf-8", errors="replace")
-        if not finished:
-            return TIMEOUT_EXIT_CODE, stdout, add_note(stderr, TIMEOUT_NOTE.format(timeout))
-        if chan.exit_status == -1:  # the channel closed without an exit status
-            if _wait_inactive(transport):
-                raise self._lost(f"while running `{display}`", ran=True)
-            return 255, stdout, add_note(stderr, "[gpuprov] the command ended without an exit "
-                                         "status (killed by a signal?)")
-        return chan.exit_status, stdout, stderr
-
-    def _feed(self, chan: paramiko.Channel, chunks: Iterator[bytes],
-              failure: list[BaseException]) -> None:
-        while True:
-            try:
-                chunk = next(chunks, None)
-            except BaseException as exc:
-                # Reading the stdin file failed. No EOF: it would make a
-                # truncated upload look complete. Interrupt and close instead;
-                # that also wakes the reader, and _execute re-raises.
-                failure.append(exc)
-                _signal(chan, "TERM")
-                chan.close()
-                return
-            try:
-                if chunk is None:
-                    chan.shutdown_write()
-                    return
-                chan.sendall(chunk)
-            except (OSError, EOFError, paramiko.SSHException):
-                return  # the channel closed (command done, or connection lost: reported)
-            self.stats.bytes_sent += len(chunk)
-
-
-def _read_until_eof(chan: paramiko.Channel, sink: list[bytes], deadline: float | None) -> bool:
-    """Read stdout until EOF; False if the deadline passed first."""
-    while True:
-        chan.settimeout(_remaining(deadline))
-        try:
-            block = chan.recv(65536)
-        except TimeoutError:
-            return False
-        if not block:
-            return True
-        sink.append(block)
-
-
-def _drain(recv: Callable[[int], bytes], sink: list[bytes]) -> None:
-    while block := recv(65536):
-        sink.append(block)
-
-
-def _join(thread: threading.Thread, deadline: float | None) -> bool:
-    thread.join(_remaining(deadline))
-    return not thread.is_alive()
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
-
-
-def _wait_inactive(transport: paramiko.Transport, grace: float = 1.0) -> bool:
-    # paramiko closes the channels of a dead transport just before it marks
-    # the transport inactive: give it a moment before calling the link alive.
-    end = time.monotonic() + grace
-    while transport.is_active() and time.monotonic() < end:
-        time.sleep(0.02)
-    return not transport.is_active()
-
-
-def _signal(chan: paramiko.Channel, name: str) -> None:
-    """Send a 'signal' channel request (RFC 4254 6.9); paramiko has no API for it."""
-    if chan.closed or not chan.get_transport().is_active():
-        return
-    msg = Message()
-    msg.add_byte(bytes([98]))  # SSH_MSG_CHANNEL_REQUEST
-    msg.add_int(chan.remote_chanid)
-    msg.add_string("signal")
-    msg.add_boolean(False)
-    msg.add_string(name)
-    with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
-        chan.get_transport()._send_user_message(msg)
-
-
-def _prefer_key_types(transport: paramiko.Transport, known: list[str]) -> None:
-    # Like OpenSSH: ask for the key types known_hosts already has, so a host
-    # with several keys is verified instead of looking "unknown".
-    options = transport.get_security_options()
-    preferred: list[str] = []
-    for key_type in known:
-        for algo in (("rsa-sha2-512", "rsa-sha2-256") if key_type == "ssh-rsa" else (key_type,)):
-            if algo in options.key_types and algo not in preferred:
-                preferred.append(algo)
-    if preferred:
-        options.key_types = [*preferred, *(k for k in options.key_types if k not in preferred)]
-
-
-def _load_key(path: Path) -> tuple[paramiko.PKey | None, str | None]:
-    try:
-        return paramiko.PKey.from_path(path), None
-    except FileNotFoundError:
-        return None, "not found"
-    except (paramiko.PasswordRequiredException, TypeError):
-        # cryptography raises TypeError for an encrypted OpenSSH-format key
-        return None, "passphrase-protected, skipped: load it with ssh-add"
-    except (paramiko.SSHException, ValueError, OSError) as exc:
-        return None, f"unusable: {exc}"
-
-
-def _public_blob(path: Path) -> bytes | None:
-    """The key blob from `<key>.pub`, to find the key in the agent without its passphrase."""
-    try:
-        fields = Path(f"{path}.pub").read_text().split()
-        return base64.b64decode(fields[1]) if len(fields) >= 2 else None
-    except (OSError, binascii.Error):
-        return None
-
-
-def _parse_jump(spec: str) -> tuple[str, str | None, int | None]:
-    """`[user@]host[:port]` or `ssh://[user@]host[:port]` -> (host, user, port)."""
-    spec = spec.strip().removeprefix("ssh://")
-    user, _, hostport = spec.rpartition("@")
-    if hostport.startswith("["):  # [v6addr]:port
-        host, _, rest = hostport[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = hostport.partition(":")
-    return host, user or None, int(port) if port else None
-
-
-def _load_config(path: Path | None) -> paramiko.SSHConfig:
-    path = path or Path.home() / ".ssh" / "config"
-    try:
-        return paramiko.SSHConfig.from_path(str(path)) if path.exists() else paramiko.SSHConfig()
-    except (paramiko.ssh_exception.ConfigParseError, OSError, ValueError) as exc:
-        raise GpuprovError(f"{path}: cannot read ssh config: {exc}") from exc
-
-
-def _known_hosts(explicit: Path | None, options: paramiko.SSHConfigDict) -> KnownHosts:
-    hash_new = options.get("hashknownhosts") == "yes"
-    if explicit is not None:
-        return KnownHosts(Path(explicit), hash_new=hash_new)
-    user_files = options.get("userknownhostsfile", "").split()
-    user_file = Path(user_files[0]).expanduser() if user_files else (
-        Path.home() / ".ssh" / "known_hosts")
-    extra = tuple(Path(p).expanduser() for p in user_files[1:])
-    return KnownHosts(user_file, (*extra, Path("/etc/ssh/ssh_known_hosts")), hash_new=hash_new)

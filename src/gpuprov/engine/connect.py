@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gpuprov.connectors.base import Become, Connector
 from gpuprov.connectors.local import LocalConnector
-from gpuprov.connectors.ssh import SshConnector
+from gpuprov.connectors.ssh import SshConnector, SshSettings
 from gpuprov.model.inventory import Host
 
 
@@ -28,10 +28,10 @@ def connector_for(host: Host, options: ConnectOptions) -> Connector:
     if host.connection == "local":
         return LocalConnector(host.name, become)
     known_hosts = host.vars.get("ssh_known_hosts_file")
-    return SshConnector(
+    return SshConnector(SshSettings(
         host.name, address=host.address, port=host.ssh_port, user=host.ssh_user,
         key_file=host.ssh_private_key_file,
         known_hosts=Path(str(known_hosts)).expanduser() if known_hosts else None,
         strict_host_keys=options.strict_host_keys, become=become,
         connect_timeout=options.connect_timeout, ssh_config=options.ssh_config,
-        password=options.ssh_password)
+        password=options.ssh_password))

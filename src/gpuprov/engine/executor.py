@@ -29,10 +29,9 @@ from gpuprov.engine.roles import Role, load_role
 from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
 from gpuprov.facts.system import SystemFacts
 from gpuprov.model.inventory import Host, Inventory
-from gpuprov.model.playbook import Play, RoleRef
+from gpuprov.model.playbook import REBOOT_CHOICES, REBOOT_IF_NEEDED, REBOOT_NEVER, Play, RoleRef
 from gpuprov.model.vars import build_host_vars
 
-REBOOT_POLICIES = ("never", "if-needed")
 ALWAYS = "always"  # a role tagged `always` runs unless skipped by name
 NEVER = "never"    # a role tagged `never` runs only when another of its tags is asked for
 
@@ -172,7 +171,7 @@ class Executor:
         except GpuprovError as exc:
             result.error = str(exc)
             return
-        if policy != "if-needed":
+        if policy != REBOOT_IF_NEEDED:
             return
         if self.progress:
             self.progress.message(host.name, "rebooting; waiting for it to come back")
@@ -283,16 +282,17 @@ def check_tags(plays: Sequence[Play], asked: Iterable[str]) -> None:
 def reboot_policy(play: Play, host: Host, options: RunOptions) -> str:
     """--reboot > -e reboot > the play's `reboot:` > the host's `reboot` var > never."""
     if options.reboot:
-        return "if-needed"
+        return REBOOT_IF_NEEDED
     for value, where in ((options.extra_vars.get("reboot"), "-e reboot"),
                          (play.reboot, f"play {play.name!r}"),
                          (host.vars.get("reboot"), f"inventory var reboot of {host.name}")):
         if value is None:
             continue
-        if value not in REBOOT_POLICIES:
-            raise GpuprovError(f"{host.name}: {where} is {value!r}; expected never or if-needed")
+        if value not in REBOOT_CHOICES:
+            raise GpuprovError(f"{host.name}: {where} is {value!r}; expected "
+                               + " or ".join(REBOOT_CHOICES))
         return str(value)
-    return "never"
+    return REBOOT_NEVER
 
 
 def merge(total: HostResult, part: HostResult) -> None:

@@ -1,4 +1,8 @@
-"""What a run found and did, per host and per task: the input of reports."""
+"""What a run found and did, per host and per task: the input of reports.
+
+Change (one differing resource, with its diff) is part of this API: the
+output layer renders results and never reaches down to ops/ for it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuprov.ops.base import Change
+
+__all__ = [
+    "CHANGED",
+    "FAILED",
+    "OK",
+    "SKIPPED",
+    "UNREACHABLE",
+    "Change",
+    "HostResult",
+    "RunResult",
+    "TaskResult",
+]
 
 OK, CHANGED, FAILED, SKIPPED, UNREACHABLE = "ok", "changed", "failed", "skipped", "unreachable"
 

@@ -9,21 +9,43 @@ order written; a pattern that starts with `&` or `!` starts from `all`.
 
 Unlike Ansible (which warns), a term that matches nothing is an error: a
 typo in --limit must not silently run against fewer hosts.
+
+Patterns need only host names and group membership (the `Hosts` protocol),
+so this module knows nothing of how an inventory is loaded; inventory.py
+imports it, never the other way round.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from gpuprov.errors import InventoryError
 from gpuprov.model.yamlfile import close_names
 
-if TYPE_CHECKING:
-    from gpuprov.model.inventory import Host, Inventory
+__all__ = ["GroupMembers", "Hosts", "match_term", "select", "split_pattern"]
 
-__all__ = ["match_term", "select", "split_pattern"]
+H = TypeVar("H", covariant=True)
+
+
+class GroupMembers(Protocol):
+    """A group as patterns see it: the hosts listed in it and its child groups."""
+
+    @property
+    def hosts(self) -> Sequence[str]: ...
+    @property
+    def children(self) -> Sequence[str]: ...
+
+
+class Hosts(Protocol[H]):
+    """What a pattern selects from: hosts by name (in inventory order), groups by name."""
+
+    @property
+    def hosts(self) -> Mapping[str, H]: ...
+    @property
+    def groups(self) -> Mapping[str, GroupMembers]: ...
 
 
 def split_pattern(pattern: str) -> list[str]:
@@ -32,7 +54,7 @@ def split_pattern(pattern: str) -> list[str]:
     return [t.strip() for t in pattern.split(sep) if t.strip()]
 
 
-def select(inventory: Inventory, pattern: str, allow_empty: bool = False) -> list[Host]:
+def select(inventory: Hosts[H], pattern: str, allow_empty: bool = False) -> list[H]:
     """Hosts of `inventory` that `pattern` selects, in inventory order.
 
     Raises InventoryError when a term matches nothing (naming the term and
@@ -62,7 +84,7 @@ def select(inventory: Inventory, pattern: str, allow_empty: bool = False) -> lis
     return hosts
 
 
-def match_term(inventory: Inventory, term: str) -> set[str]:
+def match_term(inventory: Hosts[object], term: str) -> set[str]:
     """Names of the hosts one term (without its &/! prefix) matches."""
     if not term:
         raise InventoryError("empty term in host pattern (a lone '&' or '!')")
@@ -98,20 +120,21 @@ def match_term(inventory: Inventory, term: str) -> set[str]:
     return found
 
 
-def _matches_a_group(inventory: Inventory, term: str, matches: object) -> bool:
+def _matches_a_group(inventory: Hosts[object], term: str, matches: object) -> bool:
     # A glob that only matches empty groups is not a typo; it just has no hosts.
     return callable(matches) and any(matches(g) for g in inventory.groups)
 
 
-def _group_hosts(inventory: Inventory, name: str) -> set[str]:
+def _group_hosts(inventory: Hosts[object], name: str) -> set[str]:
     """Hosts of a group and of all its descendants."""
     out: set[str] = set()
     todo, seen = [name], set()
     while todo:
-        group = inventory.groups[todo.pop()]
-        if group.name in seen:
+        current = todo.pop()
+        if current in seen:
             continue
-        seen.add(group.name)
+        seen.add(current)
+        group = inventory.groups[current]
         out.update(group.hosts)
         todo.extend(group.children)
     return out

@@ -7,7 +7,8 @@ always gathered, in one round trip per host.
 
 Roles are searched in order: ./roles (current directory), roles/ beside
 the playbook, then the bundled roles shipped with gpuprov. See
-`role_search_path()`.
+`role_search_path()`. `load_plays()` is how commands get their plays:
+the playbook found, loaded and its roles resolved in one step.
 """
 
 from __future__ import annotations
@@ -19,21 +20,29 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.errors import PlaybookError
-from gpuprov.model.vars import is_valid_var_name
+from gpuprov.model.paths import bundled_dir, default_playbook
+from gpuprov.model.vars import check_var_name
 from gpuprov.model.yamlfile import Location, did_you_mean, load_yaml, location
 
 __all__ = [
     "REBOOT_CHOICES",
+    "REBOOT_IF_NEEDED",
+    "REBOOT_NEVER",
     "Play",
     "RoleRef",
+    "find_playbook",
     "find_role",
     "load_playbook",
+    "load_plays",
     "load_role_defaults",
+    "parse_serial",
     "resolve_roles",
     "role_search_path",
 ]
 
-REBOOT_CHOICES = ("never", "if-needed")
+# A play's, the inventory's or -e's `reboot:`; the executor reads the same names.
+REBOOT_NEVER, REBOOT_IF_NEEDED = "never", "if-needed"
+REBOOT_CHOICES = (REBOOT_NEVER, REBOOT_IF_NEEDED)
 _PLAY_KEYS = ("name", "hosts", "roles", "vars", "tags", "serial", "max_fail_percentage",
               "reboot")
 _ROLE_KEYS = ("role", "name", "vars", "tags")
@@ -50,7 +59,7 @@ _ANSIBLE_HINTS = {
     "any_errors_fatal": "use max_fail_percentage: 0",
 }
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_SERIAL_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_SERIAL = re.compile(r"([0-9]+)(%?)")
 
 
 @dataclass
@@ -77,6 +86,26 @@ class Play:
     reboot: str | None = None  # None: not set in the play (default never applies later)
     file: str | None = None
     line: int | None = None
+
+
+def find_playbook(path: str | Path | None) -> Path:
+    """`path` if given, else ./playbooks/site.yml, else the bundled site.yml."""
+    if path:
+        return Path(path)
+    book = default_playbook()
+    if book is None:
+        raise PlaybookError("no playbook given and no playbooks/site.yml found",
+                            hint="pass -p/--playbook FILE.yml")
+    return book
+
+
+def load_plays(path: str | Path | None) -> list[Play]:
+    """The plays a command runs: the playbook find_playbook() picks, loaded,
+    every role resolved on role_search_path() (./roles, beside it, bundled)."""
+    book = find_playbook(path)
+    plays = load_playbook(book)
+    resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
+    return plays
 
 
 def load_playbook(path: str | Path) -> list[Play]:
@@ -153,10 +182,7 @@ def _vars(data: Mapping[str, Any], key: str) -> dict[str, Any]:
         raise PlaybookError(f"{key} must be a mapping of variable names to values",
                             *location(data, key))
     for name in value:
-        if not is_valid_var_name(name):
-            raise PlaybookError(f"{name!r} is not a valid variable name",
-                                *location(value, name),
-                                hint="use letters, digits and _ (not starting with a digit)")
+        check_var_name(name, location(value, name), PlaybookError)
     return value  # type: ignore[return-value]  # a YamlMap keeps key locations
 
 
@@ -175,14 +201,32 @@ def _serial(data: Mapping[str, Any]) -> int | str | None:
     value = data.get("serial")
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        m = _SERIAL_PERCENT.fullmatch(value.strip())
-        if m and 0 < float(m.group(1)) <= 100:
-            return f"{m.group(1)}%"
-    raise PlaybookError(f"serial must be a positive number of hosts or a percentage like "
-                        f"\"30%\", got {value!r}", *location(data, "serial"))
+    try:
+        return parse_serial(value)
+    except ValueError as exc:
+        raise PlaybookError(f"serial {exc}", *location(data, "serial")) from None
+
+
+def parse_serial(value: object) -> int | str:
+    """A batch size, from a play's `serial:` or from --serial: a host count
+    (5, or "5" as a command line gives it) or a whole share of the play's
+    hosts ("30%", 1-100). Returns the count as an int, a share as "N%".
+
+    Raises ValueError with the message both callers show, each with its own
+    prefix (the play's file:line, or the option's name).
+    """
+    text = value.strip() if isinstance(value, str) else value
+    number: int | None = None
+    share = False
+    if isinstance(text, int) and not isinstance(text, bool):
+        number = text
+    elif isinstance(text, str) and (m := _SERIAL.fullmatch(text)):
+        number, share = int(m.group(1)), m.group(2) == "%"
+    # Ansible reads a share as a whole percentage too; 12.5% or "25 %" are typos here.
+    if number is None or number < 1 or (share and number > 100):
+        raise ValueError(f"must be a positive number of hosts or a percentage 1-100% like "
+                         f"\"30%\", got {value!r}")
+    return f"{number}%" if share else number
 
 
 def _max_fail(data: Mapping[str, Any]) -> float | None:
@@ -264,6 +308,5 @@ def load_role_defaults(role_dir: str | Path) -> dict[str, Any]:
         raise PlaybookError("defaults must be a mapping of variable names to values",
                             str(path), getattr(data, "line", 1))
     for name in data:
-        if not is_valid_var_name(name):
-            raise PlaybookError(f"{name!r} is not a valid variable name", *location(data, name))
+        check_var_name(name, location(data, name), PlaybookError)
     return data  # type: ignore[return-value]  # a YamlMap keeps key locations

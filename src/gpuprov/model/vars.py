@@ -35,6 +35,7 @@ __all__ = [
     "SECRET_SUFFIXES",
     "HostVars",
     "build_host_vars",
+    "check_var_name",
     "is_secret_name",
     "is_valid_var_name",
     "magic_vars",
@@ -55,6 +56,19 @@ def is_secret_name(name: str) -> bool:
 def is_valid_var_name(name: Any) -> bool:
     """A name a Jinja2 template can refer to."""
     return isinstance(name, str) and _VAR_NAME.fullmatch(name) is not None
+
+
+def check_var_name(name: Any, where: Location,
+                   error: type[InventoryError] = InventoryError) -> None:
+    """Refuse a name templates could not refer to, naming where it was set.
+
+    Every place that reads variables (inventory, group/host_vars, plays, role
+    defaults, -e) refuses with this one message; `error` picks the type a
+    caller's users catch (PlaybookError for plays and roles).
+    """
+    if not is_valid_var_name(name):
+        raise error(f"{name!r} is not a valid variable name", *where,
+                    hint="use letters, digits and _ (not starting with a digit)")
 
 
 class _HostLike(Protocol):
@@ -129,10 +143,11 @@ def parse_extra_vars(items: Sequence[str], base_dir: Path | None = None) -> dict
                 raise InventoryError(f"-e {item!r}: empty extra vars argument")
             for token in tokens:
                 key, sep, value = token.partition("=")
-                if not sep or not is_valid_var_name(key):
+                if not sep:
                     raise InventoryError(
                         f"-e {item!r}: expected key=value, @file.yml or a YAML mapping",
-                        hint="variable names use letters, digits and _ (e.g. -e gpu_devices=all)")
+                        hint="e.g. -e gpu_devices=all")
+                check_var_name(key, Location(f"-e {item!r}", None))
                 out[key] = value
     return out
 
@@ -144,9 +159,7 @@ def _merge_extra(out: dict[str, Any], data: Any, where: Location) -> None:
         raise InventoryError(f"extra vars must be a mapping of names to values, got "
                              f"{type(data).__name__}", *where)
     for key, value in data.items():
-        if not is_valid_var_name(key):
-            raise InventoryError(f"{key!r} is not a valid variable name",
-                                 *location(data, key) if where.file else where)
+        check_var_name(key, location(data, key) if where.file else where)
         out[key] = value
 
 

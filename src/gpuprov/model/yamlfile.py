@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +38,7 @@ __all__ = [
     "load_yaml_string",
     "close_names",
     "did_you_mean",
+    "kind_of",
     "location",
 ]
 
@@ -327,3 +328,12 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     if not names:
         return None
     return "did you mean " + " or ".join(repr(n) for n in names) + "?"
+
+
+def kind_of(value: Any) -> str:
+    """What a YAML value is, for "expected a mapping, got ..." messages."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return f"{type(value).__name__} {value!r}"

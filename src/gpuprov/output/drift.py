@@ -17,8 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from gpuprov.engine.results import CHANGED, HostResult, RunResult, TaskResult
-from gpuprov.ops.base import Change
+from gpuprov.engine.results import CHANGED, Change, HostResult, RunResult, TaskResult
 from gpuprov.output.report import host_errors, indent
 
 IN_SYNC, DRIFT, UNREACHABLE, FAILED = "in_sync", "drift", "unreachable", "failed"

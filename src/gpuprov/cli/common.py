@@ -1,0 +1,160 @@
+"""What the commands share: the target (inventory, hosts, plays), run
+options, consoles, Ansible-spelled common options, and one readable message
+for an expected failure."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from gpuprov.cli.exit_codes import EXIT_ERROR
+from gpuprov.engine.connect import ConnectOptions
+from gpuprov.engine.executor import RunOptions
+from gpuprov.errors import GpuprovError
+from gpuprov.model.inventory import Host, Inventory
+from gpuprov.model.playbook import Play, load_plays, parse_serial
+from gpuprov.model.vars import parse_extra_vars
+
+
+@dataclass
+class Target:
+    """What a command runs against: the inventory, the selected hosts, the plays."""
+
+    inventory: Inventory
+    hosts: list[Host]
+    embedded: bool          # no inventory given or found: this machine
+    plays: list[Play]
+
+
+def load_inventory(path: str | None) -> tuple[Inventory, bool]:
+    if path:
+        return Inventory.load(path), False
+    if Path("inventory.yml").is_file():
+        return Inventory.load("inventory.yml"), False
+    return Inventory.local(), True
+
+
+def load_target(inventory_arg: str | None, limit: str | None, playbook: str | None,
+            need_plays: bool = True) -> Target:
+    inventory, embedded = load_inventory(inventory_arg)
+    for warning in inventory.warnings:
+        # escape: a path like inv[dev].yml or a value like [a] is text, not markup
+        stderr().print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False,
+                        soft_wrap=True)
+    hosts = inventory.select(limit) if limit else list(inventory.hosts.values())
+    if not hosts:
+        # "in sync" about zero hosts would be a lie a monitor cannot see through.
+        raise GpuprovError(f"{inventory.path or 'the inventory'} has no hosts",
+                           hint="add hosts under all: hosts: or a group's hosts:")
+    plays = load_plays(playbook) if need_plays else []
+    return Target(inventory, hosts, embedded, plays)
+
+
+@functools.cache
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
+    password = None
+    if ctx["ask_become_pass"]:
+        # Asked once per run, kept in memory, fed to sudo on stdin only.
+        password = click.prompt("BECOME password", hide_input=True, err=True)
+    return RunOptions(
+        check=check, forks=ctx["forks"], serial=ctx.get("serial"),
+        max_fail_percentage=ctx.get("max_fail_percentage"),
+        tags=frozenset(split_csv(ctx["tags"])), skip_tags=frozenset(split_csv(ctx["skip_tags"])),
+        extra_vars=parse_extra_vars(ctx["extra_vars"]), reboot=ctx.get("reboot", False),
+        connect=ConnectOptions(strict_host_keys=ctx["strict_host_keys"],
+                               become_password=password))
+
+
+def split_csv(values: tuple[str, ...]) -> list[str]:
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def serial_option(ctx: click.Context, param: click.Parameter,
+                  value: str | None) -> int | str | None:
+    """--serial, by the same rule as a play's `serial:` (a click callback)."""
+    if value is None:
+        return None
+    try:
+        return parse_serial(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def check_writable(path: str | None, option: str) -> None:
+    """Refuse a report path that cannot be written before the run, not after it."""
+    if path is None:
+        return
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise GpuprovError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GpuprovError(f"{option} {path}: directory {parent} is not writable")
+
+
+def write_file(path: str, write: Callable[[], None]) -> None:
+    """Run `write`; an OS error becomes one message, not a traceback."""
+    try:
+        write()
+    except OSError as exc:
+        raise GpuprovError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every host-running command takes, in Ansible's spelling."""
+    decorators = [
+        click.argument("inventory", required=False, type=click.Path(dir_okay=False)),
+        click.option("-p", "--playbook", type=click.Path(exists=True, dir_okay=False),
+                     help="Playbook (default: ./playbooks/site.yml, else the bundled one)."),
+        click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b."),
+        click.option("-t", "--tags", multiple=True, help="Only roles with these tags (a role's "
+                     "name is always one of its tags)."),
+        click.option("--skip-tags", multiple=True, help="Leave out roles with these tags."),
+        click.option("-e", "--extra-vars", multiple=True,
+                     help="k=v, 'k=v k2=v2', @file.yml or a YAML mapping; highest precedence."),
+        click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True,
+                     help="Hosts worked on in parallel."),
+        click.option("--strict-host-keys", is_flag=True,
+                     help="Refuse hosts not in known_hosts (default: accept and record new)."),
+        click.option("-K", "--ask-become-pass", is_flag=True,
+                     help="Ask once for the sudo password (fed on stdin, never argv)."),
+        click.option("-v", "--verbose", count=True, help="More detail: ok tasks, round trips."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def guarded(fn: Callable[..., int]) -> Callable[..., int]:
+    """Expected failures -> one readable message and exit 1."""
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> int:
+        try:
+            return fn(**kwargs)
+        except GpuprovError as exc:
+            # escape: file names and values in the message are text, not markup;
+            # soft_wrap: a path in a log or CI output is never broken across lines.
+            stderr().print(f"[red]error:[/] {escape(str(exc))}", highlight=False,
+                            markup=True, soft_wrap=True)
+            return EXIT_ERROR
+    return wrapper
+
+
+def report_extra(target: Target, opts: dict[str, Any]) -> dict[str, Any]:
+    return {"inventory": str(target.inventory.path) if target.inventory.path else None,
+            "playbook": opts.get("playbook"), "limit": opts.get("limit")}

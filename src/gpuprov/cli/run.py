@@ -1,0 +1,101 @@
+"""`gpuprov apply` and `gpuprov drift-check`: the same plays, run or only
+compared."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import click
+
+from gpuprov.cli.common import (
+    check_writable,
+    common_options,
+    guarded,
+    load_target,
+    report_extra,
+    run_options,
+    serial_option,
+    stderr,
+    stdout,
+    write_file,
+)
+from gpuprov.cli.exit_codes import EXIT_ERROR, apply_exit_code, drift_exit_code
+from gpuprov.engine.executor import Executor
+from gpuprov.errors import GpuprovError
+from gpuprov.output.drift import drift_json, drift_prometheus, drift_table, drift_table_text
+from gpuprov.output.progress import Progress
+from gpuprov.output.report import render_diffs, render_recap, write_json_report, write_text_atomic
+
+
+@click.command()
+@common_options
+@click.option("--check", is_flag=True, help="Compute every change, run none of them.")
+@click.option("--diff", is_flag=True, help="Show a unified diff per changed file (secrets masked).")
+@click.option("--serial", callback=serial_option,
+              help="Batch size: a host count (5) or a share of the hosts (30%).")
+@click.option("--max-fail-percentage", type=click.FloatRange(0, 100),
+              help="Stop when more than this share of a batch fails.")
+@click.option("--reboot", is_flag=True, help="Reboot hosts that need it (and wait), even "
+              "where `reboot: never` is set.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False),
+              help="Write every change and error to FILE.json.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before changing this machine.")
+@guarded
+def apply(**opts: Any) -> int:
+    """Converge the hosts to the playbook's desired state."""
+    check_writable(opts["report_file"], "--report")
+    target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
+    if target.embedded and not opts["check"] and not opts["yes"]:
+        if not sys.stdin.isatty():
+            raise GpuprovError("no inventory: apply would change THIS machine, and there is no "
+                               "terminal to ask", hint="pass --yes, or --check to only look")
+        if not click.confirm("No inventory given: apply the playbook to THIS machine?",
+                             err=True):
+            return EXIT_ERROR
+    options = run_options(opts, check=opts["check"])
+    console = stdout()
+    with Progress(console, verbose=opts["verbose"], diff=opts["diff"]) as progress:
+        run = Executor(target.inventory, target.plays, target.hosts, options,
+                       progress).run("check" if opts["check"] else "apply")
+    if opts["diff"] and console.is_terminal:
+        console.print(render_diffs(run), highlight=False, markup=False)
+    render_recap(run, console, verbose=opts["verbose"])
+    if opts["report_file"]:
+        write_file(opts["report_file"], lambda: write_json_report(
+            opts["report_file"], run, report_extra(target, opts)))
+    return apply_exit_code(run)
+
+
+@click.command("drift-check")
+@common_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "prometheus"]),
+              default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the report to FILE (atomically) instead of stdout.")
+@guarded
+def drift_check(**opts: Any) -> int:
+    """What differs from the desired state, per host. Read-only."""
+    check_writable(opts["output"], "--output")
+    target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
+    options = run_options(opts, check=True)
+    err = stderr()
+    # Progress only for a person at a terminal; cron and monitors get the report alone.
+    progress = Progress(err, verbose=opts["verbose"]) if err.is_terminal else None
+    with progress or contextlib.nullcontext():
+        run = Executor(target.inventory, target.plays, target.hosts, options,
+                       progress).run("drift-check")
+    if opts["fmt"] == "table" and not opts["output"]:
+        drift_table(run, stdout())
+    else:
+        if opts["fmt"] == "table":
+            text = drift_table_text(run)
+        else:
+            text = drift_json(run) if opts["fmt"] == "json" else drift_prometheus(run)
+        if opts["output"]:
+            # atomic: a monitor never reads half a file
+            write_file(opts["output"], lambda: write_text_atomic(opts["output"], text))
+        else:
+            click.echo(text, nl=not text.endswith("\n"))
+    return drift_exit_code(run)

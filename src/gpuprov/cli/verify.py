@@ -1,0 +1,45 @@
+"""`gpuprov verify`: is the GPU usable inside the image on every host?"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import click
+
+from gpuprov.cli.common import guarded, load_target, run_options, stderr, stdout
+from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.engine.onboard import run_verify
+from gpuprov.output.progress import Progress
+from gpuprov.output.verify import verify_json, verify_rows, verify_table
+
+
+@click.command()
+@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
+@click.option("-e", "--extra-vars", multiple=True,
+              help="k=v, @file.yml or a YAML mapping, e.g. gpu_devices=0,1.")
+@click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--strict-host-keys", is_flag=True)
+@click.option("-K", "--ask-become-pass", is_flag=True)
+@guarded
+def verify(**opts: Any) -> int:
+    """Is the GPU usable inside the image on every host? nvidia-smi, then
+    `docker run --gpus` with torch and a matmul. Changes nothing.
+    Exit 0 all pass, 2 some host failed, 4 some host unreachable."""
+    target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)
+    options = run_options({**opts, "tags": (), "skip_tags": ()}, check=False)
+    err = stderr()
+    progress = Progress(err) if err.is_terminal and opts["fmt"] == "table" else None
+    with progress or contextlib.nullcontext():
+        run = run_verify(target.inventory, target.hosts, options, progress)
+    rows = verify_rows(run)
+    if opts["fmt"] == "json":
+        click.echo(verify_json(rows), nl=False)
+    else:
+        verify_table(rows, stdout())
+    if any(r["status"] == "fail" for r in rows):
+        return EXIT_FAILED
+    return EXIT_UNREACHABLE if any(r["status"] == "unreachable" for r in rows) else EXIT_OK
