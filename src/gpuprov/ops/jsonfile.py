@@ -18,7 +18,7 @@ from typing import Any
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.base import Change, Op, operation
-from gpuprov.ops.files import (
+from gpuprov.ops.file_plan import (
     FileOpError,
     check_path,
     check_validate,
