@@ -20,7 +20,7 @@ from gpuprov.ops import apt, dnf
 from gpuprov.ops.command import command
 from gpuprov.ops.files import directory
 from gpuprov.ops.jsonfile import json_merge
-from gpuprov.ops.keys import key_or_unknown
+from gpuprov.ops.repositories import signed_repository
 from gpuprov.ops.services import service
 from gpuprov.ops.users import UserError, group_members
 
@@ -40,30 +40,17 @@ def runtime(ctx):
     return name
 
 
-def repo_of(ctx, var, default_url, default_key):
-    """(url, key bytes or None, Unknown op or None) of a signed repository;
-    None when the variable says none (the hosts' own repositories)."""
+def repo_source(ctx, var, default_url, default_key):
+    """(url, key source) of a signed repository; None when the variable says
+    none (the hosts' own repositories)."""
     repo = ctx.vars[var] or {}
     if repo in ("none", "None"):
         return None
     if not isinstance(repo, dict):
         raise ctx.bad_var(var, "must be a mapping with url and key (or none)")
     url = str(repo.get("url") or "").strip() or default_url
-    source = str(repo.get("key") or "").strip() or default_key
-    return (url, *key_or_unknown(source, f"the repository {url}", f"{var}.key", ctx.check))
-
-
-def signed_repo(ctx, repo, apt_repo, dnf_repo):
-    """The repository op(s): an unreadable key in check mode is reported as
-    unknown (apt still checks the source line; dnf's file embeds the key path)."""
-    url, key, unknown = repo
-    if unknown:
-        yield unknown
-    if ctx.os.family == "rhel":
-        if key is not None:
-            yield dnf_repo(url, key.decode())
-    else:
-        yield apt_repo(url, key)
+    key = str(repo.get("key") or "").strip() or default_key
+    return url, key
 
 
 def tasks(ctx):
@@ -75,18 +62,16 @@ def tasks(ctx):
     if ctx.vars["docker_install"]:
         yield from docker_engine(ctx)
     rhel = ctx.os.family == "rhel"
-    repo = repo_of(ctx, "container_toolkit_repo",
-                   f"{NVIDIA}/stable/{'rpm/$basearch' if rhel else 'deb/$(ARCH)'}",
-                   f"{NVIDIA}/gpgkey")
+    repo = repo_source(ctx, "container_toolkit_repo",
+                       f"{NVIDIA}/stable/{'rpm/$basearch' if rhel else 'deb/$(ARCH)'}",
+                       f"{NVIDIA}/gpgkey")
     pinned = {name: version for name in TOOLKIT}
     if repo is not None:
-        yield from signed_repo(
-            ctx, repo,
-            lambda url, key: apt.apt_repository("nvidia-container-toolkit", url, "/", key=key,
-                                                keyring=KEYRING),
-            lambda url, key: dnf.repository("nvidia-container-toolkit", url,
-                                            description="NVIDIA Container Toolkit", key=key,
-                                            options={"repo_gpgcheck": "1"}))
+        url, key = repo
+        yield signed_repository(ctx.os, "nvidia-container-toolkit", url, key=key,
+                                variable="container_toolkit_repo.key", keyring=KEYRING,
+                                description="NVIDIA Container Toolkit",
+                                options={"repo_gpgcheck": "1"})
     if rhel:
         yield dnf.packages(pinned, depends_on="the nvidia-container-toolkit repository")
         yield dnf.versionlock(pinned)
@@ -137,18 +122,19 @@ def docker_group(ctx, docker: bool):
 
 
 def docker_engine(ctx):
-    distro = "rhel" if ctx.os.family == "rhel" else ctx.os.id
-    url = f"https://download.docker.com/linux/{distro}"
-    repo = repo_of(ctx, "docker_repo", url, f"{url}/gpg")
+    rhel = ctx.os.family == "rhel"
+    url = f"https://download.docker.com/linux/{'rhel' if rhel else ctx.os.id}"
+    repo = repo_source(ctx, "docker_repo", url, f"{url}/gpg")
     if repo is not None:
-        yield from signed_repo(
-            ctx, repo,
-            lambda url, key: apt.apt_repository("docker", url, ctx.os.codename, ["stable"],
-                                                key=key, keyring="/etc/apt/keyrings/docker.gpg"),
-            lambda url, key: dnf.repository("docker-ce-stable",
-                                            f"{url}/$releasever/$basearch/stable",
-                                            description="Docker CE Stable", key=key))
-    if ctx.os.family == "rhel":
+        url, key = repo
+        # Docker names its dnf repo and lays out its tree its own way per family.
+        yield signed_repository(
+            ctx.os, "docker-ce-stable" if rhel else "docker",
+            f"{url}/$releasever/$basearch/stable" if rhel else url, key=key,
+            variable="docker_repo.key", what=f"the repository {url}",
+            suite=ctx.os.codename, components=["stable"], keyring="/etc/apt/keyrings/docker.gpg",
+            description="Docker CE Stable")
+    if rhel:
         yield dnf.packages(DOCKER_PACKAGES, depends_on="the docker-ce repository")
     else:
         yield apt.packages(DOCKER_PACKAGES, depends_on="the docker repository")

@@ -26,7 +26,7 @@ from gpuprov.ops.base import RebootAfter
 from gpuprov.ops.command import command
 from gpuprov.ops.files import file
 from gpuprov.ops.kernel import kernel_headers
-from gpuprov.ops.keys import key_or_unknown
+from gpuprov.ops.repositories import signed_repository
 
 MIN_BRANCH = 535
 NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -136,13 +136,11 @@ def debian(ctx, wanted, source):
     check_secure_boot(ctx, branch)
     yield kernel_headers(ctx.os, ctx.system.kernel, timeout)
     if source == "cuda":
-        url, key_source = cuda_repo(ctx)
-        key, unknown = key_or_unknown(key_source, "the CUDA repository",
-                                      "nvidia_driver_repo.key", ctx.check)
-        if unknown:
-            yield unknown
-        yield apt.apt_repository(f"cuda-{ctx.os.distro}-{ctx.system.arch.cuda_repo}", url, "/",
-                                 key=key, keyring=CUDA_KEYRING, lock_timeout=timeout)
+        url, key = cuda_repo(ctx)
+        yield signed_repository(ctx.os, f"cuda-{ctx.os.distro}-{ctx.system.arch.cuda_repo}", url,
+                                key=key, variable="nvidia_driver_repo.key",
+                                what="the CUDA repository", keyring=CUDA_KEYRING,
+                                lock_timeout=timeout)
         # NVIDIA's pinning packages do this from 590 on; one file works for every branch.
         yield apt.apt_pin(PIN, "*nvidia* cuda-drivers*", f"version {branch}.*", 1001)
         name = "nvidia-open" if ctx.vars["nvidia_driver_open"] else "cuda-drivers"
@@ -178,11 +176,10 @@ def rhel(ctx, wanted):
         yield command(f"dnf -y install {ctx.vars['nvidia_driver_epel_release']}",
                       creates="/etc/yum.repos.d/epel.repo", name="install EPEL")
     yield kernel_headers(ctx.os, ctx.system.kernel)
-    url, key_source = cuda_repo(ctx)
-    key, unknown = key_or_unknown(key_source, "the CUDA repository", "nvidia_driver_repo.key",
-                                  ctx.check)
-    yield unknown or dnf.repository(f"cuda-{ctx.os.distro}", url, description="NVIDIA CUDA",
-                                    key=key.decode())
+    url, key = cuda_repo(ctx)
+    yield signed_repository(ctx.os, f"cuda-{ctx.os.distro}", url, key=key,
+                            variable="nvidia_driver_repo.key", what="the CUDA repository",
+                            description="NVIDIA CUDA")
     # On EL9 the module stream is the branch pin: dnf never leaves it.
     flavour = "open" if ctx.vars["nvidia_driver_open"] else "dkms"
     yield dnf.module_enable("nvidia-driver", f"{branch}-{flavour}")

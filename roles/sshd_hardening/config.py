@@ -22,7 +22,7 @@ from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import MODULI_MIN_BITS, ROLLBACK_DIR, SshdInfo, SshdState, UserGroups
 from gpuprov.ops.armed import ArmedRevert
 from gpuprov.ops.base import Change, Op, Step, operation
-from gpuprov.ops.files import plan_write
+from gpuprov.ops.file_plan import plan_write
 
 from .lockout import SshdLockout, lockout_risks, needs_groups
 

@@ -1,6 +1,7 @@
 """Plan a bundled role against canned facts, with no host: which ops, which
 Changes, which commands. The same code paths as the engine (role tasks(),
-op.facts(), op.plan()), so what these tests pin is what apply would run."""
+op.facts(), op.plan(), the engine's settle_blocked()), so what these tests
+pin is what apply would run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from gpuprov.connectors.base import Session
 from gpuprov.engine.context import NeedFacts, TaskContext
+from gpuprov.engine.hostrun import settle_blocked
 from gpuprov.engine.roles import load_role, load_role_module
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.system import ArchInfo, OsInfo, SystemFacts
@@ -45,6 +47,8 @@ class MissingFacts(AssertionError):
 class Planned:
     op: Op
     changes: list[Change]
+    #: why the engine fails this task before running it (a blocked change, in apply)
+    error: str | None = None
 
 
 @dataclass
@@ -63,6 +67,11 @@ class RolePlan:
     @property
     def labels(self) -> list[str]:
         return [p.op.label for p in self.ops]
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        """(label, reason) of the task the engine would fail (the last one planned)."""
+        return [(p.op.label, p.error) for p in self.ops if p.error is not None]
 
     def changed(self) -> list[str]:
         """Labels of the ops that would change something."""
@@ -84,6 +93,8 @@ def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
 
     Raises MissingFacts naming every fact asked for but not given, and lets a
     role's own refusal (RoleFailed) or an op's error propagate to the test.
+    A blocked change is unknown in check mode; in apply its task fails (see
+    RolePlan.failed) and, as in the engine, nothing after it is planned.
     `session`: how the operator is logged in (ctx.session; default: the
     engine's own default, root with no SSH login). `play_roles`: the play's
     other roles, whose defaults the role sees below its own (as the executor
@@ -108,5 +119,8 @@ def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
         missing = [f.key for f in op.facts() if f not in facts]
         if missing:
             raise MissingFacts(f"{op.label} needs: {', '.join(missing)}")
-        plan.ops.append(Planned(op, op.plan(view)))
+        changes = op.plan(view)
+        plan.ops.append(Planned(op, changes, settle_blocked(changes, check)))
+        if plan.ops[-1].error is not None:
+            break
     return plan

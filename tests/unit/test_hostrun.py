@@ -314,6 +314,41 @@ def tasks(ctx):
 '''
 
 
+BLOCKED = '''\
+"""Test role: between two files, a change that cannot be done (its key is out of reach)."""
+from gpuprov.command import Command
+from gpuprov.ops.base import Change, Op, Step, operation
+from gpuprov.ops.files import file
+
+
+@operation
+class Keyed(Op):
+    flag: str
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.label = "keyed thing"
+
+    def facts(self):
+        return []
+
+    def plan(self, facts):
+        return [Change("keyed thing", "create", "write the keyed thing",
+                       steps=[Step(Command("touch", self.flag))], notify=self.notify,
+                       blocked="cannot fetch the key from https://keys.example/k.asc",
+                       invalidates=())]
+
+
+def tasks(ctx):
+    base, own = ctx.vars["base"], {"owner": ctx.vars["owner"], "group": ctx.vars["group"]}
+    yield file(f"{base}/before.txt", "1\\n", **own)
+    yield Keyed(f"{base}/keyed", notify="restart app")
+    yield file(f"{base}/after.txt", "2\\n", **own)
+
+
+HANDLERS = {"restart app": lambda ctx: []}
+'''
+
 @dataclass
 class Env:
     root: Path      # tmp_path
@@ -521,6 +556,33 @@ def test_check_mode_does_not_fail_an_op_that_depends_on_an_earlier_change(env: E
     checked, _ = env.run([reread], check=True)
 
     assert not checked.failed
+
+
+# ---------------------------------------------------------------- changes that cannot be done
+
+def test_a_blocked_change_fails_its_task_in_apply_before_any_step(env: Env) -> None:
+    result, conn = env.run([env.role("blocked", BLOCKED)])
+
+    assert statuses(result) == [(f"file {env.target}/before.txt", CHANGED),
+                                ("keyed thing", FAILED)]
+    error = result.tasks[1].error or ""
+    assert error.startswith(f"{HOST}: task 'keyed thing' failed")
+    assert "reason: cannot fetch the key from https://keys.example/k.asc" in error
+    assert not [s for s in conn.steps if "keyed" in s], "no step of the blocked change ran"
+    assert not env.pending.exists(), "its notification was not persisted"
+    assert sorted(p.name for p in env.target.iterdir()) == ["before.txt"]
+
+
+def test_a_blocked_change_is_unknown_in_check_mode(env: Env) -> None:
+    result, conn = env.run([env.role("blocked", BLOCKED)], check=True)
+
+    assert not result.failed
+    assert [status for _, status in statuses(result)] == [CHANGED, CHANGED, CHANGED]
+    [change] = result.tasks[1].changes
+    assert change.unknown == ("cannot fetch the key from https://keys.example/k.asc; "
+                              "apply would stop here")
+    assert change.to_json()["unknown"] == change.unknown
+    assert conn.steps == [] and list(env.target.iterdir()) == []
 
 
 # ---------------------------------------------------------------- discovery: ctx.fact()

@@ -19,7 +19,7 @@ def plan(op, **answers):
     for fact in op.facts():
         if isinstance(fact, PathExists):
             values[fact] = answers["creates" if fact.path == op.creates else "removes"]
-        elif fact is op.unless or fact == op.unless:
+        elif fact is op.unless_test or fact == op.unless_test:
             values[fact] = answers["unless"]
         else:
             values[fact] = answers["only_if"]

@@ -21,9 +21,9 @@ from gpuprov.ops.files import (
     FileOpError,
     NoteDiff,
     absent,
-    check_mode,
     directory,
     file,
+    file_mode,
     line,
     template,
 )
@@ -213,9 +213,9 @@ def test_symlink_replaced() -> None:
 def test_int_mode_is_a_type_error_with_a_hint() -> None:
     with pytest.raises(TypeError, match="quote it"):
         file("/etc/x", "a", mode=0o644)  # type: ignore[arg-type]
-    assert check_mode("644") == "0644" and check_mode("2755") == "2755"
+    assert file_mode("644") == "0644" and file_mode("2755") == "2755"
     with pytest.raises(ValueError):
-        check_mode("0999")
+        file_mode("0999")
 
 
 def test_relative_path_refused() -> None:

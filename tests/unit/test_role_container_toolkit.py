@@ -32,9 +32,7 @@ from gpuprov.facts.services import ServiceState
 from gpuprov.facts.system import RootShellTest
 from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
 from gpuprov.ops import keys
-from gpuprov.ops.base import Unknown
 from gpuprov.ops.files import FileOpError
-from gpuprov.ops.keys import SigningKeyError
 from gpuprov.ops.users import UserError
 from tests.unit.role_facts import (
     ALL_DISTROS,
@@ -533,21 +531,30 @@ def test_unreadable_key_in_check_mode_is_unknown(tmp_path: Path) -> None:
     keys.clear_cache()
     missing = str(tmp_path / "missing.gpg")
     plan = run("ubuntu2204", fresh("ubuntu2204"), missing, check=True)
-    unknown = [p for p in plan.ops if isinstance(p.op, Unknown)]
-    assert [p.op.label for p in unknown] == [
+    assert plan.failed == []
+    unknown = [c for c in plan.changes if c.resource.startswith("signing key of")]
+    assert [c.resource for c in unknown] == [
         "signing key of the repository https://download.docker.com/linux/ubuntu",
         "signing key of the repository "
         "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)"]
-    assert all(p.changes[0].unknown.endswith("; apply would stop here") for p in unknown)
+    assert all(c.unknown.endswith("; apply would stop here") for c in unknown)
 
     plan = run("rhel9", fresh("rhel9"), missing, check=True)
-    assert not [label for label in plan.labels if label.startswith("dnf repository")]
+    repos = [p for p in plan.ops if p.op.label.startswith("dnf repository")]
+    # nothing of a dnf repository is checked without its key: the key is unknown
+    assert [[(c.resource, c.steps) for c in p.changes] for p in repos] == [
+        [("signing key of the repository https://download.docker.com/linux/rhel", [])],
+        [("signing key of the repository "
+          "https://nvidia.github.io/libnvidia-container/stable/rpm/$basearch", [])]]
 
 
-def test_unreadable_key_in_apply_is_an_error(tmp_path: Path) -> None:
+def test_unreadable_key_in_apply_fails_the_task(tmp_path: Path) -> None:
     keys.clear_cache()
-    with pytest.raises(SigningKeyError, match=r"docker_repo\.key"):
-        run("debian12", fresh("debian12"), str(tmp_path / "missing.gpg"))
+    plan = run("debian12", fresh("debian12"), str(tmp_path / "missing.gpg"))
+    [(label, error)] = plan.failed
+    assert label == "apt repository docker"
+    assert "docker_repo.key" in error
+    assert plan.labels[-1] == label, "the engine stops the host at the failed task"
 
 
 def test_asks_for_every_fact_it_needs(key: str) -> None:

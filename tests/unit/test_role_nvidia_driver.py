@@ -34,9 +34,7 @@ from gpuprov.facts.files import FileState
 from gpuprov.facts.nvidia import Gpu, LoadedDriver, MokEnrolled, NvidiaSmi
 from gpuprov.facts.system import OsInfo, PathExists, RootShellTest
 from gpuprov.ops import keys
-from gpuprov.ops.base import Unknown
 from gpuprov.ops.kernel import MissingHeaders
-from gpuprov.ops.keys import SigningKeyError
 from tests.unit.role_facts import (
     ALL_DISTROS,
     APT,
@@ -721,7 +719,8 @@ def test_unreadable_key_in_check_mode_is_unknown(tmp_path: Path) -> None:
     keys.clear_cache()
     missing = str(tmp_path / "no-such-key.asc")
     plan = run("debian12", fresh("debian12"), missing, check=True)
-    assert isinstance(plan.ops[1].op, Unknown)
+    assert plan.failed == []
+    assert plan.ops[1].op.label == "apt repository cuda-debian12-x86_64"
     unknown = plan.changes[1]
     assert (unknown.resource, unknown.action) == ("signing key of the CUDA repository", "check")
     assert unknown.unknown.startswith(
@@ -732,16 +731,25 @@ def test_unreadable_key_in_check_mode_is_unknown(tmp_path: Path) -> None:
     assert source.diff.after == DEB_LIST_TEXT
 
     plan = run("rhel9", fresh("rhel9"), missing, check=True)
-    assert "dnf repository cuda-rhel9" not in plan.labels
-    assert "signing key of the CUDA repository" in plan.labels
+    assert plan.failed == []
+    [repo] = [p for p in plan.ops if p.op.label == "dnf repository cuda-rhel9"]
+    # nothing of the dnf repository is checked without its key: the key is unknown
+    assert [(c.resource, c.steps) for c in repo.changes] == [
+        ("signing key of the CUDA repository", [])]
+    assert repo.changes[0].unknown.endswith("; apply would stop here")
 
 
 @pytest.mark.parametrize("distro", ["debian12", "rhel9"])
-def test_unreadable_key_in_apply_is_an_error(distro: str, tmp_path: Path) -> None:
+def test_unreadable_key_in_apply_fails_the_task(distro: str, tmp_path: Path) -> None:
     keys.clear_cache()
     missing = str(tmp_path / "no-such-key.asc")
-    with pytest.raises(SigningKeyError, match="nvidia_driver_repo.key"):
-        run(distro, fresh(distro), missing)
+    plan = run(distro, fresh(distro), missing)
+    [(label, error)] = plan.failed
+    assert label == ("dnf repository cuda-rhel9" if distro == "rhel9"
+                     else "apt repository cuda-debian12-x86_64")
+    assert error.startswith(f"cannot read the signing key of the CUDA repository from {missing}")
+    assert "nvidia_driver_repo.key" in error
+    assert plan.labels[-1] == label, "the engine stops the host at the failed task"
 
 
 def test_mirror_url_and_inline_key(tmp_path: Path) -> None:

@@ -188,6 +188,11 @@ class HostRun:
             return TaskResult(item.role, op.label, FAILED, error=str(exc), handler=item.handler)
         if not changes:
             return TaskResult(item.role, op.label, OK, handler=item.handler)
+        blocked = settle_blocked(changes, self.check)
+        if blocked is not None:
+            return TaskResult(item.role, op.label, FAILED, changes, handler=item.handler,
+                              error=str(TaskFailed(self.host.name, op.label, "", None,
+                                                   reason=blocked)))
         names = [f"{item.role}:{n}" for c in changes for n in (c.notify or op.notify)]
         unknown = self._unknown_handlers(names)
         if unknown:
@@ -294,6 +299,21 @@ class HostRun:
                 except TaskFailed as exc:
                     self.result.error = str(exc)
                     return
+
+
+def settle_blocked(changes: Sequence[Change], check: bool) -> str | None:
+    """What becomes of changes that cannot be done (Change.blocked): check mode
+    reports each as unknown, saying apply stops there; apply gets the reasons,
+    to fail the task before it runs any step (or persists a notification)."""
+    reasons = [c.blocked for c in changes if c.blocked]
+    if not reasons:
+        return None
+    if check:
+        for change in changes:
+            if change.blocked and not change.unknown:
+                change.unknown = f"{change.blocked}; apply would stop here"
+        return None
+    return "; ".join(reasons)
 
 
 def _where(exc: BaseException, role: Role) -> str:

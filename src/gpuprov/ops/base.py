@@ -68,6 +68,10 @@ class Change:
     notify: tuple[str, ...] = ()
     #: set in check mode when the change cannot be known exactly yet
     unknown: str | None = None
+    #: why this change cannot be done at all (e.g. its signing key cannot be
+    #: read): the op does not know the mode, the engine does: check mode
+    #: reports the change as unknown, apply fails the task before any step
+    blocked: str | None = None
     #: the facts this change can alter (Fact classes, FactSelectors such as
     #: FileState.at(path)); None = every fact of the host
     invalidates: tuple[Selector, ...] | None = None
@@ -174,24 +178,3 @@ class RebootAfter(Op):
             change.reboot_required = True
             change.summary += f" (reboot needed: {self.why})"
         return changes
-
-
-@operation
-class Unknown(Op):
-    """Check mode's honest answer when a resource cannot be checked from
-    here (e.g. its signing key is unreachable from the controller): reported
-    as "unknown" with the reason. Roles create it only in check mode; apply
-    raises the real error instead."""
-
-    what: str
-    reason: str
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.label = self.what
-
-    def facts(self) -> Sequence[Fact[Any]]:
-        return []
-
-    def plan(self, facts: FactView) -> list[Change]:
-        return [Change(self.label, "check", f"cannot check {self.label}", unknown=self.reason)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, field
 from typing import Any
 
 from gpuprov.command import Command
@@ -27,7 +28,8 @@ from gpuprov.facts.dnf import (
 )
 from gpuprov.facts.versions import rpm_version_compare
 from gpuprov.ops.atomic import write_file_step
-from gpuprov.ops.base import Change, Diff, Op, Step
+from gpuprov.ops.base import Change, Diff, Op, Step, operation
+from gpuprov.ops.keys import SigningKey
 
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
 
@@ -38,6 +40,14 @@ def dnf(*args: str) -> Command:
 
 def _resource(names: Sequence[str]) -> str:
     return f"package {names[0]}" if len(names) == 1 else f"packages {', '.join(names)}"
+
+
+def _as_mapping(names: str | Iterable[str] | Mapping[str, str | None]) -> dict[str, str | None]:
+    if isinstance(names, str):
+        return {names: None}
+    if isinstance(names, Mapping):
+        return {n: (str(v) if v is not None else None) for n, v in names.items()}
+    return dict.fromkeys(names)
 
 
 def _newest(rows: Iterable[RpmPackage]) -> RpmPackage | None:
@@ -51,14 +61,31 @@ def _newest(rows: Iterable[RpmPackage]) -> RpmPackage | None:
 # ---------------------------------------------------------------- packages
 
 
+@operation
 class DnfPackages(Op):
-    def __init__(self, packages: Mapping[str, str | None], *, state: str = "present",
-                 depends_on: str | None = None) -> None:
-        if state not in ("present", "absent", "latest"):
-            raise ValueError(f"dnf packages: state must be present|absent|latest, not {state!r}")
-        self.packages = dict(packages)
-        self.state = state
-        self.depends_on = depends_on or "a dnf repository op earlier in the play or dnf makecache"
+    """RHEL-family packages in one dnf transaction.
+
+    names: "pkg", ["a", "b"] or {"a": "580.95.05", "b": None}; a version may be
+    VERSION, VERSION-RELEASE, EPOCH:VERSION-RELEASE or a glob ("580.*").
+    state: present | latest | absent.
+    depends_on: what provides the packages (shown when a candidate is unknown).
+    """
+
+    names: str | Iterable[str] | Mapping[str, str | None]
+    _: KW_ONLY
+    state: str = "present"
+    depends_on: str | None = None
+    #: `names` as {name: version or None}
+    packages: dict[str, str | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.state not in ("present", "absent", "latest"):
+            raise ValueError(f"dnf packages: state must be present|absent|latest, "
+                             f"not {self.state!r}")
+        self.packages = _as_mapping(self.names)
+        self.depends_on = (self.depends_on
+                           or "a dnf repository op earlier in the play or dnf makecache")
         self.label = _resource(list(self.packages))
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -130,21 +157,8 @@ class DnfPackages(Op):
         )]
 
 
-def packages(names: str | Iterable[str] | Mapping[str, str | None], *,
-             state: str = "present", depends_on: str | None = None) -> DnfPackages:
-    """RHEL-family packages in one dnf transaction.
-
-    names: "pkg", ["a", "b"] or {"a": "580.95.05", "b": None}; a version may be
-    VERSION, VERSION-RELEASE, EPOCH:VERSION-RELEASE or a glob ("580.*").
-    state: present | latest | absent.
-    """
-    if isinstance(names, str):
-        mapping: dict[str, str | None] = {names: None}
-    elif isinstance(names, Mapping):
-        mapping = {n: (str(v) if v is not None else None) for n, v in names.items()}
-    else:
-        mapping = dict.fromkeys(names)
-    return DnfPackages(mapping, state=state, depends_on=depends_on)
+#: packages(names, state=, depends_on=): see DnfPackages
+packages = DnfPackages
 
 
 # ---------------------------------------------------------------- versionlock
@@ -165,10 +179,19 @@ def _entry_matches(entry: str, name: str, spec: str | None) -> bool:
     return pkg.matches(spec)
 
 
+@operation
 class DnfVersionlockOp(Op):
-    def __init__(self, packages: Mapping[str, str | None], state: str = "present") -> None:
-        self.packages = dict(packages)
-        self.state = state
+    """dnf versionlock add/delete; {name: version} locks that version, a bare
+    name locks whatever is installed. Installs the plugin when missing."""
+
+    names: str | Iterable[str] | Mapping[str, str | None]
+    state: str = "present"
+    #: `names` as {name: version or None}
+    packages: dict[str, str | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.packages = _as_mapping(self.names)
         self.label = f"versionlock {', '.join(self.packages)}"
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -206,23 +229,24 @@ class DnfVersionlockOp(Op):
         return changes
 
 
-def versionlock(names: str | Iterable[str] | Mapping[str, str | None],
-                state: str = "present") -> DnfVersionlockOp:
-    """dnf versionlock add/delete; {name: version} locks that version, a bare
-    name locks whatever is installed. Installs the plugin when missing."""
-    mapping = ({names: None} if isinstance(names, str) else dict(names)
-               if isinstance(names, Mapping) else dict.fromkeys(names))
-    return DnfVersionlockOp(mapping, state)
+#: versionlock(names, state="present"): see DnfVersionlockOp
+versionlock = DnfVersionlockOp
 
 
 # ---------------------------------------------------------------- modules
 
 
+@operation
 class DnfModuleEnable(Op):
-    def __init__(self, name: str, stream: str) -> None:
-        self.name = name
-        self.stream = stream
-        self.label = f"dnf module {name}"
+    """A module stream enabled, e.g. DnfModuleEnable("nvidia-driver", "580-open")
+    on RHEL 9 (another enabled stream of it is reset first)."""
+
+    name: str
+    stream: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.label = f"dnf module {self.name}"
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [DnfModules()]
@@ -246,34 +270,51 @@ class DnfModuleEnable(Op):
             invalidates=(DnfModules, DnfAvailable))]
 
 
-def module_enable(name: str, stream: str) -> DnfModuleEnable:
-    """e.g. module_enable("nvidia-driver", "580-open") on RHEL 9."""
-    return DnfModuleEnable(name, stream)
+#: module_enable(name, stream): see DnfModuleEnable
+module_enable = DnfModuleEnable
 
 
 # ---------------------------------------------------------------- repo files
 
 
+@operation
 class DnfRepository(Op):
-    def __init__(self, name: str, baseurl: str, *, description: str | None = None,
-                 gpgkey: str | Sequence[str] | None = None, key: str | None = None,
-                 gpgcheck: bool = True, enabled: bool = True,
-                 options: Mapping[str, str] | None = None) -> None:
-        self.name = name
+    """/etc/yum.repos.d/<name>.repo with gpgcheck=1; gpgkey is a URL (or list),
+    key an armored public key (or a SigningKey, read only when planning)
+    written to /etc/pki/rpm-gpg/RPM-GPG-KEY-<name>; options: more lines of
+    the repo section (e.g. repo_gpgcheck=1)."""
+
+    name: str
+    baseurl: str
+    _: KW_ONLY
+    description: str | None = None
+    gpgkey: str | Sequence[str] | None = None
+    key: str | SigningKey | None = None
+    gpgcheck: bool = True
+    enabled: bool = True
+    options: Mapping[str, str] | None = None
+    path: str = field(init=False)
+    key_path: str | None = field(init=False)
+    #: the repo file's content
+    text: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        name = self.name
         self.path = f"/etc/yum.repos.d/{name}.repo"
-        self.key = key
-        self.key_path = f"/etc/pki/rpm-gpg/RPM-GPG-KEY-{name}" if key else None
+        self.key_path = f"/etc/pki/rpm-gpg/RPM-GPG-KEY-{name}" if self.key else None
+        gpgkey = self.gpgkey
         keys = [gpgkey] if isinstance(gpgkey, str) else list(gpgkey or ())
         if self.key_path:
             keys.insert(0, f"file://{self.key_path}")
-        if gpgcheck and not keys:
+        if self.gpgcheck and not keys:
             raise ValueError(f"dnf repository {name}: gpgcheck=1 needs gpgkey or key")
         lines = ["# Managed by gpuprov: local edits are overwritten.", f"[{name}]",
-                 f"name={description or name}", f"baseurl={baseurl}",
-                 f"enabled={int(enabled)}", f"gpgcheck={int(gpgcheck)}"]
+                 f"name={self.description or name}", f"baseurl={self.baseurl}",
+                 f"enabled={int(self.enabled)}", f"gpgcheck={int(self.gpgcheck)}"]
         if keys:
             lines.append(f"gpgkey={' '.join(keys)}")
-        lines += [f"{k}={v}" for k, v in (options or {}).items()]
+        lines += [f"{k}={v}" for k, v in (self.options or {}).items()]
         self.text = "\n".join(lines) + "\n"
         self.label = f"dnf repository {name}"
 
@@ -283,15 +324,26 @@ class DnfRepository(Op):
             wanted.append(AptKeyring(self.key_path))   # a file's sha256; not apt-specific
         return wanted
 
+    def key_text(self) -> str | None:
+        """The armored key; a SigningKey is read now (SigningKeyError when it
+        cannot be, or is not armored text)."""
+        if not isinstance(self.key, SigningKey):
+            return self.key
+        try:
+            return self.key.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self.key.unusable(f"is not an ASCII-armored key: {exc}") from exc
+
     def plan(self, facts: FactView) -> list[Change]:
         changes: list[Change] = []
-        if self.key and self.key_path:
-            want = hashlib.sha256(self.key.encode()).hexdigest()
+        key = self.key_text()
+        if key and self.key_path:
+            want = hashlib.sha256(key.encode()).hexdigest()
             have = facts[AptKeyring(self.key_path)]
             if have != want:
                 changes.append(Change(
                     f"rpm key {self.key_path}", "create" if have is None else "update",
-                    f"write {self.key_path}", [write_file_step(self.key_path, self.key.encode())],
+                    f"write {self.key_path}", [write_file_step(self.key_path, key.encode())],
                     invalidates=(AptKeyring,)))
         current = facts[DnfRepoFiles()].get(self.path)
         if current != self.text:
@@ -306,11 +358,5 @@ class DnfRepository(Op):
         return changes
 
 
-def repository(name: str, baseurl: str, *, description: str | None = None,
-               gpgkey: str | Sequence[str] | None = None, key: str | None = None,
-               gpgcheck: bool = True, enabled: bool = True,
-               options: Mapping[str, str] | None = None) -> DnfRepository:
-    """/etc/yum.repos.d/<name>.repo with gpgcheck=1; gpgkey is a URL (or list),
-    key an armored public key written to /etc/pki/rpm-gpg/RPM-GPG-KEY-<name>."""
-    return DnfRepository(name, baseurl, description=description, gpgkey=gpgkey, key=key,
-                         gpgcheck=gpgcheck, enabled=enabled, options=options)
+#: repository(name, baseurl, key=, gpgkey=, ...): see DnfRepository
+repository = DnfRepository

@@ -16,7 +16,7 @@ import os
 import tarfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from gpuprov.facts.docker import (
     parse_image_ref,
     parse_publish,
 )
-from gpuprov.ops.base import Change, Diff, Op, Step
+from gpuprov.ops.base import Change, Diff, Op, Step, operation
 
 _INVALIDATES = (DockerImage, ContainerGpuTest)
 
@@ -68,39 +68,50 @@ def _ref(ref: str) -> ImageRef:
         raise ImageError(str(exc), "set gpu_image to e.g. ghcr.io/lab/pytorch-cuda:2.9.0") from exc
 
 
+@operation
 class ImagePulled(Op):
-    def __init__(self, ref: str, digest: str | None = None) -> None:
-        self.ref = _ref(ref)
-        self.digest = digest or self.ref.digest
+    """The image `ref` pulled, and checked against `digest` (or the digest
+    `ref` names) when one is given."""
+
+    ref: str
+    digest: str | None = None
+    image_ref: ImageRef = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ref, digest = self.ref, self.digest
+        self.image_ref = _ref(ref)
+        self.digest = digest or self.image_ref.digest
         if self.digest and not (self.digest.startswith("sha256:") and len(self.digest) == 71):
             raise ImageError(f"image digest {self.digest!r} is not sha256:<64 hex digits>")
-        if self.ref.digest and digest and self.ref.digest != digest:
-            raise ImageError(f"image {ref} names digest {self.ref.digest}, but the digest "
+        if self.image_ref.digest and digest and self.image_ref.digest != digest:
+            raise ImageError(f"image {ref} names digest {self.image_ref.digest}, but the digest "
                              f"variable says {digest}")
-        self.label = f"docker image {self.ref}"
+        self.label = f"docker image {self.image_ref}"
 
     def facts(self) -> Sequence[Fact[Any]]:
-        return [DockerImage(str(self.ref))]
+        return [DockerImage(str(self.image_ref))]
 
     def plan(self, facts: FactView) -> list[Change]:
-        state: DockerImageState = facts[DockerImage(str(self.ref))]
+        state: DockerImageState = facts[DockerImage(str(self.image_ref))]
         image = state.image
-        if image is not None and (self.digest is None or image.has_digest(self.ref, self.digest)):
+        if image is not None and (self.digest is None
+                                  or image.has_digest(self.image_ref, self.digest)):
             return []
-        steps = [Step(Command("docker", "pull", "--quiet", str(self.ref)))]
+        steps = [Step(Command("docker", "pull", "--quiet", str(self.image_ref)))]
         if self.digest:
             # The registry may serve another image for the tag than the one
             # pinned: fail loudly rather than run an unreviewed image.
             steps.append(Step(_inspect_has(
-                str(self.ref), f'"{self.ref.short_repo}@{self.digest}"',
-                f"the registry served {self.ref} with a digest other than {self.digest}; "
+                str(self.image_ref), f'"{self.image_ref.short_repo}@{self.digest}"',
+                f"the registry served {self.image_ref} with a digest other than {self.digest}; "
                 "the tag was moved: review the new image and update gpu_image_digest "
                 "(the unreviewed image was untagged)", untag=True)))
         if image is None:
             action, why = "pull", "not present"
         else:
             action, why = "repull", f"present as {image.id[:19]} without digest {self.digest}"
-        return [Change(self.label, action, f"docker pull {self.ref} ({why})", steps,
+        return [Change(self.label, action, f"docker pull {self.image_ref} ({why})", steps,
                        unknown=_docker_unknown(state), invalidates=_INVALIDATES)]
 
 
@@ -149,40 +160,51 @@ def _parse_archive(path: Path, size: int) -> Archive:
     return Archive(path, image_id, tuple(item.get("RepoTags") or ()), size)
 
 
+@operation
 class ImageLoaded(Op):
-    def __init__(self, ref: str, archive: str | Path) -> None:
-        self.ref = _ref(ref)
-        self.archive = read_archive(archive)
-        wanted = {str(self.ref), f"{self.ref.short_repo}:{self.ref.tag}"}
-        if self.ref.digest or not wanted & set(self.archive.tags):
+    """The image `ref` loaded from `archive`, a `docker save` tarball on the
+    controller, and checked against the image id inside it."""
+
+    ref: str
+    archive: str | os.PathLike[str]
+    image_ref: ImageRef = field(init=False)
+    #: what the archive holds, read on the controller
+    tarball: Archive = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.image_ref = _ref(self.ref)
+        self.tarball = read_archive(self.archive)
+        wanted = {str(self.image_ref), f"{self.image_ref.short_repo}:{self.image_ref.tag}"}
+        if self.image_ref.digest or not wanted & set(self.tarball.tags):
             raise ImageError(
-                f"image archive {self.archive.path} holds "
-                f"{', '.join(self.archive.tags) or 'no tagged image'}, not {self.ref}",
+                f"image archive {self.tarball.path} holds "
+                f"{', '.join(self.tarball.tags) or 'no tagged image'}, not {self.image_ref}",
                 "set gpu_image to the repo:tag saved in the archive "
                 "(docker save keeps tags, not registry digests)")
-        self.label = f"docker image {self.ref} (from {self.archive.path.name})"
+        self.label = f"docker image {self.image_ref} (from {self.tarball.path.name})"
 
     def facts(self) -> Sequence[Fact[Any]]:
-        return [DockerImage(str(self.ref))]
+        return [DockerImage(str(self.image_ref))]
 
     def plan(self, facts: FactView) -> list[Change]:
-        state: DockerImageState = facts[DockerImage(str(self.ref))]
+        state: DockerImageState = facts[DockerImage(str(self.image_ref))]
         image = state.image
-        if image is not None and image.id == self.archive.image_id:
+        if image is not None and image.id == self.tarball.image_id:
             return []
-        mib = self.archive.size / 2**20
+        mib = self.tarball.size / 2**20
         why = "not present" if image is None else f"present as {image.id[:19]}, archive has " \
-            f"{self.archive.image_id[:19]}"
+            f"{self.tarball.image_id[:19]}"
         steps = [
             # Streamed from the controller into `docker load`: no copy on the
             # host's disk, and a cut stream fails the load instead of importing half.
-            Step(Command("docker", "load", "--quiet"), stdin_file=str(self.archive.path)),
-            Step(_inspect_has(str(self.ref), f'"Id": "{self.archive.image_id}"',
-                              f"{self.ref} is not image {self.archive.image_id} after docker "
-                              f"load of {self.archive.path.name}")),
+            Step(Command("docker", "load", "--quiet"), stdin_file=str(self.tarball.path)),
+            Step(_inspect_has(str(self.image_ref), f'"Id": "{self.tarball.image_id}"',
+                              f"{self.image_ref} is not image {self.tarball.image_id} after docker "
+                              f"load of {self.tarball.path.name}")),
         ]
         return [Change(self.label, "load",
-                       f"docker load {self.archive.path.name} ({mib:.0f} MiB, {why})", steps,
+                       f"docker load {self.tarball.path.name} ({mib:.0f} MiB, {why})", steps,
                        unknown=_docker_unknown(state), invalidates=_INVALIDATES)]
 
 
@@ -215,18 +237,25 @@ def _describe(info: ContainerInfo | None) -> str:
             f"publishes: {', '.join(sorted(info.ports)) or '(nothing)'}\n")
 
 
+@operation
 class ContainerRunning(Op):
     """Container `name` runs, carries the label gpuprov.spec=`spec` (a digest
     of how it is meant to be started) and publishes exactly `publish` (docker
     `-p` values); otherwise `fix` (re)creates it, e.g. a service's start script."""
 
-    def __init__(self, name: str, *, spec: str, publish: Sequence[str], fix: Command) -> None:
-        self.name = name
-        self.spec = spec
-        self.publish = tuple(publish)
+    name: str
+    _: KW_ONLY
+    spec: str
+    publish: Sequence[str]
+    fix: Command
+    #: `publish` as ContainerInfo reports published ports
+    ports: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.publish = tuple(self.publish)
         self.ports = frozenset(parse_publish(p) for p in self.publish)
-        self.fix = fix
-        self.label = f"container {name}"
+        self.label = f"container {self.name}"
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [ContainerState(self.name)]
@@ -265,12 +294,15 @@ def _addresses(ports: frozenset[str]) -> str:
     return ", ".join(sorted(p.split("->")[0] for p in ports)) or "nothing"
 
 
+@operation
 class ContainerAbsent(Op):
     """No container `name` (stopped and removed)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.label = f"container {name}"
+    name: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.label = f"container {self.name}"
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [ContainerState(self.name)]
@@ -285,15 +317,10 @@ class ContainerAbsent(Op):
                        unknown=_docker_unknown(state), invalidates=_CONTAINER_INVALIDATES)]
 
 
-def container(name: str, *, spec: str, publish: Sequence[str], fix: Command) -> ContainerRunning:
-    """Container `name` running from `spec` and publishing exactly `publish`;
-    `fix` is the command that (re)creates it."""
-    return ContainerRunning(name, spec=spec, publish=publish, fix=fix)
-
-
-def container_absent(name: str) -> ContainerAbsent:
-    """Container `name` does not exist (docker rm -f when it does)."""
-    return ContainerAbsent(name)
+#: container(name, spec=, publish=, fix=): see ContainerRunning
+container = ContainerRunning
+#: container_absent(name): see ContainerAbsent
+container_absent = ContainerAbsent
 
 
 __all__ = ["Archive", "ContainerAbsent", "ContainerRunning", "ImageLoaded", "ImagePulled",

@@ -20,13 +20,13 @@ from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.atomic import temp_file_filled, temp_file_installed
 from gpuprov.ops.base import Change, Op, Step, operation
-from gpuprov.ops.files import (
+from gpuprov.ops.file_plan import (
     FileOpError,
     NoteDiff,
     attr_notes,
     attrs_command,
-    check_mode,
     check_path,
+    file_mode,
 )
 
 
@@ -65,7 +65,7 @@ class GeneratedSecret(Op):
             raise ValueError(f"a token needs at least 16 random bytes, got {self.nbytes}")
         self.path = check_path(self.path)
         self.owner, self.group = str(self.owner), str(self.group)
-        self.mode = check_mode(self.mode)
+        self.mode = file_mode(self.mode)
         self.label = f"token {self.path}"
         # stat only: the content never leaves the host
         self.fact = FileState(self.path, content=False, sudo=True)

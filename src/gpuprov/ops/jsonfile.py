@@ -12,16 +12,17 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, field
 from typing import Any
 
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.facts.files import FileInfo
-from gpuprov.ops.base import Change, Op
-from gpuprov.ops.files import (
+from gpuprov.facts.files import FileInfo, FileState
+from gpuprov.ops.base import Change, Op, operation
+from gpuprov.ops.file_plan import (
     FileOpError,
-    check_mode,
     check_path,
     check_validate,
+    file_mode,
     plan_write,
     state_fact,
 )
@@ -70,39 +71,53 @@ def dump_json(doc: Any) -> str:
     return json.dumps(doc, indent=4, ensure_ascii=False) + "\n"
 
 
+@operation
 class JsonMerge(Op):
     """The JSON object in `path` contains `patch` (deep-merged) and none of
-    the key paths in `remove`; other keys are kept untouched."""
+    the key paths in `remove` (e.g. remove=[("runtimes", "nvidia")] or
+    ["debug"]); other keys are kept untouched. owner, group, mode, validate,
+    backup, secret and read_as_root: as for files.File.
+    """
 
-    def __init__(self, path: str, patch: Mapping[str, Any], *,
-                 remove: Iterable[str | Sequence[str]] = (), owner: str = "root",
-                 group: str = "root", mode: str = "0644", validate: str | None = None,
-                 backup: bool = False, secret: bool = False,
-                 notify: str | Iterable[str] = (), read_as_root: bool | None = None) -> None:
-        self.path = check_path(path)
+    path: str
+    patch: Mapping[str, Any]
+    _: KW_ONLY
+    remove: Iterable[str | Sequence[str]] = ()
+    owner: str = "root"
+    group: str = "root"
+    mode: str = "0644"
+    validate: str | None = None
+    backup: bool = False
+    secret: bool = False
+    read_as_root: bool | None = None
+    #: `remove` as key paths
+    remove_paths: tuple[KeyPath, ...] = field(init=False)
+    fact: FileState = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.path = check_path(self.path)
         try:  # fail in the role, not on the host, for a value JSON cannot hold
-            json.dumps(patch)
+            json.dumps(self.patch)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"json_merge({self.path}): patch is not JSON data: {exc}") from exc
-        self.patch = copy.deepcopy(dict(patch))
-        self.remove: tuple[KeyPath, ...] = tuple(
-            (r,) if isinstance(r, str) else tuple(r) for r in remove)
-        for key_path in self.remove:
+        self.patch = copy.deepcopy(dict(self.patch))
+        self.remove_paths = tuple((r,) if isinstance(r, str) else tuple(r) for r in self.remove)
+        for key_path in self.remove_paths:
             if not key_path or _in_patch(self.patch, key_path):
                 raise ValueError(f"json_merge({self.path}): cannot both set and remove "
                                  f"{'.'.join(key_path) or '(empty key path)'}")
-        self.owner, self.group, self.mode = str(owner), str(group), check_mode(mode)
-        self.validate, self.backup, self.secret = check_validate(validate), backup, secret
-        self.notify = (notify,) if isinstance(notify, str) else tuple(notify)
+        self.owner, self.group, self.mode = str(self.owner), str(self.group), file_mode(self.mode)
+        self.validate = check_validate(self.validate)
         self.label = f"json_merge {self.path}"
-        self.fact = state_fact(self.path, self.mode, read_as_root)
+        self.fact = state_fact(self.path, self.mode, self.read_as_root)
 
     def facts(self) -> Sequence[Fact[Any]]:
         return [self.fact]
 
     def wanted(self, current: dict[str, Any]) -> dict[str, Any]:
         doc = deep_merge(current, self.patch)
-        for key_path in self.remove:
+        for key_path in self.remove_paths:
             remove_key(doc, key_path)
         return doc
 
@@ -153,13 +168,5 @@ def _in_patch(patch: Mapping[str, Any], key_path: KeyPath) -> bool:
     return True
 
 
-def json_merge(path: str, patch: Mapping[str, Any], *,
-               remove: Iterable[str | Sequence[str]] = (), owner: str = "root",
-               group: str = "root", mode: str = "0644", validate: str | None = None,
-               backup: bool = False, secret: bool = False, notify: str | Iterable[str] = (),
-               read_as_root: bool | None = None) -> JsonMerge:
-    """path is a JSON object containing patch (deep-merged) and none of the
-    `remove` key paths, e.g. remove=[("runtimes", "nvidia")] or ["debug"]."""
-    return JsonMerge(path, patch, remove=remove, owner=owner, group=group, mode=mode,
-                     validate=validate, backup=backup, secret=secret, notify=notify,
-                     read_as_root=read_as_root)
+#: json_merge(path, patch, remove=...): see JsonMerge
+json_merge = JsonMerge

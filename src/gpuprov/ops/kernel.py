@@ -7,6 +7,7 @@ naming the kernel, before any driver package is touched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import field
 from typing import Any
 
 from gpuprov.command import Command, Raw
@@ -16,7 +17,7 @@ from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.dnf import DnfAvailable, RpmPackages
 from gpuprov.facts.system import OsInfo
 from gpuprov.ops import apt, dnf
-from gpuprov.ops.base import Change, Op, Step
+from gpuprov.ops.base import Change, Op, Step, operation
 
 #: an apt cache younger than this is trusted to say "no such package"
 FRESH_CACHE = 24 * 3600
@@ -35,11 +36,17 @@ _HINT = ("boot a kernel whose headers your repositories carry (e.g. the distribu
          "current one: install it, reboot, re-run), or add the repository that has them")
 
 
+@operation
 class DebKernelHeaders(Op):
-    def __init__(self, kernel: str, lock_timeout: int = apt.LOCK_TIMEOUT) -> None:
-        self.kernel = kernel
-        self.package = f"linux-headers-{kernel}"
-        self.lock_timeout = lock_timeout
+    """linux-headers-<kernel> installed, or a clear error when no repository has it."""
+
+    kernel: str
+    lock_timeout: int = apt.LOCK_TIMEOUT
+    package: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.package = f"linux-headers-{self.kernel}"
         self.label = f"kernel headers {self.package}"
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -71,18 +78,23 @@ class DebKernelHeaders(Op):
                        steps, unknown=unknown, invalidates=None)]
 
 
+@operation
 class RpmKernelHeaders(Op):
     """kernel-devel of exactly the running kernel's version-release, plus
     kernel-headers (NVIDIA's RHEL instructions)."""
 
-    def __init__(self, kernel: str) -> None:
-        self.kernel = kernel
-        version, _, release = kernel.partition("-")
+    kernel: str
+    #: the dnf op that installs them
+    packages: dnf.DnfPackages = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        version, _, release = self.kernel.partition("-")
         for arch in (".x86_64", ".aarch64"):
             release = release.removesuffix(arch)
-        self.packages = dnf.packages({"kernel-devel": f"{version}-{release}",
-                                      "kernel-headers": None})
-        self.label = f"kernel headers kernel-devel-{kernel}"
+        self.packages = dnf.DnfPackages({"kernel-devel": f"{version}-{release}",
+                                         "kernel-headers": None})
+        self.label = f"kernel headers kernel-devel-{self.kernel}"
 
     def facts(self) -> Sequence[Fact[Any]]:
         return self.packages.facts()

@@ -1,8 +1,8 @@
 """Repository signing keys, read on the controller.
 
 Targets need neither curl nor gpg: the key is fetched (or read) here once per
-run, dearmored by apt.dearmor, and written by the repository ops, so check
-mode can compare it with the host's keyring byte for byte. Mirrors and
+run, dearmored by apt_repos.dearmor, and written by the repository ops, so
+check mode can compare it with the host's keyring byte for byte. Mirrors and
 air-gapped sites give a URL of their own or a file on the controller.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpuprov.errors import GpuprovError
-from gpuprov.ops.base import Unknown
 
 FETCH_TIMEOUT = 20
 MAX_KEY_BYTES = 1024 * 1024
@@ -48,9 +48,13 @@ def read_key(source: str, what: str, variable: str) -> bytes:
     return cached
 
 
-def _load(source: str, what: str, variable: str) -> bytes:
-    hint = (f"set {variable} to a reachable URL, a key file on the controller, or the "
+def _hint(variable: str) -> str:
+    return (f"set {variable} to a reachable URL, a key file on the controller, or the "
             "armored key text (mirrors and air-gapped sites)")
+
+
+def _load(source: str, what: str, variable: str) -> bytes:
+    hint = _hint(variable)
     if source.startswith(("https://", "http://")):
         try:
             with urllib.request.urlopen(source, timeout=FETCH_TIMEOUT) as resp:  # noqa: S310
@@ -72,17 +76,25 @@ def _load(source: str, what: str, variable: str) -> bytes:
     return data
 
 
-def key_or_unknown(source: str, what: str, variable: str, check: bool
-                   ) -> tuple[bytes | None, Unknown | None]:
-    """read_key for roles: in check mode an unreadable key is an "unknown"
-    (drift-check on an offline controller still reports everything else);
-    in apply mode it is the error."""
-    try:
-        return read_key(source, what, variable), None
-    except SigningKeyError as exc:
-        if not check:
-            raise
-        return None, Unknown(f"signing key of {what}", f"{exc}; apply would stop here")
+@dataclass(frozen=True)
+class SigningKey:
+    """A repository's signing key, read (read_key: once per run) only when an
+    op plans with it, so the op can be built, and its facts gathered, while
+    the key is out of reach. `what` and `variable` name it in errors."""
+
+    source: str
+    what: str
+    variable: str
+
+    def read(self) -> bytes:
+        return read_key(self.source, self.what, self.variable)
+
+    def unusable(self, why: str) -> SigningKeyError:
+        """The error for a key that was read but is no key an op can use."""
+        source = self.source.strip()
+        where = "inline text" if source.startswith("-----BEGIN") else source
+        return SigningKeyError(f"the signing key of {self.what} from {where} {why}",
+                               _hint(self.variable))
 
 
 def clear_cache() -> None:

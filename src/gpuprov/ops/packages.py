@@ -7,6 +7,7 @@ names differ per distro pick apt or dnf themselves.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.system import OsInfo
@@ -14,12 +15,14 @@ from gpuprov.ops import apt, dnf
 from gpuprov.ops.base import Op
 
 
-def packages(os: OsInfo, names: str | Iterable[str] | Mapping[str, str | None], *,
-             state: str = "present", depends_on: str | None = None) -> Op:
-    """names installed (present | latest | absent) with the host's package manager."""
+def packages(os: OsInfo, names: str | Iterable[str] | Mapping[str, str | None],
+             **options: Any) -> Op:
+    """names installed with the host's package manager: apt.AptPackages or
+    dnf.DnfPackages, which take the options (state, depends_on: both; held,
+    purge...: apt only)."""
     if os.family == "debian":
-        return apt.packages(names, state=state, depends_on=depends_on)
+        return apt.AptPackages(names, **options)
     if os.family == "rhel":
-        return dnf.packages(names, state=state, depends_on=depends_on)
+        return dnf.DnfPackages(names, **options)
     raise GpuprovError(f"no package manager known for {os.pretty_name or os.id!r}",
                        hint="supported: Ubuntu 22.04/24.04, Debian 12, RHEL 9 and rebuilds")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import KW_ONLY
 from typing import Any
 
 from gpuprov.command import Command
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
-from gpuprov.ops.base import Change, Diff, Op, Step
+from gpuprov.ops.base import Change, Diff, Op, Step, operation
 
 # What useradd accepts on Debian and RHEL (NAME_REGEX), minus the odd cases.
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
@@ -23,19 +24,27 @@ class UserError(GpuprovError):
     """A membership list names a user the host does not have, or no user at all."""
 
 
+@operation
 class GroupMembership(Op):
-    def __init__(self, group: str, members: Iterable[str], *, exclusive: bool = True,
-                 source: str = "members") -> None:
-        self.group = group
-        self.members = tuple(dict.fromkeys(str(m).strip() for m in members))
-        self.exclusive = exclusive
-        self.source = source
+    """`group` has the users `members` (gpasswd -a); with exclusive, nobody
+    else (gpasswd -d). A member that is not a user on the host is an error
+    naming `source` (the variable the list came from)."""
+
+    group: str
+    members: Iterable[str]
+    _: KW_ONLY
+    exclusive: bool = True
+    source: str = "members"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.members = tuple(dict.fromkeys(str(m).strip() for m in self.members))
         bad = [m for m in self.members if not _USER.fullmatch(m)]
         if bad:
-            raise UserError(f"{source}: {', '.join(map(repr, bad))} "
+            raise UserError(f"{self.source}: {', '.join(map(repr, bad))} "
                             f"{'is not a user name' if len(bad) == 1 else 'are not user names'}",
                             "user names are lowercase letters, digits, _ . - (e.g. alice)")
-        self.label = f"group {group} members"
+        self.label = f"group {self.group} members"
 
     def facts(self) -> Sequence[Fact[Any]]:
         wanted: list[Fact[Any]] = [GroupMembers(self.group)]
@@ -74,9 +83,5 @@ def _lines(names: Iterable[str]) -> str:
     return "".join(f"{n}\n" for n in sorted(names))
 
 
-def group_members(group: str, members: Iterable[str], *, exclusive: bool = True,
-                  source: str = "members") -> GroupMembership:
-    """`group` has the users `members` (gpasswd -a); with exclusive, nobody
-    else (gpasswd -d). A member that is not a user on the host is an error
-    naming `source` (the variable the list came from)."""
-    return GroupMembership(group, members, exclusive=exclusive, source=source)
+#: group_members(group, members, exclusive=, source=): see GroupMembership
+group_members = GroupMembership

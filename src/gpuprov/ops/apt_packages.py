@@ -1,0 +1,345 @@
+"""apt packages: install, upgrade, downgrade, hold, remove in one apt-get
+transaction each; the age-based `apt-get update`; apt_get() for every apt
+command (non-interactive, waiting for the dpkg lock).
+
+How the apt cache is kept fresh is told in ops/apt.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+from gpuprov.command import Command
+from gpuprov.facts.apt import (
+    AptCacheAge,
+    AptCandidates,
+    AptPolicy,
+    DebHeld,
+    DebPackage,
+    DebPackages,
+)
+from gpuprov.facts.base import Fact, FactView
+from gpuprov.facts.versions import deb_version_compare
+from gpuprov.ops.base import Change, Diff, Op, Step, operation
+
+LOCK_TIMEOUT = 120
+#: what a refresh of the apt lists changes
+APT_CACHE_FACTS = (AptCandidates, AptCacheAge)
+_HOLD_INVALIDATES = (DebHeld, DebPackages)
+
+
+def apt_get(*args: str, lock_timeout: int = LOCK_TIMEOUT) -> Command:
+    """apt-get, non-interactive, waiting up to lock_timeout s for the dpkg lock.
+
+    NEEDRESTART_MODE=l: Ubuntu's needrestart would otherwise restart services
+    (sshd, docker) behind the play's back; gpuprov restarts via handlers.
+    """
+    return Command("env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=l", "apt-get",
+                   *args[:1], "-y", "-o", f"DPkg::Lock::Timeout={lock_timeout}", *args[1:])
+
+
+def apt_mark(action: str, names: Iterable[str], lock_timeout: int = LOCK_TIMEOUT) -> Step:
+    return Step(Command("apt-mark", "-o", f"DPkg::Lock::Timeout={lock_timeout}", action,
+                        *names))
+
+
+def _pkg_resource(names: Sequence[str]) -> str:
+    return f"package {names[0]}" if len(names) == 1 else f"packages {', '.join(names)}"
+
+
+# ---------------------------------------------------------------- packages
+
+
+@operation
+class AptPackages(Op):
+    """Debian/Ubuntu packages in one apt transaction.
+
+    names: "pkg", ["a", "b"] or {"a": "1.2-1", "b": None} (exact version pins,
+    apt globs like "580.95*" allowed; pinned packages install together, as
+    the NVIDIA toolkit's exact-version dependencies require).
+    state: present | latest | absent (purge=True also removes config files).
+    held: True = apt-mark hold, False = unhold, None = leave as it is.
+    depends_on: what provides the packages (shown when a candidate is unknown).
+    """
+
+    names: str | Iterable[str] | Mapping[str, str | None]
+    _: KW_ONLY
+    state: str = "present"
+    held: bool | None = None
+    purge: bool = False
+    install_recommends: bool = False
+    lock_timeout: int = LOCK_TIMEOUT
+    depends_on: str | None = None
+    #: `names` as {name: version or None}
+    packages: dict[str, str | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.packages = _as_mapping(self.names)
+        if self.state not in ("present", "absent", "latest"):
+            raise ValueError("apt packages: state must be present|absent|latest, "
+                             f"not {self.state!r}")
+        if self.state != "present" and any(self.packages.values()):
+            raise ValueError("apt packages: versions are only valid with state=present")
+        self.depends_on = (self.depends_on
+                           or "an apt repository op or apt update earlier in the play")
+        self.label = _pkg_resource(list(self.packages))
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        wanted: list[Fact[Any]] = [DebPackages(), DebHeld()]
+        if self.state != "absent":
+            wanted.append(AptCandidates.of(self.packages))
+        return wanted
+
+    def plan(self, facts: FactView) -> list[Change]:
+        dpkg: dict[str, DebPackage] = facts[DebPackages()]
+        held: frozenset[str] = facts[DebHeld()]
+        if self.state == "absent":
+            return self._plan_absent(dpkg, held)
+        policy: dict[str, AptPolicy] = facts[AptCandidates.of(self.packages)]
+        return self._plan_present(dpkg, held, policy)
+
+    # -- install / upgrade / pin -------------------------------------------
+
+    def _plan_present(self, dpkg: dict[str, DebPackage], held: frozenset[str],
+                      policy: dict[str, AptPolicy]) -> list[Change]:
+        wanted = [self._classify(name, spec, dpkg.get(name), name in held, policy.get(name))
+                  for name, spec in self.packages.items()]
+        moves = [w for w in wanted if not w.settled]
+        to_hold = [w.name for w in wanted if w.to_hold]
+        to_unhold = [w.name for w in wanted if w.to_unhold]
+        changes = [self._install_change(moves)] if moves else []
+        if to_hold:
+            changes.append(self._hold_change("hold", to_hold))
+        if to_unhold:
+            changes.append(self._hold_change("unhold", to_unhold))
+        return changes
+
+    def _classify(self, name: str, spec: str | None, cur: DebPackage | None, held: bool,
+                  pol: AptPolicy | None) -> _Wanted:
+        settled = self._settled(cur, spec, pol)
+        return _Wanted(name, spec, cur, held=held,
+                       want_held=self.held if self.held is not None else held,
+                       settled=settled, target=None if settled else _target(spec, pol))
+
+    def _settled(self, cur: DebPackage | None, spec: str | None, pol: AptPolicy | None) -> bool:
+        """Installed as wanted: the version asked for, any version for state=present,
+        the candidate for state=latest. A broken (half-installed) one never is."""
+        installed = cur.version if cur is not None and cur.installed else None
+        if not installed:
+            return False
+        if spec:
+            return installed == spec or fnmatch.fnmatchcase(installed, spec)
+        return self.state == "present" or installed == (pol.candidate if pol else None)
+
+    def _install_change(self, moves: list[_Wanted]) -> Change:
+        """One apt-get transaction for every package to install, move or repair."""
+        unknown = [why for w in moves if (why := w.unknown)]
+        unhold = [w.name for w in moves if w.unhold_first]
+        hold_after = [w.name for w in moves if w.want_held]
+        steps: list[Step] = []
+        if unknown:
+            # No candidate in the local cache: a full update first heals a
+            # host whose lists are empty or predate its repositories.
+            steps.append(Step(apt_get("update", lock_timeout=self.lock_timeout)))
+        if any(w.kind == "repair" for w in moves):
+            # An interrupted dpkg run makes every apt-get refuse until this runs.
+            steps.append(Step(Command(
+                "env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--configure", "-a",
+                "--force-confdef", "--force-confold")))
+        if unhold:
+            steps.append(apt_mark("unhold", unhold, self.lock_timeout))
+        steps.append(self._install_step(moves))
+        if hold_after:
+            steps.append(apt_mark("hold", hold_after, self.lock_timeout))
+        kinds = {w.kind for w in moves}
+        any_installed = any(w.version for w in moves)
+        return Change(
+            resource=_pkg_resource([w.name for w in moves]),
+            action=kinds.pop() if len(kinds) == 1 else "install",
+            summary="; ".join(w.summary for w in moves)
+            + (" (unhold, then hold again)" if unhold else ""),
+            steps=steps,
+            diff=Diff("dpkg", "".join(f"{w.dpkg_before}\n" for w in moves) if any_installed
+                      else None, "".join(f"{w.dpkg_after}\n" for w in moves)),
+            unknown=f"{'; '.join(unknown)}: depends on {self.depends_on}" if unknown else None,
+            # A package can drop config files, start services, add
+            # commands: every fact of the host may be stale after it.
+            invalidates=None,
+        )
+
+    def _install_step(self, moves: list[_Wanted]) -> Step:
+        opts = [] if self.install_recommends else ["--no-install-recommends"]
+        if any(w.kind == "downgrade" for w in moves):
+            opts.append("--allow-downgrades")
+        return Step(apt_get(
+            "install", *opts, "-o", "Dpkg::Options::=--force-confdef",
+            "-o", "Dpkg::Options::=--force-confold", *(w.arg for w in moves),
+            lock_timeout=self.lock_timeout))
+
+    def _hold_change(self, action: str, names: list[str]) -> Change:
+        """apt-mark hold/unhold alone, for packages already at the wanted version."""
+        return Change(
+            resource=_pkg_resource(names), action=action,
+            summary=f"apt-mark {action} {' '.join(names)}",
+            steps=[apt_mark(action, names, self.lock_timeout)],
+            diff=Diff("dpkg holds",
+                      "".join(f"{n} {_HOLD_WORD[action != 'hold']}\n" for n in names),
+                      "".join(f"{n} {_HOLD_WORD[action == 'hold']}\n" for n in names)),
+            invalidates=_HOLD_INVALIDATES)
+
+    # -- remove / purge ------------------------------------------------------
+
+    def _plan_absent(self, dpkg: dict[str, DebPackage], held: frozenset[str]) -> list[Change]:
+        gone: list[str] = []
+        for name in self.packages:
+            cur = dpkg.get(name)
+            if cur is None or cur.status == "not-installed":
+                continue
+            if cur.status == "config-files" and not self.purge:
+                continue
+            gone.append(name)
+        if not gone:
+            return []
+        verb = "purge" if self.purge else "remove"
+        steps: list[Step] = []
+        unhold = [n for n in gone if n in held]
+        if unhold:
+            steps.append(apt_mark("unhold", unhold, self.lock_timeout))
+        steps.append(Step(apt_get(verb, *gone, lock_timeout=self.lock_timeout)))
+        return [Change(
+            resource=_pkg_resource(gone), action=verb,
+            summary=f"{verb} " + ", ".join(f"{n} {dpkg[n].version}" for n in gone),
+            steps=steps,
+            diff=Diff("dpkg", "".join(f"{n} {dpkg[n].version}{_state_note(dpkg[n])}\n"
+                                      for n in gone), None),
+            invalidates=None,
+        )]
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """One package of a present/latest op, classified against what the host has."""
+
+    name: str
+    spec: str | None            # the version asked for (exact or an apt glob); None: any
+    current: DebPackage | None  # what dpkg knows of it
+    held: bool                  # on hold now
+    want_held: bool             # on hold after the op
+    settled: bool               # installed as wanted: at most its hold changes
+    target: str | None          # the exact version apt would install; None: not in the cache
+
+    @property
+    def version(self) -> str | None:
+        """The version dpkg has, a half-installed one included."""
+        cur = self.current
+        return cur.version if cur is not None and (cur.installed or cur.broken) else None
+
+    @property
+    def to_hold(self) -> bool:
+        return self.settled and self.want_held and not self.held
+
+    @property
+    def to_unhold(self) -> bool:
+        return self.settled and not self.want_held and self.held
+
+    @property
+    def kind(self) -> str:
+        """install | repair | upgrade | downgrade | change (target unknown or equal)."""
+        if self.version is None:
+            return "install"
+        if self.current is not None and self.current.broken:
+            return "repair"
+        order = deb_version_compare(self.target, self.version) if self.target else 0
+        return "downgrade" if order < 0 else "upgrade" if order > 0 else "change"
+
+    @property
+    def unhold_first(self) -> bool:
+        """apt refuses to move a held package."""
+        return self.held and self.version is not None
+
+    @property
+    def arg(self) -> str:
+        """apt-get install's argument: name=version when a version was asked for."""
+        return f"{self.name}={self.target or self.spec}" if self.spec else self.name
+
+    @property
+    def shown(self) -> str:
+        return self.target or self.spec or "(candidate unknown)"
+
+    @property
+    def summary(self) -> str:
+        if self.kind == "install":
+            return f"install {self.arg}"
+        if self.kind == "repair":
+            assert self.current is not None
+            return f"repair {self.name} ({self.current.status}) -> {self.shown}"
+        return f"{self.kind} {self.name} {self.version} -> {self.shown}"
+
+    @property
+    def unknown(self) -> str | None:
+        """Why check mode cannot know what apt would install, if it cannot."""
+        if self.target is not None:
+            return None
+        if self.spec:
+            return f"version {self.spec} of {self.name} not in the apt cache"
+        return f"a candidate for {self.name} not in the apt cache"
+
+    @property
+    def dpkg_before(self) -> str:
+        return f"{self.name} {self.version or '(not installed)'}{' (held)' if self.held else ''}"
+
+    @property
+    def dpkg_after(self) -> str:
+        return f"{self.name} {self.shown}{' (held)' if self.want_held else ''}"
+
+
+def _target(spec: str | None, pol: AptPolicy | None) -> str | None:
+    """The exact version apt would install for spec; None when the cache has none."""
+    if pol is None:
+        return None
+    return pol.find(spec) if spec else pol.candidate
+
+
+def _state_note(pkg: DebPackage) -> str:
+    return "" if pkg.installed else f" ({pkg.status})"
+
+_HOLD_WORD = {True: "held", False: "not held"}
+
+
+def _as_mapping(names: str | Iterable[str] | Mapping[str, str | None]) -> dict[str, str | None]:
+    if isinstance(names, str):
+        return {names: None}
+    if isinstance(names, Mapping):
+        return {n: (str(v) if v is not None else None) for n, v in names.items()}
+    return dict.fromkeys(names)
+
+
+# ---------------------------------------------------------------- apt-get update
+
+
+@operation
+class AptUpdate(Op):
+    """`apt-get update` when the last successful one is older than cache_valid_time s."""
+
+    cache_valid_time: int = 3600
+    lock_timeout: int = LOCK_TIMEOUT
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.label = "apt cache"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [AptCacheAge()]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        age: int | None = facts[AptCacheAge()]
+        if age is not None and age <= self.cache_valid_time:
+            return []
+        why = "never updated" if age is None else f"{age}s old > {self.cache_valid_time}s"
+        return [Change(resource="apt cache", action="update", summary=f"apt-get update ({why})",
+                       steps=[Step(apt_get("update", lock_timeout=self.lock_timeout))],
+                       invalidates=APT_CACHE_FACTS)]
