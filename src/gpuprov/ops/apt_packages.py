@@ -8,7 +8,7 @@ How the apt cache is kept fresh is told in ops/apt.py.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from gpuprov.facts.apt import (
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.versions import deb_version_compare
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
+from gpuprov.ops.package_specs import PackageSpecs, package_resource, package_versions
 
 LOCK_TIMEOUT = 120
 #: what a refresh of the apt lists changes
@@ -46,9 +47,6 @@ def apt_mark(action: str, names: Iterable[str], lock_timeout: int = LOCK_TIMEOUT
                         *names))
 
 
-def _pkg_resource(names: Sequence[str]) -> str:
-    return f"package {names[0]}" if len(names) == 1 else f"packages {', '.join(names)}"
-
 
 # ---------------------------------------------------------------- packages
 
@@ -65,7 +63,7 @@ class AptPackages(Op):
     depends_on: what provides the packages (shown when a candidate is unknown).
     """
 
-    names: str | Iterable[str] | Mapping[str, str | None]
+    names: PackageSpecs
     _: KW_ONLY
     state: str = "present"
     held: bool | None = None
@@ -78,7 +76,7 @@ class AptPackages(Op):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.packages = _as_mapping(self.names)
+        self.packages = package_versions(self.names)
         if self.state not in ("present", "absent", "latest"):
             raise ValueError("apt packages: state must be present|absent|latest, "
                              f"not {self.state!r}")
@@ -86,7 +84,7 @@ class AptPackages(Op):
             raise ValueError("apt packages: versions are only valid with state=present")
         self.depends_on = (self.depends_on
                            or "an apt repository op or apt update earlier in the play")
-        self.label = _pkg_resource(list(self.packages))
+        self.label = package_resource(list(self.packages))
 
     def facts(self) -> Sequence[Fact[Any]]:
         wanted: list[Fact[Any]] = [DebPackages(), DebHeld()]
@@ -158,7 +156,7 @@ class AptPackages(Op):
         kinds = {w.kind for w in moves}
         any_installed = any(w.version for w in moves)
         return Change(
-            resource=_pkg_resource([w.name for w in moves]),
+            resource=package_resource([w.name for w in moves]),
             action=kinds.pop() if len(kinds) == 1 else "install",
             summary="; ".join(w.summary for w in moves)
             + (" (unhold, then hold again)" if unhold else ""),
@@ -183,7 +181,7 @@ class AptPackages(Op):
     def _hold_change(self, action: str, names: list[str]) -> Change:
         """apt-mark hold/unhold alone, for packages already at the wanted version."""
         return Change(
-            resource=_pkg_resource(names), action=action,
+            resource=package_resource(names), action=action,
             summary=f"apt-mark {action} {' '.join(names)}",
             steps=[apt_mark(action, names, self.lock_timeout)],
             diff=Diff("dpkg holds",
@@ -211,7 +209,7 @@ class AptPackages(Op):
             steps.append(apt_mark("unhold", unhold, self.lock_timeout))
         steps.append(Step(apt_get(verb, *gone, lock_timeout=self.lock_timeout)))
         return [Change(
-            resource=_pkg_resource(gone), action=verb,
+            resource=package_resource(gone), action=verb,
             summary=f"{verb} " + ", ".join(f"{n} {dpkg[n].version}" for n in gone),
             steps=steps,
             diff=Diff("dpkg", "".join(f"{n} {dpkg[n].version}{_state_note(dpkg[n])}\n"
@@ -309,13 +307,6 @@ def _state_note(pkg: DebPackage) -> str:
 
 _HOLD_WORD = {True: "held", False: "not held"}
 
-
-def _as_mapping(names: str | Iterable[str] | Mapping[str, str | None]) -> dict[str, str | None]:
-    if isinstance(names, str):
-        return {names: None}
-    if isinstance(names, Mapping):
-        return {n: (str(v) if v is not None else None) for n, v in names.items()}
-    return dict.fromkeys(names)
 
 
 # ---------------------------------------------------------------- apt-get update

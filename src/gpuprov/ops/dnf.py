@@ -30,6 +30,7 @@ from gpuprov.facts.versions import rpm_version_compare
 from gpuprov.ops.atomic import write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
 from gpuprov.ops.keys import SigningKey
+from gpuprov.ops.package_specs import PackageSpecs, package_resource, package_versions
 
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
 
@@ -38,16 +39,6 @@ def dnf(*args: str) -> Command:
     return Command("dnf", "-y", *args)
 
 
-def _resource(names: Sequence[str]) -> str:
-    return f"package {names[0]}" if len(names) == 1 else f"packages {', '.join(names)}"
-
-
-def _as_mapping(names: str | Iterable[str] | Mapping[str, str | None]) -> dict[str, str | None]:
-    if isinstance(names, str):
-        return {names: None}
-    if isinstance(names, Mapping):
-        return {n: (str(v) if v is not None else None) for n, v in names.items()}
-    return dict.fromkeys(names)
 
 
 def _newest(rows: Iterable[RpmPackage]) -> RpmPackage | None:
@@ -71,7 +62,7 @@ class DnfPackages(Op):
     depends_on: what provides the packages (shown when a candidate is unknown).
     """
 
-    names: str | Iterable[str] | Mapping[str, str | None]
+    names: PackageSpecs
     _: KW_ONLY
     state: str = "present"
     depends_on: str | None = None
@@ -83,10 +74,10 @@ class DnfPackages(Op):
         if self.state not in ("present", "absent", "latest"):
             raise ValueError(f"dnf packages: state must be present|absent|latest, "
                              f"not {self.state!r}")
-        self.packages = _as_mapping(self.names)
+        self.packages = package_versions(self.names)
         self.depends_on = (self.depends_on
                            or "a dnf repository op earlier in the play or dnf makecache")
-        self.label = _resource(list(self.packages))
+        self.label = package_resource(list(self.packages))
 
     def facts(self) -> Sequence[Fact[Any]]:
         wanted: list[Fact[Any]] = [RpmPackages()]
@@ -100,7 +91,7 @@ class DnfPackages(Op):
             gone = [n for n in self.packages if n in rpms]
             if not gone:
                 return []
-            return [Change(_resource(gone), "remove",
+            return [Change(package_resource(gone), "remove",
                            "remove " + ", ".join(f"{n} {rpms[n][0].evr}" for n in gone),
                            [Step(dnf("remove", *gone))],
                            Diff("rpm", "".join(f"{n} {rpms[n][0].evr}\n" for n in gone), None),
@@ -145,7 +136,7 @@ class DnfPackages(Op):
                else "not in the enabled repositories' cache: " + ", ".join(unknown))
         firsts = {v.split(" ", 1)[0] for v in verbs}
         return [Change(
-            resource=_resource(names),
+            resource=package_resource(names),
             action=firsts.pop() if len(firsts) == 1 else "install",
             summary="; ".join(verbs),
             steps=[Step(dnf("install", *args))],
@@ -184,14 +175,14 @@ class DnfVersionlockOp(Op):
     """dnf versionlock add/delete; {name: version} locks that version, a bare
     name locks whatever is installed. Installs the plugin when missing."""
 
-    names: str | Iterable[str] | Mapping[str, str | None]
+    names: PackageSpecs
     state: str = "present"
     #: `names` as {name: version or None}
     packages: dict[str, str | None] = field(init=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.packages = _as_mapping(self.names)
+        self.packages = package_versions(self.names)
         self.label = f"versionlock {', '.join(self.packages)}"
 
     def facts(self) -> Sequence[Fact[Any]]:
