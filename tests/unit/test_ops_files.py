@@ -17,16 +17,8 @@ from gpuprov.command import MASK, Secret
 from gpuprov.facts.base import FactView, gather_script, parse_batch
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.base import Change, Diff
-from gpuprov.ops.files import (
-    FileOpError,
-    NoteDiff,
-    absent,
-    directory,
-    file,
-    file_mode,
-    line,
-    template,
-)
+from gpuprov.ops.file_plan import FileOpError, NoteDiff, file_mode
+from gpuprov.ops.files import absent, directory, file, line, template
 from tests.unit.shell_helpers import without_upload_check
 
 TRAP = "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE"

@@ -14,7 +14,7 @@ import pytest
 from gpuprov.facts.base import FactView, gather_script, parse_batch
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.base import Change, Diff
-from gpuprov.ops.files import FileOpError, NoteDiff
+from gpuprov.ops.file_plan import FileOpError, NoteDiff
 from gpuprov.ops.jsonfile import deep_merge, dump_json, json_merge, same_json
 from tests.unit.shell_helpers import without_upload_check
 

@@ -32,7 +32,7 @@ from gpuprov.facts.services import ServiceState
 from gpuprov.facts.system import RootShellTest
 from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
 from gpuprov.ops import keys
-from gpuprov.ops.files import FileOpError
+from gpuprov.ops.file_plan import FileOpError
 from gpuprov.ops.users import UserError
 from tests.unit.role_facts import (
     ALL_DISTROS,

@@ -25,7 +25,7 @@ from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.facts.system import ShellTest
 from gpuprov.model.playbook import load_playbook
-from gpuprov.ops.files import FileOpError
+from gpuprov.ops.file_plan import FileOpError
 from tests.unit.role_facts import commands, ops_until_failure, service_info, write_cmd
 from tests.unit.role_harness import RolePlan, plan_role, role_module, system_for
 

@@ -20,10 +20,7 @@ from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.ops.atomic import remove_file_step
 from gpuprov.ops.base import Change, Op, Step, operation
-
-# Re-exported: ops/tokens, ops/sshd, roles and tests import these from here.
 from gpuprov.ops.file_plan import (
-    ROOT_ONLY_PREFIXES,
     FileOpError,
     NoteDiff,
     attr_notes,
@@ -32,16 +29,9 @@ from gpuprov.ops.file_plan import (
     check_validate,
     content_diff,
     file_mode,
-    needs_root,
     plan_write,
     state_fact,
 )
-
-__all__ = ["ROOT_ONLY_PREFIXES", "Absent", "Directory", "File", "FileOpError", "Line",
-           "NoteDiff", "absent", "attr_notes", "attrs_command", "check_path", "check_validate",
-           "content_diff", "directory", "file", "file_mode", "line", "needs_root", "plan_write",
-           "state_fact", "template"]
-
 
 # --------------------------------------------------------------------------
 # operations
