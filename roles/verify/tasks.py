@@ -10,8 +10,7 @@ from .gpu import GpuVerified
 
 
 def tasks(ctx):
-    if ctx.check:
-        return   # drift-check and --check stay read-only: no container is started
+    # drift-check and --check start no container: the engine skips this op there
     devices = str(ctx.vars["gpu_devices"]).strip()
     try:
         gpus_arg(devices)

@@ -168,14 +168,14 @@ def service_info(name: str, *, running: bool = True, enabled: bool = True,
 # ---------------------------------------------------------------- refusals
 
 def ops_until_failure(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
-                      vars: Mapping[str, Any] | None = None, check: bool = False
+                      vars: Mapping[str, Any] | None = None
                       ) -> tuple[list[Op], RoleFailed]:
     """Run a role's tasks() like role_harness.plan_role, but keep the ops it
     yielded before it raised RoleFailed: a refusal must come before any op."""
     loaded = load_role(role, ROLES / role)
     host = Host("gpu-01", vars=dict(vars or {}))
     ctx = TaskContext(host, build_host_vars(host, role_defaults=loaded.defaults, role=role),
-                      system, FactView(dict(facts)), role, loaded.path, check)
+                      system, FactView(dict(facts)), role, loaded.path)
     yielded: list[Op] = []
     with pytest.raises(RoleFailed) as info:
         for op in loaded.tasks(ctx):

@@ -106,7 +106,7 @@ def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
     host_vars = build_host_vars(the_host, role_defaults=loaded.defaults, role=role,
                                 play_defaults=play_defaults)
     ctx = TaskContext(the_host, host_vars, system, FactView(dict(facts)), role, loaded.path,
-                      check, session=session)
+                      session=session)
     produce = loaded.handlers[handler] if handler else loaded.tasks
     try:
         ops = list(produce(ctx))

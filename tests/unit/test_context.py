@@ -15,7 +15,7 @@ from tests.unit.role_harness import system_for
 def context(**vars: object) -> TaskContext:
     host = Host("gpu-01", vars=dict(vars))
     return TaskContext(host, build_host_vars(host, role="r"), system_for("debian12"),
-                       FactView({}), "r", Path("."), False)
+                       FactView({}), "r", Path("."))
 
 
 def test_bad_var_shows_an_ordinary_value() -> None:

@@ -26,7 +26,7 @@ from gpuprov.command import Command
 from gpuprov.connectors.base import CommandResult, Connector, Session
 from gpuprov.engine import handlers
 from gpuprov.engine.hostrun import HostRun, RoleRun
-from gpuprov.engine.results import CHANGED, FAILED, OK, UNREACHABLE, HostResult
+from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult
 from gpuprov.engine.roles import Role, load_role
 from gpuprov.errors import UnreachableHost
 from gpuprov.facts.system import OsRelease
@@ -175,7 +175,7 @@ PASSES = []
 
 
 def tasks(ctx):
-    PASSES.append(ctx.check)
+    PASSES.append(ctx.role)
     base, own = ctx.vars["base"], {"owner": ctx.vars["owner"], "group": ctx.vars["group"]}
     gpu = ctx.fact(PathExists(f"{base}/gpu-present"))
     sh, missing = ctx.facts(CommandPath("sh"), CommandPath("no-such-tool-gpuprov"))
@@ -589,13 +589,13 @@ def test_a_blocked_change_is_unknown_in_check_mode(env: Env) -> None:
 
 def test_ctx_fact_gathers_missing_facts_and_reruns_tasks(env: Env) -> None:
     discover = env.role("discover", DISCOVER)
-    passes: list[bool] = discover.tasks.__globals__["PASSES"]
+    passes: list[str] = discover.tasks.__globals__["PASSES"]
     (env.target / "gpu-present").touch()
 
     result, conn = env.run([discover])
 
     assert result.error is None
-    assert passes == [False, False, False]  # NeedFacts twice, then complete
+    assert passes == ["discover"] * 3  # NeedFacts twice, then complete
     text = (env.target / "gpu.conf").read_text().splitlines()
     assert text[0] == "gpu=True"
     assert text[1].startswith("sh=/") and text[1].endswith("/sh")
@@ -613,7 +613,7 @@ def test_ctx_fact_gathers_missing_facts_and_reruns_tasks(env: Env) -> None:
     passes.clear()
     (env.target / "gpu-present").unlink()
     result, _ = env.run([discover], check=True)
-    assert passes == [True, True, True]
+    assert passes == ["discover"] * 3  # discovery works the same in check mode
     [change] = result.tasks[0].changes
     assert "-gpu=True\n+gpu=False\n" in change.diff.unified()
 
@@ -720,6 +720,67 @@ def test_failing_step_names_host_task_command_exit_code_and_stderr_tail(env: Env
     assert not (env.target / "after.txt").exists()
     assert not (env.target / "conf.d").exists()
     assert conn.steps[-1].startswith("for i in")
+
+
+# ---------------------------------------------------------------- probes that run things
+
+WORKLOAD = '''\
+"""Test role: an op that reads one fact and runs a probe that starts something."""
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gpuprov.command import Command
+from gpuprov.facts.base import Fact
+from gpuprov.facts.system import PathExists
+from gpuprov.ops.base import Op
+
+
+@dataclass(frozen=True)
+class StartsThing(Fact[str]):
+    marker: str
+    runs: ClassVar[str] = "starts a thing"
+
+    def command(self):
+        return Command("touch", self.marker)
+
+    def process(self, output, exit_code):
+        return "started"
+
+
+class NeedsThing(Op):
+    label = "thing works"
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def facts(self):
+        return [PathExists(self.marker), StartsThing(self.marker)]
+
+    def plan(self, facts):
+        assert facts[StartsThing(self.marker)] == "started"
+        return []
+
+
+def tasks(ctx):
+    yield NeedsThing(f"{ctx.vars['base']}/started")
+'''
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_probe_that_runs_something_is_never_run_in_check_mode(env: Env, check: bool) -> None:
+    role = env.role("workload", WORKLOAD)
+
+    result, conn = env.run([role], check=check)
+
+    [task] = result.tasks
+    started = env.target / "started"
+    if check:
+        assert task.status == SKIPPED
+        assert task.task == "thing works (not run in check mode: it starts a thing)"
+        assert not started.exists()
+        assert all("touch" not in c.stdin.decode() for c in conn.gathers)
+    else:
+        assert task.status == OK and started.exists()
 
 
 # ---------------------------------------------------------------- invalidation

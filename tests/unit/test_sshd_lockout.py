@@ -824,7 +824,10 @@ exit 0
 
     def timer_alive(self, pgid: int) -> bool:
         self.reap()
-        return any((s := _proc_stat(p)) is not None and s[0] not in "ZX"
+        # A zombie of ours counts as alive until reaped (by the next call): one
+        # that died between reap() and this look still answers `kill -0`.
+        me = os.getpid()
+        return any((s := _proc_stat(p)) is not None and (s[0] not in "ZX" or s[1] == me)
                    for p in _group_members(pgid))
 
     def reap(self) -> None:

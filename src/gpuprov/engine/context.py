@@ -37,7 +37,7 @@ class RoleFailed(GpuprovError):
 class TaskContext:
     def __init__(self, host: Host, vars: HostVars, system: SystemFacts,
                  facts: Mapping[Fact[Any], Any], role: str, role_dir: Path,
-                 check: bool, session: Session | None = None) -> None:
+                 session: Session | None = None) -> None:
         self.host = host
         #: how the operator is logged in (user, key type): what sshd changes must keep working
         self.session = session if session is not None else Session(host.ssh_user or "root")
@@ -45,7 +45,6 @@ class TaskContext:
         self.system = system
         self.role = role
         self.role_dir = role_dir
-        self.check = check
         self._facts = facts
 
     @property

@@ -24,7 +24,7 @@ from gpuprov.engine.handlers import (
     persist_step,
     reboot_required_step,
 )
-from gpuprov.engine.results import CHANGED, FAILED, OK, HostResult, TaskResult
+from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, HostResult, TaskResult
 from gpuprov.engine.roles import Role
 from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
 from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch, selects
@@ -122,7 +122,7 @@ class HostRun:
         plan = self._build_ops(system)
         # On a parse error each op re-gathers its own facts in _do: the error lands on its op.
         with contextlib.suppress(FactError):
-            self.gather(f for p in plan for f in p.op.facts())
+            self.gather(f for p in plan for f in p.op.facts() if self._may_gather(f))
         notified: list[str] = list(self._facts[PendingHandlers()])
         self._pending_before = set(notified)
         for item in plan:
@@ -150,7 +150,7 @@ class HostRun:
         """Run a role's tasks(), gathering facts it asks for, until it completes."""
         for _ in range(MAX_DISCOVERY_PASSES):
             ctx = TaskContext(self.host, role_run.vars, system, FactView(self._facts),
-                              role_run.role.name, role_run.role.path, self.check,
+                              role_run.role.name, role_run.role.path,
                               session=self.connector.session())
             try:
                 return list(produce(ctx))
@@ -177,8 +177,17 @@ class HostRun:
                 task.data = item.op.report(FactView(self._facts))
         return task
 
+    def _may_gather(self, fact: Fact[Any]) -> bool:
+        """Check mode only reads: a probe that runs something is left out."""
+        return not (self.check and fact.runs)
+
     def _do_op(self, item: PlannedOp, notified: list[str]) -> TaskResult:
         op = item.op
+        running = [f.runs for f in op.facts() if not self._may_gather(f)]
+        if running:
+            return TaskResult(item.role, f"{op.label} (not run in check mode: it "
+                              f"{', '.join(dict.fromkeys(running))})", SKIPPED,
+                              handler=item.handler)
         try:
             self.gather(op.facts())  # re-reads only what earlier changes invalidated
             changes = op.plan(FactView(self._facts))

@@ -28,6 +28,9 @@ class Fact(Generic[T]):
 
     #: the fact needs root to read (e.g. /etc/shadow, `sshd -T`)
     sudo: ClassVar[bool] = False
+    #: what the probe runs besides reading (e.g. "starts a container"): check
+    #: mode and drift-check never run it, and skip the op that needs it
+    runs: ClassVar[str | None] = None
 
     def command(self) -> Command | str:
         raise NotImplementedError

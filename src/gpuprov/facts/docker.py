@@ -153,6 +153,7 @@ class ContainerGpuTest(Fact[ContainerGpu]):
     image: str
     gpus: str = "all"
     sudo: ClassVar[bool] = True
+    runs: ClassVar[str | None] = "starts a container"
 
     def command(self) -> Command:
         # --pull never: verifying must not fetch an image apply did not put there.
