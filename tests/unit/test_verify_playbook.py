@@ -1,4 +1,4 @@
-"""`gpuprov verify` runs a playbook: ./playbooks/verify.yml, else the bundled
+"""`gpuprov verify` (and onboarding) run a playbook: ./playbooks/verify.yml, else the bundled
 one, where the verify role runs (gpu_image is listed for its defaults only)
 and a pending reboot fails the check; the engine knows only the name."""
 
@@ -10,8 +10,11 @@ import pytest
 
 from gpuprov.engine import verify
 from gpuprov.engine.executor import role_selected
+from gpuprov.engine.onboard import ACCESS_PLAYBOOK
 from gpuprov.errors import GpuprovError
+from gpuprov.model import playbook
 from gpuprov.model.paths import bundled_dir, playbook_named
+from gpuprov.model.playbook import load_named_plays
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +46,12 @@ def test_a_verify_playbook_in_the_current_directory_wins(tmp_path: Path,
 def test_no_verify_playbook_anywhere_is_one_clear_error(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(verify, "playbook_named", lambda name: None)
+    monkeypatch.setattr(playbook, "playbook_named", lambda name: None)
     with pytest.raises(GpuprovError, match="no playbooks/verify.yml found"):
         verify.verify_plays()
+
+
+def test_onboarding_runs_the_onboard_playbook_and_its_access_role() -> None:
+    plays = load_named_plays(ACCESS_PLAYBOOK)
+    assert [(p.hosts, [r.name for r in p.roles]) for p in plays] == [("all", ["onboard_access"])]
+    assert plays[0].roles[0].path == ROOT / "roles" / "onboard_access"

@@ -32,8 +32,10 @@ from gpuprov.engine.results import RunResult
 from gpuprov.errors import GpuprovError, UnreachableHost
 from gpuprov.model.inventory import Host, Inventory
 from gpuprov.model.inventory_edit import diff, replace_with_backup, with_host
-from gpuprov.model.paths import bundled_dir
-from gpuprov.model.playbook import Play, RoleRef, resolve_roles, role_search_path
+from gpuprov.model.playbook import load_named_plays
+
+#: what onboarding runs over the first login, before the site playbook
+ACCESS_PLAYBOOK = "onboard.yml"
 
 
 class OnboardError(GpuprovError):
@@ -181,7 +183,9 @@ def public_keys(host: Host) -> list[str]:
 
 
 def bootstrap(staged: Staged, opts: OnboardOptions) -> RunResult:
-    """onboard_access over the first-contact login (password or cloud key)."""
+    """The access playbook (onboard.yml: the admin user, its key, sudo) over
+    the first-contact login (password or cloud key); its variables are
+    onboard_user, onboard_authorized_keys and onboard_sudo."""
     host = staged.host
     extra = {**opts.connection_vars(),
              "onboard_user": opts.user or host.ssh_user or "",
@@ -192,14 +196,8 @@ def bootstrap(staged: Staged, opts: OnboardOptions) -> RunResult:
         extra_vars=extra,
         connect=ConnectOptions(strict_host_keys=True, ssh_password=opts.password,
                                become_password=opts.become_password or opts.password))
-    plays = _plays([RoleRef("onboard_access")], "onboard access")
-    return Executor(staged.inventory, plays, [host], options, opts.progress).run("apply")
-
-
-def _plays(roles: list[RoleRef], name: str) -> list[Play]:
-    plays = [Play(name, "all", roles)]
-    resolve_roles(plays, role_search_path(None, bundled_dir("roles")))
-    return plays
+    return Executor(staged.inventory, load_named_plays(ACCESS_PLAYBOOK), [host], options,
+                    opts.progress).run("apply")
 
 
 # ---------------------------------------------------------------------------

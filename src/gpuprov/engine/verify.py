@@ -9,21 +9,14 @@ from dataclasses import replace
 
 from gpuprov.engine.executor import Executor, ProgressSink, RunOptions
 from gpuprov.engine.results import RunResult
-from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Host, Inventory
-from gpuprov.model.paths import playbook_named
-from gpuprov.model.playbook import Play, load_plays
+from gpuprov.model.playbook import Play, load_named_plays
 
 VERIFY_PLAYBOOK = "verify.yml"
 
 
 def verify_plays() -> list[Play]:
-    book = playbook_named(VERIFY_PLAYBOOK)
-    if book is None:
-        raise GpuprovError(f"no playbooks/{VERIFY_PLAYBOOK} found (neither ./playbooks nor "
-                           "the bundled one)", hint="reinstall gpuprov, or write "
-                           f"./playbooks/{VERIFY_PLAYBOOK}")
-    return load_plays(book)
+    return load_named_plays(VERIFY_PLAYBOOK)
 
 
 def run_verify(inventory: Inventory, hosts: list[Host], options: RunOptions,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.errors import PlaybookError
-from gpuprov.model.paths import bundled_dir, default_playbook
+from gpuprov.model.paths import bundled_dir, default_playbook, playbook_named
 from gpuprov.model.vars import check_var_name
 from gpuprov.model.yamlfile import Location, did_you_mean, load_yaml, location
 
@@ -33,6 +33,7 @@ __all__ = [
     "find_playbook",
     "find_role",
     "load_playbook",
+    "load_named_plays",
     "load_plays",
     "load_role_defaults",
     "parse_serial",
@@ -106,6 +107,19 @@ def load_plays(path: str | Path | None) -> list[Play]:
     plays = load_playbook(book)
     resolve_roles(plays, role_search_path(book, bundled_dir("roles")))
     return plays
+
+
+def load_named_plays(name: str) -> list[Play]:
+    """The plays of the playbook a command is built on (verify.yml,
+    onboard.yml): ./playbooks/<name> when there is one (a fork wins), else
+    the bundled one. The command knows only the playbook's name; the
+    playbook names the roles."""
+    book = playbook_named(name)
+    if book is None:
+        raise PlaybookError(f"no playbooks/{name} found (neither ./playbooks nor the "
+                            "bundled one)",
+                            hint=f"reinstall gpuprov, or write ./playbooks/{name}")
+    return load_plays(book)
 
 
 def load_playbook(path: str | Path) -> list[Play]:

@@ -18,7 +18,8 @@ PASS, FAIL, UNREACHABLE = "pass", "fail", "unreachable"
 def host_row(host: HostResult) -> dict[str, Any]:
     """What verify found on one host; hosts it could not check are 'fail'
     or 'unreachable' with the reason."""
-    data = next((t.data for t in host.tasks if t.role == "verify" and t.data), None)
+    # what the verify playbook's op reported (Op.report): the output knows no role
+    data = next((t.data for t in host.tasks if t.data), None)
     row: dict[str, Any] = {"host": host.host, **(data or {})}
     if host.unreachable:
         row.update(status=UNREACHABLE, problems=[host.unreachable])
