@@ -19,7 +19,7 @@ from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileState
-from gpuprov.facts.sshd import MODULI_MIN_BITS, ROLLBACK_DIR, SshdInfo, SshdState, UserGroups
+from gpuprov.facts.sshd import SshdInfo, SshdState, UserGroups
 from gpuprov.ops.armed import ArmedRevert
 from gpuprov.ops.base import Change, Op, Step, operation
 from gpuprov.ops.file_plan import plan_write
@@ -27,7 +27,11 @@ from gpuprov.ops.file_plan import plan_write
 from .lockout import SshdLockout, lockout_risks, needs_groups
 
 REVERT_UNIT = "gpuprov-sshd-revert"
+#: where an armed sshd change keeps the files it replaced until confirmed
+ROLLBACK_DIR = "/var/lib/gpuprov/sshd-rollback"
 MODULI = "/etc/ssh/moduli"
+#: ssh-audit's guides: group-exchange moduli below this many bits are weak
+MODULI_MIN_BITS = 3071
 #: what checks sshd's whole config before the reload (sshd needs /run/sshd for -t)
 SSHD_CHECK = Command.script("mkdir -p /run/sshd && chmod 0755 /run/sshd && "
                             "$(command -v sshd || echo /usr/sbin/sshd) -t")
@@ -38,6 +42,12 @@ class SshdFile:
     path: str
     content: bytes
     mode: str = "0644"
+
+
+def sshd_state() -> SshdState:
+    """The sshd probe, with this role's policy: its moduli threshold and the
+    directory its armed changes save to (read at call time: tests move it)."""
+    return SshdState(MODULI_MIN_BITS, ROLLBACK_DIR)
 
 
 def armed_revert(reload: Command, revert_after: int = 120) -> ArmedRevert:
@@ -78,13 +88,13 @@ class SshdConfig(Op):
 
     def facts(self) -> Sequence[Fact[Any]]:
         facts: list[Fact[Any]] = [FileState(f.path, sudo=True) for f in self.files]
-        facts.append(SshdState())
+        facts.append(sshd_state())
         if (groups := self._groups_fact()) is not None:
             facts.append(groups)
         return facts
 
     def plan(self, facts: FactView) -> list[Change]:
-        info: SshdInfo = facts[SshdState()]
+        info: SshdInfo = facts[sshd_state()]
         changes: list[Change] = []
         saved: list[str] = []
         for f in self.files:

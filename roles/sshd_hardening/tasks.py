@@ -13,9 +13,8 @@ Checklist, per host:
 
 from gpuprov.command import Command
 from gpuprov.facts.files import FileState
-from gpuprov.facts.sshd import SshdState
 
-from .config import SshdConfig, SshdFile, include_first
+from .config import SshdConfig, SshdFile, include_first, sshd_state
 
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 INCLUDE = "Include /etc/ssh/sshd_config.d/*.conf"
@@ -153,7 +152,7 @@ def tasks(ctx):
         return
     if main.content is None:
         raise ctx.fail(f"{SSHD_CONFIG} is not a readable text file")
-    info = ctx.fact(SshdState())
+    info = ctx.fact(sshd_state())
     values = settings(ctx, info)
     files = [SshdFile(str(ctx.vars["sshd_dropin"]), dropin(ctx, values).encode())]
     wanted_main = include_first(main.content.decode(), INCLUDE)

@@ -29,11 +29,14 @@ from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.files import FileState
-from gpuprov.facts.sshd import SshdState, UserGroups
+from gpuprov.facts.sshd import UserGroups
 from gpuprov.ops.base import Step
 from tests.unit.role_facts import ALL_DISTROS, DEBIAN_FAMILY, file_info
 from tests.unit.role_harness import MissingFacts, RolePlan, plan_role, role_module, system_for
 from tests.unit.sshd_samples import DEBIAN_MAIN, RHEL8_MAIN_BODY, RHEL8_MAIN_HEAD, RHEL9_MAIN
+
+#: the probe with the role's own policy (moduli threshold, rollback directory)
+STATE = role_module("sshd_hardening", "config").sshd_state()
 
 ROLE = "sshd_hardening"
 # the role's own modules, through the loader its tasks.py is imported with
@@ -137,7 +140,7 @@ def stock_main(distro: str) -> Any:
 def facts(distro: str, *, dropin: str | None = None, main: Any = None,
           groups: dict[str, tuple[str, ...] | None] | None = None, **probe: Any) -> dict:
     out: dict[Any, Any] = {
-        SshdState(): SshdState().process(probe_output(distro, **probe), 0),
+        STATE: STATE.process(probe_output(distro, **probe), 0),
         FileState(SSHD_CONFIG, sudo=True): main if main is not None else stock_main(distro),
         FileState(DROPIN, sudo=True): None if dropin is None else file_info(dropin),
     }
@@ -275,8 +278,8 @@ def test_names_the_host_does_not_know_are_left_out_in_the_given_order() -> None:
 def test_a_host_whose_ssh_cannot_list_a_kind_keeps_the_list() -> None:
     # `ssh -Q mac` printed nothing: no filter (the crypto() fallback for old builds)
     f = facts("ubuntu2404")
-    info = f[SshdState()]
-    f[SshdState()] = type(info)(info.version, {k: v for k, v in info.algorithms.items()
+    info = f[STATE]
+    f[STATE] = type(info)(info.version, {k: v for k, v in info.algorithms.items()
                                                if k != "mac"},
                                 info.host_keys, info.weak_moduli, info.moduli_exists,
                                 info.rollback_pending)
@@ -454,11 +457,12 @@ def test_asks_for_sshd_config_then_the_probe() -> None:
     with pytest.raises(MissingFacts, match=r"asked for: FileState\('/etc/ssh/sshd_config', "
                                            r".*sudo=True\)$"):
         plan_role(ROLE, system_for("ubuntu2204"), {}, session=ADMIN)
-    with pytest.raises(MissingFacts, match=r"asked for: SshdState\(\)$"):
+    with pytest.raises(MissingFacts, match=r"asked for: SshdState\(3071, "
+                                           r"'/var/lib/gpuprov/sshd-rollback'\)$"):
         plan_role(ROLE, system_for("ubuntu2204"),
                   {FileState(SSHD_CONFIG, sudo=True): stock_main("ubuntu2204")}, session=ADMIN)
     [planned] = plan("ubuntu2204").ops
-    assert planned.op.facts() == [FileState(DROPIN, sudo=True), SshdState()]
+    assert planned.op.facts() == [FileState(DROPIN, sudo=True), STATE]
 
 
 # ================================================================== sshd_config's Include

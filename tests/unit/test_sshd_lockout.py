@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-import gpuprov.facts.sshd as facts_sshd
 from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.facts.base import FactError, FactView
@@ -104,7 +103,7 @@ weak_moduli=41
 
 
 def test_sshd_state_parses_version_algorithms_keys_and_moduli() -> None:
-    info = SshdState().process(UBUNTU_2204_PROBE, 0)
+    info = sshd_config.sshd_state().process(UBUNTU_2204_PROBE, 0)
     assert info.version == (8, 9)
     assert info.algorithms == {
         "kex": frozenset({"curve25519-sha256", "sntrup761x25519-sha512@openssh.com"}),
@@ -130,7 +129,7 @@ def test_sshd_state_parses_version_algorithms_keys_and_moduli() -> None:
     ("OpenSSH_10.0p2 Debian-7, OpenSSL 3.5.1 1 Jul 2025", (10, 0)),
 ])
 def test_sshd_state_version(line: str, version: tuple[int, int]) -> None:
-    info = SshdState().process(f"version={line}\n", 0)
+    info = sshd_config.sshd_state().process(f"version={line}\n", 0)
     assert info.version == version
     # nothing else reported: no algorithms, no keys, no moduli file, nothing pending
     assert (info.algorithms, info.host_keys) == ({}, {})
@@ -138,7 +137,7 @@ def test_sshd_state_version(line: str, version: tuple[int, int]) -> None:
 
 
 def test_sshd_state_rollback_pending_padded_count_and_unreadable_keys() -> None:
-    info = SshdState().process(
+    info = sshd_config.sshd_state().process(
         "version=OpenSSH_9.2p1 Debian-2+deb12u7, OpenSSL 3.0.17 1 Jul 2025\n"
         "hostkey.rsa=\n"                                # ssh-keygen -l failed
         "hostkey.dsa=is not a public key file.\n"
@@ -156,12 +155,12 @@ def test_sshd_state_rollback_pending_padded_count_and_unreadable_keys() -> None:
 ])
 def test_sshd_state_without_version_is_an_error(output: str) -> None:
     with pytest.raises(FactError, match=r"no OpenSSH version .*openssh-client"):
-        SshdState().process(output, 0)
+        sshd_config.sshd_state().process(output, 0)
 
 
 def test_sshd_state_probe_runs_as_root() -> None:
     assert SshdState.sudo is True
-    assert SshdState() == SshdState()   # one probe, gathered once
+    assert sshd_config.sshd_state() == sshd_config.sshd_state()   # one probe, gathered once
 
 
 def _fake_bin(directory: Path, name: str, body: str) -> None:
@@ -189,7 +188,7 @@ def test_sshd_state_probe_script_end_to_end(tmp_path: Path, monkeypatch: pytest.
         "20230316071700 5 6 100 4095 5 E1C1\n")
     rollback = tmp_path / "sshd-rollback"
     rollback.mkdir()
-    monkeypatch.setattr(facts_sshd, "ROLLBACK_DIR", str(rollback))
+    monkeypatch.setattr(sshd_config, "ROLLBACK_DIR", str(rollback))
     bindir = tmp_path / "bin"
     bindir.mkdir()
     keysig = "HostKeyAlgorithms" if old_query else "key-sig"
@@ -209,12 +208,12 @@ case "${3##*/}" in
   *rsa*) echo "3072 SHA256:rsaFingerprint root@gpu-01 (RSA)" ;;
 esac
 """)
-    script = SshdState().command().shell().replace("/etc/ssh/", f"{etc}/")
+    script = sshd_config.sshd_state().command().shell().replace("/etc/ssh/", f"{etc}/")
     assert script.count(str(etc)) >= 3   # the paths really were redirected
     res = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=30,
                          env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"})
     assert res.returncode == 0, res.stderr
-    info = SshdState().process(res.stdout, res.returncode)
+    info = sshd_config.sshd_state().process(res.stdout, res.returncode)
     assert info.version == (9, 2)
     assert info.algorithms == {
         "kex": frozenset({"curve25519-sha256", "sntrup761x25519-sha512"}),
@@ -466,7 +465,7 @@ def make_op(settings: Mapping[str, str] = SETTINGS, who: Session = ADMIN,
 def op_facts(info: SshdInfo, current: Mapping[str, bytes | None] | None = None,
              groups: Mapping[str, tuple[str, ...] | None] | None = None) -> dict[Any, Any]:
     """FileState(path, sudo=True) for each file (None: absent), SshdState, UserGroups."""
-    facts: dict[Any, Any] = {SshdState(): info}
+    facts: dict[Any, Any] = {sshd_config.sshd_state(): info}
     for path, content in (current or {}).items():
         facts[FileState(path, sudo=True)] = None if content is None else file_info(content)
     for user, value in (groups or {}).items():
@@ -487,7 +486,7 @@ def expected_rollback() -> list[Step]:
 def test_op_asks_for_its_files_as_root_and_the_sshd_probe() -> None:
     op = make_op(files=(SshdFile(DROPIN, DROPIN_TEXT), SshdFile(SSHD_CONFIG, MAIN_NEW, "0600")))
     assert op.facts() == [FileState(DROPIN, sudo=True), FileState(SSHD_CONFIG, sudo=True),
-                          SshdState()]
+                          sshd_config.sshd_state()]
     # AllowGroups: the operator's groups too, but only when an SSH login is at stake
     assert make_op(_with(AllowGroups="sshusers")).facts()[-1] == UserGroups("admin")
     assert UserGroups("root") not in make_op(_with(AllowGroups="sshusers"), LOCAL).facts()
@@ -869,7 +868,6 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShHost]:
     root.mkdir()
     fake = ShHost(root)
     monkeypatch.setattr(sshd_config, "ROLLBACK_DIR", str(fake.rollback))
-    monkeypatch.setattr(facts_sshd, "ROLLBACK_DIR", str(fake.rollback))
     reaper = _set_subreaper(True)
     try:
         yield fake

@@ -12,11 +12,7 @@ from typing import ClassVar
 from gpuprov.command import Command
 from gpuprov.facts.base import Fact, FactError
 
-#: where an armed sshd change (ops/armed.py) keeps the files it replaced until confirmed
-ROLLBACK_DIR = "/var/lib/gpuprov/sshd-rollback"
 HOST_KEY_TYPES = ("ed25519", "rsa", "ecdsa", "dsa")
-#: ssh-audit's guides: group-exchange moduli below this many bits are weak
-MODULI_MIN_BITS = 3071
 
 _VERSION = re.compile(r"OpenSSH_(\d+)\.(\d+)")
 
@@ -45,8 +41,16 @@ class SshdInfo:
 
 @dataclass(frozen=True)
 class SshdState(Fact[SshdInfo]):
-    """One probe for everything the sshd role compares (root: host keys)."""
+    """One probe for everything an sshd policy compares (root: host keys).
 
+    moduli_min_bits: group-exchange moduli below this many bits count as weak;
+    rollback_dir: where an armed sshd change (ops/armed.py) keeps the files it
+    replaced until confirmed (a leftover there is reported as pending).
+    Both are the policy's (the sshd_hardening role's), not the probe's.
+    """
+
+    moduli_min_bits: int
+    rollback_dir: str
     sudo: ClassVar[bool] = True
 
     def command(self) -> Command:
@@ -61,10 +65,10 @@ class SshdState(Fact[SshdInfo]):
             '  [ -f "$f" ] && echo "hostkey.$t=$(ssh-keygen -l -f "$f" 2>/dev/null)"\n'
             "done\n"
             "if [ -f /etc/ssh/moduli ]; then\n"
-            f"  echo \"weak_moduli=$(awk '$1 !~ /^#/ && NF >= 7 && $5 < {MODULI_MIN_BITS}' "
-            "/etc/ssh/moduli | wc -l)\"\n"
+            f"  echo \"weak_moduli=$(awk '$1 !~ /^#/ && NF >= 7 && "
+            f"$5 < {int(self.moduli_min_bits)}' /etc/ssh/moduli | wc -l)\"\n"
             "fi\n"
-            f"[ -d {ROLLBACK_DIR} ] && echo rollback=pending\n"
+            f"[ -d {Command(self.rollback_dir).shell()} ] && echo rollback=pending\n"
             "true")
 
     def process(self, output: str, exit_code: int) -> SshdInfo:
