@@ -111,3 +111,17 @@ def test_no_op_or_role_names_a_fact_class_in_a_string() -> None:
     assert len(sources) > 40
     offenders = [hit for path in sources for hit in _string_selectors(path)]
     assert offenders == []
+
+
+def test_the_type_checker_refuses_a_class_name_as_a_selector(tmp_path: Path) -> None:
+    mypy_api = pytest.importorskip("mypy.api", reason="mypy comes with the test extras")
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "from gpuprov.facts.files import FileState\n"
+        "from gpuprov.ops.base import Change\n"
+        "Change('f', 'update', 'x', invalidates=(FileState, FileState.at('/x')))\n"
+        "Change('f', 'update', 'x', invalidates=('FileState',))\n")
+    out, _, code = mypy_api.run([str(snippet), "--cache-dir", str(tmp_path / "cache"),
+                                 "--no-error-summary", "--follow-imports", "silent"])
+    assert code == 1, out
+    assert [line.split(":")[1] for line in out.splitlines() if ": error:" in line] == ["4"], out

@@ -58,6 +58,10 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 _sleep = time.sleep  # tests patch this to keep backoff instant
 
 
+#: what a hop's transport runs over, other than a channel of the previous hop
+_Sock = socket.socket | QuickAckSocket | paramiko.ProxyCommand
+
+
 @dataclass(frozen=True)
 class SshSettings:
     """What an SshConnector is built from; `address` (ansible_host) defaults to `host_name`.
@@ -166,7 +170,7 @@ class SshConnector(Connector):
 
     def _open_chain(self) -> list[paramiko.Transport]:
         opened: list[paramiko.Transport] = []
-        sock: socket.socket | paramiko.Channel | paramiko.ProxyCommand | None = None
+        sock: _Sock | paramiko.Channel | None = None
         try:
             for index, hop in enumerate(self.hops):
                 try:
@@ -189,11 +193,11 @@ class SshConnector(Connector):
         except BaseException:
             for transport in reversed(opened):
                 transport.close()
-            if isinstance(sock, socket.socket | QuickAckSocket | paramiko.ProxyCommand):
+            if isinstance(sock, _Sock):
                 sock.close()
             raise
 
-    def _tcp(self, hop: Hop) -> socket.socket:
+    def _tcp(self, hop: Hop) -> socket.socket | QuickAckSocket:
         where = f"{hop.address}:{hop.port}"
         if hop.address.rstrip(".").lower().endswith(".invalid"):
             # RFC 6761: never resolvable, and must not be sent to DNS servers.
@@ -256,7 +260,7 @@ class SshConnector(Connector):
         except paramiko.ProxyCommandFailure as exc:
             transport.close()
             raise SetupError("proxy", f"ProxyCommand for {hop.alias} failed: {exc}") from exc
-        except paramiko.IncompatiblePeer as exc:
+        except paramiko.IncompatiblePeer as exc:  # type: ignore[attr-defined]  # not in stubs
             transport.close()
             raise SetupError("closed", f"{hop.label}: no common SSH algorithms: {exc}",
                              "the server is too old or restricted for paramiko") from exc
@@ -268,7 +272,8 @@ class SshConnector(Connector):
                              f"handshake: {exc or type(exc).__name__}",
                              "check that this port is sshd, and the server's sshd log",
                              retry=True) from exc
-        if not transport.completion_event.is_set():  # start_client's timeout returns quietly
+        done = transport.completion_event
+        if done is None or not done.is_set():  # start_client's timeout returns quietly
             transport.close()
             raise SetupError("timeout", f"{hop.label}: SSH handshake did not finish within "
                              f"{timeout:g}s", retry=True)

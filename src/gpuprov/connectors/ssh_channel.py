@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import paramiko
 from paramiko.message import Message
@@ -41,7 +42,7 @@ class QuickAckSocket:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         return data
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
@@ -181,4 +182,5 @@ def _signal(chan: paramiko.Channel, name: str) -> None:
     msg.add_boolean(False)
     msg.add_string(name)
     with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
-        chan.get_transport()._send_user_message(msg)
+        # paramiko has no public call for a channel request of our own
+        chan.get_transport()._send_user_message(msg)  # type: ignore[attr-defined]

@@ -153,7 +153,8 @@ class Executor:
             result = HostResult(host.name, error=str(exc))
             self._finished(result)
             return result
-        on_task = (lambda t: self.progress.task_finished(host.name, t)) if self.progress else None
+        progress = self.progress
+        on_task = (lambda t: progress.task_finished(host.name, t)) if progress else None
         try:
             result = HostRun(host, connector, roles, self.options.check, on_task=on_task).run()
         except Exception as exc:  # a bug must cost one host, not the whole fleet's run

@@ -183,7 +183,7 @@ class HostRun:
 
     def _do_op(self, item: PlannedOp, notified: list[str]) -> TaskResult:
         op = item.op
-        running = [f.runs for f in op.facts() if not self._may_gather(f)]
+        running = [f.runs for f in op.facts() if f.runs and not self._may_gather(f)]
         if running:
             return TaskResult(item.role, f"{op.label} (not run in check mode: it "
                               f"{', '.join(dict.fromkeys(running))})", SKIPPED,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -156,7 +156,7 @@ class FactView(Mapping[Fact[Any], Any]):
         except KeyError:
             raise KeyError(f"fact {fact.key} was not gathered") from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Fact[Any]]:
         return iter(self._values)
 
     def __len__(self) -> int:

@@ -96,7 +96,7 @@ class DnfAvailable(Fact["dict[str, tuple[RpmPackage, ...]] | None"]):
         result: dict[str, tuple[RpmPackage, ...]] = {}
         for row in _rpm_rows(output):
             result[row.name] = (*result.get(row.name, ()), row)
-        key = cmp_to_key(lambda a, b: rpm_version_compare(a.evr, b.evr))
+        key = cmp_to_key(_by_evr)
         return {name: tuple(sorted(rows, key=key)) for name, rows in result.items()}
 
 
@@ -179,3 +179,7 @@ class DnfRepoFiles(Fact[dict[str, str]]):
 
     def process(self, output: str, exit_code: int) -> dict[str, str]:
         return parse_dumped_files(output)
+
+
+def _by_evr(a: RpmPackage, b: RpmPackage) -> int:
+    return rpm_version_compare(a.evr, b.evr)

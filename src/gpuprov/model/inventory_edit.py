@@ -11,7 +11,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
@@ -97,7 +97,7 @@ def _mapping(parent: Any, key: str, path: str, where: str) -> CommentedMap:
         value = parent[key] = CommentedMap()
     if not isinstance(value, dict):
         raise InventoryError(f"{path}: {where} must be a mapping")
-    return value
+    return cast(CommentedMap, value)   # the round-trip loader's mappings
 
 
 def _find_host(group: Any, name: str, wanted: str, label: str = "all") -> str | None:

@@ -72,8 +72,11 @@ def check_var_name(name: Any, where: Location,
 
 
 class _HostLike(Protocol):
-    name: str
-    vars: Mapping[str, Any]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def vars(self) -> Mapping[str, Any]: ...
 
 
 def magic_vars(host: _HostLike) -> dict[str, Any]:

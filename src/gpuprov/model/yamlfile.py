@@ -22,7 +22,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -183,7 +183,7 @@ class _Constructor:
             elif isinstance(node, SequenceNode):
                 value = self.sequence(node)
             else:
-                value = self.mapping(node)
+                value = self.mapping(cast(MappingNode, node))
         finally:
             self.building.discard(id(node))
         self.done[id(node)] = value

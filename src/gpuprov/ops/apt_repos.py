@@ -8,7 +8,7 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, field
-from typing import Any
+from typing import Any, cast
 
 from gpuprov.facts.apt import AptCandidates, AptKeyring, AptPreferences, AptSources
 from gpuprov.facts.base import Fact, FactView
@@ -141,7 +141,7 @@ class AptRepository(Op):
         """The dearmored key; a SigningKey is read now (SigningKeyError when it
         cannot be, or is no OpenPGP key)."""
         if not isinstance(self.key, SigningKey):
-            return self.key
+            return cast("bytes | None", self.key)   # __post_init__ dearmored text
         try:
             return dearmor(self.key.read())
         except (ValueError, UnicodeDecodeError) as exc:

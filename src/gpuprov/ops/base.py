@@ -8,10 +8,17 @@ the connector. The same code computes both, so check mode cannot lie.
 from __future__ import annotations
 
 import difflib
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # 3.10: the marker only tells type checkers that @operation makes a dataclass
+    def dataclass_transform(**_: Any) -> Any:
+        return lambda decorator: decorator
 
 from gpuprov.command import MASK, Command
 from gpuprov.facts.base import Fact, FactView, Selector, check_selectors
@@ -150,6 +157,7 @@ class Op(ABC):
 OpT = TypeVar("OpT", bound=Op)
 
 
+@dataclass_transform(field_specifiers=(field,))
 def operation(cls: type[OpT]) -> type[OpT]:
     """Declare an op's parameters once, as typed dataclass fields (pyinfra's
     @operation, Ansible's argument_spec): no factory restating them."""

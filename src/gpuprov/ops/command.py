@@ -49,17 +49,19 @@ class RunCommand(Op):
     name: str | None = None
     ok_codes: tuple[int, ...] = ()
     invalidates: tuple[Selector, ...] | None = None
+    #: `cmd` as a Command (a str is shell text as written)
+    command: Command = field(init=False)
     #: the unless / only_if tests as the facts gathered for them
     unless_test: ShellTest | None = field(init=False)
     only_if_test: ShellTest | None = field(init=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.cmd = _as_command(self.cmd)
+        self.command = _as_command(self.cmd)
         test = RootShellTest if self.guard_sudo else ShellTest
         self.unless_test = test(self.unless) if self.unless is not None else None
         self.only_if_test = test(self.only_if) if self.only_if is not None else None
-        self.label = f"command {self.name or self.cmd.display()}"
+        self.label = f"command {self.name or self.command.display()}"
 
     def facts(self) -> Sequence[Fact[Any]]:
         wanted: list[Fact[Any]] = []
@@ -95,8 +97,8 @@ class RunCommand(Op):
         return [Change(
             resource=self.label,
             action="run",
-            summary=f"run {self.cmd.display()}{why}",
-            steps=[Step(self.cmd, sudo=self.sudo, ok_codes=self.ok_codes)],
+            summary=f"run {self.command.display()}{why}",
+            steps=[Step(self.command, sudo=self.sudo, ok_codes=self.ok_codes)],
             notify=self.notify,
             # Arbitrary shell can alter anything unless the caller says otherwise.
             invalidates=self.invalidates,

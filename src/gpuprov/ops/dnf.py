@@ -108,7 +108,8 @@ class DnfPackages(Op):
                 if any(p.matches(spec) for p in have):
                     continue
                 match = [p for p in rows or () if p.matches(spec)]
-                target = _newest(match).evr if match else None
+                best = _newest(match)
+                target = best.evr if best is not None else None
                 arg = f"{name}-{spec}"
             else:
                 newest = _newest(rows or ())

@@ -20,7 +20,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpuprov.command import Command, Raw
+from gpuprov.command import Arg, Command, Raw
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.docker import (
@@ -55,7 +55,7 @@ def _inspect_has(ref: str, text: str, problem: str, untag: bool = False) -> Comm
     """A step that fails with `problem` unless `docker image inspect ref` shows
     `text`; with untag, the wrong image also loses the tag `ref`, so nothing
     started by that name (verify, services) runs it."""
-    drop = [Raw("docker rmi"), ref, Raw(">/dev/null 2>&1;")] if untag else []
+    drop: list[Arg] = [Raw("docker rmi"), ref, Raw(">/dev/null 2>&1;")] if untag else []
     return Command("docker", "image", "inspect", ref, Raw("|"), "grep", "-qF", text,
                    Raw("||"), Raw("{"), *drop, "echo", f"gpuprov: {problem}", Raw(">&2;"),
                    "exit", "1", Raw(";"), Raw("}"))
@@ -130,7 +130,7 @@ _archives: dict[tuple[str, int, int], Archive] = {}
 _archives_lock = threading.Lock()
 
 
-def read_archive(path: str | Path) -> Archive:
+def read_archive(path: str | os.PathLike[str]) -> Archive:
     """Image id and tags of a `docker save` tarball, read on the controller
     once per run: the id is the sha256 of the image's config blob."""
     path = Path(path).expanduser().resolve()

@@ -159,11 +159,11 @@ class Directory(Op):
             what = f"a symlink to {cur.link_target}" if cur.type == "link" else f"a {cur.type}"
             raise FileOpError(f"{self.path} exists and is {what}, not a directory",
                               hint="manage the real path, or remove it first with absent()")
-        cmd = attrs_command(self.path, cur, self.owner, self.group, self.mode)
-        if cmd is None:
+        fix = attrs_command(self.path, cur, self.owner, self.group, self.mode)
+        if fix is None:
             return []
         notes = ", ".join(attr_notes(cur, self.owner, self.group, self.mode))
-        return [Change(resource, "update", notes, steps=[Step(cmd)],
+        return [Change(resource, "update", notes, steps=[Step(fix)],
                        diff=NoteDiff(f"{self.path} ({notes})", note="directory attributes"),
                        notify=self.notify, invalidates=(FileState.at(self.path),))]
 

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -191,7 +192,7 @@ class Progress:
         return table
 
     # -- internals ---------------------------------------------------------------
-    def _update(self, host: str, **fields: object) -> None:
+    def _update(self, host: str, **fields: Any) -> None:
         with self._lock:
             self._rows[host] = replace(self._rows.get(host) or _Row(host), **fields)
             self._publish()
