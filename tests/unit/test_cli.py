@@ -27,13 +27,11 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
-from click.testing import CliRunner
 
-from gpuprov.cli import main
 from gpuprov.model.vars import is_secret_name
+from tests.unit.cli_runner import Outcome, gpuprov
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 MY_GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -95,31 +93,6 @@ all:
         h3:
 """
 HOSTS = ("h1", "h2", "h3")
-
-
-@dataclass
-class Outcome:
-    code: int | None
-    stdout: str
-    stderr: str
-
-    @property
-    def both(self) -> str:
-        return self.stdout + self.stderr
-
-
-def gpuprov(*args: str, stdin: str | None = None) -> Outcome:
-    """Run the command in-process through main(), in the current directory."""
-    code: int | None = None
-    with CliRunner().isolation(input=stdin) as (out, err, _), \
-            mock.patch.object(sys, "argv", ["gpuprov", *args]):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code  # type: ignore[assignment]
-    result = Outcome(code, out.getvalue().decode(), err.getvalue().decode())
-    assert "Traceback" not in result.both, result.both
-    return result
 
 
 def error_lines(stderr: str) -> int:

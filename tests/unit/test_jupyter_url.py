@@ -4,15 +4,12 @@ password hash; a clear error for a host that is not in the inventory."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from click.testing import CliRunner
 
-from gpuprov.cli import main
+from tests.unit.cli_runner import gpuprov
 
 HASH = ("argon2:$argon2id$v=19$m=10240,t=10,p=8$5tmfvE2LrjDV3PfuZLXXUQ"
         "$gJnSkf6a35kgY/s0l1pGz/DqxqJdtW1bLc9BMl3Y/54")
@@ -40,17 +37,6 @@ INVENTORY = textwrap.dedent(f"""\
             gpu-05:
               jupyter_bind_address: 0.0.0.0
     """)
-
-
-def gpuprov(*args: str) -> tuple[int | None, str, str]:
-    code: int | None = None
-    with CliRunner().isolation() as (out, err, _), \
-            mock.patch.object(sys, "argv", ["gpuprov", *args]):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code  # type: ignore[assignment]
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture

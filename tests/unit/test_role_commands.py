@@ -5,20 +5,17 @@ host_notes() is what `gpuprov onboard` ends with for a host."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
-from unittest import mock
 
 import click
 import pytest
-from click.testing import CliRunner
 
-from gpuprov.cli import main
 from gpuprov.cli import role_commands as rc
 from gpuprov.cli.app import cli
 from gpuprov.model.inventory import Inventory
 from gpuprov.model.playbook import Play, RoleRef
+from tests.unit.cli_runner import gpuprov
 
 HELLO = """\
     import click
@@ -45,17 +42,6 @@ HELLO = """\
     def host_notes(inventory, host):
         return f"greet: {GREETING} from {host}"
     """
-
-
-def gpuprov(*args: str) -> tuple[int | None, str, str]:
-    code: int | None = None
-    with CliRunner().isolation() as (out, err, _), \
-            mock.patch.object(sys, "argv", ["gpuprov", *args]):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code  # type: ignore[assignment]
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def role(root: Path, name: str, files: dict[str, str]) -> Path:
