@@ -8,6 +8,8 @@ import difflib
 import io
 import os
 import shutil
+import stat
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,16 +124,41 @@ def diff(path: str, before: str, after: str) -> str:
                                         fromfile=path, tofile=f"{path} (with the new host)"))
 
 
+def _backup(path: Path) -> Path:
+    """A copy of `path` beside it, made with O_EXCL|O_NOFOLLOW: a name
+    planted in advance (a symlink) is never followed nor overwritten."""
+    data = path.read_bytes()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        backup = path.with_name(f"{path.name}.{stamp}{f'-{n}' if n else ''}.bak")
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        shutil.copystat(path, backup)
+        return backup
+    raise InventoryError(f"{path}: cannot make a backup beside it (too many {stamp} backups)")
+
+
 def replace_with_backup(path: Path, text: str) -> Path:
     """Write `text` to `path` atomically after copying the old file to a
     timestamped backup beside it; returns the backup's path."""
-    backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-    shutil.copy2(path, backup)
-    tmp = path.with_name(f".{path.name}.gpuprov-tmp")
-    with open(tmp, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    shutil.copymode(path, tmp)
-    os.replace(tmp, path)
+    backup = _backup(path)
+    # mkstemp: a fresh name opened O_EXCL, mode 0600, so a planted symlink or
+    # file is never followed and nobody reads the text before the mode is set;
+    # beside the target, so os.replace stays one atomic rename.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gpuprov-tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fchmod(out.fileno(), stat.S_IMODE(os.stat(path).st_mode))
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return backup
