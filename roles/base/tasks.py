@@ -5,6 +5,7 @@ and a service, on the Debian and RHEL families.
 """
 
 from gpuprov.ops.files import directory, file, line
+from gpuprov.ops.package_specs import PackageNameError
 from gpuprov.ops.packages import packages
 from gpuprov.ops.services import service
 
@@ -19,7 +20,11 @@ def chrony(ctx):
 def tasks(ctx):
     yield file("/etc/motd", ctx.render("motd.j2"))
     if ctx.vars["base_packages"]:
-        yield packages(ctx.os, ctx.vars["base_packages"])
+        try:
+            op = packages(ctx.os, ctx.vars["base_packages"], source="base_packages")
+        except PackageNameError as exc:
+            raise ctx.bad_var("base_packages", exc.message.partition(": ")[2], exc.hint) from None
+        yield op
     if not ctx.vars["base_time_sync"]:
         return
     name, confdir = chrony(ctx)

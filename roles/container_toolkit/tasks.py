@@ -20,6 +20,7 @@ from gpuprov.ops import apt, dnf
 from gpuprov.ops.command import command
 from gpuprov.ops.files import directory
 from gpuprov.ops.jsonfile import json_merge
+from gpuprov.ops.package_specs import PackageNameError, check_packages
 from gpuprov.ops.repositories import signed_repository
 from gpuprov.ops.services import service
 from gpuprov.ops.users import UserError, group_members
@@ -66,6 +67,11 @@ def tasks(ctx):
                        f"{NVIDIA}/stable/{'rpm/$basearch' if rhel else 'deb/$(ARCH)'}",
                        f"{NVIDIA}/gpgkey")
     pinned = {name: version for name in TOOLKIT}
+    try:  # the version lands on apt-get/dnf's command line
+        check_packages(pinned, "rpm" if rhel else "deb", "container_toolkit_version")
+    except PackageNameError as exc:
+        raise ctx.bad_var("container_toolkit_version", exc.message.partition(": ")[2],
+                          exc.hint) from None
     if repo is not None:
         url, key = repo
         yield signed_repository(ctx.os, "nvidia-container-toolkit", url, key=key,

@@ -26,6 +26,7 @@ from gpuprov.ops.base import RebootAfter
 from gpuprov.ops.command import command
 from gpuprov.ops.files import file
 from gpuprov.ops.kernel import kernel_headers
+from gpuprov.ops.package_specs import PackageNameError, check_packages
 from gpuprov.ops.repositories import signed_repository
 
 MIN_BRANCH = 535
@@ -161,6 +162,25 @@ def debian(ctx, wanted, source):
         depends_on="the driver repository (apt-get update runs first)"), branch)
 
 
+# An https URL of an .rpm: no spaces, quotes or shell characters (it is quoted
+# anyway; this makes a typo or an injection a readable error before any step).
+_EPEL_URL = re.compile(r"https://[A-Za-z0-9._~/%+:@-]+\.rpm")
+
+
+def epel_release(ctx):
+    """nvidia_driver_epel_release, checked: a package name or an https URL of an .rpm."""
+    value = str(ctx.vars["nvidia_driver_epel_release"] or "").strip()
+    if _EPEL_URL.fullmatch(value):
+        return value
+    try:
+        check_packages({value: None}, "rpm", "nvidia_driver_epel_release")
+    except PackageNameError:
+        raise ctx.bad_var("nvidia_driver_epel_release",
+                          "must be a package name (epel-release) or an https:// URL of an .rpm"
+                          ) from None
+    return value
+
+
 def rhel(ctx, wanted):
     installed = installed_drivers_rpm(ctx.fact(RpmPackages()))
     branch = keep_branch(ctx, installed, wanted)
@@ -173,7 +193,7 @@ def rhel(ctx, wanted):
             crb = "dnf -y config-manager --set-enabled crb"
         yield command(crb, unless="dnf -C repolist --enabled | grep -qiE '^(crb|codeready)'",
                       guard_sudo=True, name="enable CRB (DKMS dependencies)")
-        yield command(f"dnf -y install {ctx.vars['nvidia_driver_epel_release']}",
+        yield command(dnf.dnf("install", packages=[epel_release(ctx)]),
                       creates="/etc/yum.repos.d/epel.repo", name="install EPEL")
     yield kernel_headers(ctx.os, ctx.system.kernel)
     url, key = cuda_repo(ctx)

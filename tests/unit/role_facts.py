@@ -36,7 +36,7 @@ CONFOPTS = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confol
 def apt_install(*args: str, timeout: int = 120, downgrade: bool = False) -> str:
     extra = " --allow-downgrades" if downgrade else ""
     return (f"{APT} install -y -o DPkg::Lock::Timeout={timeout} --no-install-recommends{extra} "
-            f"{CONFOPTS} {' '.join(args)}")
+            f"{CONFOPTS} -- {' '.join(args)}")
 
 
 def apt_update(timeout: int = 120) -> str:
@@ -49,7 +49,7 @@ def apt_source_update(list_path: str, timeout: int = 120) -> str:
 
 
 def apt_mark(action: str, *names: str, timeout: int = 120) -> str:
-    return f"apt-mark -o DPkg::Lock::Timeout={timeout} {action} {' '.join(names)}"
+    return f"apt-mark -o DPkg::Lock::Timeout={timeout} {action} -- {' '.join(names)}"
 
 
 def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
@@ -64,7 +64,7 @@ def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
     return ((f"mkdir -p {directory} && " if mkdir else "")
             + "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
             f"t=$(mktemp {directory}/.gpuprov-XXXXXX) && cat >\"$t\" && "
-            f"chown {owner} \"$t\" && "
+            f"chown -h {owner} \"$t\" && "
             f"chmod {mode} \"$t\" && {check}mv -fT \"$t\" {path} && trap - EXIT")
 
 

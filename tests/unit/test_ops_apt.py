@@ -25,7 +25,7 @@ from tests.unit.shell_helpers import without_upload_check
 DATA = Path(__file__).parent / "data" / "facts"
 APT = "env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l apt-get"
 INSTALL = (f"{APT} install -y -o DPkg::Lock::Timeout=120 --no-install-recommends "
-           "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold")
+           "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --")
 MARK = "apt-mark -o DPkg::Lock::Timeout=120"
 UPDATE = f"{APT} update -y -o DPkg::Lock::Timeout=120"
 
@@ -77,9 +77,9 @@ def test_exact_version_of_held_package_unholds_and_reholds() -> None:
     [c] = plan(apt.packages({"nvidia-utils-580-server": "580.95.05-0ubuntu0.22.04.2"}))
     assert (c.resource, c.action) == ("package nvidia-utils-580-server", "upgrade")
     assert shells(c) == [
-        f"{MARK} unhold nvidia-utils-580-server",
+        f"{MARK} unhold -- nvidia-utils-580-server",
         f"{INSTALL} nvidia-utils-580-server=580.95.05-0ubuntu0.22.04.2",
-        f"{MARK} hold nvidia-utils-580-server",
+        f"{MARK} hold -- nvidia-utils-580-server",
     ]
     assert c.diff.unified() == (
         "--- dpkg\n+++ dpkg\n@@ -1 +1 @@\n"
@@ -112,31 +112,31 @@ def test_downgrade_allows_downgrades() -> None:
     assert c.action == "downgrade"
     assert shells(c) == [
         f"{APT} install -y -o DPkg::Lock::Timeout=120 --no-install-recommends --allow-downgrades "
-        "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "
+        "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- "
         "nvidia-container-toolkit-base=1.17.0-1"]
 
 
 def test_fresh_install_then_hold() -> None:
     [c] = plan(apt.packages("nvidia-headless-580-server", held=True))
     assert shells(c) == [f"{INSTALL} nvidia-headless-580-server",
-                         f"{MARK} hold nvidia-headless-580-server"]
+                         f"{MARK} hold -- nvidia-headless-580-server"]
 
 
 def test_latest_upgrades_held_package() -> None:
     [c] = plan(apt.packages("nvidia-utils-580-server", state="latest"))
-    assert shells(c) == [f"{MARK} unhold nvidia-utils-580-server",
+    assert shells(c) == [f"{MARK} unhold -- nvidia-utils-580-server",
                          f"{INSTALL} nvidia-utils-580-server",
-                         f"{MARK} hold nvidia-utils-580-server"]
+                         f"{MARK} hold -- nvidia-utils-580-server"]
 
 
 def test_hold_and_unhold_only() -> None:
     [c] = plan(apt.packages("openssh-server", held=True))
     assert (c.resource, c.action) == ("package openssh-server", "hold")
-    assert shells(c) == [f"{MARK} hold openssh-server"]
+    assert shells(c) == [f"{MARK} hold -- openssh-server"]
     assert c.invalidates == (DebHeld, DebPackages)
     [u] = plan(apt.packages(["nvidia-utils-580-server", "libnvidia-compute-580-server"],
                             held=False))
-    assert shells(u) == [f"{MARK} unhold nvidia-utils-580-server libnvidia-compute-580-server"]
+    assert shells(u) == [f"{MARK} unhold -- nvidia-utils-580-server libnvidia-compute-580-server"]
     assert plan(apt.packages("nvidia-utils-580-server", held=True)) == []
 
 
@@ -144,10 +144,10 @@ def test_absent() -> None:
     [c] = plan(apt.packages(["nvidia-utils-580-server", "nvidia-utils-535-server", "nope"],
                             state="absent"))
     assert (c.resource, c.action) == ("package nvidia-utils-580-server", "remove")
-    assert shells(c) == [f"{MARK} unhold nvidia-utils-580-server",
-                         f"{APT} remove -y -o DPkg::Lock::Timeout=120 nvidia-utils-580-server"]
+    assert shells(c) == [f"{MARK} unhold -- nvidia-utils-580-server",
+                         f"{APT} remove -y -o DPkg::Lock::Timeout=120 -- nvidia-utils-580-server"]
     [p] = plan(apt.packages("nvidia-utils-535-server", state="absent", purge=True))
-    assert shells(p) == [f"{APT} purge -y -o DPkg::Lock::Timeout=120 nvidia-utils-535-server"]
+    assert shells(p) == [f"{APT} purge -y -o DPkg::Lock::Timeout=120 -- nvidia-utils-535-server"]
     assert p.diff.before == "nvidia-utils-535-server 535.247.01-0ubuntu0.22.04.1 (config-files)\n"
     assert plan(apt.packages("nvidia-utils-535-server", state="absent")) == []
 
@@ -235,7 +235,7 @@ def test_repository_fresh() -> None:
         "mkdir -p /usr/share/keyrings && t= && trap 'rm -f \"$t\"' EXIT && "
         "trap 'exit 143' HUP INT TERM PIPE && t=$(mktemp /usr/share/keyrings/.gpuprov-XXXXXX) && "
         "cat >\"$t\" && "
-        f"chown root:root \"$t\" && chmod 0644 \"$t\" && mv -fT \"$t\" {TK_KEYRING} && "
+        f"chown -h root:root \"$t\" && chmod 0644 \"$t\" && mv -fT \"$t\" {TK_KEYRING} && "
         "trap - EXIT")
     assert write_key.stdin == KEY          # dearmored on the controller
     text = ("# Managed by gpuprov: local edits are overwritten.\n"

@@ -101,6 +101,6 @@ def test_write_file_step() -> None:
         "mkdir -p /etc/apt/preferences.d && t= && trap 'rm -f \"$t\"' EXIT && "
         "trap 'exit 143' HUP INT TERM PIPE && t=$(mktemp /etc/apt/preferences.d/.gpuprov-XXXXXX) "
         "&& cat >\"$t\" && "
-        "chown root:root \"$t\" && chmod 0600 \"$t\" && "
+        "chown -h root:root \"$t\" && chmod 0600 \"$t\" && "
         "mv -fT \"$t\" '/etc/apt/preferences.d/x y' && trap - EXIT")
     assert step.stdin == b"data"

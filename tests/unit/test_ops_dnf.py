@@ -50,20 +50,20 @@ def test_installed_is_no_change() -> None:
 def test_fresh_install() -> None:
     [c] = plan(dnf.packages("nvidia-open"))
     assert (c.resource, c.action, c.unknown) == ("package nvidia-open", "install", None)
-    assert shells([c]) == ["dnf -y install nvidia-open"]
+    assert shells([c]) == ["dnf -y install -- nvidia-open"]
     assert c.diff.before is None and c.diff.after == "nvidia-open 3:580.95.05-1.el9\n"
 
 
 def test_version_change_and_latest() -> None:
     [c] = plan(dnf.packages({"nvidia-driver": "580.95.05"}))
     assert c.action == "upgrade"
-    assert shells([c]) == ["dnf -y install nvidia-driver-580.95.05"]
+    assert shells([c]) == ["dnf -y install -- nvidia-driver-580.95.05"]
     assert c.summary == "upgrade nvidia-driver 3:580.82.07-1.el9 -> 3:580.95.05-1.el9"
     [d] = plan(dnf.packages({"nvidia-driver": "580.65.06-1.el9"}))
     assert d.action == "downgrade"
-    assert shells([d]) == ["dnf -y install nvidia-driver-580.65.06-1.el9"]
+    assert shells([d]) == ["dnf -y install -- nvidia-driver-580.65.06-1.el9"]
     [up] = plan(dnf.packages("nvidia-driver", state="latest"))
-    assert shells([up]) == ["dnf -y install nvidia-driver"]
+    assert shells([up]) == ["dnf -y install -- nvidia-driver"]
 
 
 def test_unknown_without_cache_or_candidate() -> None:
@@ -71,12 +71,12 @@ def test_unknown_without_cache_or_candidate() -> None:
     assert c.unknown.startswith("the dnf cache is empty: depends on")
     [n] = plan(dnf.packages("cuda-toolkit-12-8"))
     assert n.unknown.startswith("not in the enabled repositories' cache: cuda-toolkit-12-8")
-    assert shells([n]) == ["dnf -y install cuda-toolkit-12-8"]
+    assert shells([n]) == ["dnf -y install -- cuda-toolkit-12-8"]
 
 
 def test_absent() -> None:
     [c] = plan(dnf.packages(["kmod-nvidia-open-dkms", "not-there"], state="absent"))
-    assert shells([c]) == ["dnf -y remove kmod-nvidia-open-dkms"]
+    assert shells([c]) == ["dnf -y remove -- kmod-nvidia-open-dkms"]
     assert c.diff.before == "kmod-nvidia-open-dkms 3:580.82.07-1.el9\n"
 
 
@@ -84,13 +84,13 @@ def test_versionlock() -> None:
     assert plan(dnf.versionlock("nvidia-driver")) == []
     assert plan(dnf.versionlock({"nvidia-driver": "580.82.07"})) == []
     [c] = plan(dnf.versionlock({"nvidia-driver": "580.95.05"}))
-    assert shells([c]) == ["dnf -y versionlock delete nvidia-driver",
-                           "dnf -y versionlock add nvidia-driver-580.95.05"]
+    assert shells([c]) == ["dnf -y versionlock delete -- nvidia-driver",
+                           "dnf -y versionlock add -- nvidia-driver-580.95.05"]
     [n] = plan(dnf.versionlock("nvidia-open"), extra={"versionlock": "plugin no\n"})
-    assert shells([n]) == ["dnf -y install python3-dnf-plugin-versionlock",
-                           "dnf -y versionlock add nvidia-open"]
+    assert shells([n]) == ["dnf -y install -- python3-dnf-plugin-versionlock",
+                           "dnf -y versionlock add -- nvidia-open"]
     [r] = plan(dnf.versionlock("nvidia-driver", state="absent"))
-    assert shells([r]) == ["dnf -y versionlock delete nvidia-driver"]
+    assert shells([r]) == ["dnf -y versionlock delete -- nvidia-driver"]
 
 
 def test_module_enable() -> None:

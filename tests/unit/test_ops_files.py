@@ -27,7 +27,7 @@ TRAP = "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE"
 def write_cmd(directory: str, target: str, owner: str = "root:root", mode: str = "0644",
               middle: str = "") -> str:
     """The expected write step, spelled out once (paths already quoted)."""
-    return (f"{TRAP} && t=$(mktemp {directory}) && cat >\"$t\" && chown {owner} \"$t\" "
+    return (f"{TRAP} && t=$(mktemp {directory}) && cat >\"$t\" && chown -h {owner} \"$t\" "
             f"&& chmod {mode} \"$t\""
             f"{middle} && mv -fT \"$t\" {target} && trap - EXIT")
 
@@ -100,7 +100,8 @@ def test_mode_only() -> None:
     [change] = plan(file("/etc/token", "t", mode="0600"), info(b"t"))
     assert (change.action, change.summary) == ("update", "mode 0644 -> 0600")
     [step] = change.steps
-    assert step.command.shell() == "chmod 0600 /etc/token" and step.stdin is None
+    assert without_upload_check(step.command.shell()) == "chmod 0600 -- /etc/token"
+    assert step.stdin is None
     assert change.diff == NoteDiff("/etc/token (mode 0644 -> 0600)", note="content unchanged")
     assert change.diff.unified() == (
         "--- /etc/token (mode 0644 -> 0600)\n+++ /etc/token (mode 0644 -> 0600)\n"
@@ -110,13 +111,15 @@ def test_mode_only() -> None:
 def test_owner_only() -> None:
     [change] = plan(file("/etc/x", "t", owner="jupyter"), info(b"t"))
     assert change.summary == "owner root -> jupyter"
-    assert without_upload_check(change.steps[0].command.shell()) == "chown jupyter:root /etc/x"
+    assert without_upload_check(change.steps[0].command.shell()) == \
+        "chown -h jupyter:root -- /etc/x"
 
 
 def test_owner_group_mode() -> None:
     [change] = plan(file("/etc/x", "t", owner="a", group="b", mode="0640"), info(b"t"))
     assert change.summary == "owner root -> a; group root -> b; mode 0644 -> 0640"
-    assert change.steps[0].command.shell() == "chown a:b /etc/x && chmod 0640 /etc/x"
+    assert without_upload_check(change.steps[0].command.shell()) == \
+        "chown -h a:b -- /etc/x && chmod 0640 -- /etc/x"
 
 
 def test_content_and_mode() -> None:
@@ -272,14 +275,15 @@ def test_directory() -> None:
     op = directory("/var/lib/gpu data", owner="jupyter", group="jupyter", mode="0750")
     [change] = plan(op, None)
     assert without_upload_check(change.steps[0].command.shell()) == (
-        "mkdir -p '/var/lib/gpu data' && chown jupyter:jupyter '/var/lib/gpu data' "
-        "&& chmod 0750 '/var/lib/gpu data'")
+        "mkdir -p -- '/var/lib/gpu data' && [ -d '/var/lib/gpu data' ] && "
+        "chown -h jupyter:jupyter -- '/var/lib/gpu data' && chmod 0750 -- '/var/lib/gpu data'")
     assert change.invalidates == (FileState.at("/var/lib/gpu data"), FileState.at("/var/lib"),
                                   FileState.at("/var"))
     same = info(None, type="directory", owner="jupyter", group="jupyter", mode="0750")
     assert plan(op, same) == []
     [attrs] = plan(op, info(None, type="directory", owner="jupyter", group="jupyter"))
-    assert without_upload_check(attrs.steps[0].command.shell()) == "chmod 0750 '/var/lib/gpu data'"
+    assert without_upload_check(attrs.steps[0].command.shell()) == \
+        "chmod 0750 -- '/var/lib/gpu data'"
     assert attrs.summary == "mode 0644 -> 0750"
     with pytest.raises(FileOpError, match="not a directory"):
         plan(op, info(b"x"))

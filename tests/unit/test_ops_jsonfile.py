@@ -43,7 +43,7 @@ def test_create_when_absent() -> None:
     assert (change.resource, change.action) == ("file /etc/docker/daemon.json", "create")
     assert without_upload_check(change.steps[0].command.shell()) == (
         "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
-        "t=$(mktemp /etc/docker/.gpuprov-XXXXXX) && cat >\"$t\" && chown root:root \"$t\" && "
+        "t=$(mktemp /etc/docker/.gpuprov-XXXXXX) && cat >\"$t\" && chown -h root:root \"$t\" && "
         "chmod 0644 \"$t\" && { dockerd --validate --config-file \"$t\" || "
         "{ echo 'gpuprov: validation failed, /etc/docker/daemon.json left unchanged' >&2; "
         "exit 1; }; } >&2 && mv -fT \"$t\" /etc/docker/daemon.json && trap - EXIT")
@@ -71,7 +71,8 @@ def test_reformatting_alone_is_no_change() -> None:
 def test_mode_only_keeps_bytes() -> None:
     compact = json.dumps(NVIDIA).encode()
     [change] = plan(json_merge(DAEMON, NVIDIA, mode="0600"), info(compact))
-    assert change.steps[0].command.shell() == "chmod 0600 /etc/docker/daemon.json"
+    assert without_upload_check(change.steps[0].command.shell()) == \
+        "chmod 0600 -- /etc/docker/daemon.json"
     assert change.diff == NoteDiff(f"{DAEMON} (mode 0644 -> 0600)", note="content unchanged")
 
 

@@ -212,10 +212,10 @@ def converged(distro: str, daemon: str = DAEMON_TEXT) -> dict:
 
 DAEMON_WRITE = write_cmd(DAEMON, validate=VALIDATE)
 DEB_TOOLKIT = [apt_install(*(f"{n}={VERSION}" for n in TOOLKIT)), apt_mark("hold", *TOOLKIT)]
-RHEL_TOOLKIT = ["dnf -y install " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT),
+RHEL_TOOLKIT = ["dnf -y install -- " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT),
                 # the plugin once, with the first lock
-                "dnf -y install python3-dnf-plugin-versionlock"]
-RHEL_TOOLKIT += [f"dnf -y versionlock add {n}-{VERSION}" for n in TOOLKIT]
+                "dnf -y install -- python3-dnf-plugin-versionlock"]
+RHEL_TOOLKIT += [f"dnf -y versionlock add -- {n}-{VERSION}" for n in TOOLKIT]
 
 
 def fresh_commands(distro: str) -> list[str]:
@@ -224,12 +224,13 @@ def fresh_commands(distro: str) -> list[str]:
             write_cmd(DOCKER_RPM_KEY, mkdir=True),
             write_cmd(DOCKER_REPO, mkdir=True),
             "dnf -q makecache --repo docker-ce-stable",
-            "dnf -y install docker-ce docker-ce-cli containerd.io",
+            "dnf -y install -- docker-ce docker-ce-cli containerd.io",
             write_cmd(TK_RPM_KEY, mkdir=True),
             write_cmd(TK_REPO, mkdir=True),
             "dnf -q makecache --repo nvidia-container-toolkit",
             *RHEL_TOOLKIT,
-            "mkdir -p /etc/docker && chown root:root /etc/docker && chmod 0755 /etc/docker",
+            "mkdir -p -- /etc/docker && [ -d /etc/docker ] && chown -h root:root -- /etc/docker && "
+        "chmod 0755 -- /etc/docker",
             DAEMON_WRITE,
             "systemctl enable docker",
             "systemctl start docker",
@@ -243,7 +244,8 @@ def fresh_commands(distro: str) -> list[str]:
         write_cmd(TK_LIST, mkdir=True),
         apt_source_update(TK_LIST),
         *DEB_TOOLKIT,
-        "mkdir -p /etc/docker && chown root:root /etc/docker && chmod 0755 /etc/docker",
+        "mkdir -p -- /etc/docker && [ -d /etc/docker ] && chown -h root:root -- /etc/docker && "
+        "chmod 0755 -- /etc/docker",
         DAEMON_WRITE,
         "systemctl enable docker",
         "systemctl start docker",
@@ -378,7 +380,8 @@ def test_etc_docker_is_created_before_daemon_json(key: str) -> None:
     facts[FileState(DAEMON)] = None
     plan = run("ubuntu2204", facts, key)
     assert commands(plan) == [
-        "mkdir -p /etc/docker && chown root:root /etc/docker && chmod 0755 /etc/docker",
+        "mkdir -p -- /etc/docker && [ -d /etc/docker ] && chown -h root:root -- /etc/docker && "
+        "chmod 0755 -- /etc/docker",
         DAEMON_WRITE]
 
 
@@ -482,10 +485,10 @@ def test_toolkit_rhel_version_and_versionlock(key: str) -> None:
                                 *toolkit_rpms("1.17.8"))
     facts[DnfVersionlock()] = VersionlockInfo(True, {n: f"{n}-0:1.17.8-1.*" for n in TOOLKIT})
     plan = run("rhel9", facts, key)
-    expected = ["dnf -y install " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT)]
+    expected = ["dnf -y install -- " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT)]
     for name in TOOLKIT:
-        expected += [f"dnf -y versionlock delete {name}",
-                     f"dnf -y versionlock add {name}-{VERSION}"]
+        expected += [f"dnf -y versionlock delete -- {name}",
+                     f"dnf -y versionlock add -- {name}-{VERSION}"]
     assert commands(plan) == expected
     assert plan.changes[0].action == "upgrade"
 

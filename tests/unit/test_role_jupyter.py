@@ -64,7 +64,7 @@ GENERATE_TOKEN = (
     "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
     "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && "
     "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' >\"$t\" && echo >>\"$t\" && "
-    "grep -qxE '[0-9a-f]{64}' \"$t\" && chown root:root \"$t\" && "
+    "grep -qxE '[0-9a-f]{64}' \"$t\" && chown -h root:root \"$t\" && "
     f"chmod 0600 \"$t\" && mv -fT \"$t\" {TOKEN} && trap - EXIT")
 
 
@@ -190,10 +190,10 @@ def test_fresh_host_gets_config_token_script_service_and_container(distro: str,
                     if init == "systemd" else
                     ["update-rc.d gpuprov-jupyter defaults", "service gpuprov-jupyter start"])
     assert commands(plan) == [
-        "mkdir -p /etc/gpuprov/jupyter && chown root:root /etc/gpuprov/jupyter && "
-        "chmod 0755 /etc/gpuprov/jupyter",
-        "mkdir -p /srv/gpuprov/data && chown 1000:100 /srv/gpuprov/data && "
-        "chmod 0750 /srv/gpuprov/data",
+        "mkdir -p -- /etc/gpuprov/jupyter && [ -d /etc/gpuprov/jupyter ] && "
+        "chown -h root:root -- /etc/gpuprov/jupyter && chmod 0755 -- /etc/gpuprov/jupyter",
+        "mkdir -p -- /srv/gpuprov/data && [ -d /srv/gpuprov/data ] && "
+        "chown -h 1000:100 -- /srv/gpuprov/data && chmod 0750 -- /srv/gpuprov/data",
         GENERATE_TOKEN,
         write_cmd(CONFIG, mode="0640", owner="root:100"),
         write_cmd(SCRIPT, mode="0755"),
@@ -336,8 +336,8 @@ def test_token_is_generated_only_when_absent_or_too_short(token: FileInfo | None
 
 
 @pytest.mark.parametrize(("token", "expected", "notes"), [
-    (token_info(mode="0644"), [f"chmod 0600 {TOKEN}"], "mode 0644 -> 0600"),
-    (token_info(owner="admin"), [f"chown root:root {TOKEN}"], "owner admin -> root"),
+    (token_info(mode="0644"), [f"chmod 0600 -- {TOKEN}"], "mode 0644 -> 0600"),
+    (token_info(owner="admin"), [f"chown -h root:root -- {TOKEN}"], "owner admin -> root"),
 ])
 def test_token_file_mode_and_owner_drift_is_fixed_without_reading_it(
         token: FileInfo, expected: list[str], notes: str) -> None:

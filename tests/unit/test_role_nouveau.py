@@ -73,7 +73,7 @@ def test_wrong_mode_is_fixed_without_rewriting() -> None:
     plan = plan_role("nouveau", system_for("debian12"),
                      {ModuleLoaded("nouveau"): False,
                       FileState(BLACKLIST): file_info(CONTENT, mode="0600")})
-    assert plan.commands == [f"chmod 0644 {BLACKLIST}"]
+    assert commands(plan) == [f"chmod 0644 -- {BLACKLIST}"]
     assert plan.changes[0].notify == ("rebuild initramfs",)
 
 

@@ -32,6 +32,7 @@ from gpuprov.ops.armed import ArmedRevert
 from gpuprov.ops.base import Change, Step
 from tests.unit.role_facts import file_info
 from tests.unit.role_harness import role_module
+from tests.unit.shell_helpers import without_upload_check
 from tests.unit.sshd_samples import DEBIAN_MAIN, RHEL8_MAIN_BODY, RHEL8_MAIN_HEAD
 
 ROLLBACK = "/var/lib/gpuprov/sshd-rollback"
@@ -615,7 +616,8 @@ def test_only_a_mode_change_is_still_transactional() -> None:
     facts[FileState(DROPIN, sudo=True)] = file_info(DROPIN_TEXT, mode="0600")
     changes = plan(make_op(), facts)
     assert [c.resource for c in changes] == [f"file {DROPIN}", "service sshd"]
-    assert [s.command.display() for s in changes[0].steps][1:] == [f"chmod 0644 {DROPIN}"]
+    assert [without_upload_check(s.command.display())
+            for s in changes[0].steps][1:] == [f"chmod 0644 -- {DROPIN}"]
     assert "GPUPROV_RESTORE" in changes[0].steps[0].command.shell()
 
 

@@ -24,7 +24,12 @@ from gpuprov.facts.apt import (
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.versions import deb_version_compare
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
-from gpuprov.ops.package_specs import PackageSpecs, package_resource, package_versions
+from gpuprov.ops.package_specs import (
+    PackageSpecs,
+    check_packages,
+    package_resource,
+    package_versions,
+)
 
 LOCK_TIMEOUT = 120
 #: what a refresh of the apt lists changes
@@ -32,19 +37,22 @@ APT_CACHE_FACTS = (AptCandidates, AptCacheAge)
 _HOLD_INVALIDATES = (DebHeld, DebPackages)
 
 
-def apt_get(*args: str, lock_timeout: int = LOCK_TIMEOUT) -> Command:
-    """apt-get, non-interactive, waiting up to lock_timeout s for the dpkg lock.
+def apt_get(*args: str, packages: Sequence[str] = (),
+            lock_timeout: int = LOCK_TIMEOUT) -> Command:
+    """apt-get, non-interactive, waiting up to lock_timeout s for the dpkg lock;
+    `packages` go after `--`, so none is ever read as an option.
 
     NEEDRESTART_MODE=l: Ubuntu's needrestart would otherwise restart services
     (sshd, docker) behind the play's back; gpuprov restarts via handlers.
     """
     return Command("env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=l", "apt-get",
-                   *args[:1], "-y", "-o", f"DPkg::Lock::Timeout={lock_timeout}", *args[1:])
+                   *args[:1], "-y", "-o", f"DPkg::Lock::Timeout={lock_timeout}", *args[1:],
+                   *(("--", *packages) if packages else ()))
 
 
 def apt_mark(action: str, names: Iterable[str], lock_timeout: int = LOCK_TIMEOUT) -> Step:
     return Step(Command("apt-mark", "-o", f"DPkg::Lock::Timeout={lock_timeout}", action,
-                        *names))
+                        "--", *names))
 
 
 
@@ -61,6 +69,7 @@ class AptPackages(Op):
     state: present | latest | absent (purge=True also removes config files).
     held: True = apt-mark hold, False = unhold, None = leave as it is.
     depends_on: what provides the packages (shown when a candidate is unknown).
+    source: the variable or role the names came from (named when one is refused).
     """
 
     names: PackageSpecs
@@ -71,6 +80,7 @@ class AptPackages(Op):
     install_recommends: bool = False
     lock_timeout: int = LOCK_TIMEOUT
     depends_on: str | None = None
+    source: str = "apt packages"
     #: `names` as {name: version or None}
     packages: dict[str, str | None] = field(init=False)
 
@@ -82,6 +92,7 @@ class AptPackages(Op):
                              f"not {self.state!r}")
         if self.state != "present" and any(self.packages.values()):
             raise ValueError("apt packages: versions are only valid with state=present")
+        check_packages(self.packages, "deb", self.source)
         self.depends_on = (self.depends_on
                            or "an apt repository op or apt update earlier in the play")
         self.label = package_resource(list(self.packages))
@@ -175,7 +186,7 @@ class AptPackages(Op):
             opts.append("--allow-downgrades")
         return Step(apt_get(
             "install", *opts, "-o", "Dpkg::Options::=--force-confdef",
-            "-o", "Dpkg::Options::=--force-confold", *(w.arg for w in moves),
+            "-o", "Dpkg::Options::=--force-confold", packages=[w.arg for w in moves],
             lock_timeout=self.lock_timeout))
 
     def _hold_change(self, action: str, names: list[str]) -> Change:
@@ -207,7 +218,7 @@ class AptPackages(Op):
         unhold = [n for n in gone if n in held]
         if unhold:
             steps.append(apt_mark("unhold", unhold, self.lock_timeout))
-        steps.append(Step(apt_get(verb, *gone, lock_timeout=self.lock_timeout)))
+        steps.append(Step(apt_get(verb, packages=gone, lock_timeout=self.lock_timeout)))
         return [Change(
             resource=package_resource(gone), action=verb,
             summary=f"{verb} " + ", ".join(f"{n} {dpkg[n].version}" for n in gone),

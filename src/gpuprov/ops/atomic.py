@@ -20,14 +20,70 @@ from gpuprov.command import Command, Raw
 from gpuprov.ops.base import Step
 
 __all__ = [
-    "received_intact", "remove_file_step", "temp_file_filled", "temp_file_installed",
-    "write_command", "write_file_step",
+    "as_user", "not_symlink", "received_intact", "remove_file_step", "safe_dirs_check",
+    "temp_file_filled", "temp_file_installed", "write_command", "write_file_step",
 ]
 
 
 def _q(text: str) -> str:
     """Quoted by command.py, for a fragment glued to shell syntax."""
     return Command(text).shell()
+
+
+def safe_dirs_check(path: str) -> Command:
+    """Shell that exits 1 with the reason when someone other than root and
+    the user running it (root under sudo; see as_user()) could change a
+    directory that leads to `path`: owns it, or may write to it (group/other
+    write bit).
+
+    Such a person could swap a directory for a symlink between our steps and
+    send a root write, chown or chmod to any file. Checked on the host, in the
+    same step as the write: every directory of the path as written (a symlink
+    there must be owned by root or the runner) and of the path it resolves to.
+    A sticky directory (/tmp) is accepted above the parent, where nobody can
+    rename root's entries, but not as the parent: there anyone may plant the
+    target's name in advance.
+    """
+    parent = posixpath.dirname(posixpath.normpath(path)) or "/"
+    literal, d = [parent], parent
+    while d != "/":
+        d = posixpath.dirname(d)
+        literal.insert(0, d)
+    why = f"gpuprov: refusing to write {path}"
+    hint = "make it root-owned and writable only by root"
+    return Command(Raw(
+        "{ gp_u=$(id -u) && gp_p=$(readlink -m -- " + _q(parent) + ") || exit 1; "
+        'gp_bad() { echo "' + why.replace('"', "") + ': $1 $2; a user could redirect the '
+        'write to another file (' + hint + ')" >&2; exit 1; }; '
+        'gp_chk() { [ -e "$1" ] || [ -L "$1" ] || return 0; '
+        's=$(stat -c "%u %a" -- "$1") || exit 1; u=${s% *}; m=${s#* }; '
+        '[ "$u" -eq 0 ] || [ "$u" -eq "$gp_u" ] || gp_bad "$1" "is owned by uid $u"; '
+        '[ -L "$1" ] && return 0; '
+        '[ $((0$m & 022)) -eq 0 ] || { [ $((0$m & 01000)) -ne 0 ] && [ "$1" != "$2" ]; } '
+        '|| gp_bad "$1" "is writable by others (mode $m)"; }; '
+        "for d in " + " ".join(_q(x) for x in literal) + '; do gp_chk "$d" '
+        + _q(parent) + "; done; "
+        'r=$gp_p; while :; do gp_chk "$r" "$gp_p"; [ "$r" = / ] && break; '
+        'r=$(dirname -- "$r"); done; }'))
+
+
+def not_symlink(path: str) -> Command:
+    """Shell test that fails, saying why, when `path` is a symlink: chmod has
+    no -h on Linux and would change the symlink's target."""
+    msg = f"gpuprov: {path} is a symlink; refusing to change its owner or mode"
+    return Command(Raw("{ [ ! -L " + _q(path) + " ] || { echo " + _q(msg)
+                       + " >&2; false; }; }"))
+
+
+def as_user(cmd: Command, user: str | None) -> Command:
+    """`cmd` run by `user` (runuser, from root) instead of root; as it is when None.
+
+    For files in a directory a user owns (~/.ssh): written with that user's
+    rights, a symlink the user planted can only lead where the user could
+    write anyway."""
+    if user is None:
+        return cmd
+    return Command("runuser", "-u", user, "--", "sh", "-c", cmd.shell())
 
 
 def received_intact(path_expr: str, data: bytes, secret: bool = False) -> str:
@@ -51,11 +107,14 @@ def temp_file_filled(path: str, fill: list[Any], owner: str, group: str,
                      mode: str) -> list[Any]:
     """Shell parts: a temp file `$t` beside `path`, filled by `fill` (which
     must fail on a bad result), then given owner and mode. Removed on any
-    failure; finish with temp_file_installed()."""
+    failure; finish with temp_file_installed(). Refused first when the
+    directories leading to `path` are not root's (or the runner's): see
+    safe_dirs_check()."""
     tmp = posixpath.join(posixpath.dirname(path), ".gpuprov-XXXXXX")
     # The temp name starts with '.' and has no extension, so drop-in readers
     # (sshd *.conf, sudoers.d skips names with '.', apt *.list) never load it.
     return [
+        *safe_dirs_check(path).parts, Raw("&&"),
         # EXIT removes the temp on any failure; the signal trap turns a
         # dropped connection (SIGHUP, or SIGPIPE when a message is written to
         # the closed stderr) or Ctrl-C into an exit that runs it: a shell
@@ -65,7 +124,8 @@ def temp_file_filled(path: str, fill: list[Any], owner: str, group: str,
         Raw("&&"), Raw(f"t=$(mktemp {_q(tmp)})"),
         Raw("&&"), *fill, Raw("&&"),
         # chown before chmod: chown clears setuid/setgid bits
-        "chown", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
+        # -h: never through a symlink, even one swapped in for the temp
+        "chown", "-h", f"{owner}:{group}", Raw('"$t" &&'), "chmod", mode, Raw('"$t"'),
     ]
 
 
@@ -77,8 +137,9 @@ def temp_file_installed(path: str) -> list[Any]:
 
 def write_command(path: str, content: bytes, owner: str, group: str, mode: str, *,
                   validate: str | None = None, backup: bool = False,
-                  secret: bool = False) -> Command:
-    """The step that atomically replaces `path` with its stdin (which must be `content`)."""
+                  secret: bool = False, user: str | None = None) -> Command:
+    """The step that atomically replaces `path` with its stdin (which must be
+    `content`); run by `user` instead of root when given (see as_user())."""
     parts = temp_file_filled(path, [Raw('cat >"$t"'), Raw("&&"),
                                     Raw(received_intact('"$t"', content, secret))],
                              owner, group, mode)
@@ -92,7 +153,7 @@ def write_command(path: str, content: bytes, owner: str, group: str, mode: str, 
         # Ansible's name: path.PID.YYYY-MM-DD@HH:MM:SS~ (no drop-in suffix, never loaded)
         parts += [Raw("&&"), "cp", "-p", path,
                   Raw(_q(path) + ".$$.$(date +%Y-%m-%d@%H:%M:%S)~")]
-    return Command(*parts, *temp_file_installed(path))
+    return as_user(Command(*parts, *temp_file_installed(path)), user)
 
 
 def write_file_step(path: str, data: bytes, mode: str = "0644") -> Step:

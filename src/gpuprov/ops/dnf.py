@@ -35,8 +35,9 @@ from gpuprov.ops.package_specs import PackageSpecs, package_resource, package_ve
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
 
 
-def dnf(*args: str) -> Command:
-    return Command("dnf", "-y", *args)
+def dnf(*args: str, packages: Sequence[str] = ()) -> Command:
+    """dnf -y ARGS; `packages` go after `--`, so none is ever read as an option."""
+    return Command("dnf", "-y", *args, *(("--", *packages) if packages else ()))
 
 
 
@@ -60,12 +61,14 @@ class DnfPackages(Op):
     VERSION, VERSION-RELEASE, EPOCH:VERSION-RELEASE or a glob ("580.*").
     state: present | latest | absent.
     depends_on: what provides the packages (shown when a candidate is unknown).
+    source: the variable or role the names came from (named when one is refused).
     """
 
     names: PackageSpecs
     _: KW_ONLY
     state: str = "present"
     depends_on: str | None = None
+    source: str = "dnf packages"
     #: `names` as {name: version or None}
     packages: dict[str, str | None] = field(init=False)
 
@@ -74,7 +77,7 @@ class DnfPackages(Op):
         if self.state not in ("present", "absent", "latest"):
             raise ValueError(f"dnf packages: state must be present|absent|latest, "
                              f"not {self.state!r}")
-        self.packages = package_versions(self.names)
+        self.packages = package_versions(self.names, "rpm", self.source)
         self.depends_on = (self.depends_on
                            or "a dnf repository op earlier in the play or dnf makecache")
         self.label = package_resource(list(self.packages))
@@ -93,7 +96,7 @@ class DnfPackages(Op):
                 return []
             return [Change(package_resource(gone), "remove",
                            "remove " + ", ".join(f"{n} {rpms[n][0].evr}" for n in gone),
-                           [Step(dnf("remove", *gone))],
+                           [Step(dnf("remove", packages=gone))],
                            Diff("rpm", "".join(f"{n} {rpms[n][0].evr}\n" for n in gone), None),
                            invalidates=None)]
         avail: dict[str, tuple[RpmPackage, ...]] | None = facts[
@@ -140,7 +143,7 @@ class DnfPackages(Op):
             resource=package_resource(names),
             action=firsts.pop() if len(firsts) == 1 else "install",
             summary="; ".join(verbs),
-            steps=[Step(dnf("install", *args))],
+            steps=[Step(dnf("install", packages=args))],
             diff=Diff("rpm", "".join(b + "\n" for b in before)
                       if any("(not installed)" not in b for b in before) else None,
                       "".join(a + "\n" for a in after)),
@@ -178,12 +181,13 @@ class DnfVersionlockOp(Op):
 
     names: PackageSpecs
     state: str = "present"
+    source: str = "dnf versionlock"
     #: `names` as {name: version or None}
     packages: dict[str, str | None] = field(init=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.packages = package_versions(self.names)
+        self.packages = package_versions(self.names, "rpm", self.source)
         self.label = f"versionlock {', '.join(self.packages)}"
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -197,7 +201,7 @@ class DnfVersionlockOp(Op):
             if self.state == "absent":
                 if entry is not None:
                     changes.append(Change(f"versionlock {name}", "delete", f"unlock {entry}",
-                                          [Step(dnf("versionlock", "delete", name))],
+                                          [Step(dnf("versionlock", "delete", packages=[name]))],
                                           Diff("versionlock", entry + "\n", None),
                                           invalidates=(DnfVersionlock,)))
                 continue
@@ -206,11 +210,11 @@ class DnfVersionlockOp(Op):
             steps = []
             plugin_missing = not info.plugin and not changes   # installed once, first
             if plugin_missing:
-                steps.append(Step(dnf("install", VERSIONLOCK_PLUGIN)))
+                steps.append(Step(dnf("install", packages=[VERSIONLOCK_PLUGIN])))
             if entry is not None:
-                steps.append(Step(dnf("versionlock", "delete", name)))
+                steps.append(Step(dnf("versionlock", "delete", packages=[name])))
             target = f"{name}-{spec}" if spec else name
-            steps.append(Step(dnf("versionlock", "add", target)))
+            steps.append(Step(dnf("versionlock", "add", packages=[target])))
             changes.append(Change(
                 f"versionlock {name}", "create" if entry is None else "update",
                 f"lock {target}" + ("" if spec else " at its installed version")

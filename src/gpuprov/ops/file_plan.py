@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gpuprov.command import MASK, Command
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.files import FileInfo, FileState
-from gpuprov.ops.atomic import write_command
+from gpuprov.ops.atomic import as_user, not_symlink, safe_dirs_check, write_command
 from gpuprov.ops.base import Change, Diff, Step
 
 ROOT_ONLY_PREFIXES = ("/etc/ssh/", "/etc/sudoers", "/etc/shadow", "/etc/gshadow",
@@ -91,13 +91,20 @@ def needs_root(path: str, mode: str | None = None) -> bool:
 # --------------------------------------------------------------------------
 # planning: owner/mode fixes, diffs, the Changes of a content write
 
-def attrs_command(path: str, cur: FileInfo, owner: str, group: str, mode: str) -> Command | None:
+def attrs_command(path: str, cur: FileInfo, owner: str, group: str, mode: str,
+                  user: str | None = None) -> Command | None:
+    """chown/chmod of `path` where they differ, never through a symlink: the
+    directories above must be safe (safe_dirs_check: nobody else can swap
+    `path` between the test and the change), `path` not a symlink (chmod has
+    no -h), chown -h. Run by `user` instead of root when given."""
     cmds = []
     if not cur.owned_by(owner, group):
-        cmds.append(Command("chown", f"{owner}:{group}", path))
+        cmds.append(Command("chown", "-h", f"{owner}:{group}", "--", path))
     if cur.mode != mode:
-        cmds.append(Command("chmod", mode, path))
-    return Command.join(cmds) if cmds else None
+        cmds.append(Command("chmod", mode, "--", path))
+    if not cmds:
+        return None
+    return as_user(Command.join([safe_dirs_check(path), not_symlink(path), *cmds]), user)
 
 
 def attr_notes(cur: FileInfo | None, owner: str, group: str, mode: str) -> list[str]:
@@ -140,8 +147,10 @@ def content_diff(label: str, cur: FileInfo | None, new: bytes | None, secret: bo
 
 def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, group: str,
                mode: str, validate: str | None = None, backup: bool = False,
-               secret: bool = False, notify: tuple[str, ...] = ()) -> list[Change]:
-    """The Changes that make `path` hold exactly `content` with owner/mode."""
+               secret: bool = False, notify: tuple[str, ...] = (),
+               user: str | None = None) -> list[Change]:
+    """The Changes that make `path` hold exactly `content` with owner/mode;
+    written by `user` instead of root when given (see atomic.as_user())."""
     if cur is not None and cur.type in ("directory", "other"):
         kind = "a directory" if cur.type == "directory" else "not a regular file"
         raise FileOpError(f"{path} is {kind}; refusing to replace it with a file",
@@ -154,14 +163,14 @@ def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, g
     if same_content and not notes:
         return []
     if same_content:
-        cmd = attrs_command(path, cur, owner, group, mode)  # type: ignore[arg-type]
+        cmd = attrs_command(path, cur, owner, group, mode, user)  # type: ignore[arg-type]
         assert cmd is not None  # notes non-empty means some attribute differs
         return [Change(f"file {path}", "update", "; ".join(notes), steps=[Step(cmd)],
                        diff=NoteDiff(label, note="content unchanged"), notify=notify,
                        invalidates=invalidates)]
     step = Step(write_command(path, content, owner, group, mode, validate=validate,
                               backup=backup and cur is not None and cur.type == "file",
-                              secret=secret),
+                              secret=secret, user=user),
                 stdin=content)
     if cur is None:
         action, summary = "create", f"create ({len(content)} bytes, {owner}:{group} {mode})"

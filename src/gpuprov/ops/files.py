@@ -18,7 +18,7 @@ from typing import Any
 from gpuprov.command import Command, Raw, Secret
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
-from gpuprov.ops.atomic import remove_file_step
+from gpuprov.ops.atomic import as_user, not_symlink, remove_file_step, safe_dirs_check
 from gpuprov.ops.base import Change, Op, Step, operation
 from gpuprov.ops.file_plan import (
     FileOpError,
@@ -44,6 +44,8 @@ class File(Op):
     accept the new content before it replaces the file, `{}` naming the temp
     file (e.g. "visudo -cf {}"); secret: diffs and reports mask the content;
     read_as_root: read the current file with sudo (default: needs_root()).
+    as_user: write it as this user (runuser), not root: for a file in a
+    directory that user owns (~/.ssh), where a root write is refused.
     """
 
     path: str
@@ -56,6 +58,7 @@ class File(Op):
     validate: str | None = None
     secret: bool = False
     read_as_root: bool | None = None
+    as_user: str | None = None
     fact: FileState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,7 +75,8 @@ class File(Op):
     def plan(self, facts: FactView) -> list[Change]:
         return plan_write(self.path, facts[self.fact], self.content, owner=self.owner,
                           group=self.group, mode=self.mode, validate=self.validate,
-                          backup=self.backup, secret=self.secret, notify=self.notify)
+                          backup=self.backup, secret=self.secret, notify=self.notify,
+                          user=self.as_user)
 
 
 @operation
@@ -116,7 +120,8 @@ class Absent(Op):
 
 @operation
 class Directory(Op):
-    """`path` is a directory with owner/group/mode (parents made as needed)."""
+    """`path` is a directory with owner/group/mode (parents made as needed).
+    as_user: made and fixed as this user (runuser), not root (see File)."""
 
     path: str
     _: KW_ONLY
@@ -124,6 +129,7 @@ class Directory(Op):
     group: str = "root"
     mode: str = "0755"
     read_as_root: bool | None = None
+    as_user: str | None = None
     fact: FileState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,9 +149,15 @@ class Directory(Op):
         cur: FileInfo | None = facts[self.fact]
         resource = f"directory {self.path}"
         if cur is None:
-            cmd = Command("mkdir", "-p", self.path, Raw("&&"), "chown",
-                          f"{self.owner}:{self.group}", self.path, Raw("&&"),
-                          "chmod", self.mode, self.path)
+            # The directories above must be safe (else a user could swap the
+            # new one for a symlink before chown/chmod), and what mkdir left
+            # must be a real directory: -p succeeds on a symlink to one.
+            cmd = as_user(Command.join([
+                safe_dirs_check(self.path),
+                Command("mkdir", "-p", "--", self.path, Raw("&& [ -d"), self.path, Raw("]")),
+                not_symlink(self.path),
+                Command("chown", "-h", f"{self.owner}:{self.group}", "--", self.path),
+                Command("chmod", self.mode, "--", self.path)]), self.as_user)
             # mkdir -p may create parents too: their facts go stale as well
             parents, p = [], self.path
             while (p := posixpath.dirname(p)) not in ("/", ""):
@@ -159,7 +171,7 @@ class Directory(Op):
             what = f"a symlink to {cur.link_target}" if cur.type == "link" else f"a {cur.type}"
             raise FileOpError(f"{self.path} exists and is {what}, not a directory",
                               hint="manage the real path, or remove it first with absent()")
-        fix = attrs_command(self.path, cur, self.owner, self.group, self.mode)
+        fix = attrs_command(self.path, cur, self.owner, self.group, self.mode, self.as_user)
         if fix is None:
             return []
         notes = ", ".join(attr_notes(cur, self.owner, self.group, self.mode))
@@ -209,8 +221,8 @@ class Line(Op):
     insert_after / insert_before: a regexp of the line to insert next to (its
     last match; "EOF" / "BOF" for the end / start), when no line matches
     `regexp`. create: a missing file is created with the line. owner, group
-    and mode are kept as they are unless given. backup, validate and
-    read_as_root: as for File.
+    and mode are kept as they are unless given. backup, validate,
+    read_as_root and as_user: as for File.
     """
 
     path: str
@@ -227,6 +239,7 @@ class Line(Op):
     backup: bool = False
     validate: str | None = None
     read_as_root: bool | None = None
+    as_user: str | None = None
     pattern: re.Pattern[str] | None = field(init=False)
     fact: FileState = field(init=False)
 
@@ -272,7 +285,7 @@ class Line(Op):
         mode = self.mode or (cur.mode if cur else "0644")
         return plan_write(self.path, cur, new.encode("utf-8", "surrogateescape"), owner=owner,
                           group=group, mode=mode, validate=self.validate, backup=self.backup,
-                          notify=self.notify)
+                          notify=self.notify, user=self.as_user)
 
     def edit(self, text: str) -> str:
         """The text with the line present/absent (Ansible lineinfile rules)."""

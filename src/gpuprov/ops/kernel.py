@@ -18,6 +18,7 @@ from gpuprov.facts.dnf import DnfAvailable, RpmPackages
 from gpuprov.facts.system import OsInfo
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.base import Change, Op, Step, operation
+from gpuprov.ops.package_specs import check_packages
 
 #: an apt cache younger than this is trusted to say "no such package"
 FRESH_CACHE = 24 * 3600
@@ -47,6 +48,8 @@ class DebKernelHeaders(Op):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.package = f"linux-headers-{self.kernel}"
+        # uname -r of the host: checked like any package name that reaches apt-get
+        check_packages({self.package: None}, "deb", "the running kernel (uname -r)")
         self.label = f"kernel headers {self.package}"
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -72,7 +75,8 @@ class DebKernelHeaders(Op):
                 f"gpuprov: {_missing(self.package, self.kernel)}. {_HINT}", Raw(">&2;"),
                 "exit", "1", Raw(";"), Raw("}"))))
         steps.append(Step(apt.apt_get(
-            "install", "--no-install-recommends", self.package, lock_timeout=self.lock_timeout)))
+            "install", "--no-install-recommends", packages=[self.package],
+            lock_timeout=self.lock_timeout)))
         return [Change(self.label, "install",
                        f"install {self.package} (headers of the running kernel, for DKMS)",
                        steps, unknown=unknown, invalidates=None)]
