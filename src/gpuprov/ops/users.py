@@ -24,6 +24,15 @@ class UserError(GpuprovError):
     """A membership list names a user the host does not have, or no user at all."""
 
 
+USER_NAME_HINT = "user names are lowercase letters, digits, _ . - (e.g. alice)"
+
+
+def is_user_name(name: str) -> bool:
+    """The one user-name rule (docker_users, onboard_user): never a path, an
+    option (leading '-') or shell text."""
+    return _USER.fullmatch(name) is not None
+
+
 @operation
 class GroupMembership(Op):
     """`group` has the users `members` (gpasswd -a); with exclusive, nobody
@@ -39,11 +48,11 @@ class GroupMembership(Op):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.members = tuple(dict.fromkeys(str(m).strip() for m in self.members))
-        bad = [m for m in self.members if not _USER.fullmatch(m)]
+        bad = [m for m in self.members if not is_user_name(m)]
         if bad:
             raise UserError(f"{self.source}: {', '.join(map(repr, bad))} "
                             f"{'is not a user name' if len(bad) == 1 else 'are not user names'}",
-                            "user names are lowercase letters, digits, _ . - (e.g. alice)")
+                            USER_NAME_HINT)
         self.label = f"group {self.group} members"
 
     def facts(self) -> Sequence[Fact[Any]]:
