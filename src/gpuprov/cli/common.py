@@ -80,9 +80,6 @@ def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
 def host_key_checking(ctx: dict[str, Any]) -> str | None:
     """The policy the flags force on every host; None: each host's own
     (ssh_host_key_checking, ssh_config), strict by default."""
-    if ctx.get("accept_new_host_keys") and ctx.get("strict_host_keys"):
-        raise click.UsageError("--accept-new-host-keys and --strict-host-keys contradict "
-                               "each other; pass one")
     if ctx.get("accept_new_host_keys"):
         return ACCEPT_NEW
     return STRICT if ctx.get("strict_host_keys") else None
@@ -106,13 +103,24 @@ def confirm_host_key() -> Confirm | None:
     return ask
 
 
+def _one_host_key_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    # Each flag's callback sees the other once it was parsed: the second one
+    # to be processed refuses the pair, before any inventory is read.
+    other = "strict_host_keys" if param.name == "accept_new_host_keys" else \
+        "accept_new_host_keys"
+    if value and ctx.params.get(other):
+        raise click.UsageError("--accept-new-host-keys and --strict-host-keys contradict "
+                               "each other; pass one", ctx)
+    return value
+
+
 def host_key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--accept-new-host-keys / --strict-host-keys, for every command that
     connects to hosts."""
-    fn = click.option("--strict-host-keys", is_flag=True,
+    fn = click.option("--strict-host-keys", is_flag=True, callback=_one_host_key_flag,
                       help="Refuse unknown host keys on every host, even where the "
                       "inventory (ssh_host_key_checking) or ssh_config says accept-new.")(fn)
-    return click.option("--accept-new-host-keys", is_flag=True,
+    return click.option("--accept-new-host-keys", is_flag=True, callback=_one_host_key_flag,
                         help="Record the key of a host not yet in known_hosts (OpenSSH's "
                         "accept-new; default: refuse it). A changed key is always "
                         "refused.")(fn)
