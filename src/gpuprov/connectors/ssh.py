@@ -32,6 +32,7 @@ import paramiko
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become, CommandResult, Connector, Session
+from gpuprov.connectors.hostcerts import CERT_SUFFIX
 from gpuprov.connectors.hostkeys import Confirm, KnownHosts
 from gpuprov.connectors.ssh_auth import (
     Agent,
@@ -335,7 +336,9 @@ class SshConnector(Connector):
             self.target.user, auth=auth,
             key_type=key.get_name() if key is not None else None,
             key_bits=key.get_bits() if key is not None else None,
-            known_host_key_types=tuple(self.known_hosts.key_types(self.target.known_name)))
+            # plain types only: what sshd's HostKeyAlgorithms must keep offering
+            known_host_key_types=tuple(t for t in self.known_hosts.key_types(
+                self.target.known_name) if not t.endswith(CERT_SUFFIX)))
 
     def run_on_new_connection(self, command: Command | str, *,
                               sudo: bool = False) -> CommandResult:
