@@ -60,6 +60,11 @@ class HostCertificate:
         if not any(ca.asbytes() == self.ca_key.asbytes() for ca in trusted):
             raise CertificateError(f"certificate {self.key_id!r} is signed by a CA that "
                                    "known_hosts does not trust for this host")
+        if Message(self.signature).get_text() == "ssh-rsa":
+            # OpenSSH (8.2+, CASignatureAlgorithms) refuses SHA-1 CA signatures too.
+            raise CertificateError(f"certificate {self.key_id!r} is signed with ssh-rsa "
+                                   "(SHA-1), which is not accepted; re-sign it with "
+                                   "rsa-sha2-512")
         if not self.ca_key.verify_ssh_sig(self.signed, Message(self.signature)):
             raise CertificateError(f"certificate {self.key_id!r}: the CA signature is invalid")
         moment = int(time.time() if now is None else now)
@@ -121,6 +126,7 @@ def _strings(packed: bytes) -> list[str]:
 
 
 def _when(stamp: int) -> str:
-    if stamp >= 2**63 - 1 or stamp >= 2**64 - 1:
-        return "forever"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+    except (OverflowError, ValueError, OSError):
+        return "forever"   # OpenSSH's "no end" is 2**64 - 1
