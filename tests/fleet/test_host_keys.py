@@ -1,6 +1,7 @@
 """Host keys over real SSH (issue 14): a fleet host whose key is not in
 known_hosts is refused before anything reaches it, and accepted with
---accept-new-host-keys, which prints the key it records.
+--accept-new-host-keys, which prints the key it records; a host presenting a
+certificate signed by a CA of known_hosts connects and nothing is recorded.
 
 The host is the `sudo-password` variant and the runs pass -K with the
 password on stdin: sudo there logs every use to a file, so an empty log after
@@ -92,3 +93,37 @@ def test_accept_new_host_keys_records_prints_and_proceeds(host, work) -> None:
     again = gpuprov(work, "apply", "inventory.yml", "-K", "--check", stdin=host.password + "\n")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "recorded host key" not in again.stderr
+
+
+def test_a_host_certificate_signed_by_a_trusted_ca_connects_without_recording(
+        host, work, tmp_path) -> None:
+    ca = tmp_path / "host_ca"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ca)], check=True)
+    pub = tmp_path / "ssh_host_ed25519_key.pub"
+    pub.write_text(host.exec("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout)
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-h", "-I", host.name, "-n",
+                    host.address, str(pub)], check=True)
+    cert = (tmp_path / "ssh_host_ed25519_key-cert.pub").read_text()
+    host.write_file("/etc/ssh/ssh_host_ed25519_key-cert.pub", cert)
+    host.exec("printf 'HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub\\n' "
+              "> /etc/ssh/sshd_config.d/01-test-hostcert.conf && service ssh reload >/dev/null")
+    only_ca = work / "known_hosts.ca"
+    inventory = yaml.safe_load((work / "inventory.yml").read_text())
+    inventory["all"]["vars"]["ssh_known_hosts_file"] = str(only_ca)
+    (work / "inventory-ca.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    text = f"@cert-authority {host.address} {ca.with_suffix('.pub').read_text().strip()}\n"
+    only_ca.write_text(text)
+    res = gpuprov(work, "facts", "inventory-ca.yml", "-K", stdin=host.password + "\n")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "recorded host key" not in res.stderr
+    assert only_ca.read_text() == text   # no plain key recorded beside the CA
+    # another CA: refused, even with --accept-new-host-keys
+    other = tmp_path / "other_ca"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+                   check=True)
+    text = f"@cert-authority {host.address} {other.with_suffix('.pub').read_text().strip()}\n"
+    only_ca.write_text(text)
+    res = gpuprov(work, "facts", "inventory-ca.yml", "-K", "--accept-new-host-keys",
+                  stdin=host.password + "\n")
+    assert res.returncode == 4 and "host-key-cert" in res.stdout + res.stderr
+    assert only_ca.read_text() == text
