@@ -54,11 +54,14 @@ def workdir(fleet: Fleet, hosts: list[FleetHost], roles: dict[str, FleetHost],
     url = fleet.repo_url
     inventory = fleet.inventory(hosts)
     inventory["all"]["vars"].update({
-        # The hosts reach only the fleet's bridge: the stand-in repositories.
+        # The hosts reach only the fleet's bridge: the stand-in repositories,
+        # served over plain http (insecure: keys over http are refused otherwise).
         "base_ntp_servers": [url.split("//")[1].split(":")[0]],
-        "nvidia_driver_repo": {"url": f"{url}/cuda/", "key": f"{url}/keys/cuda.asc"},
+        "nvidia_driver_repo": {"url": f"{url}/cuda/", "key": f"{url}/keys/cuda.asc",
+                               "insecure": True},
         "container_toolkit_repo": {"url": f"{url}/libnvidia-container/stable/deb/$(ARCH)",
-                                   "key": f"{url}/libnvidia-container/gpgkey"},
+                                   "key": f"{url}/libnvidia-container/gpgkey",
+                                   "insecure": True},
         "docker_repo": "none",   # docker-ce is in the stand-in archive
         "gpu_image": IMAGE,
         "gpu_image_digest": DIGEST,
