@@ -91,15 +91,42 @@ X11Forwarding yes
 # as it is more configurable and versatile than the built-in version.
 PrintMotd no
 """)
-RHEL9_CRYPTO = ("/etc/crypto-policies/back-ends/opensshserver.config", """\
-Ciphers aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-ctr,aes128-gcm@openssh.com,aes128-ctr
-MACs hmac-sha2-256-etm@openssh.com,hmac-sha1-etm@openssh.com,umac-128-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha1,umac-128@openssh.com,hmac-sha2-512
-GSSAPIKexAlgorithms gss-curve25519-sha256-,gss-nistp256-sha256-,gss-group14-sha256-,gss-group16-sha512-
-KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group14-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512
-HostKeyAlgorithms ecdsa-sha2-nistp256,ecdsa-sha2-nistp256-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,sk-ssh-ed25519@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com
-PubkeyAcceptedAlgorithms ecdsa-sha2-nistp256,ecdsa-sha2-nistp256-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,sk-ssh-ed25519@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com
-CASignatureAlgorithms ecdsa-sha2-nistp256,sk-ecdsa-sha2-nistp256@openssh.com,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,ssh-ed25519,sk-ssh-ed25519@openssh.com,rsa-sha2-256,rsa-sha2-512
-""")
+#: RHEL 9.4's DEFAULT crypto policy for sshd: keyword -> its list
+_RHEL9_POLICY = {
+    "Ciphers": (
+        'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes256-ctr',
+        'aes128-gcm@openssh.com', 'aes128-ctr'),
+    "MACs": (
+        'hmac-sha2-256-etm@openssh.com', 'hmac-sha1-etm@openssh.com', 'umac-128-etm@openssh.com',
+        'hmac-sha2-512-etm@openssh.com', 'hmac-sha2-256', 'hmac-sha1', 'umac-128@openssh.com',
+        'hmac-sha2-512'),
+    "GSSAPIKexAlgorithms": (
+        'gss-curve25519-sha256-', 'gss-nistp256-sha256-', 'gss-group14-sha256-',
+        'gss-group16-sha512-'),
+    "KexAlgorithms": (
+        'curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nistp256',
+        'ecdh-sha2-nistp384', 'ecdh-sha2-nistp521', 'diffie-hellman-group-exchange-sha256',
+        'diffie-hellman-group14-sha256', 'diffie-hellman-group16-sha512',
+        'diffie-hellman-group18-sha512'),
+    "HostKeyAlgorithms": (
+        'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp256-cert-v01@openssh.com',
+        'sk-ecdsa-sha2-nistp256@openssh.com', 'sk-ecdsa-sha2-nistp256-cert-v01@openssh.com',
+        'ssh-ed25519', 'ssh-ed25519-cert-v01@openssh.com', 'sk-ssh-ed25519@openssh.com',
+        'sk-ssh-ed25519-cert-v01@openssh.com', 'rsa-sha2-256',
+        'rsa-sha2-256-cert-v01@openssh.com', 'rsa-sha2-512', 'rsa-sha2-512-cert-v01@openssh.com'),
+    "PubkeyAcceptedAlgorithms": (
+        'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp256-cert-v01@openssh.com',
+        'sk-ecdsa-sha2-nistp256@openssh.com', 'sk-ecdsa-sha2-nistp256-cert-v01@openssh.com',
+        'ssh-ed25519', 'ssh-ed25519-cert-v01@openssh.com', 'sk-ssh-ed25519@openssh.com',
+        'sk-ssh-ed25519-cert-v01@openssh.com', 'rsa-sha2-256',
+        'rsa-sha2-256-cert-v01@openssh.com', 'rsa-sha2-512', 'rsa-sha2-512-cert-v01@openssh.com'),
+    "CASignatureAlgorithms": (
+        'ecdsa-sha2-nistp256', 'sk-ecdsa-sha2-nistp256@openssh.com', 'ecdsa-sha2-nistp384',
+        'ecdsa-sha2-nistp521', 'ssh-ed25519', 'sk-ssh-ed25519@openssh.com', 'rsa-sha2-256',
+        'rsa-sha2-512'),
+}
+RHEL9_CRYPTO = ("/etc/crypto-policies/back-ends/opensshserver.config",
+                "".join(f"{k} {','.join(v)}\n" for k, v in _RHEL9_POLICY.items()))
 #: the foreign drop-in of issue 14: sorts before gpuprov's and turns passwords back on
 FOREIGN_00 = ("/etc/ssh/sshd_config.d/00-aaa.conf",
               "# left by an old image\nPasswordAuthentication yes\nX11Forwarding no\n")

@@ -200,7 +200,9 @@ class SshdConfigFiles(Fact["tuple[ConfigFile, ...]"]):
             '  case $seen in *"|$1|"*) return 0;; esac\n'
             '  seen="$seen$1|"\n'
             "  printf '@@file %s %s\\n' \"$(stat -c '%U %G %a' \"$1\")\" \"$1\"\n"
-            "  sed 's/^/|/' \"$1\"\n"
+            # every line marked, so no content can pass for a header; the echo
+            # ends a last line that has no newline (its empty line is not marked)
+            "  sed 's/^/|/' \"$1\"; echo\n"
             # unquoted on purpose: the host's shell expands the globs, sorted like sshd's glob(3)
             "  for f in $(awk 'tolower($1) == \"include\" { for (i = 2; i <= NF; i++) "
             "print ($i ~ /^\\// ? $i : \"/etc/ssh/\" $i) }' \"$1\"); do dump \"$f\"; done\n"
