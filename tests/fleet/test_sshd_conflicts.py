@@ -10,6 +10,7 @@ refused; a second apply changes nothing and drift-check is in sync."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ from tests.fleet.test_engine import changed_resources, gpuprov, report
 from tests.fleet.test_sshd_hardening import effective, password_offered, revert_processes
 
 FOREIGN = "/etc/ssh/sshd_config.d/00-aaa.conf"
-FOREIGN_TEXT = "# left by an old image\nPasswordAuthentication yes\nX11Forwarding no\n"
+# Both lines are needed for sshd to offer passwords: gpuprov's AuthenticationMethods
+# publickey alone would still refuse them.
+FOREIGN_TEXT = ("# left by an old image\nPasswordAuthentication yes\nAuthenticationMethods any\n"
+                "X11Forwarding no\n")
 
 pytestmark = pytest.mark.fleet
 
@@ -54,6 +58,15 @@ def drift_check(work: Path) -> subprocess.CompletedProcess:
     return gpuprov("drift-check", "inventory.yml", "-p", "playbooks/sshd.yml", cwd=work)
 
 
+def reload_sshd(fleet: Fleet, host: FleetHost) -> None:
+    """Reload, then wait out the moment sshd refuses connections (tests/fleet/README.md)."""
+    host.exec("service ssh reload")
+    deadline = time.monotonic() + 20
+    while "Connection refused" in fleet.ssh(host, "true", check=False).stderr:
+        assert time.monotonic() < deadline, "sshd did not come back after the reload"
+        time.sleep(0.2)
+
+
 def password_login_refused(fleet: Fleet, host: FleetHost) -> bool:
     """The real OpenSSH client asking for a password login only."""
     res = fleet.ssh(host, "true", check=False, extra=(
@@ -70,21 +83,25 @@ def test_a_foreign_dropin_read_first_is_drift_refused_then_commented_out(fleet, 
 
     # gpuprov's drop-in stays as it wrote it; the foreign one sorts first and wins
     host.write_file(FOREIGN, FOREIGN_TEXT)
-    host.exec("service ssh reload")
+    reload_sshd(fleet, host)
     assert password_offered(fleet, host), "the foreign drop-in really turns passwords on"
     assert effective(host, "passwordauthentication") == "yes"
 
     drift = drift_check(workdir)
     assert drift.returncode == 3, drift.stdout + drift.stderr
-    assert f"file {FOREIGN}" in drift.stdout and "line 2" in drift.stdout, drift.stdout
-    assert "PasswordAuthentication yes" in drift.stdout
+    assert f"file {FOREIGN}" in drift.stdout, drift.stdout
+    assert "line 2: `PasswordAuthentication yes` overrides `PasswordAuthentication no`" \
+        in drift.stdout, drift.stdout
+    assert "line 3: `AuthenticationMethods any`" in drift.stdout, drift.stdout
 
     # default sshd_conflicts: fail, naming file:line, nothing changed
     before = host.exec("sha256sum /etc/ssh/sshd_config.d/* /etc/ssh/sshd_config").stdout
     res, rep = apply(workdir, name="fail.json")
     assert res.returncode == 2, res.stdout + res.stderr
     error = rep[host.name]["tasks"][-1]["error"]
-    assert f"{FOREIGN}:2" in error and "sshd_conflicts: comment" in error, error
+    assert f"{FOREIGN}:2: `PasswordAuthentication yes`" in error, error
+    assert f"{FOREIGN}:3: `AuthenticationMethods any`" in error, error
+    assert "sshd_conflicts: comment" in error, error
     assert host.exec("sha256sum /etc/ssh/sshd_config.d/* /etc/ssh/sshd_config").stdout == before
     assert password_offered(fleet, host)
 
@@ -93,8 +110,9 @@ def test_a_foreign_dropin_read_first_is_drift_refused_then_commented_out(fleet, 
     assert res.returncode == 0, res.stdout + res.stderr
     assert changed_resources(rep[host.name]) >= {f"file {FOREIGN}", "service sshd"}
     lines = host.read_file(FOREIGN).splitlines()
-    assert lines[1].startswith("#PasswordAuthentication yes"), lines
-    assert lines[0] == "# left by an old image" and lines[2] == "X11Forwarding no", lines
+    assert lines[1].startswith("#PasswordAuthentication yes  # gpuprov"), lines
+    assert lines[2].startswith("#AuthenticationMethods any  # gpuprov"), lines
+    assert lines[0] == "# left by an old image" and lines[3] == "X11Forwarding no", lines
     backups = host.exec(f"ls {FOREIGN}.*~").stdout.split()
     assert len(backups) == 1 and host.read_file(backups[0]) == FOREIGN_TEXT
     assert effective(host, "passwordauthentication") == "no"
