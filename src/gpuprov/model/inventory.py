@@ -28,12 +28,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gpuprov.command import Secret
 from gpuprov.errors import InventoryError
 from gpuprov.model.hosts import CONNECTION_VARS, Group, Host, resolve_connection
 from gpuprov.model.inventory_loader import expand_host_range, read_inventory
 from gpuprov.model.patterns import select
 from gpuprov.model.vars import is_secret_name
-from gpuprov.model.yamlfile import Secret, did_you_mean
+from gpuprov.model.yamlfile import did_you_mean
 
 __all__ = ["CONNECTION_VARS", "Group", "Host", "Inventory", "expand_host_range",
            "load_inventory"]
