@@ -117,3 +117,11 @@ def test_template_op_shares_the_renderer(tmp_path: Path) -> None:
 
 def test_mask_text_masks_longest_first() -> None:
     assert mask_text("a s3cr3t-x b s3cr3t", ["s3cr3t", "s3cr3t-x", ""]) == f"a {MASK} b {MASK}"
+
+
+def test_an_error_rendering_a_secret_variable_never_shows_its_text() -> None:
+    from gpuprov.errors import InventoryError
+    hv = HostVars({"db_password": "s3cr3t-{{ 1 / 0 }}"})
+    with pytest.raises(InventoryError) as err:
+        hv["db_password"]
+    assert "db_password" in str(err.value) and not leaks(str(err.value))

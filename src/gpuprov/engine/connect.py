@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpuprov.connectors.base import Become, Connector
@@ -14,9 +14,10 @@ from gpuprov.model.inventory import Host
 @dataclass(frozen=True)
 class ConnectOptions:
     strict_host_keys: bool = False
-    become_password: str | None = None
+    # never in a repr: options end up in -v logs and tracebacks
+    become_password: str | None = field(default=None, repr=False)
     #: login password, tried after the keys (gpuprov onboard's first contact)
-    ssh_password: str | None = None
+    ssh_password: str | None = field(default=None, repr=False)
     connect_timeout: float = 10.0
     ssh_config: Path | None = None
 

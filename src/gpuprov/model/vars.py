@@ -353,7 +353,8 @@ class HostVars(Mapping[str, Any]):
             raise InventoryError(f"{self.host}: bad template in {name}: {e.message}",
                                  *where) from None
         except Exception as e:  # noqa: BLE001 - filters raise anything; name the variable
-            raise InventoryError(f"{self.host}: cannot render {name} = {text!r}: {e}",
+            shown = "" if is_secret_name(name) else f" = {text!r}"  # errors reach logs
+            raise InventoryError(f"{self.host}: cannot render {name}{shown}: {e}",
                                  *where) from None
 
 
