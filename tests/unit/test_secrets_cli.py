@@ -32,6 +32,9 @@ def tasks(ctx):
     v = ctx.vars
     yield file(f"{v['out_dir']}/app.conf", ctx.render("app.conf.j2"),
                owner=v["me"], group=v["my_group"], mode="0600")
+    # a role that builds the content by hand: a plain str, no secret=True
+    yield file(f"{v['out_dir']}/by-hand.conf", "pw=" + str(v["app_cred"]) + "\\n",
+               owner=v["me"], group=v["my_group"], mode="0600")
     if v["fail_with_secret"]:
         # a careless role: the secret reaches an error message unmarked
         raise ctx.fail("cannot log in with " + str(v["app_cred"]))
@@ -93,6 +96,9 @@ def test_secret_in_a_template_is_in_the_file_and_in_no_output(project: Path) -> 
     assert written == f"user=ann\npassword={HOSTILE}\nurl=pg://ann:{HOSTILE}@db/x\n"
     outputs += [applied.both, (project / "apply.json").read_text()]
     assert stat.S_IMODE((project / "apply.json").stat().st_mode) == 0o600
+    assert (project / "out" / "by-hand.conf").read_text() == f"pw={HOSTILE}\n"
+    # both files are secret: no digest of their content in the report
+    assert "sha256" not in (project / "apply.json").read_text()
 
     (project / "out" / "app.conf").write_text(f"tampered {HOSTILE}\n")
     for fmt in ("table", "json", "prometheus"):
