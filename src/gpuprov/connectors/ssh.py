@@ -351,11 +351,9 @@ class SshConnector(Connector):
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:
         """Run a command; a timeout gives exit code 124 (see sudo.TIMEOUT_EXIT_CODE)."""
         shell, display = split_command(command)
-        line, prefix = self._sudo.prepare(shell, sudo)
-        code, out, err = self._channels.execute(self._live_transport(), line, display,
-                                                iter_stdin(stdin, prefix), timeout)
-        if sudo:
-            self._sudo.check(code, err)
+        code, out, err = self._sudo.run(
+            shell, sudo, stdin, lambda line, chunks: self._channels.execute(
+                self._live_transport(), line, display, chunks, timeout))
         return CommandResult(display, code, out, err)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
