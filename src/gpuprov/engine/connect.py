@@ -19,9 +19,10 @@ class ConnectOptions:
     host_key_checking: str | None = None
     #: asks a person about an unknown host key; None without a terminal
     confirm_host_key: Confirm | None = field(default=None, repr=False, compare=False)
-    become_password: str | None = None
+    # never in a repr: options end up in -v logs and tracebacks
+    become_password: str | None = field(default=None, repr=False)
     #: login password, tried after the keys (gpuprov onboard's first contact)
-    ssh_password: str | None = None
+    ssh_password: str | None = field(default=None, repr=False)
     connect_timeout: float = 10.0
     ssh_config: Path | None = None
 

@@ -53,14 +53,15 @@ class OnboardOptions:
     #: the admin user to create; default: the inventory's user for the host
     user: str | None = None
     key_file: str | None = None
-    password: str | None = None
-    become_password: str | None = None
+    # never in a repr: options end up in -v logs and tracebacks
+    password: str | None = field(default=None, repr=False)
+    become_password: str | None = field(default=None, repr=False)
     host_key_fingerprint: str | None = None
     #: asks a person (click.confirm); None: no terminal, nobody to ask
     confirm: Callable[[str], bool] | None = None
     sudo: str = "nopasswd"
     reboot: bool = False
-    extra_vars: dict[str, Any] = field(default_factory=dict)
+    extra_vars: dict[str, Any] = field(default_factory=dict, repr=False)  # -e can hold secrets
     progress: ProgressSink | None = None
 
     def connection_vars(self) -> dict[str, Any]:
