@@ -38,7 +38,7 @@ def host(fleet: Fleet):
 def connector(fleet: Fleet, host: FleetHost) -> SshConnector:
     return SshConnector(SshSettings(
         host.name, address=host.address, port=host.port, user="admin",
-        key_file=fleet.client_key, known_hosts=fleet.known_hosts, strict_host_keys=True,
+        key_file=fleet.client_key, known_hosts=fleet.known_hosts, host_key_checking="strict",
         become=Become(password=HOSTILE_PASSWORD), use_agent=False))
 
 
