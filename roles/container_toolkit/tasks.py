@@ -21,7 +21,7 @@ from gpuprov.ops.command import command
 from gpuprov.ops.files import directory
 from gpuprov.ops.jsonfile import json_merge
 from gpuprov.ops.package_specs import PackageNameError, check_packages
-from gpuprov.ops.repositories import signed_repository
+from gpuprov.ops.repositories import repository_key_options, signed_repository
 from gpuprov.ops.services import service
 from gpuprov.ops.users import UserError, group_members
 
@@ -42,8 +42,8 @@ def runtime(ctx):
 
 
 def repo_source(ctx, var, default_url, default_key):
-    """(url, key source) of a signed repository; None when the variable says
-    none (the hosts' own repositories)."""
+    """(url, key source, key options) of a signed repository; None when the
+    variable says none (the hosts' own repositories)."""
     repo = ctx.vars[var] or {}
     if repo in ("none", "None"):
         return None
@@ -51,7 +51,11 @@ def repo_source(ctx, var, default_url, default_key):
         raise ctx.bad_var(var, "must be a mapping with url and key (or none)")
     url = str(repo.get("url") or "").strip() or default_url
     key = str(repo.get("key") or "").strip() or default_key
-    return url, key
+    try:
+        key_opts = repository_key_options(repo)
+    except ValueError as exc:
+        raise ctx.bad_var(var, str(exc)) from None
+    return url, key, key_opts
 
 
 def tasks(ctx):
@@ -73,8 +77,8 @@ def tasks(ctx):
         raise ctx.bad_var("container_toolkit_version", exc.message.partition(": ")[2],
                           exc.hint) from None
     if repo is not None:
-        url, key = repo
-        yield signed_repository(ctx.os, "nvidia-container-toolkit", url, key=key,
+        url, key, key_opts = repo
+        yield signed_repository(ctx.os, "nvidia-container-toolkit", url, key=key, **key_opts,
                                 variable="container_toolkit_repo.key", keyring=KEYRING,
                                 description="NVIDIA Container Toolkit",
                                 options={"repo_gpgcheck": "1"})
@@ -132,12 +136,12 @@ def docker_engine(ctx):
     url = f"https://download.docker.com/linux/{'rhel' if rhel else ctx.os.id}"
     repo = repo_source(ctx, "docker_repo", url, f"{url}/gpg")
     if repo is not None:
-        url, key = repo
+        url, key, key_opts = repo
         # Docker names its dnf repo and lays out its tree its own way per family.
         yield signed_repository(
             ctx.os, "docker-ce-stable" if rhel else "docker",
             f"{url}/$releasever/$basearch/stable" if rhel else url, key=key,
-            variable="docker_repo.key", what=f"the repository {url}",
+            variable="docker_repo.key", what=f"the repository {url}", **key_opts,
             suite=ctx.os.codename, components=["stable"], keyring="/etc/apt/keyrings/docker.gpg",
             description="Docker CE Stable")
     if rhel:

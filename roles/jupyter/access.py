@@ -17,6 +17,7 @@ from gpuprov.model.vars import build_host_vars
 
 from .settings import (
     CONFIG_DIR,
+    GROUP,
     JupyterVarError,
     bind_address,
     bracket,
@@ -26,6 +27,7 @@ from .settings import (
     path_var,
     port_var,
     tls_paths,
+    token_readers,
 )
 
 
@@ -70,11 +72,29 @@ def access_text(vars: Mapping[str, Any], address: str, user: str | None,
     if password_hash(vars):
         steps.append(["Log in with your Jupyter password."])
     else:
-        token_file = path_var(vars, "jupyter_token_file", f"{CONFIG_DIR}/token")
-        ssh_cmd = ["ssh", "-t", *(["-p", str(ssh_port)] if ssh_port and ssh_port != 22
-                                 else []), target, "sudo", "cat", token_file]
-        steps.append(["Log in with the token, readable by root on the host:",
-                      f"sudo cat {token_file}", f"(from your machine: {shlex.join(ssh_cmd)})"])
+        steps.append(token_step(vars, target, user, ssh_port))
     lines = [f"{'   ' if j else f'{i}. '}{text}" for i, step in enumerate(steps, 1)
              for j, text in enumerate(step)]
     return "\n".join(lines) + "\n"
+
+
+def token_step(vars: Mapping[str, Any], target: str, user: str | None,
+               ssh_port: int | None) -> list[str]:
+    """Where the token is and the command that prints it: root and the members
+    of GROUP (jupyter_token_readers) may read it; `cat` for a member, else
+    `sudo cat`."""
+    token_file = path_var(vars, "jupyter_token_file", f"{CONFIG_DIR}/token")
+    readers = token_readers(vars)
+    member = user is not None and user in readers
+    cat = ["cat", token_file] if member else ["sudo", "cat", token_file]
+    # one word for ssh: the remote shell splits it again, so a path with a
+    # space stays one path
+    ssh = ["ssh", *([] if member else ["-t"]),
+           *(["-p", str(ssh_port)] if ssh_port and ssh_port != 22 else []), target,
+           shlex.join(cat)]
+    if member:
+        head = f"Log in with the token, readable by you as a member of the group {GROUP}:"
+    else:
+        head = (f"Log in with the token, readable on the host by root and the members of "
+                f"{GROUP} (jupyter_token_readers: {', '.join(readers) or 'none'}):")
+    return [head, shlex.join(cat), f"(from your machine: {shlex.join(ssh)})"]

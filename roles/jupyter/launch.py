@@ -9,17 +9,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gpuprov.command import Command
+from gpuprov.command import Command, Raw
 
 from .settings import (
     AUTHORIZED_KEYS,
     CONFIG,
     DATA,
+    GROUP,
     IN_AUTHORIZED_KEYS,
     IN_CERT,
     IN_CONFIG,
     IN_KEY,
     IN_SSH_DROPIN,
+    IN_TOKEN,
     NAME,
     PORT,
     SSH_DROPIN,
@@ -70,6 +72,12 @@ def server_config_json(vars: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- the container
 
+#: the gid of GROUP, looked up by the start script when it runs: the group is
+#: made by this role with whatever gid the host gives it, so no rendered file
+#: can know it (docker resolves a group NAME in the image, not on the host)
+GID_REF = "$JUPYTER_GID"
+
+
 def run_options(s: Settings) -> list[tuple[str, ...]]:
     """`docker run` options, one option (and its value) per item, label excluded."""
     opts: list[tuple[str, ...]] = [
@@ -77,6 +85,14 @@ def run_options(s: Settings) -> list[tuple[str, ...]]:
         # only the image gpu_image checked; never pull another one for that name
         ("--pull", "never"),
         ("--user", f"{s.uid}:{s.gid}"), ("--security-opt", "no-new-privileges"),
+        # Jupyter runs as a uid other than 0: after exec it holds no capability,
+        # and no-new-privileges stops a setuid binary from getting one back, so
+        # the image needs none (sshd of container_ssh binds port 22 unprivileged:
+        # docker sets net.ipv4.ip_unprivileged_port_start=0 in the container).
+        ("--cap-drop", "ALL"),
+        # the config (and the token) are root:GROUP 0640: the server reads them
+        # through this supplementary group, not through jupyter_user's gid
+        ("--group-add", GID_REF),
         ("--gpus", s.gpus),
         *(("-p", p) for p in s.publish),
         # The image has no passwd entry for the uid: HOME would be "/", where
@@ -97,9 +113,13 @@ def run_options(s: Settings) -> list[tuple[str, ...]]:
             ("-v", f"{AUTHORIZED_KEYS}:{IN_AUTHORIZED_KEYS}:ro"),
         ]
     if s.token:
-        # The name only: docker takes the value from the start script's
-        # environment, so the token is on no command line and in no `ps`.
-        opts.append(("-e", "JUPYTER_TOKEN"))
+        # A file, mounted read-only: the token is in no environment (docker
+        # inspect, /proc/PID/environ), no argv and no `ps`. jupyter_server
+        # reads JUPYTER_TOKEN_FILE (IdentityProvider._token_default), but only
+        # when JUPYTER_TOKEN is unset or empty: the empty value keeps one the
+        # image may set from taking over.
+        opts += [("-v", f"{s.token_file}:{IN_TOKEN}:ro"), ("-e", "JUPYTER_TOKEN="),
+                 ("-e", f"JUPYTER_TOKEN_FILE={IN_TOKEN}")]
     return opts
 
 
@@ -120,7 +140,9 @@ def docker_run(s: Settings, sep: str = " ") -> str:
     (a backslash-newline spreads it over lines in a script)."""
     groups = [("docker", "run"), *run_options(s), ("--label", f"gpuprov.spec={spec_hash(s)}"),
               (s.image, *run_args(s))]
-    return sep.join(Command(*g).shell() for g in groups)
+    # GID_REF stays a shell expansion, in double quotes: the one word not quoted as is
+    return sep.join(Command(*(Raw(f'"{a}"') if a == GID_REF else a for a in g)).shell()
+                    for g in groups)
 
 
 def inspect_running_spec() -> str:
@@ -131,8 +153,11 @@ def inspect_running_spec() -> str:
 
 def start_script_vars(s: Settings) -> dict[str, Any]:
     """What templates/gpuprov-jupyter.sh.j2 of the role is rendered with."""
+    # every value the script uses as a word comes quoted (token_file is the
+    # inventory's text: spaces or `;` in it must stay one path in a root script)
     return {"image": s.image, "publish": ", ".join(s.addresses), "token": s.token,
-            "token_file": s.token_file, "spec": spec_hash(s), "inspect": inspect_running_spec(),
+            "token_file": Command(s.token_file).shell(), "group": Command(GROUP).shell(),
+            "spec": spec_hash(s), "inspect": inspect_running_spec(),
             "docker_run": docker_run(s, sep=" \\\n        ")}
 
 

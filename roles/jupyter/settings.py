@@ -22,6 +22,9 @@ NAME = "gpuprov-jupyter"            # container, service and script
 SCRIPT = f"/usr/local/sbin/{NAME}"
 UNIT = f"/etc/systemd/system/{NAME}.service"
 INIT_SCRIPT = f"/etc/init.d/{NAME}"
+#: the group that may read the token and the config (jupyter_token_readers, and
+#: the container through --group-add): not `users`, whose members are everyone
+GROUP = NAME
 CONFIG_DIR = "/etc/gpuprov/jupyter"
 CONFIG = f"{CONFIG_DIR}/jupyter_server_config.json"
 SSH_DIR = f"{CONFIG_DIR}/ssh"
@@ -33,6 +36,7 @@ PORT = 8888
 WORKSPACE = "/workspace"
 DATA = f"{WORKSPACE}/data"
 IN_CONFIG = "/etc/gpuprov/jupyter_server_config.json"
+IN_TOKEN = "/etc/gpuprov/jupyter_token"
 IN_CERT = "/etc/gpuprov/tls/cert.pem"
 IN_KEY = "/etc/gpuprov/tls/key.pem"
 IN_AUTHORIZED_KEYS = "/etc/ssh/gpuprov/authorized_keys"
@@ -45,6 +49,7 @@ _PUBKEY = re.compile(r"(?:^|\s)(?:ssh-(?:ed25519|rsa)|ecdsa-sha2-nistp(?:256|384
                      r"sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) AAAA[A-Za-z0-9+/]+=*"
                      r"(?:\s|$)")
 _ID = re.compile(r"\d{1,10}")
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "")
 
 
@@ -162,6 +167,8 @@ class Settings:
     ssh_port: int
     ssh_bind: str
     ssh_keys: tuple[str, ...]
+    #: who may read the token without sudo: the members of GROUP
+    token_readers: tuple[str, ...] = ()
     #: the host's hardened sshd drop-in, mounted into the container ("" without container_ssh)
     sshd_dropin: str = ""
 
@@ -245,6 +252,16 @@ def _ssh_keys(vars: Mapping[str, Any]) -> tuple[str, ...]:
     return keys
 
 
+def token_readers(vars: Mapping[str, Any]) -> tuple[str, ...]:
+    """jupyter_token_readers: user names (the group op checks they exist)."""
+    value = vars.get("jupyter_token_readers") or []
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(
+            isinstance(u, str) and _USER.fullmatch(u.strip()) for u in value):
+        raise JupyterVarError("jupyter_token_readers", "must be a list of user names",
+                              "e.g. [alice, bob]")
+    return tuple(u.strip() for u in value)
+
+
 def settings(vars: Mapping[str, Any]) -> Settings:
     """The role's variables, checked. Raises JupyterVarError naming the first bad one."""
     on = enabled(vars)
@@ -271,6 +288,7 @@ def settings(vars: Mapping[str, Any]) -> Settings:
         image=image_ref(vars), command=_command(vars), uid=uid, gid=gid, data_dir=data_dir,
         gpus=gpus, ssh=ssh, ssh_port=port_var(vars, "container_ssh_port", 2222),
         ssh_bind=_ip(vars, "container_ssh_bind_address", "127.0.0.1"), ssh_keys=keys,
+        token_readers=token_readers(vars),
         sshd_dropin=host_sshd_dropin(vars) if ssh else "")
 
 

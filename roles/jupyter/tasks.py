@@ -1,16 +1,21 @@
 """jupyter: JupyterLab in the team's GPU image, private to each host.
 
 Checklist, per host:
-1. the server config (launch.server_config) in /etc/gpuprov/jupyter,
-   root:<gid> 0640, mounted read-only into the container;
-2. the data directory, owned by jupyter_user;
-3. auth: the password hash in the config, or a token file made ON the host
-   (root 0600, never read back) that the start script exports to docker;
-4. the start script /usr/local/sbin/gpuprov-jupyter (docker run: --user,
-   no-new-privileges, --gpus gpu_devices, -p on jupyter_bind_address only,
-   a gpuprov.spec label) and its systemd unit or sysvinit script;
-5. the service started and enabled, restarted when any of the above changed;
-6. the container itself: running, from this very spec, publishing exactly
+1. the system group gpuprov-jupyter, with exactly jupyter_token_readers as
+   members: it may read the token and the config, and so may the container
+   (--group-add), not the whole `users` group;
+2. the server config (launch.server_config) in /etc/gpuprov/jupyter,
+   root:gpuprov-jupyter 0640, mounted read-only into the container;
+3. the data directory, owned by jupyter_user;
+4. auth: the password hash in the config, or a token file made ON the host
+   (root:gpuprov-jupyter 0640, never read back) mounted read-only into the
+   container, where Jupyter reads it (JUPYTER_TOKEN_FILE);
+5. the start script /usr/local/sbin/gpuprov-jupyter (docker run: --user,
+   no-new-privileges, --cap-drop ALL, --gpus gpu_devices, -p on
+   jupyter_bind_address only, a gpuprov.spec label) and its systemd unit or
+   sysvinit script;
+6. the service started and enabled, restarted when any of the above changed;
+7. the container itself: running, from this very spec, publishing exactly
    the wanted ports (drift fixed by the start script).
 jupyter_enabled false: stopped, disabled, unit and script removed, data kept.
 """
@@ -23,12 +28,14 @@ from gpuprov.ops.docker import container, container_absent
 from gpuprov.ops.files import absent, directory, file, template
 from gpuprov.ops.generated import generated_secret
 from gpuprov.ops.services import service
+from gpuprov.ops.users import group_members, group_present
 
 from . import launch
 from .settings import (
     AUTHORIZED_KEYS,
     CONFIG,
     CONFIG_DIR,
+    GROUP,
     INIT_SCRIPT,
     NAME,
     SCRIPT,
@@ -57,11 +64,16 @@ def tasks(ctx):
         yield from removed(ctx)
         return
     templates = ctx.role_dir / "templates"
+    # the start script looks the gid up when it runs: a new group needs a restart
+    yield group_present(GROUP, notify=RESTART)
+    yield group_members(GROUP, s.token_readers, source="jupyter_token_readers")
     yield directory(CONFIG_DIR)
     yield directory(s.data_dir, owner=s.uid, group=s.gid, mode="0750")
     if s.token:
-        yield generated_secret(s.token_file, nbytes=32, notify=RESTART)
-    yield file(CONFIG, launch.server_config_json(ctx.vars), group=s.gid, mode="0640",
+        # no newline: jupyter_server takes the whole file as the token
+        yield generated_secret(s.token_file, nbytes=32, group=GROUP, mode="0640",
+                               newline=False, notify=RESTART)
+    yield file(CONFIG, launch.server_config_json(ctx.vars), group=GROUP, mode="0640",
                secret=not s.token, notify=RESTART)
     if s.ssh:
         yield directory(SSH_DIR)

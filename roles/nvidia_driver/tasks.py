@@ -27,7 +27,7 @@ from gpuprov.ops.command import command
 from gpuprov.ops.files import file
 from gpuprov.ops.kernel import kernel_headers
 from gpuprov.ops.package_specs import PackageNameError, check_packages
-from gpuprov.ops.repositories import signed_repository
+from gpuprov.ops.repositories import repository_key_options, signed_repository
 
 MIN_BRANCH = 535
 NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -67,7 +67,7 @@ def driver_source(ctx):
 
 
 def cuda_repo(ctx):
-    """(url, key source) of the CUDA repository for this host."""
+    """(url, key source, key options) of the CUDA repository for this host."""
     repo = ctx.vars["nvidia_driver_repo"] or {}
     if not isinstance(repo, dict):
         raise ctx.bad_var("nvidia_driver_repo", "must be a mapping with url and key")
@@ -76,7 +76,11 @@ def cuda_repo(ctx):
         url = f"{NVIDIA_REPOS}/{ctx.os.distro}/{ctx.system.arch.cuda_repo}/"
     url = url if url.endswith("/") else url + "/"
     key = str(repo.get("key") or "").strip() or url + REPO_KEY[ctx.os.family]
-    return url, key
+    try:
+        key_opts = repository_key_options(repo)
+    except ValueError as exc:
+        raise ctx.bad_var("nvidia_driver_repo", str(exc)) from None
+    return url, key, key_opts
 
 
 def branch_loaded(ctx, branch):
@@ -137,9 +141,9 @@ def debian(ctx, wanted, source):
     check_secure_boot(ctx, branch)
     yield kernel_headers(ctx.os, ctx.system.kernel, timeout)
     if source == "cuda":
-        url, key = cuda_repo(ctx)
+        url, key, key_opts = cuda_repo(ctx)
         yield signed_repository(ctx.os, f"cuda-{ctx.os.distro}-{ctx.system.arch.cuda_repo}", url,
-                                key=key, variable="nvidia_driver_repo.key",
+                                key=key, variable="nvidia_driver_repo.key", **key_opts,
                                 what="the CUDA repository", keyring=CUDA_KEYRING,
                                 lock_timeout=timeout)
         # NVIDIA's pinning packages do this from 590 on; one file works for every branch.
@@ -196,8 +200,8 @@ def rhel(ctx, wanted):
         yield command(dnf.dnf("install", packages=[epel_release(ctx)]),
                       creates="/etc/yum.repos.d/epel.repo", name="install EPEL")
     yield kernel_headers(ctx.os, ctx.system.kernel)
-    url, key = cuda_repo(ctx)
-    yield signed_repository(ctx.os, f"cuda-{ctx.os.distro}", url, key=key,
+    url, key, key_opts = cuda_repo(ctx)
+    yield signed_repository(ctx.os, f"cuda-{ctx.os.distro}", url, key=key, **key_opts,
                             variable="nvidia_driver_repo.key", what="the CUDA repository",
                             description="NVIDIA CUDA")
     # On EL9 the module stream is the branch pin: dnf never leaves it.

@@ -6,7 +6,11 @@ Checklist, per host:
 2. sshd_config reads that directory before its own settings (Include first);
 3. an ed25519 host key, an RSA host key of sshd_rsa_host_key_bits, no
    ECDSA/DSA offered; no weak group-exchange moduli;
-4. all of it applied the lockout-safe way (config.py): preflight
+4. no other line wins over the drop-in (a file read before it, a Match
+   block for the operator's login), and `sshd -T` shows every setting in
+   effect: a conflict fails the task naming its file:line, or with
+   sshd_conflicts: comment is commented out in the same armed change;
+5. all of it applied the lockout-safe way (config.py): preflight
    (lockout.py), saved files + armed revert (gpuprov.ops.armed), sshd -t,
    reload, a new login + sudo, keep.
 """
@@ -14,7 +18,7 @@ Checklist, per host:
 from gpuprov.command import Command
 from gpuprov.facts.files import FileState
 
-from .config import SshdConfig, SshdFile, include_first, sshd_state
+from .config import CONFLICT_CHOICES, SshdConfig, SshdFile, include_first, sshd_state
 
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 INCLUDE = "Include /etc/ssh/sshd_config.d/*.conf"
@@ -158,9 +162,12 @@ def tasks(ctx):
     wanted_main = include_first(main.content.decode(), INCLUDE)
     if wanted_main != main.content.decode():
         files.append(SshdFile(SSHD_CONFIG, wanted_main.encode(), main.mode))
+    conflicts = str(ctx.vars["sshd_conflicts"]).lower()
+    if conflicts not in CONFLICT_CHOICES:
+        raise ctx.bad_var("sshd_conflicts", "must be fail or comment")
     yield SshdConfig(
         files, values, session=ctx.session, reload=reload_command(ctx),
         revert_after=int(ctx.vars["sshd_revert_after"]),
         preflight=bool(ctx.vars["sshd_preflight"]),
         rsa_host_key_bits=int(ctx.vars["sshd_rsa_host_key_bits"]),
-        strong_moduli=bool(ctx.vars["sshd_strong_moduli"]))
+        strong_moduli=bool(ctx.vars["sshd_strong_moduli"]), conflicts=conflicts)

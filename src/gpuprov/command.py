@@ -14,17 +14,34 @@ from dataclasses import dataclass
 MASK = "********"
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A value that must never be printed. `str()` masks it."""
+class Secret(str):
+    """A string that must never be shown: gpuprov's one secret type.
 
-    value: str
+    `!secret` values in YAML, variables whose names look secret and any text
+    rendered from them are Secrets. It is a `str` so that roles validate and
+    compare it like any value; what keeps it hidden is that every place that
+    shows text checks for it: `Command.display()` masks it, the renderer marks
+    text derived from it secret (diffs masked, no digest), and the output
+    masks its value in anything printed or written. `repr()` never shows it.
+    """
 
-    def __str__(self) -> str:
-        return MASK
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        """The plain text, for the one place that must use it."""
+        return str.__str__(self)
 
     def __repr__(self) -> str:
         return f"Secret({MASK})"
+
+
+def mask_text(text: str, secrets: Iterable[str]) -> str:
+    """text with every occurrence of a known secret value replaced by the mask:
+    the last line of defence for whatever reaches a person or a file."""
+    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
 
 
 @dataclass(frozen=True)

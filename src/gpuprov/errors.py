@@ -54,7 +54,8 @@ class UnreachableHost(GpuprovError):
     """SSH (or local) connection could not be set up.
 
     kind is one of: dns, refused, timeout, auth, host-key-changed,
-    host-key-unknown, closed, proxy, sudo.
+    host-key-unknown, host-key-cert (a host certificate that does not hold), closed,
+    proxy, sudo.
     """
 
     def __init__(self, host: str, kind: str, detail: str, hint: str | None = None) -> None:

@@ -8,14 +8,23 @@ is reached over the fleet's bridge from the test process, like `ssh -L`
 delivers requests to the container: from another address, with
 `Host: localhost:8888`. The only
 command-line override is root_dir (the config names the container's
-/workspace). The token reaches the server as the start script hands it
-over: JUPYTER_TOKEN in its environment.
+/workspace). The token reaches the server as the role's `docker run` hands
+it over: a file in the role's format (64 hex digits, no newline) named by
+JUPYTER_TOKEN_FILE, with JUPYTER_TOKEN set empty; never its value in the
+environment.
+
+Then the role itself, applied with gpuprov over SSH to a host with the
+stand-in docker and GPU stack: the token is absent from `docker inspect` of
+the container double and from its environment, the container drops every
+capability and joins the gpuprov-jupyter group, and a member of that group
+reads the token with `cat`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import json
 import os
 import secrets
 import signal
@@ -31,9 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
+from tests.fleet.test_engine import gpuprov
 from tests.unit.role_harness import role_module
 
 # the role's own module, through the loader its tasks.py is imported with
@@ -110,7 +121,12 @@ def start_server(host: FleetHost, vars: dict, work: Path, token: str | None) -> 
            "JUPYTER_CONFIG_DIR": str(work / "config"), "JUPYTER_DATA_DIR": str(work / "data"),
            "JUPYTER_RUNTIME_DIR": str(work / "runtime")}
     if token is not None:
-        env["JUPYTER_TOKEN"] = token
+        # as the role's docker run: the file (mounted read-only there), its path
+        # in JUPYTER_TOKEN_FILE, JUPYTER_TOKEN empty; the value in no environment
+        token_file = work / "token"
+        token_file.write_text(token)            # the role's format: no newline
+        token_file.chmod(0o640)
+        env.update(JUPYTER_TOKEN="", JUPYTER_TOKEN_FILE=str(token_file))
     log = work / "server.log"
     with contextlib.suppress(OSError), socket.create_connection((host.address, PORT), timeout=2):
         pytest.fail(f"something already listens on {host.address}:{PORT}: the answers "
@@ -214,6 +230,11 @@ def test_the_token_is_not_in_the_servers_log(token_server: Server, token: str) -
     assert token not in token_server.output()
 
 
+def test_the_token_is_not_in_the_servers_environment(token_server: Server, token: str) -> None:
+    environ = Path(f"/proc/{token_server.proc.pid}/environ").read_bytes().split(b"\0")
+    assert b"JUPYTER_TOKEN=" in environ and token.encode() not in b"".join(environ)
+
+
 # ---------------------------------------------------------------- password
 
 def login(server: Server, password: str) -> tuple[int, urllib.request.OpenerDirector]:
@@ -250,3 +271,83 @@ def test_password_mode_serves_after_logging_in(password_server: Server) -> None:
     # the session cookie does not make another Host acceptable
     other = {"Host": f"{password_server.host.address}:{PORT}"}
     assert password_server.status("/api/status", other, opener) == 403
+
+
+# ---------------------------------------------------------------- the role, applied
+
+IMAGE = "ghcr.io/example-lab/pytorch-cuda:2.9.0-cuda12.8"      # in the doubles' registry
+KERNEL = os.uname().release
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0"
+TOKEN_FILE = "/etc/gpuprov/jupyter/token"
+CONFIG = "/etc/gpuprov/jupyter/jupyter_server_config.json"
+PLAYBOOK = """\
+- hosts: all
+  roles:
+    - role: sshd_hardening
+      tags: [never]
+    - jupyter
+"""
+
+
+@pytest.fixture(scope="module")
+def applied(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> tuple[FleetHost, Path]:
+    """A host with the stand-in driver, toolkit and docker (by apt, as in
+    test_standin_packages), then `gpuprov apply` of the jupyter role alone."""
+    host = fleet.add_host(group="lab")
+    key = fleet.repos.binary_keys["libnvidia-container"].read_bytes()
+    host.exec("cat > /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg", input=key)
+    host.write_file("/etc/apt/sources.list.d/nvidia-container-toolkit.list",
+                    "deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] "
+                    f"{fleet.repo_url}/libnvidia-container/stable/deb/$(ARCH) /\n")
+    # the headers first: the driver's postinst builds against them, like dkms
+    fleet.ssh(host, f"sudo {APT} update && sudo {APT} install linux-headers-{KERNEL}")
+    fleet.ssh(host, f"sudo {APT} install nvidia-headless-580-server nvidia-utils-580-server "
+              "docker-ce nvidia-container-toolkit && sudo nvidia-ctk runtime configure "
+              f"--runtime=docker && sudo service docker restart && sudo docker pull -q {IMAGE}")
+    work = tmp_path_factory.mktemp("jupyter-role")
+    inventory = fleet.inventory([host])
+    inventory["all"]["vars"].update({"gpu_image": IMAGE, "jupyter_token_readers": ["admin"]})
+    (work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    (work / "jupyter.yml").write_text(PLAYBOOK)
+    result = gpuprov("apply", "inventory.yml", "-p", "jupyter.yml", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return host, work
+
+
+def test_the_token_is_in_no_docker_inspect_and_no_container_environment(
+        fleet: Fleet, applied: tuple[FleetHost, Path]) -> None:
+    host, _ = applied
+    token = host.exec(f"cat {TOKEN_FILE}").stdout
+    assert len(token) == 64 and int(token, 16) >= 0, "64 hex digits, no newline"
+    inspect = fleet.ssh(host, "sudo docker inspect gpuprov-jupyter").stdout
+    assert token not in inspect
+    [info] = json.loads(inspect)
+    env = info["Config"]["Env"]
+    assert not [e for e in env if token in e]
+    assert [e for e in env if e.startswith("JUPYTER_TOKEN")] == [
+        "JUPYTER_TOKEN=", "JUPYTER_TOKEN_FILE=/etc/gpuprov/jupyter_token"]
+    assert f"{TOKEN_FILE}:/etc/gpuprov/jupyter_token:ro" in info["HostConfig"]["Binds"]
+    assert (info["HostConfig"]["CapDrop"], info["HostConfig"]["CapAdd"]) == (["ALL"], None)
+    gid = host.exec("getent group gpuprov-jupyter | cut -d: -f3").stdout.strip()
+    assert info["HostConfig"]["GroupAdd"] == [gid]
+    calls = host.read_file("/var/lib/gpuprov-test-double/docker/calls.log") or ""
+    assert token not in calls and token not in host.exec("ps -eo args").stdout
+
+
+def test_token_and_config_belong_to_the_group_whose_members_read_them(
+        fleet: Fleet, applied: tuple[FleetHost, Path]) -> None:
+    host, work = applied
+    for path in (TOKEN_FILE, CONFIG):
+        assert host.exec(f"stat -c '%a %U %G' {path}").stdout.split() == \
+            ["640", "root", "gpuprov-jupyter"], path
+    assert host.exec("getent group gpuprov-jupyter").stdout.strip().endswith(":admin")
+    # admin is in jupyter_token_readers: cat, no sudo; jupyter-url says so
+    token = fleet.ssh(host, f"cat {TOKEN_FILE}").stdout
+    assert token == host.exec(f"cat {TOKEN_FILE}").stdout
+    url = gpuprov("jupyter-url", host.name, "inventory.yml", cwd=work)
+    assert url.returncode == 0, url.stderr
+    assert f"   cat {TOKEN_FILE}\n" in url.stdout and token not in url.stdout
+    # `users` (the container user's gid 100) is not enough any more
+    denied = host.exec(f"setpriv --reuid=1000 --regid=100 --clear-groups cat {TOKEN_FILE}",
+                       check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr

@@ -51,10 +51,12 @@ all:
     ssh_known_hosts_file: {work / "known_hosts"}
     # the hosts reach only the fleet's stand-in repositories
     base_ntp_servers: ["{url.split("//")[1].split(":")[0]}"]
-    nvidia_driver_repo: {{url: "{url}/cuda/", key: "{url}/keys/cuda.asc"}}
+    # the stand-in repositories are plain http: their keys need insecure: true
+    nvidia_driver_repo: {{url: "{url}/cuda/", key: "{url}/keys/cuda.asc", insecure: true}}
     container_toolkit_repo:
       url: "{url}/libnvidia-container/stable/deb/$(ARCH)"
       key: "{url}/libnvidia-container/gpgkey"
+      insecure: true
     docker_repo: none
     gpu_image: {IMAGE}
     gpu_image_digest: "{DIGEST}"

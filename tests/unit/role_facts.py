@@ -101,6 +101,20 @@ def armored(data: bytes = KEY_BYTES) -> str:
 
 
 ARMORED_KEY = armored()
+
+# A real ed25519 public key made with `gpg --quick-gen-key` for these tests;
+# gpg reports the fingerprint below for it.
+REAL_KEY = """-----BEGIN PGP PUBLIC KEY BLOCK-----
+
+mDMEaxVWbRYJKwYBBAHaRw8BAQdAE++Z6sVFNZs4z85CfFtbQOE7KDtJ9nCpYVKS
+pTyyY720I2dwdXByb3YgdGVzdCA8dGVzdEBncHVwcm92LmludmFsaWQ+iJAEExYI
+ADgWIQSQglqAX26YP4ffV2TRq2X5ShUaeAUCaxVWbQIbAwULCQgHAgYVCgkICwIE
+FgIDAQIeAQIXgAAKCRDRq2X5ShUaeL0WAQCfxpJLNP+Wj4ZY5I0SLDj9+3cyePmX
+OQiMHHbU1/WNswEA83hqH5SBQ1qHcSx/zxFkAcdFLbEdBEoIlPutS7K0dwc=
+=8xsH
+-----END PGP PUBLIC KEY BLOCK-----
+"""
+REAL_FPR = "90825A805F6E983F87DF5764D1AB65F94A151A78"
 KEY_SHA256 = hashlib.sha256(KEY_BYTES).hexdigest()            # dearmored (apt keyrings)
 ARMORED_SHA256 = hashlib.sha256(ARMORED_KEY.encode()).hexdigest()  # as is (rpm-gpg files)
 

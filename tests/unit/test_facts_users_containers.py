@@ -1,6 +1,7 @@
 """GroupMembers / ExistingUsers (getent) and ContainerState (docker inspect)
 from canned outputs, parse_publish, and the ops built on them:
-group_members (exact membership), container / container_absent."""
+group_present (a system group), group_members (exact membership),
+container / container_absent."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from gpuprov.facts.docker import (
 )
 from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
 from gpuprov.ops.docker import container, container_absent
-from gpuprov.ops.users import UserError, group_members
+from gpuprov.ops.users import UserError, group_members, group_present
 
 # ---------------------------------------------------------------- getent
 
@@ -73,6 +74,24 @@ def test_group_members_refuses_unknown_users_and_bad_names() -> None:
 
 
 # ---------------------------------------------------------------- docker inspect
+
+def test_group_present_creates_a_missing_system_group_only() -> None:
+    op = group_present("gpuprov-jupyter", notify="restart jupyter")
+    assert op.label == "group gpuprov-jupyter"
+    assert op.facts() == [GroupMembers("gpuprov-jupyter")]
+    [change] = op.plan(FactView({GroupMembers("gpuprov-jupyter"): None}))
+    assert (change.action, change.summary) == ("create", "create system group gpuprov-jupyter")
+    assert [s.command.shell() for s in change.steps] == ["groupadd --system gpuprov-jupyter"]
+    assert change.notify == ("restart jupyter",) and change.invalidates == (GroupMembers,)
+    present = GroupInfo("gpuprov-jupyter", 998, ())
+    assert op.plan(FactView({GroupMembers("gpuprov-jupyter"): present})) == []
+
+
+@pytest.mark.parametrize("name", ["", "Lab", "-o", "a;b", "x" * 33, "host$"])
+def test_group_present_refuses_what_groupadd_would_misread(name: str) -> None:
+    with pytest.raises(UserError, match="is not a group name"):
+        group_present(name)
+
 
 def test_parse_publish() -> None:
     assert parse_publish("127.0.0.1:8888:8888") == "127.0.0.1:8888->8888/tcp"

@@ -4,6 +4,7 @@ password hash; a clear error for a host that is not in the inventory."""
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from pathlib import Path
 
@@ -55,10 +56,43 @@ def test_token_host_gets_tunnel_url_and_where_to_read_the_token(inventory: str) 
            ssh -L 8888:localhost:8888 -p 2200 admin@10.0.0.5
         2. Browse to:
            http://localhost:8888/lab
-        3. Log in with the token, readable by root on the host:
+        3. Log in with the token, readable on the host by root and the members of \
+gpuprov-jupyter (jupyter_token_readers: none):
            sudo cat {TOKEN_FILE}
-           (from your machine: ssh -t -p 2200 admin@10.0.0.5 sudo cat {TOKEN_FILE})
+           (from your machine: ssh -t -p 2200 admin@10.0.0.5 'sudo cat {TOKEN_FILE}')
         """)
+
+
+def test_a_token_reader_is_told_cat_without_sudo_others_sudo(inventory: str) -> None:
+    path = Path(inventory)
+    path.write_text(INVENTORY + "      vars:\n        jupyter_token_readers: [alice, bob]\n")
+    code, out, _ = gpuprov("jupyter-url", "gpu-01", inventory, "--user", "alice")
+    assert code == 0
+    assert out.endswith(textwrap.dedent(f"""\
+        3. Log in with the token, readable by you as a member of the group gpuprov-jupyter:
+           cat {TOKEN_FILE}
+           (from your machine: ssh -p 2200 alice@10.0.0.5 'cat {TOKEN_FILE}')
+        """))
+    code, out, _ = gpuprov("jupyter-url", "gpu-01", inventory, "--user", "carol")
+    assert code == 0
+    assert ("readable on the host by root and the members of gpuprov-jupyter "
+            "(jupyter_token_readers: alice, bob):\n"
+            f"   sudo cat {TOKEN_FILE}\n") in out
+
+
+def test_a_token_file_with_spaces_and_semicolons_is_quoted(inventory: str) -> None:
+    hostile = "/etc/gpuprov/my token;touch /tmp/pwned"
+    Path(inventory).write_text(INVENTORY + f"      vars:\n        jupyter_token_file: "
+                                           f"'{hostile}'\n")
+    code, out, _ = gpuprov("jupyter-url", "gpu-01", inventory)
+    assert code == 0
+    quoted = "'/etc/gpuprov/my token;touch /tmp/pwned'"
+    assert f"   sudo cat {quoted}\n" in out
+    # one word for ssh, which the remote shell splits back into sudo, cat, the path
+    ssh_line = out.splitlines()[-1].removeprefix("   (from your machine: ").removesuffix(")")
+    *ssh, remote = shlex.split(ssh_line)
+    assert ssh == ["ssh", "-t", "-p", "2200", "admin@10.0.0.5"]
+    assert shlex.split(remote) == ["sudo", "cat", hostile]
 
 
 def test_password_host_says_password_and_never_shows_the_hash(inventory: str) -> None:

@@ -19,7 +19,7 @@ from gpuprov.facts.apt import (
 )
 from gpuprov.facts.base import FactView
 from gpuprov.ops import apt
-from gpuprov.ops.apt_repos import _crc24
+from gpuprov.ops.openpgp import _crc24
 from tests.unit.shell_helpers import without_upload_check
 
 DATA = Path(__file__).parent / "data" / "facts"

@@ -4,6 +4,8 @@ cover the token end to end, the generation command included)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gpuprov.facts.base import FactView
@@ -48,3 +50,37 @@ def test_a_new_secret_is_sized_by_nbytes_and_never_shown() -> None:
     assert change.diff is not None and change.diff.unified().endswith("; never shown\n")
     full = FileInfo("file", "root", "root", "0600", 33, 0, 0)
     assert op.plan(FactView({op.fact: full})) == []
+
+
+def test_without_newline_the_file_is_the_hex_alone_and_any_other_size_is_replaced() -> None:
+    # for readers that take the whole file as the secret (JUPYTER_TOKEN_FILE)
+    op = generated_secret(PATH, nbytes=32, newline=False)
+    [change] = op.plan(FactView({op.fact: None}))
+    shell = change.steps[0].command.shell()
+    assert 'echo >>"$t"' not in shell and "grep -qxE '[0-9a-f]{64}'" in shell
+    exact = FileInfo("file", "root", "root", "0600", 64, 0, 0)
+    assert op.plan(FactView({op.fact: exact})) == []
+    for size in (65, 80):
+        [change] = op.plan(FactView({op.fact: FileInfo("file", "root", "root", "0600", size,
+                                                       0, 0)}))
+        assert change.summary.startswith(f"replace a {size}-byte token, not exactly 64 hex "
+                                         "chars")
+    # with the newline (the default) a longer, hand-made file is kept
+    assert 'echo >>"$t"' in generated_secret(PATH).plan(
+        FactView({op.fact: None}))[0].steps[0].command.shell()
+    assert generated_secret(PATH).plan(FactView({op.fact: FileInfo(
+        "file", "root", "root", "0600", 80, 0, 0)})) == []
+
+
+def test_the_command_really_writes_no_newline_when_asked(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from gpuprov.ops.generated import generate_command
+    target = tmp_path / "token"
+    cmd = generate_command(str(target), 32, str(os.getuid()), str(os.getgid()), "0640",
+                           newline=False)
+    subprocess.run(["/bin/sh", "-c", cmd.shell()], check=True)
+    text = target.read_text()
+    assert len(text) == 64 and int(text, 16) >= 0 and "\n" not in text
+    assert oct(target.stat().st_mode & 0o777) == "0o640"

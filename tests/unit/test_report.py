@@ -319,17 +319,32 @@ def test_json_report_content_and_secret_masked(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["report.json"]
 
 
-def test_atomic_write_new_file_mode_follows_umask(tmp_path: Path) -> None:
-    old = os.umask(0o027)
+def test_atomic_write_is_0600_whatever_the_umask_or_old_mode(tmp_path: Path) -> None:
+    # deliberately changed (issue 14): reports hold diffs of root-only files, so
+    # neither a permissive umask nor an existing file's wider mode opens them
+    old = os.umask(0o002)
     try:
         write_text_atomic(tmp_path / "a.prom", "x 1\n")
+        assert stat.S_IMODE((tmp_path / "a.prom").stat().st_mode) == 0o600
+        (tmp_path / "a.prom").chmod(0o644)
+        write_text_atomic(tmp_path / "a.prom", "x 2\n")
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.prom").stat().st_mode) == 0o640
-    (tmp_path / "a.prom").chmod(0o604)
-    write_text_atomic(tmp_path / "a.prom", "x 2\n")
-    assert stat.S_IMODE((tmp_path / "a.prom").stat().st_mode) == 0o604
+    assert stat.S_IMODE((tmp_path / "a.prom").stat().st_mode) == 0o600
     assert (tmp_path / "a.prom").read_text() == "x 2\n"
+
+
+def test_atomic_write_with_a_report_mode_for_a_monitor_group(tmp_path: Path) -> None:
+    write_text_atomic(tmp_path / "a.prom", "x 1\n", report.parse_report_mode("0640"))
+    assert stat.S_IMODE((tmp_path / "a.prom").stat().st_mode) == 0o640
+    write_json_report(tmp_path / "r.json", make_run())
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("text", ["0666", "0755", "0400", "0604x", "rw"])
+def test_report_mode_refuses_modes_others_could_write_or_run(text: str) -> None:
+    with pytest.raises(ValueError):
+        report.parse_report_mode(text)
 
 
 @pytest.mark.parametrize("broken", ["json.dumps", "os.replace", "os.fsync"])

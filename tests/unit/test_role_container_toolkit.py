@@ -41,6 +41,8 @@ from tests.unit.role_facts import (
     DEBIAN_FAMILY,
     KEY_BYTES,
     KEY_SHA256,
+    REAL_FPR,
+    REAL_KEY,
     apt_install,
     apt_mark,
     apt_source_update,
@@ -657,3 +659,29 @@ def test_docker_users_without_docker_are_refused(key: str) -> None:
     assert exc.message == ("gpu-01: role container_toolkit: docker_users=['alice']: Docker is "
                            "not installed on this host (container_runtime containerd, "
                            "docker_install false)")
+
+
+def test_key_options_reach_both_repositories(tmp_path: Path) -> None:
+    keys.clear_cache()
+    (tmp_path / "k.asc").write_text(REAL_KEY)
+    repo = {"url": "", "key": str(tmp_path / "k.asc"), "key_fingerprint": REAL_FPR,
+            "insecure": True}
+    plan = plan_role("container_toolkit", system_for("debian12"), fresh("debian12"),
+                     vars={"container_toolkit_repo": repo, "docker_repo": repo})
+    repos = [p.op for p in plan.ops if p.op.label.startswith("apt repository")]
+    assert len(repos) == 2 and plan.failed == []
+    assert all((r.insecure, r.key_fingerprint) == (True, REAL_FPR) for r in repos)
+    other = "0" * 40
+    plan = plan_role("container_toolkit", system_for("debian12"), fresh("debian12"),
+                     vars={"container_toolkit_repo": repo,
+                           "docker_repo": {**repo, "key_fingerprint": other}})
+    [(label, error)] = plan.failed
+    assert label == "apt repository docker"
+    assert f"has fingerprint {REAL_FPR}, not the expected {other} (docker_repo" in error
+
+
+def test_bad_key_options_name_the_variable() -> None:
+    ops, exc = ops_until_failure("container_toolkit", system_for("debian12"), {}, vars={
+        "docker_repo": {"url": "", "key": "", "insecure": "no"}})
+    assert exc.message.startswith("gpu-01: role container_toolkit: docker_repo=")
+    assert "insecure must be true or false, not 'no'" in exc.message

@@ -24,6 +24,7 @@ from gpuprov.facts.docker import ContainerInfo, ContainerState, ContainerStatus
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.facts.system import ShellTest
+from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
 from gpuprov.model.playbook import load_playbook
 from gpuprov.ops.file_plan import FileOpError
 from tests.unit.role_facts import commands, ops_until_failure, service_info, write_cmd
@@ -40,6 +41,8 @@ TOKEN = "/etc/gpuprov/jupyter/token"
 SCRIPT = "/usr/local/sbin/gpuprov-jupyter"
 UNIT = "/etc/systemd/system/gpuprov-jupyter.service"
 INIT = "/etc/init.d/gpuprov-jupyter"
+GROUP = "gpuprov-jupyter"
+GID = 998
 # argon2 of "correct horse", as jupyter_server.auth.passwd() made it
 HASH = ("argon2:$argon2id$v=19$m=10240,t=10,p=8$5tmfvE2LrjDV3PfuZLXXUQ"
         "$gJnSkf6a35kgY/s0l1pGz/DqxqJdtW1bLc9BMl3Y/54")
@@ -57,15 +60,17 @@ UNIT_F = FileState(UNIT)
 INIT_F = FileState(INIT)
 SERVICE = ServiceState(NAME)
 CONTAINER = ContainerState(NAME)
+GROUP_F = GroupMembers(GROUP)
 RC_LINKS = ShellTest(f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{NAME}")
 
 GENERATE_TOKEN = (
     "umask 077 && mkdir -p /etc/gpuprov/jupyter && "
     "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
     "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && "
-    "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' >\"$t\" && echo >>\"$t\" && "
-    "grep -qxE '[0-9a-f]{64}' \"$t\" && chown -h root:root \"$t\" && "
-    f"chmod 0600 \"$t\" && mv -fT \"$t\" {TOKEN} && trap - EXIT")
+    # no newline after the hex: jupyter_server takes the whole file as the token
+    "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' >\"$t\" && "
+    "grep -qxE '[0-9a-f]{64}' \"$t\" && chown -h root:gpuprov-jupyter \"$t\" && "
+    f"chmod 0640 \"$t\" && mv -fT \"$t\" {TOKEN} && trap - EXIT")
 
 
 def run(facts: dict, distro: str = "ubuntu2404", init: str = "systemd", *,
@@ -85,14 +90,16 @@ def directory(uid: int = 0, gid: int = 0, mode: str = "0755") -> FileInfo:
 
 
 def a_file(content: bytes, mode: str = "0644", gid: int = 0) -> FileInfo:
-    return FileInfo("file", "root", "users" if gid == 100 else "root", mode, len(content), 0,
-                    gid, hashlib.sha256(content).hexdigest(), content)
+    group = {100: "users", GID: GROUP}.get(gid, "root")
+    return FileInfo("file", "root", group, mode, len(content), 0, gid,
+                    hashlib.sha256(content).hexdigest(), content)
 
 
-def token_info(size: int = 65, mode: str = "0600", owner: str = "root") -> FileInfo:
+def token_info(size: int = 64, mode: str = "0640", owner: str = "root",
+               group: str = GROUP) -> FileInfo:
     # what a stat-only FileState gives: no content, no digest
     uid = 0 if owner == "root" else 1000
-    return FileInfo("file", owner, "root", mode, size, uid, 0)
+    return FileInfo("file", owner, group, mode, size, uid, GID if group == GROUP else 0)
 
 
 def missing_service(init: str) -> ServiceInfo:
@@ -110,8 +117,8 @@ def running_service(init: str, running: bool = True) -> ServiceInfo:
 
 
 def fresh(init: str = "systemd", docker: str = "ok") -> dict:
-    return {CONFIG_DIR_F: None, DATA_F: None, TOKEN_F: None, CONFIG_F: None, SCRIPT_F: None,
-            UNIT_F: None, INIT_F: None, SERVICE: missing_service(init),
+    return {GROUP_F: None, CONFIG_DIR_F: None, DATA_F: None, TOKEN_F: None, CONFIG_F: None,
+            SCRIPT_F: None, UNIT_F: None, INIT_F: None, SERVICE: missing_service(init),
             CONTAINER: ContainerStatus(docker, message="docker is not installed"
                                        if docker == "absent" else "")}
 
@@ -136,8 +143,9 @@ def converged(distro: str = "ubuntu2404", init: str = "systemd", **vars: object)
     plan = run(fresh(init), distro, init, **vars)
     facts = fresh(init)
     facts.update({
+        GROUP_F: GroupInfo(GROUP, GID, ()),
         CONFIG_DIR_F: directory(), DATA_F: directory(1000, 100, "0750"),
-        TOKEN_F: token_info(), CONFIG_F: a_file(written(plan, CONFIG), "0640", gid=100),
+        TOKEN_F: token_info(), CONFIG_F: a_file(written(plan, CONFIG), "0640", gid=GID),
         SCRIPT_F: a_file(written(plan, SCRIPT), "0755"),
         SERVICE: running_service(init),
         CONTAINER: running(spec_of(plan), "127.0.0.1:8888->8888/tcp"),
@@ -162,13 +170,14 @@ def expected_run(spec: str, *, gpus: str = "all", image: str = IMAGE, token: boo
                  extra: tuple[str, ...] = ()) -> list[str]:
     argv = ["docker", "run", "-d", "--name", NAME, "--restart", "on-failure:5",
             "--pull", "never", "--user", "1000:100", "--security-opt", "no-new-privileges",
-            "--gpus", gpus]
+            "--cap-drop", "ALL", "--group-add", "$JUPYTER_GID", "--gpus", gpus]
     for p in publish:
         argv += ["-p", p]
     argv += ["-e", "HOME=/workspace/data", "-v", "/srv/gpuprov/data:/workspace/data",
              "-v", f"{CONFIG}:/etc/gpuprov/jupyter_server_config.json:ro", *extra]
     if token:
-        argv += ["-e", "JUPYTER_TOKEN"]
+        argv += ["-v", f"{TOKEN}:/etc/gpuprov/jupyter_token:ro", "-e", "JUPYTER_TOKEN=",
+                 "-e", "JUPYTER_TOKEN_FILE=/etc/gpuprov/jupyter_token"]
     return [*argv, "--label", f"gpuprov.spec={spec}", image, "jupyter", "lab",
             "--config=/etc/gpuprov/jupyter_server_config.json"]
 
@@ -190,19 +199,21 @@ def test_fresh_host_gets_config_token_script_service_and_container(distro: str,
                     if init == "systemd" else
                     ["update-rc.d gpuprov-jupyter defaults", "service gpuprov-jupyter start"])
     assert commands(plan) == [
+        "groupadd --system gpuprov-jupyter",
         "mkdir -p -- /etc/gpuprov/jupyter && [ -d /etc/gpuprov/jupyter ] && "
         "chown -h root:root -- /etc/gpuprov/jupyter && chmod 0755 -- /etc/gpuprov/jupyter",
         "mkdir -p -- /srv/gpuprov/data && [ -d /srv/gpuprov/data ] && "
         "chown -h 1000:100 -- /srv/gpuprov/data && chmod 0750 -- /srv/gpuprov/data",
         GENERATE_TOKEN,
-        write_cmd(CONFIG, mode="0640", owner="root:100"),
+        write_cmd(CONFIG, mode="0640", owner="root:gpuprov-jupyter"),
         write_cmd(SCRIPT, mode="0755"),
         *service_file,
         *service_cmds,
         f"{SCRIPT} restart",
     ]
     notified = {c.resource: c.notify for c in plan.changes if c.notify}
-    assert notified == {f"token {TOKEN}": ("restart jupyter",),
+    assert notified == {f"group {GROUP}": ("restart jupyter",),
+                        f"token {TOKEN}": ("restart jupyter",),
                         f"file {CONFIG}": ("restart jupyter",),
                         f"file {SCRIPT}": ("restart jupyter",),
                         f"file {UNIT if init == 'systemd' else INIT}": ("restart jupyter",)}
@@ -239,7 +250,7 @@ def test_server_config_is_exactly_what_server_config_renders() -> None:
     }
     assert text == launch.server_config_json({"gpu_image": IMAGE})
     [config] = [c for c in plan.changes if c.resource == f"file {CONFIG}"]
-    assert config.summary == f"create ({len(text)} bytes, root:100 0640)"
+    assert config.summary == f"create ({len(text)} bytes, root:gpuprov-jupyter 0640)"
     assert config.diff.after == text and not config.diff.secret
 
 
@@ -250,8 +261,10 @@ def test_start_script_and_service_files(distro: str, init: str) -> None:
     assert script.startswith("#!/bin/sh\n# Managed by gpuprov (role jupyter)")
     assert f"# JupyterLab in {IMAGE}, published on 127.0.0.1:8888 only.\n" in script
     assert f"SPEC={spec_of(plan)}\n" in script
-    assert f'    JUPYTER_TOKEN="$(cat {TOKEN})"\n' in script
-    assert "    export JUPYTER_TOKEN\n    docker rm -f \"$NAME\"" in script
+    assert f"\nGROUP={GROUP}\nTOKEN_FILE={TOKEN}\n" in script
+    # the script never reads the token: it checks its size, docker mounts the file
+    assert "cat " not in script and "JUPYTER_TOKEN=\"" not in script
+    assert 'JUPYTER_GID="$(getent group "$GROUP" | cut -d: -f3)"' in script
     if init == "systemd":
         unit = written(plan, UNIT).decode()
         for line in ("Requires=docker.service", "After=docker.service network-online.target",
@@ -272,7 +285,8 @@ def test_converged_host_has_no_change(distro: str, init: str) -> None:
     plan = run(converged(distro, init), distro, init)
     assert plan.changes == []
     unit = UNIT if init == "systemd" else INIT
-    assert plan.labels == ["directory /etc/gpuprov/jupyter", "directory /srv/gpuprov/data",
+    assert plan.labels == [f"group {GROUP}", f"group {GROUP} members",
+                           "directory /etc/gpuprov/jupyter", "directory /srv/gpuprov/data",
                            f"token {TOKEN}", f"file {CONFIG}", f"file {SCRIPT}", f"file {unit}",
                            f"service {NAME}", f"container {NAME}"]
 
@@ -306,13 +320,49 @@ def test_no_token_is_ever_read_shown_or_passed_on_a_command_line() -> None:
     assert token.steps[0].stdin is None, "made on the host, not uploaded"
     assert token.diff.unified() == (f"--- {TOKEN}\n+++ {TOKEN}\ngenerate a token (32 random "
                                     "bytes as 64 hex chars, made on the host); never shown\n")
-    # docker gets the token's NAME: the value comes from the script's environment
+    # docker gets the token FILE, read-only, and the path inside: no value in
+    # any environment (JUPYTER_TOKEN= is set empty, so one from the image cannot win)
     argv = docker_run_argv(written(plan, SCRIPT))
-    assert argv[argv.index("JUPYTER_TOKEN") - 1] == "-e"
-    assert not [a for a in argv if a.startswith("JUPYTER_TOKEN=")]
+    assert f"{TOKEN}:/etc/gpuprov/jupyter_token:ro" in argv
+    env = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
+    assert env == ["HOME=/workspace/data", "JUPYTER_TOKEN=",
+                   "JUPYTER_TOKEN_FILE=/etc/gpuprov/jupyter_token"]
     # the container fact asks docker for state, labels and ports only, never Config.Env
     command = CONTAINER.command().shell()
     assert "--format" in command and ".Config.Labels" in command and "Env" not in command
+
+
+def test_token_readers_are_exactly_the_members_of_the_dedicated_group() -> None:
+    facts = converged() | {GROUP_F: GroupInfo(GROUP, GID, ("carol",)),
+                           ExistingUsers(("alice",)): frozenset({"alice"})}
+    plan = run(facts, jupyter_token_readers=["alice"])
+    assert commands(plan) == [f"gpasswd -a alice {GROUP}", f"gpasswd -d carol {GROUP}"]
+    # reading a file needs no restart: nothing is notified
+    assert [c.notify for c in plan.changes] == [()]
+    # by default nobody but root (the config and token are not the `users` group's)
+    assert commands(run(facts)) == [f"gpasswd -d carol {GROUP}"]
+
+
+@pytest.mark.parametrize("readers", ["alice", ["Alice"], ["x;rm"], [1]])
+def test_bad_token_readers_are_refused(readers: object) -> None:
+    ops, exc = ops_until_failure("jupyter", system_for("ubuntu2404"), fresh(),
+                                 vars={"gpu_image": IMAGE, "jupyter_token_readers": readers})
+    assert ops == []
+    assert "jupyter_token_readers" in exc.message and "must be a list of user names" in \
+        exc.message
+
+
+def test_an_existing_token_and_config_move_from_root_and_users_to_the_group() -> None:
+    # a host converged before the dedicated group: token root:root 0600 + newline,
+    # config root:users 0640
+    facts = converged()
+    facts[GROUP_F] = None
+    facts[TOKEN_F] = token_info(size=65, mode="0600", group="root")
+    facts[CONFIG_F] = a_file(written(run(fresh()), CONFIG), "0640", gid=100)
+    plan = run(facts)
+    assert commands(plan) == ["groupadd --system gpuprov-jupyter", GENERATE_TOKEN,
+                              f"chown -h root:{GROUP} -- {CONFIG}"]
+    assert all(c.notify == ("restart jupyter",) for c in plan.changes[:2])
 
 
 @pytest.mark.parametrize(("token", "summary"), [
@@ -320,6 +370,10 @@ def test_no_token_is_ever_read_shown_or_passed_on_a_command_line() -> None:
     (token_info(size=0), "replace a 0-byte token, shorter than 64 hex chars (32 random "
                          "bytes as 64 hex chars, made on the host)"),
     (token_info(size=40), "replace a 40-byte token, shorter than 64 hex chars (32 random "
+                          "bytes as 64 hex chars, made on the host)"),
+    # the format before JUPYTER_TOKEN_FILE (hex + newline): Jupyter would take the
+    # newline as part of the token, so it is replaced (researchers read it again)
+    (token_info(size=65), "replace a 65-byte token, not exactly 64 hex chars (32 random "
                           "bytes as 64 hex chars, made on the host)"),
 ])
 def test_token_is_generated_only_when_absent_or_too_short(token: FileInfo | None,
@@ -336,8 +390,12 @@ def test_token_is_generated_only_when_absent_or_too_short(token: FileInfo | None
 
 
 @pytest.mark.parametrize(("token", "expected", "notes"), [
-    (token_info(mode="0644"), [f"chmod 0600 -- {TOKEN}"], "mode 0644 -> 0600"),
-    (token_info(owner="admin"), [f"chown -h root:root -- {TOKEN}"], "owner admin -> root"),
+    (token_info(mode="0644"), [f"chmod 0640 -- {TOKEN}"], "mode 0644 -> 0640"),
+    (token_info(owner="admin"), [f"chown -h root:{GROUP} -- {TOKEN}"], "owner admin -> root"),
+    # the mode and group before the dedicated group: root:root 0600
+    (token_info(mode="0600", group="root"), [f"chown -h root:{GROUP} -- {TOKEN} && chmod 0640 "
+                                             f"-- {TOKEN}"], f"group root -> {GROUP}, mode 0600 "
+                                                             "-> 0640"),
 ])
 def test_token_file_mode_and_owner_drift_is_fixed_without_reading_it(
         token: FileInfo, expected: list[str], notes: str) -> None:
@@ -644,17 +702,21 @@ def docker_double(tmp_path: Path) -> dict:
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(f'#!/bin/sh\nexec {DOCKER} "$@"\n')
     (bin_dir / "docker").chmod(0o755)
+    # the group the role makes, as this machine's getent would show it on a host
+    (bin_dir / "getent").write_text(f'#!/bin/sh\n[ "$*" = "group {GROUP}" ] && '
+                                    f'echo "{GROUP}:x:{GID}:" || exit 2\n')
+    (bin_dir / "getent").chmod(0o755)
     env = {**host.env(), "PATH": f"{bin_dir}:/usr/bin:/bin"}
     assert subprocess.run(["docker", "pull", "-q", DOUBLE_IMAGE], env=env,
                           capture_output=True).returncode == 0
     return {"env": env, "host": host, "tmp": tmp_path}
 
 
-def test_start_script_runs_the_spec_and_passes_the_token_by_environment_only(
+def test_start_script_runs_the_spec_and_mounts_the_token_file_never_its_value(
         docker_double: dict) -> None:
     env, host, tmp = docker_double["env"], docker_double["host"], docker_double["tmp"]
-    fake = "f00d" * 16            # a recognisable token: it must show up nowhere but Env
-    (tmp / "token").write_text(fake + "\n")
+    fake = "f00d" * 16            # a recognisable token: it must show up nowhere
+    (tmp / "token").write_text(fake)
     vars = {"gpu_image": DOUBLE_IMAGE, "jupyter_token_file": str(tmp / "token"),
             "gpu_devices": "0"}
     facts = fresh() | {FileState(str(tmp / "token"), content=False, sudo=True): None}
@@ -684,14 +746,20 @@ def test_start_script_runs_the_spec_and_passes_the_token_by_environment_only(
     runs = sum(1 for c in calls() if c[0] == "run")
     assert sh("start").returncode == 0
     assert sum(1 for c in calls() if c[0] == "run") == runs == 1
-    # the token: in the container's environment, on no command line
+    # the token: on no command line, nowhere in docker inspect (Env included);
+    # the container gets the file, read-only, and where it is
     assert not [c for c in calls() if any(fake in a for a in c)]
     inspect = subprocess.run(["docker", "inspect", NAME], env=env, capture_output=True,
                              text=True)
+    assert fake not in inspect.stdout
     info = json.loads(inspect.stdout)[0]
-    assert f"JUPYTER_TOKEN={fake}" in info["Config"]["Env"]
+    assert [e for e in info["Config"]["Env"] if e.startswith("JUPYTER_TOKEN")] == [
+        "JUPYTER_TOKEN=", "JUPYTER_TOKEN_FILE=/etc/gpuprov/jupyter_token"]
+    assert f"{tmp / 'token'}:/etc/gpuprov/jupyter_token:ro" in info["HostConfig"]["Binds"]
     assert info["Config"]["User"] == "1000:100"
     assert info["HostConfig"]["SecurityOpt"] == ["no-new-privileges"]
+    assert (info["HostConfig"]["CapDrop"], info["HostConfig"]["CapAdd"]) == (["ALL"], None)
+    assert info["HostConfig"]["GroupAdd"] == [str(GID)], "the host group's gid, looked up"
     assert info["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["0"]
     assert fake not in out.stdout, "the container fact never sees the token"
     # stop removes it
@@ -717,14 +785,51 @@ def test_start_script_fails_with_the_reason_when_the_container_dies_at_once(
     (tmp / "bin" / "docker").write_text(
         f'#!/bin/sh\n{DOCKER} "$@"\nrc=$?\n'
         f'[ "$1" = run ] && {DOCKER} stop {NAME} >/dev/null\nexit $rc\n')
-    result = start_with_token(docker_double, "ab" * 32 + "\n")
+    result = start_with_token(docker_double, "ab" * 32)
     assert result.returncode == 1
     assert result.stderr.startswith(f"{NAME}: the container stopped right after it started; "
                                     "its last output:\n")
 
 
-def test_start_script_refuses_an_empty_token_file(docker_double: dict) -> None:
+@pytest.mark.parametrize("token", ["", "ab" * 32 + "\n", "ab" * 16])
+def test_start_script_refuses_a_token_file_jupyter_would_misread(docker_double: dict,
+                                                                 token: str) -> None:
+    # empty, short, or with the newline jupyter_server would keep as part of the token
     tmp = docker_double["tmp"]
-    result = start_with_token(docker_double, "")
+    result = start_with_token(docker_double, token)
     assert result.returncode == 1
-    assert result.stderr == f"gpuprov-jupyter: no token in {tmp / 'token'}; run gpuprov apply\n"
+    assert result.stderr == (f"gpuprov-jupyter: no token of 64 hex characters in "
+                             f"{tmp / 'token'}; run gpuprov apply\n")
+
+
+def test_start_script_refuses_to_start_without_the_group(docker_double: dict) -> None:
+    (docker_double["tmp"] / "bin" / "getent").write_text("#!/bin/sh\nexit 2\n")
+    result = start_with_token(docker_double, "ab" * 32)
+    assert result.returncode == 1
+    assert result.stderr == f"gpuprov-jupyter: no group {GROUP} on this host; run gpuprov apply\n"
+
+
+HOSTILE = "/srv/lab token;touch ${HOME}pwned;$(id)`id`"
+
+
+def test_a_hostile_token_file_path_stays_one_quoted_word(docker_double: dict) -> None:
+    # spaces, ;, $(...) and backquotes in jupyter_token_file: the root start script
+    # must treat it as one path, never as shell
+    plan = run(fresh() | {FileState(HOSTILE, content=False, sudo=True): None},
+               jupyter_token_file=HOSTILE)
+    script = written(plan, SCRIPT).decode()
+    assert f"\nTOKEN_FILE={shlex.quote(HOSTILE)}\n" in script
+    assert f"{HOSTILE}:/etc/gpuprov/jupyter_token:ro" in docker_run_argv(written(plan, SCRIPT))
+    [token] = [c for c in plan.changes if c.resource == f"token {HOSTILE}"]
+    assert f"mv -fT \"$t\" {shlex.quote(HOSTILE)}" in token.steps[0].command.shell()
+    # really run: the message names the path as is, and nothing was executed
+    tmp = docker_double["tmp"]
+    env = {**docker_double["env"], "HOME": str(tmp) + "/"}
+    path = tmp / "gpuprov-jupyter"
+    path.write_bytes(written(plan, SCRIPT))
+    result = subprocess.run(["/bin/sh", str(path), "start"], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    assert result.stderr == (f"gpuprov-jupyter: no token of 64 hex characters in {HOSTILE}; "
+                             "run gpuprov apply\n")
+    assert not (tmp / "pwned").exists()

@@ -43,6 +43,8 @@ from tests.unit.role_facts import (
     DEBIAN_FAMILY,
     KEY_BYTES,
     KEY_SHA256,
+    REAL_FPR,
+    REAL_KEY,
     apt_install,
     apt_mark,
     apt_source_update,
@@ -761,3 +763,47 @@ def test_mirror_url_and_inline_key(tmp_path: Path) -> None:
     source = next(c for c in plan.changes if c.resource == f"apt source {DEB_LIST}")
     assert source.diff.after.endswith(
         f"deb [signed-by={CUDA_KEYRING}] https://mirror.lab.example/cuda/debian12/ /\n")
+
+
+@pytest.mark.parametrize("distro", ["debian12", "rhel9"])
+def test_key_fingerprint_mismatch_is_unknown_in_check_and_fails_apply(
+        distro: str, tmp_path: Path) -> None:
+    keys.clear_cache()
+    (tmp_path / "cuda.asc").write_text(REAL_KEY)
+    wrong = "EB69 3B30 35CD 5710 E231  E123 A4B4 6996 3BF8 63CC"
+    repo = {"url": "", "key": str(tmp_path / "cuda.asc"), "key_fingerprint": wrong}
+    plan = plan_role("nvidia_driver", system_for(distro), fresh(distro),
+                     vars={"nvidia_driver_repo": repo}, check=True)
+    [unknown] = [c for c in plan.changes if c.resource == "signing key of the CUDA repository"]
+    assert f"has fingerprint {REAL_FPR}, not the expected {wrong.replace(' ', '')}" \
+        in unknown.unknown
+    plan = plan_role("nvidia_driver", system_for(distro), fresh(distro),
+                     vars={"nvidia_driver_repo": repo})
+    [(_, error)] = plan.failed
+    assert REAL_FPR in error and "(nvidia_driver_repo.key_fingerprint)" in error
+    repo["key_fingerprint"] = REAL_FPR.lower()
+    plan = plan_role("nvidia_driver", system_for(distro), fresh(distro),
+                     vars={"nvidia_driver_repo": repo})
+    assert plan.failed == []
+
+
+def test_key_over_plain_http_needs_insecure() -> None:
+    keys.clear_cache()
+    # refused before any connection: nothing listens on this URL
+    repo = {"url": "", "key": "http://127.0.0.1:9/cuda.asc"}
+    plan = plan_role("nvidia_driver", system_for("debian12"), fresh("debian12"),
+                     vars={"nvidia_driver_repo": repo})
+    [(_, error)] = plan.failed
+    assert "over plain http" in error
+    assert "`insecure: true` in the nvidia_driver_repo mapping" in error
+
+
+@pytest.mark.parametrize(("repo", "message"), [
+    ({"key_fingerprint": "3bf863cc"}, "is not an OpenPGP v4 fingerprint"),
+    ({"insecure": "yes"}, "insecure must be true or false, not 'yes'"),
+])
+def test_bad_key_options_are_refused_before_any_op(repo: dict, message: str) -> None:
+    ops, exc = ops_until_failure("nvidia_driver", system_for("debian12"), fresh("debian12"),
+                                 vars={"nvidia_driver_repo": {"url": "", "key": "", **repo}})
+    assert "nvidia_driver_repo=" in exc.message and message in exc.message
+    assert not any(p.label.startswith("apt repository") for p in ops)

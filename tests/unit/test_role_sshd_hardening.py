@@ -29,11 +29,20 @@ from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.files import FileState
-from gpuprov.facts.sshd import UserGroups
+from gpuprov.facts.sshd import ConfigFile, SshdConfigFiles, SshdEffective, UserGroups
 from gpuprov.ops.base import Step
 from tests.unit.role_facts import ALL_DISTROS, DEBIAN_FAMILY, file_info
 from tests.unit.role_harness import MissingFacts, RolePlan, plan_role, role_module, system_for
-from tests.unit.sshd_samples import DEBIAN_MAIN, RHEL8_MAIN_BODY, RHEL8_MAIN_HEAD, RHEL9_MAIN
+from tests.unit.sshd_samples import (
+    CLOUD_INIT,
+    DEBIAN_MAIN,
+    RHEL8_MAIN_BODY,
+    RHEL8_MAIN_HEAD,
+    RHEL9_CRYPTO,
+    RHEL9_MAIN,
+    RHEL9_REDHAT,
+    sshd_t,
+)
 
 #: the probe with the role's own policy (moduli threshold, rollback directory)
 STATE = role_module("sshd_hardening", "config").sshd_state()
@@ -137,12 +146,37 @@ def stock_main(distro: str) -> Any:
     return file_info(DEBIAN_MAIN)
 
 
+#: the drop-ins each distro ships beside sshd_config (all sort after gpuprov's)
+STOCK_DROPINS = {"ubuntu2204": [CLOUD_INIT], "ubuntu2404": [CLOUD_INIT], "debian12": [],
+                 "rhel9": [RHEL9_REDHAT, RHEL9_CRYPTO]}
+
+
+def config_files(main: str, *others: tuple[str, str], mode: str = "0644"
+                 ) -> tuple[ConfigFile, ...]:
+    """SshdConfigFiles' answer: sshd_config, then (path, text) of the others."""
+    return tuple(ConfigFile(path, "root", "root", mode, tuple(text.splitlines()))
+                 for path, text in [(SSHD_CONFIG, main), *others])
+
+
 def facts(distro: str, *, dropin: str | None = None, main: Any = None,
-          groups: dict[str, tuple[str, ...] | None] | None = None, **probe: Any) -> dict:
+          groups: dict[str, tuple[str, ...] | None] | None = None,
+          extra_files: tuple[tuple[str, str], ...] = (), effective: str | None = None,
+          user: str = "admin", **probe: Any) -> dict:
+    """Canned facts of a host; `effective`: SshdEffective's output (default: the
+    drop-in's settings in effect, or none of them when there is no drop-in)."""
+    main_info = main if main is not None else stock_main(distro)
+    others = [*extra_files, *STOCK_DROPINS[distro]]
+    if dropin is not None:
+        others.append((DROPIN, dropin))
+    others.sort(key=lambda f: (not f[0].startswith("/etc/ssh/"), f[0]))
+    if effective is None:
+        effective = sshd_t(dropin or "PasswordAuthentication yes\n", user=user)
     out: dict[Any, Any] = {
         STATE: STATE.process(probe_output(distro, **probe), 0),
-        FileState(SSHD_CONFIG, sudo=True): main if main is not None else stock_main(distro),
+        FileState(SSHD_CONFIG, sudo=True): main_info,
         FileState(DROPIN, sudo=True): None if dropin is None else file_info(dropin),
+        SshdConfigFiles(): config_files(main_info.content.decode(), *others),
+        SshdEffective(user): SshdEffective(user).process(effective, 0),
     }
     for user, value in (groups or {}).items():
         out[UserGroups(user)] = value
@@ -152,8 +186,9 @@ def facts(distro: str, *, dropin: str | None = None, main: Any = None,
 def plan(distro: str = "ubuntu2404", *, vars: dict[str, Any] | None = None,
          session: Session = ADMIN, init: str = "systemd", check: bool = False,
          **fact_args: Any) -> RolePlan:
-    return plan_role(ROLE, system_for(distro, init=init), facts(distro, **fact_args), vars=vars,
-                     check=check, session=session)
+    return plan_role(ROLE, system_for(distro, init=init),
+                     facts(distro, user=session.user, **fact_args), vars=vars, check=check,
+                     session=session)
 
 
 def dropin_of(p: RolePlan) -> str:
@@ -326,7 +361,7 @@ def test_permit_root_login(value: str, who: Session, expected: str) -> None:
 
 def test_permit_root_login_auto_without_an_ssh_session() -> None:
     # no session given: the engine's default (root, local): keys only, not off
-    p = plan_role(ROLE, system_for("ubuntu2404"), facts("ubuntu2404"))
+    p = plan_role(ROLE, system_for("ubuntu2404"), facts("ubuntu2404", user="root"))
     assert keyword(p, "PermitRootLogin") == "prohibit-password"
 
 
@@ -462,7 +497,8 @@ def test_asks_for_sshd_config_then_the_probe() -> None:
         plan_role(ROLE, system_for("ubuntu2204"),
                   {FileState(SSHD_CONFIG, sudo=True): stock_main("ubuntu2204")}, session=ADMIN)
     [planned] = plan("ubuntu2204").ops
-    assert planned.op.facts() == [FileState(DROPIN, sudo=True), STATE]
+    assert planned.op.facts() == [FileState(DROPIN, sudo=True), STATE, SshdConfigFiles(),
+                                  SshdEffective("admin")]
 
 
 # ================================================================== sshd_config's Include

@@ -294,6 +294,10 @@ def known_hosts(tmp_path: Path) -> Path:
 
 def make(sshd: FakeSshd, key_file: Path, known_hosts: Path, **kw) -> SshConnector:
     kw.setdefault("ssh_config", key_file.parent / "no_ssh_config")
+    # These tests exercise the connector on a fresh fake server each time, so
+    # they accept its key; the host key policy itself is tested with an
+    # explicit host_key_checking (None: the real default, strict).
+    kw.setdefault("host_key_checking", "accept-new")
     return SshConnector(SshSettings("web1", "127.0.0.1", port=sshd.port, user="tester",
                                     key_file=key_file, known_hosts=known_hosts,
                                     connect_timeout=5, **kw))
@@ -383,7 +387,7 @@ def test_accept_new_records_key_with_port(sshd, key_file, known_hosts, host_key)
         conn.run("true")
     line = known_hosts.read_text()
     assert line == f"[127.0.0.1]:{sshd.port} {host_key.get_name()} {host_key.get_base64()}\n"
-    with make(sshd, key_file, known_hosts, strict_host_keys=True) as conn:  # now known
+    with make(sshd, key_file, known_hosts, host_key_checking="strict") as conn:  # now known
         assert conn.run("echo ok").stdout == "ok\n"
     assert known_hosts.read_text() == line  # not recorded twice
 
@@ -391,17 +395,21 @@ def test_accept_new_records_key_with_port(sshd, key_file, known_hosts, host_key)
 def test_hashed_known_hosts_entry_is_accepted(sshd, key_file, known_hosts, host_key) -> None:
     hashed = paramiko.HostKeys.hash_host(f"[127.0.0.1]:{sshd.port}")
     known_hosts.write_text(f"{hashed} {host_key.get_name()} {host_key.get_base64()}\n")
-    with make(sshd, key_file, known_hosts, strict_host_keys=True) as conn:
+    with make(sshd, key_file, known_hosts, host_key_checking="strict") as conn:
         assert conn.run("echo ok").ok
 
 
-def test_strict_refuses_unknown_host(sshd, key_file, known_hosts, host_key) -> None:
+def test_unknown_host_is_refused_by_default(sshd, key_file, known_hosts, host_key) -> None:
+    # host_key_checking=None: nothing in the inventory, no ssh_config: strict
     with pytest.raises(UnreachableHost) as info:
-        make(sshd, key_file, known_hosts, strict_host_keys=True).connect()
+        make(sshd, key_file, known_hosts, host_key_checking=None).connect()
     err = info.value
     assert err.kind == "host-key-unknown"
-    assert fingerprint(host_key) in err.detail
-    assert "ssh-keyscan" in (err.hint or "") and not known_hosts.exists()
+    assert f"{host_key.get_name()} {fingerprint(host_key)}" in err.detail
+    hint = err.hint or ""
+    assert "gpuprov onboard web1" in hint and "--accept-new-host-keys" in hint
+    assert "ssh-keyscan" in hint and not known_hosts.exists()
+    assert not sshd.auth_attempts  # nothing offered to an unverified host
 
 
 def test_changed_key_names_both_fingerprints_and_line(sshd, key_file, known_hosts,
@@ -411,9 +419,9 @@ def test_changed_key_names_both_fingerprints_and_line(sshd, key_file, known_host
                            f"other.example {old.get_name()} {old.get_base64()}\n"
                            f"[127.0.0.1]:{sshd.port} {old.get_name()} {old.get_base64()}\n")
     before = known_hosts.read_text()
-    for strict in (False, True):  # never accepted, whatever the policy
+    for policy in ("accept-new", "strict"):  # never accepted, whatever the policy
         with pytest.raises(UnreachableHost) as info:
-            make(sshd, key_file, known_hosts, strict_host_keys=strict).connect()
+            make(sshd, key_file, known_hosts, host_key_checking=policy).connect()
         err = info.value
         assert err.kind == "host-key-changed" and err.host == "web1"
         assert fingerprint(old) in err.detail and fingerprint(host_key) in err.detail
@@ -443,7 +451,7 @@ def test_auth_failure_lists_keys_tried(sshd, tmp_path, known_hosts, isolated_hom
 
 
 def test_ssh_config_and_proxyjump_chain(sshd, key_file, known_hosts, isolated_home,
-                                        client_key) -> None:
+                                        client_key, host_key) -> None:
     # Two jump hosts (both the fake server), then the target: three transports.
     # The second jump has no config entry, so it uses the default key.
     client_key.write_private_key_file(str(isolated_home / ".ssh" / "id_ecdsa"))
@@ -460,6 +468,9 @@ Host bastion1
     User tester
     IdentityFile {key_file}
 """)
+    # every hop is checked strictly (the default): all three are this server
+    known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {host_key.get_name()} "
+                           f"{host_key.get_base64()}\n")
     conn = SshConnector(SshSettings("gpu7", "target", known_hosts=known_hosts, connect_timeout=5))
     with conn:
         assert conn.run("echo via jumps").stdout == "via jumps\n"
@@ -513,7 +524,8 @@ def test_refused_then_server_comes_back(tmp_path, key_file, known_hosts, host_ke
     monkeypatch.setattr(ssh_mod, "_sleep", sleep_then_start)
     try:
         with SshConnector(SshSettings("web1", "127.0.0.1", port=port, key_file=key_file,
-                                      known_hosts=known_hosts)) as conn:
+                                      known_hosts=known_hosts,
+                                      host_key_checking="accept-new")) as conn:
             assert conn.run("echo back").stdout == "back\n"
         assert conn.stats.connections == 1
     finally:
@@ -641,7 +653,8 @@ def test_run_on_new_connection_opens_another_login_and_keeps_the_first(sshd, key
 def test_run_on_new_connection_goes_the_route_resolved_at_the_start(sshd, key_file,
                                                                     known_hosts) -> None:
     config = key_file.parent / "ssh_config"
-    config.write_text(f"Host web1\n  HostName 127.0.0.1\n  Port {sshd.port}\n")
+    config.write_text(f"Host web1\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
+                      "  StrictHostKeyChecking accept-new\n")  # honoured: the key is recorded
     conn = SshConnector(SshSettings("web1", user="tester", key_file=key_file,
                                     known_hosts=known_hosts, connect_timeout=5,
                                     ssh_config=config))

@@ -27,7 +27,15 @@ from gpuprov.command import Command
 from gpuprov.connectors.base import Session
 from gpuprov.facts.base import FactError, FactView
 from gpuprov.facts.files import FileState
-from gpuprov.facts.sshd import HostKey, SshdInfo, SshdState, UserGroups
+from gpuprov.facts.sshd import (
+    ConfigFile,
+    HostKey,
+    SshdConfigFiles,
+    SshdEffective,
+    SshdInfo,
+    SshdState,
+    UserGroups,
+)
 from gpuprov.ops.armed import ArmedRevert
 from gpuprov.ops.base import Change, Step
 from tests.unit.role_facts import file_info
@@ -465,8 +473,19 @@ def make_op(settings: Mapping[str, str] = SETTINGS, who: Session = ADMIN,
 
 def op_facts(info: SshdInfo, current: Mapping[str, bytes | None] | None = None,
              groups: Mapping[str, tuple[str, ...] | None] | None = None) -> dict[Any, Any]:
-    """FileState(path, sudo=True) for each file (None: absent), SshdState, UserGroups."""
+    """FileState(path, sudo=True) for each file (None: absent), SshdState, UserGroups;
+    SshdConfigFiles: sshd_config including the drop-in; SshdEffective: `sshd -T`
+    not answering (None), so only the files count (the effective config has
+    its own tests, test_sshd_conflicts.py)."""
     facts: dict[Any, Any] = {sshd_config.sshd_state(): info}
+    main = (current or {}).get(SSHD_CONFIG) or MAIN_NEW
+    dropin = (current or {}).get(DROPIN)
+    facts[SshdConfigFiles()] = (
+        ConfigFile(SSHD_CONFIG, "root", "root", "0644", tuple(main.decode().splitlines())),
+        *([] if dropin is None else [ConfigFile(DROPIN, "root", "root", "0644",
+                                                tuple(dropin.decode().splitlines()))]))
+    for user in ("admin", "root"):
+        facts[SshdEffective(user)] = None
     for path, content in (current or {}).items():
         facts[FileState(path, sudo=True)] = None if content is None else file_info(content)
     for user, value in (groups or {}).items():
@@ -486,8 +505,9 @@ def expected_rollback() -> list[Step]:
 
 def test_op_asks_for_its_files_as_root_and_the_sshd_probe() -> None:
     op = make_op(files=(SshdFile(DROPIN, DROPIN_TEXT), SshdFile(SSHD_CONFIG, MAIN_NEW, "0600")))
+    # and (issue 14) the config files as sshd reads them and `sshd -T` for this login
     assert op.facts() == [FileState(DROPIN, sudo=True), FileState(SSHD_CONFIG, sudo=True),
-                          sshd_config.sshd_state()]
+                          sshd_config.sshd_state(), SshdConfigFiles(), SshdEffective("admin")]
     # AllowGroups: the operator's groups too, but only when an SSH login is at stake
     assert make_op(_with(AllowGroups="sshusers")).facts()[-1] == UserGroups("admin")
     assert UserGroups("root") not in make_op(_with(AllowGroups="sshusers"), LOCAL).facts()
@@ -568,7 +588,9 @@ def test_fresh_host_changes_in_one_armed_transaction() -> None:
     ]
     assert final.steps[2].sudo is True     # the new login proves sudo works too
     assert [s.new_connection for s in final.steps] == [False, False, True, False]
-    assert final.invalidates == (SshdState, *(FileState.at(p) for p in saved))
+    # the config files and `sshd -T` are stale too (issue 14: re-read after the change)
+    assert final.invalidates == (SshdState, SshdConfigFiles, SshdEffective,
+                                 *(FileState.at(p) for p in saved))
     assert all(SshdState in (c.invalidates or ()) for c in changes[2:])
 
 

@@ -4,15 +4,27 @@ with a fake `sudo` on PATH that the password never reaches the command."""
 from __future__ import annotations
 
 import io
+import os
+import re
+import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gpuprov.connectors.base import Become
-from gpuprov.connectors.sudo import CHUNK_SIZE, Sudo, add_note, iter_stdin, split_command
+from gpuprov.connectors.local import LocalConnector
+from gpuprov.connectors.sudo import (
+    CHUNK_SIZE,
+    MARKER_EXIT_CODE,
+    Sudo,
+    add_note,
+    iter_stdin,
+    split_command,
+)
 from gpuprov.errors import UnreachableHost
 
 
@@ -67,11 +79,15 @@ def test_password_is_validated_then_fed_on_stdin_never_argv() -> None:
     host = FakeHost("password")
     sudo = sudo_for(host, password="s3cret")
     line, prefix = sudo.prepare("cat > /etc/x", sudo=True)
-    assert line == "sudo -S -k -p '' -- sh -c 'cat > /etc/x'"
-    assert prefix == b"s3cret\n"
+    # The password line, then this command's marker (see test_marker_*).
+    password, marker, rest = prefix.split(b"\n")
+    assert password == b"s3cret" and rest == b""
+    assert re.fullmatch(rb"gpuprov-marker-[0-9a-f]{32}", marker)
+    assert line.startswith("sudo -S -k -p '' -- sh -c ")
+    assert marker.decode() in line and "cat > /etc/x" in line
+    assert sudo.prepare("cat > /etc/x", sudo=True)[1] != prefix  # a new marker each time
     assert host.calls[1][1] == b"s3cret\n"  # validated once, alone on stdin
     assert all("s3cret" not in call_line for call_line, _ in host.calls)
-    sudo.prepare("true", sudo=True)
     assert len(host.calls) == 2  # no second validation
 
 
@@ -187,3 +203,121 @@ def test_password_never_leaks_into_the_commands_stdin(tmp_path: Path) -> None:
     wrong = Sudo("localhost", "me", Become(password="bad"), exec_raw)
     with pytest.raises(UnreachableHost, match="wrong sudo password for me@localhost"):
         wrong.prepare("cat", sudo=True)
+
+
+# sudo that stops asking mid-run: once the file named by $FAKE_SUDO_NOPASSWD
+# exists (a NOPASSWD rule added by a role), -n works and -S reads nothing.
+FAKE_SUDO_CHANGING = """#!/bin/sh
+feed=no
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) [ -e "$FAKE_SUDO_NOPASSWD" ] || { echo "sudo: a password is required" >&2; exit 1; } ;;
+        -S) feed=yes ;;
+        -p) shift ;;
+        --) shift; break ;;
+        -*) ;;
+        *) break ;;
+    esac
+    shift
+done
+if [ "$feed" = yes ] && [ ! -e "$FAKE_SUDO_NOPASSWD" ]; then
+    IFS= read -r pw
+    [ "$pw" = "$FAKE_SUDO_PASSWORD" ] || { echo "Sorry, try again." >&2; exit 1; }
+fi
+exec "$@"
+"""
+
+
+@pytest.fixture
+def changing_sudo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake sudo whose password is a command that would create `pwned`;
+    returns the file that, once created, makes it stop asking."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sudo", FAKE_SUDO_CHANGING), ("id", "#!/bin/sh\necho 1000\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SUDO_NOPASSWD", str(tmp_path / "nopasswd"))
+    monkeypatch.setenv("FAKE_SUDO_PASSWORD", f"touch {tmp_path / 'pwned'}")
+    return tmp_path / "nopasswd"
+
+
+def test_marker_keeps_the_password_from_running_when_sudo_stops_asking(
+        changing_sudo: Path) -> None:
+    pwned = changing_sudo.with_name("pwned")
+    with LocalConnector(become=Become(password=os.environ["FAKE_SUDO_PASSWORD"])) as conn:
+        first = conn.run("sh -s", sudo=True, stdin=b"echo first; cat\n")
+        assert (first.exit_code, first.stdout) == (0, "first\n")  # cat: nothing left over
+        changing_sudo.touch()  # NOPASSWD added between two commands
+        second = conn.run("sh -s", sudo=True, stdin=b"echo second\n")
+        assert (second.exit_code, second.stdout, second.stderr) == (0, "second\n", "")
+    changing_sudo.unlink()
+    with LocalConnector(become=Become(password=os.environ["FAKE_SUDO_PASSWORD"])) as conn:
+        assert conn.run("true", sudo=True).ok
+        changing_sudo.touch()
+        stream = io.BytesIO(b"skipped\nx\ny\n")
+        stream.readline()  # a rerun starts where the stream stood, not at 0
+        assert conn.run("cat", sudo=True, stdin=stream).stdout == "x\ny\n"
+    assert not pwned.exists()
+
+
+def test_marker_refusal_is_rerun_once_in_the_new_mode(changing_sudo: Path) -> None:
+    runs: list[str] = []
+
+    def execute(line: str, chunks: Iterator[bytes]) -> tuple[int, str, str]:
+        runs.append(line)
+        proc = subprocess.run(["/bin/sh", "-c", line], input=b"".join(chunks),
+                              capture_output=True, timeout=10)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+    def exec_raw(line: str, stdin: bytes) -> tuple[int, str, str]:
+        return execute(line, iter([stdin]))
+
+    sudo = Sudo("localhost", "me", Become(password=os.environ["FAKE_SUDO_PASSWORD"]), exec_raw)
+    assert sudo.mode() == "password"
+    changing_sudo.touch()
+    runs.clear()
+    assert sudo.run("sh -s", True, b"echo ok\n", execute) == (0, "ok\n", "")
+    assert [line.split(" -- ")[0] for line in runs] == [
+        "sudo -S -k -p ''", "sh -c " + shlex.quote(sudo_probe()), "sudo -n"]
+    assert sudo.mode() == "nopasswd"
+    assert not changing_sudo.with_name("pwned").exists()
+
+
+def sudo_probe() -> str:
+    from gpuprov.connectors import sudo as sudo_module
+    return sudo_module._PROBE
+
+
+def test_marker_refusal_with_a_stream_read_once_is_an_error(changing_sudo: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"echo never\n")
+    os.close(write_fd)
+    with LocalConnector(become=Become(password=os.environ["FAKE_SUDO_PASSWORD"])) as conn, \
+            os.fdopen(read_fd, "rb") as pipe:
+        assert conn.run("true", sudo=True).ok  # password mode found
+        changing_sudo.touch()
+        with pytest.raises(UnreachableHost, match="stopped asking for the password") as info:
+            conn.run("sh -s", sudo=True, stdin=pipe)
+        assert info.value.kind == "sudo"
+        assert conn.run("echo again", sudo=True).stdout == "again\n"  # next run: nopasswd
+    assert not changing_sudo.with_name("pwned").exists()
+
+
+def test_marker_guard_refuses_anything_but_its_marker() -> None:
+    line, prefix = Sudo("h", "u", Become(password="pw"), lambda *_: (0, "password\n", "")) \
+        .prepare("echo ran", sudo=True)
+    guarded = shlex.split(line)[-1]  # what sudo would run with sh -c
+    for stdin in (b"pw\n", b"", b"pw\n" + prefix):
+        proc = subprocess.run(["/bin/sh", "-c", guarded], input=stdin, capture_output=True)
+        assert proc.returncode == MARKER_EXIT_CODE and proc.stdout == b""
+        assert Sudo.refused(proc.returncode, proc.stderr.decode())
+    ok = subprocess.run(["/bin/sh", "-c", guarded], input=prefix.split(b"\n", 1)[1],
+                        capture_output=True)
+    assert (ok.returncode, ok.stdout) == (0, b"ran\n")
+
+
+def test_password_with_a_line_break_is_refused() -> None:
+    with pytest.raises(UnreachableHost, match="line break"):
+        sudo_for(FakeHost("password"), password="a\ntouch x").prepare("true", sudo=True)

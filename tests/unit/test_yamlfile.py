@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
+from gpuprov.command import Secret
 from gpuprov.errors import InventoryError, PlaybookError
 from gpuprov.model.yamlfile import (
     Location,
-    Secret,
     YamlList,
     YamlMap,
     close_names,

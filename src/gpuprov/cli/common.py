@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gpuprov.cli.exit_codes import EXIT_ERROR
+from gpuprov.connectors.hostkeys import ACCEPT_NEW, STRICT, Confirm
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import RunOptions
 from gpuprov.errors import GpuprovError
@@ -69,8 +72,58 @@ def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
         max_fail_percentage=ctx.get("max_fail_percentage"),
         tags=frozenset(split_csv(ctx["tags"])), skip_tags=frozenset(split_csv(ctx["skip_tags"])),
         extra_vars=parse_extra_vars(ctx["extra_vars"]), reboot=ctx.get("reboot", False),
-        connect=ConnectOptions(strict_host_keys=ctx["strict_host_keys"],
+        connect=ConnectOptions(host_key_checking=host_key_checking(ctx),
+                               confirm_host_key=confirm_host_key(),
                                become_password=password))
+
+
+def host_key_checking(ctx: dict[str, Any]) -> str | None:
+    """The policy the flags force on every host; None: each host's own
+    (ssh_host_key_checking, ssh_config), strict by default."""
+    if ctx.get("accept_new_host_keys"):
+        return ACCEPT_NEW
+    return STRICT if ctx.get("strict_host_keys") else None
+
+
+_PROMPT_LOCK = threading.Lock()
+
+
+def confirm_host_key() -> Confirm | None:
+    """ssh's yes/no question about an unknown host key, for a person at a
+    terminal only: never in CI, under cron or with stdin redirected."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+
+    def ask(question: str) -> bool:
+        # Hosts connect in parallel threads: one question at a time.
+        with _PROMPT_LOCK:
+            answer = click.prompt(question, type=click.Choice(["yes", "no"]),
+                                  show_choices=False, err=True, prompt_suffix=" ")
+        return bool(answer == "yes")
+    return ask
+
+
+def _one_host_key_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    # Each flag's callback sees the other once it was parsed: the second one
+    # to be processed refuses the pair, before any inventory is read.
+    other = "strict_host_keys" if param.name == "accept_new_host_keys" else \
+        "accept_new_host_keys"
+    if value and ctx.params.get(other):
+        raise click.UsageError("--accept-new-host-keys and --strict-host-keys contradict "
+                               "each other; pass one", ctx)
+    return value
+
+
+def host_key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--accept-new-host-keys / --strict-host-keys, for every command that
+    connects to hosts."""
+    fn = click.option("--strict-host-keys", is_flag=True, callback=_one_host_key_flag,
+                      help="Refuse unknown host keys on every host, even where the "
+                      "inventory (ssh_host_key_checking) or ssh_config says accept-new.")(fn)
+    return click.option("--accept-new-host-keys", is_flag=True, callback=_one_host_key_flag,
+                        help="Record the key of a host not yet in known_hosts (OpenSSH's "
+                        "accept-new; default: refuse it). A changed key is always "
+                        "refused.")(fn)
 
 
 def split_csv(values: tuple[str, ...]) -> list[str]:
@@ -109,7 +162,7 @@ def write_file(path: str, write: Callable[[], None]) -> None:
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options every host-running command takes, in Ansible's spelling."""
-    decorators = [
+    decorators: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.argument("inventory", required=False, type=click.Path(dir_okay=False)),
         click.option("-p", "--playbook", type=click.Path(exists=True, dir_okay=False),
                      help="Playbook (default: ./playbooks/site.yml, else the bundled one)."),
@@ -121,8 +174,7 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="k=v, 'k=v k2=v2', @file.yml or a YAML mapping; highest precedence."),
         click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True,
                      help="Hosts worked on in parallel."),
-        click.option("--strict-host-keys", is_flag=True,
-                     help="Refuse hosts not in known_hosts (default: accept and record new)."),
+        host_key_options,
         click.option("-K", "--ask-become-pass", is_flag=True,
                      help="Ask once for the sudo password (fed on stdin, never argv)."),
         click.option("-v", "--verbose", count=True, help="More detail: ok tasks, round trips."),

@@ -13,6 +13,7 @@ from rich.console import Console
 from gpuprov.cli.common import guarded, stderr, stdout
 from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuprov.cli.role_commands import role_host_notes
+from gpuprov.connectors.hostkeys import STRICT
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import Executor, RunOptions
 from gpuprov.engine.onboard import (
@@ -120,7 +121,8 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     host = inventory.hosts[opts.name]
     options = RunOptions(reboot=opts.reboot,
                          extra_vars={**opts.connection_vars(), **opts.extra_vars},
-                         connect=ConnectOptions(strict_host_keys=True, become_password=become))
+                         connect=ConnectOptions(host_key_checking=STRICT,
+                                                become_password=become))
     book = find_playbook(o["playbook"])
     plays = load_plays(book)
     out.print(f"4/5 site playbook {book}", markup=False)

@@ -26,7 +26,26 @@ from gpuprov.engine.executor import Executor
 from gpuprov.errors import GpuprovError
 from gpuprov.output.drift import drift_json, drift_prometheus, drift_table, drift_table_text
 from gpuprov.output.progress import Progress
-from gpuprov.output.report import render_diffs, render_recap, write_json_report, write_text_atomic
+from gpuprov.output.report import (
+    parse_report_mode,
+    render_diffs,
+    render_recap,
+    write_json_report,
+    write_text_atomic,
+)
+
+
+def _report_mode(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_report_mode(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+#: reports hold diffs of root-only files: 0600 unless a monitor's group must read them
+report_mode_option = click.option(
+    "--report-mode", default="0600", show_default=True, callback=_report_mode,
+    help="File mode of the report written (0640: also its group, e.g. node_exporter's).")
 
 
 @click.command()
@@ -41,6 +60,7 @@ from gpuprov.output.report import render_diffs, render_recap, write_json_report,
               "where `reboot: never` is set.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
               help="Write every change and error to FILE.json.")
+@report_mode_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before changing this machine.")
 @guarded
 def apply(**opts: Any) -> int:
@@ -64,7 +84,7 @@ def apply(**opts: Any) -> int:
     render_recap(run, console, verbose=opts["verbose"])
     if opts["report_file"]:
         write_file(opts["report_file"], lambda: write_json_report(
-            opts["report_file"], run, report_extra(target, opts)))
+            opts["report_file"], run, report_extra(target, opts), opts["report_mode"]))
     return apply_exit_code(run)
 
 
@@ -74,6 +94,7 @@ def apply(**opts: Any) -> int:
               default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the report to FILE (atomically) instead of stdout.")
+@report_mode_option
 @guarded
 def drift_check(**opts: Any) -> int:
     """What differs from the desired state, per host. Read-only."""
@@ -95,7 +116,8 @@ def drift_check(**opts: Any) -> int:
             text = drift_json(run) if opts["fmt"] == "json" else drift_prometheus(run)
         if opts["output"]:
             # atomic: a monitor never reads half a file
-            write_file(opts["output"], lambda: write_text_atomic(opts["output"], text))
+            write_file(opts["output"], lambda: write_text_atomic(opts["output"], text,
+                                                                  opts["report_mode"]))
         else:
             click.echo(text, nl=not text.endswith("\n"))
     return drift_exit_code(run)

@@ -1,9 +1,16 @@
-"""known_hosts policy: verify, accept-new, and errors a person can act on.
+"""known_hosts policy: verify, strict or accept-new, and errors a person can act on.
 
 paramiko's HostKeys forgets line numbers and treats patterns loosely, and
 Fabric/paramiko's AutoAddPolicy accepts anything; we need file:line for the
 "key changed" error and OpenSSH's matching rules (hashed names, [host]:port,
-wildcards, negation, @revoked), so known_hosts files are parsed here.
+wildcards, negation, @revoked, @cert-authority), so known_hosts files are
+parsed here.
+
+The default is OpenSSH's `StrictHostKeyChecking yes`: an unknown key is
+refused (or, at a terminal, shown to a person who may accept it), because
+the next thing sent over the connection is a login and maybe a sudo
+password. `accept-new` records an unknown key; a changed or revoked key is
+refused whatever the policy. Every key recorded is announced.
 """
 
 from __future__ import annotations
@@ -16,14 +23,26 @@ import hashlib
 import hmac
 import os
 import re
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
+from gpuprov.connectors.hostcerts import CERT_SUFFIX, CertificateError, certificate_of
 from gpuprov.errors import UnreachableHost
+
+#: refuse unknown keys (OpenSSH `StrictHostKeyChecking yes`), the default
+STRICT = "strict"
+#: record unknown keys, refuse changed ones (OpenSSH `accept-new`)
+ACCEPT_NEW = "accept-new"
+POLICIES = (STRICT, ACCEPT_NEW)
+
+#: asks a person a yes/no question; None where nobody can answer
+Confirm = Callable[[str], bool]
 
 # One lock per file for threads of this process; flock() guards against other
 # processes (another gpuprov, or ssh itself with accept-new).
@@ -117,54 +136,95 @@ def parse_file(path: Path, name: str) -> list[Entry]:
     return entries
 
 
+def announce_on_stderr(line: str) -> None:
+    """Default announcement of a recorded key: one line on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
 class KnownHosts:
     """The known_hosts files for a connection, and where new keys are recorded."""
 
     def __init__(self, user_file: Path, extra_files: tuple[Path, ...] = (),
-                 hash_new: bool = False) -> None:
+                 hash_new: bool = False,
+                 announce: Callable[[str], None] = announce_on_stderr) -> None:
         self.user_file = user_file
         self.files = (user_file, *extra_files)
         self.hash_new = hash_new
+        self.announce = announce
 
     def entries(self, name: str) -> list[Entry]:
         return [e for path in self.files for e in parse_file(path, name)]
 
     def key_types(self, name: str) -> list[str]:
-        """Host key types already known, to prefer them during key exchange."""
+        """Host key types to ask for first during key exchange: certificates
+        when a CA is trusted for `name` (as OpenSSH does), then known plain keys."""
         types: list[str] = []
-        for entry in self.entries(name):
+        entries = self.entries(name)
+        if any(e.marker == "@cert-authority" for e in entries):
+            types += [t + CERT_SUFFIX for t in ("ssh-ed25519", "ecdsa-sha2-nistp256",
+                                                "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")]
+            types += ["rsa-sha2-512" + CERT_SUFFIX, "rsa-sha2-256" + CERT_SUFFIX]
+        for entry in entries:
             if entry.marker is None and entry.key.get_name() not in types:
                 types.append(entry.key.get_name())
         return types
 
-    def check(self, host: str, name: str, key: paramiko.PKey, strict: bool) -> bool:
-        """Raise UnreachableHost unless `key` is right for `name`; True if newly recorded."""
-        if self.verify(host, name, key):
+    def check(self, host: str, name: str, key: paramiko.PKey, policy: str = STRICT,
+              confirm: Confirm | None = None) -> bool:
+        """Raise UnreachableHost unless `key` is right for `name`; True if newly recorded.
+
+        Unknown keys: recorded under accept-new; under strict, recorded only
+        if `confirm` (a person at a terminal) says yes, else refused.
+        """
+        entries = self.entries(name)
+        if _verify(host, name, key, entries):
             return False
-        if strict:
-            fp = fingerprint(key)
+        fp = f"{key.get_name()} {fingerprint(key)}"
+        if any(e.marker == "@cert-authority" for e in entries):
+            # A CA vouches for this host: a plain key it did not certify is
+            # not recorded beside it, whatever the policy.
             raise UnreachableHost(
                 host, "host-key-unknown",
-                f"{name} is not in {self.user_file} and strict host key checking is on; "
-                f"it offered {key.get_name()} {fp}",
-                hint=f"check {fp} with the host's admin (ssh-keygen -lf /etc/ssh/ssh_host_*.pub "
-                     f"on the host), then add it: {_keyscan_hint(name, key)} >> {self.user_file}",
-            )
-        return self.record(host, name, key)
+                f"{name} offered a plain host key {fp} without a certificate, but "
+                f"known_hosts trusts a @cert-authority for it ({_ca_where(entries)})",
+                hint="have the host's sshd present its certificate (HostCertificate in "
+                     "sshd_config), or remove the @cert-authority line for this host")
+        if policy == ACCEPT_NEW:
+            return self.record(host, name, key)
+        if confirm is not None and confirm(
+                f"The authenticity of host '{name}' can't be established.\n"
+                f"{key.get_name()} key fingerprint is {fingerprint(key)}.\n"
+                "Are you sure you want to continue connecting (yes/no)?"):
+            return self.record(host, name, key)
+        raise UnreachableHost(
+            host, "host-key-unknown",
+            f"{name} offered host key {fp}, which is not in {self.user_file}; "
+            "refusing to connect to an unverified host (strict host key checking)",
+            hint=f"check {fingerprint(key)} with the host's admin (ssh-keygen -lf "
+                 "/etc/ssh/ssh_host_*.pub on the host), then either onboard it with "
+                 f"`gpuprov onboard {host} --host-key-fingerprint {fingerprint(key)}` "
+                 "(confirms first contact), or rerun with --accept-new-host-keys "
+                 "(records unknown keys, like OpenSSH's accept-new; or set "
+                 "ssh_host_key_checking: accept-new), or add it yourself: "
+                 f"{_keyscan_hint(name, key)} >> {self.user_file}",
+        )
 
     def verify(self, host: str, name: str, key: paramiko.PKey) -> bool:
-        """True if `key` is recorded for `name`, False if `name` is unknown;
-        raises UnreachableHost (host-key-changed) if another key is recorded."""
+        """True if `key` is recorded (or certified by a trusted CA) for `name`,
+        False if `name` is unknown; raises UnreachableHost if another key is
+        recorded, the key is revoked or its certificate is not valid."""
         return _verify(host, name, key, self.entries(name))
 
     def record(self, host: str, name: str, key: paramiko.PKey) -> bool:
-        """Trust `key` for `name`; True if it was appended now."""
+        """Trust `key` for `name`; True if it was appended now (and announced)."""
         with _locked(self.user_file) as fd:
             # Re-check under the lock: another thread or process may have
             # recorded this host (maybe with another key) in the meantime.
             if _verify(host, name, key, self.entries(name)):
                 return False
             _append(fd, self._line(name, key))
+        self.announce(f"{host}: recorded host key {name} {key.get_name()} "
+                      f"{fingerprint(key)} in {self.user_file}")
         return True
 
     def _line(self, name: str, key: paramiko.PKey) -> str:
@@ -172,15 +232,38 @@ class KnownHosts:
         return f"{stored} {key.get_name()} {key.get_base64()}\n"
 
 
+def _ca_where(entries: list[Entry]) -> str:
+    return ", ".join(e.where for e in entries if e.marker == "@cert-authority")
+
+
 def _verify(host: str, name: str, key: paramiko.PKey, entries: list[Entry]) -> bool:
     """True if known and matching; False if unknown; raises if changed or revoked."""
     offered = fingerprint(key)
+    cert = certificate_of(key)
     for entry in entries:
-        if entry.marker == "@revoked" and entry.key.asbytes() == key.asbytes():
+        revoked = entry.key.asbytes() == key.asbytes() or (
+            cert is not None and entry.key.asbytes() == cert.ca_key.asbytes())
+        if entry.marker == "@revoked" and revoked:
+            what = "a key" if entry.key.asbytes() == key.asbytes() else "a certificate by a CA"
             raise UnreachableHost(
                 host, "host-key-changed",
-                f"{name} offered a key marked @revoked at {entry.where}: {offered}",
+                f"{name} offered {what} marked @revoked at {entry.where}: {offered}",
                 hint="the host's key was revoked on purpose; ask its admin")
+    if cert is not None:
+        cas = [e for e in entries if e.marker == "@cert-authority"]
+        if cas:
+            try:
+                cert.check(_principal_names(name), [e.key for e in cas])
+            except CertificateError as exc:
+                raise UnreachableHost(
+                    host, "host-key-cert", f"{name} offered a host certificate that "
+                    f"known_hosts ({_ca_where(entries)}) does not accept: {exc}",
+                    hint="renew or re-sign the host certificate (ssh-keygen -s CA -h -n "
+                         "HOSTNAME), or check the @cert-authority line") from exc
+            return True
+        # No CA for this host: the certificate is ignored and the key inside
+        # is checked like a plain one (OpenSSH asks for certificates only
+        # when it trusts a CA, so this is a server that offers nothing else).
     plain = [e for e in entries if e.marker is None]
     if any(e.key.asbytes() == key.asbytes() for e in plain):
         return True
@@ -202,6 +285,14 @@ def _verify(host: str, name: str, key: paramiko.PKey, entries: list[Entry]) -> b
              f"-f {expected.path} (or delete line {expected.line} of {expected.path}), "
              "then rerun to record the new one",
     )
+
+
+def _principal_names(name: str) -> list[str]:
+    """The names a host certificate's principals are matched against: the
+    host name or HostKeyAlias, without OpenSSH's [host]:port wrapping."""
+    if name.startswith("[") and "]:" in name:
+        return [name[1:].partition("]:")[0]]
+    return [name]
 
 
 def _keyscan_hint(name: str, key: paramiko.PKey) -> str:

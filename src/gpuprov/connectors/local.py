@@ -58,10 +58,8 @@ class LocalConnector(Connector):
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:
         self.connect()
         shell, display = split_command(command)
-        line, prefix = self._sudo.prepare(shell, sudo)
-        code, out, err = self._execute(line, iter_stdin(stdin, prefix), timeout)
-        if sudo:
-            self._sudo.check(code, err)
+        code, out, err = self._sudo.run(
+            shell, sudo, stdin, lambda line, chunks: self._execute(line, chunks, timeout))
         return CommandResult(display, code, out, err)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:

@@ -3,7 +3,7 @@
 Every run() is an exec channel on that transport, so a task costs one round
 trip, not a TCP connect + key exchange + auth each time. Connection setup
 follows OpenSSH where users expect it (ssh_config, ProxyJump, key order,
-known_hosts with accept-new) and turns every failure into an UnreachableHost
+known_hosts, strict unless told accept-new) and turns every failure into an UnreachableHost
 kind with a hint a person can act on. Setup is retried with backoff for the
 transient cases (an sshd reload refuses connections for a moment); a command
 is never re-run implicitly, since it may have half-run.
@@ -32,7 +32,8 @@ import paramiko
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become, CommandResult, Connector, Session
-from gpuprov.connectors.hostkeys import KnownHosts
+from gpuprov.connectors.hostcerts import CERT_SUFFIX
+from gpuprov.connectors.hostkeys import Confirm, KnownHosts
 from gpuprov.connectors.ssh_auth import (
     Agent,
     authenticate,
@@ -44,6 +45,7 @@ from gpuprov.connectors.ssh_channel import ChannelRunner, QuickAckSocket
 from gpuprov.connectors.ssh_config import (
     Hop,
     SetupError,
+    host_key_policy,
     known_hosts_for,
     load_config,
     resolve_chain,
@@ -68,6 +70,9 @@ class SshSettings:
 
     Explicit port/user/key_file win over ~/.ssh/config (or `ssh_config`);
     `known_hosts` replaces ~/.ssh/known_hosts (and /etc/ssh/ssh_known_hosts).
+    `host_key_checking` ("strict" or "accept-new") wins over StrictHostKeyChecking
+    in ssh_config; None: ssh_config decides, strict by default.
+    `confirm_host_key` asks a person about an unknown key (a terminal only).
     """
 
     host_name: str
@@ -76,7 +81,8 @@ class SshSettings:
     user: str | None = None
     key_file: str | Path | None = None
     known_hosts: Path | None = None
-    strict_host_keys: bool = False
+    host_key_checking: str | None = None
+    confirm_host_key: Confirm | None = field(default=None, repr=False, compare=False)
     become: Become = field(default_factory=Become)
     connect_timeout: float = 10.0
     retries: int = 5
@@ -95,7 +101,8 @@ class SshRoute:
     connections a run opens on purpose (they must go the same way)."""
 
     hops: tuple[Hop, ...]
-    strict_host_keys: bool
+    #: "strict" or "accept-new", one per hop (each hop's own ssh_config entry)
+    policies: tuple[str, ...]
     known_hosts: KnownHosts
 
     @classmethod
@@ -105,9 +112,9 @@ class SshRoute:
         hops = resolve_chain(config, settings.host_name, settings.address or settings.host_name,
                              settings.user, settings.port, key_file)
         options = config.lookup(hops[-1].alias)
-        return cls(tuple(hops),
-                   settings.strict_host_keys or options.get("stricthostkeychecking") == "yes",
-                   known_hosts_for(settings.known_hosts, options))
+        policies = tuple(host_key_policy(settings.host_key_checking, config.lookup(hop.alias))
+                         for hop in hops)
+        return cls(tuple(hops), policies, known_hosts_for(settings.known_hosts, options))
 
 
 class SshConnector(Connector):
@@ -120,7 +127,6 @@ class SshConnector(Connector):
         self.route = route or SshRoute.resolve(settings)
         self.hops = list(self.route.hops)
         self.target = self.hops[-1]
-        self.strict_host_keys = self.route.strict_host_keys
         self.known_hosts = self.route.known_hosts
         self._transports: list[paramiko.Transport] = []
         self._agent = Agent(settings.use_agent)
@@ -176,7 +182,7 @@ class SshConnector(Connector):
                 try:
                     if sock is None:
                         sock = self._proxy_command(hop) if hop.proxy_command else self._tcp(hop)
-                    transport = self._handshake(hop, sock)
+                    transport = self._handshake(hop, sock, self.route.policies[index])
                     opened.append(transport)
                     self._login(hop, transport)
                     self.stats.connections += 1
@@ -249,7 +255,7 @@ class SshConnector(Connector):
             raise SetupError("proxy", f"jump host {hop.label} dropped the forwarding to "
                              f"{nxt.address}:{nxt.port}: {exc}", retry=True) from exc
 
-    def _handshake(self, hop: Hop, sock: object) -> paramiko.Transport:
+    def _handshake(self, hop: Hop, sock: object, policy: str) -> paramiko.Transport:
         timeout = self.settings.connect_timeout
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
         transport.banner_timeout = transport.handshake_timeout = timeout
@@ -279,7 +285,7 @@ class SshConnector(Connector):
                              f"{timeout:g}s", retry=True)
         try:
             check_host_key(transport, self.known_hosts, self.host_name, hop,
-                           self.strict_host_keys)
+                           policy, self.settings.confirm_host_key)
         except SetupError:
             transport.close()
             raise
@@ -330,7 +336,9 @@ class SshConnector(Connector):
             self.target.user, auth=auth,
             key_type=key.get_name() if key is not None else None,
             key_bits=key.get_bits() if key is not None else None,
-            known_host_key_types=tuple(self.known_hosts.key_types(self.target.known_name)))
+            # plain types only: what sshd's HostKeyAlgorithms must keep offering
+            known_host_key_types=tuple(t for t in self.known_hosts.key_types(
+                self.target.known_name) if not t.endswith(CERT_SUFFIX)))
 
     def run_on_new_connection(self, command: Command | str, *,
                               sudo: bool = False) -> CommandResult:
@@ -351,11 +359,9 @@ class SshConnector(Connector):
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:
         """Run a command; a timeout gives exit code 124 (see sudo.TIMEOUT_EXIT_CODE)."""
         shell, display = split_command(command)
-        line, prefix = self._sudo.prepare(shell, sudo)
-        code, out, err = self._channels.execute(self._live_transport(), line, display,
-                                                iter_stdin(stdin, prefix), timeout)
-        if sudo:
-            self._sudo.check(code, err)
+        code, out, err = self._sudo.run(
+            shell, sudo, stdin, lambda line, chunks: self._channels.execute(
+                self._live_transport(), line, display, chunks, timeout))
         return CommandResult(display, code, out, err)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paramiko
 
-from gpuprov.connectors.hostkeys import KnownHosts, fingerprint
+from gpuprov.connectors.hostkeys import Confirm, KnownHosts, fingerprint
 from gpuprov.connectors.ssh_config import Hop, SetupError
 from gpuprov.errors import UnreachableHost
 
@@ -24,24 +24,33 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 def prefer_key_types(transport: paramiko.Transport, known: list[str]) -> None:
     """Ask for the host key types in `known` first (call before the key exchange)."""
-    # Like OpenSSH: ask for the key types known_hosts already has, so a host
-    # with several keys is verified instead of looking "unknown".
+    # Like OpenSSH: ask for the key types known_hosts already has (host
+    # certificates first when a CA is trusted), so a host with several keys
+    # is verified instead of looking "unknown".
     options = transport.get_security_options()
+    # paramiko lists certificate types only in Transport.preferred_keys, after
+    # every plain type; its _key_info knows them all.
+    usable = [*options.key_types, *transport._key_info]  # type: ignore[attr-defined]
     preferred: list[str] = []
     for key_type in known:
         for algo in (("rsa-sha2-512", "rsa-sha2-256") if key_type == "ssh-rsa" else (key_type,)):
-            if algo in options.key_types and algo not in preferred:
+            if algo in usable and algo not in preferred:
                 preferred.append(algo)
     if preferred:
         options.key_types = [*preferred, *(k for k in options.key_types if k not in preferred)]
 
 
 def check_host_key(transport: paramiko.Transport, known_hosts: KnownHosts, host_name: str,
-                   hop: Hop, strict: bool) -> None:
-    """Verify (or, unless `strict`, record) the key `hop` showed; SetupError if wrong."""
+                   hop: Hop, policy: str, confirm: Confirm | None = None) -> None:
+    """Verify the key `hop` showed (recording an unknown one only under
+    accept-new or when `confirm` says yes); SetupError if refused.
+
+    Runs right after the key exchange, before any login: no key, password
+    or sudo password is sent to a host whose key was not verified.
+    """
     key = transport.get_remote_server_key()
     try:
-        known_hosts.check(host_name, hop.known_name, key, strict)
+        known_hosts.check(host_name, hop.known_name, key, policy, confirm)
     except UnreachableHost as exc:
         # Never retried: a changed or unknown key does not fix itself.
         raise SetupError(exc.kind, exc.detail, exc.hint) from exc

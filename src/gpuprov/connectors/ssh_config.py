@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paramiko
 
-from gpuprov.connectors.hostkeys import KnownHosts, host_id
+from gpuprov.connectors.hostkeys import ACCEPT_NEW, POLICIES, STRICT, KnownHosts, host_id
 from gpuprov.errors import GpuprovError
 
 _MAX_HOPS = 8
@@ -142,3 +142,21 @@ def known_hosts_for(explicit: Path | None, options: paramiko.SSHConfigDict) -> K
         Path.home() / ".ssh" / "known_hosts")
     extra = tuple(Path(p).expanduser() for p in user_files[1:])
     return KnownHosts(user_file, (*extra, Path("/etc/ssh/ssh_known_hosts")), hash_new=hash_new)
+
+
+# StrictHostKeyChecking -> gpuprov's policy. `no`/`off` is read as accept-new
+# at most: a CHANGED key is never accepted, whatever ssh_config says.
+_SSH_CONFIG_POLICY = {"yes": STRICT, "ask": STRICT, "accept-new": ACCEPT_NEW,
+                      "no": ACCEPT_NEW, "off": ACCEPT_NEW}
+
+
+def host_key_policy(explicit: str | None, options: paramiko.SSHConfigDict) -> str:
+    """strict or accept-new: `explicit` (inventory var or CLI flag) wins over
+    StrictHostKeyChecking in ssh_config; strict when neither says."""
+    if explicit is not None:
+        if explicit not in POLICIES:
+            raise GpuprovError(f"host key checking {explicit!r} is not one of "
+                               f"{', '.join(POLICIES)}")
+        return explicit
+    value = str(options.get("stricthostkeychecking", "yes")).lower()
+    return _SSH_CONFIG_POLICY.get(value, STRICT)

@@ -9,21 +9,32 @@ How root is gained is detected once per host, on the first sudo use:
 
 - already root            -> the command runs as is, no sudo at all;
 - `sudo -n true` works    -> `sudo -n -- sh -c '<cmd>'`;
-- a become password given -> `sudo -S -k -p '' -- sh -c '<cmd>'`, with the
-  password line prepended to stdin (never on argv, so never in a process
-  list); `-k` makes sudo ignore its timestamp and always read that line, so
-  it can never leak into the command's own stdin;
+- a become password given -> `sudo -S -k -p '' -- sh -c '<guard>; <cmd>'`,
+  with the password line and then a random marker line prepended to stdin
+  (the password never on argv, so never in a process list);
 - otherwise               -> UnreachableHost(kind "sudo").
+
+The marker: `-k` makes sudo ignore its timestamp, but sudo may still stop
+asking mid-run (a role adds a NOPASSWD rule, `Defaults !authenticate`...).
+Then the password line would be the first line the command reads, and a
+command that runs its stdin (`sh -s`, the facts batch) would run it as root.
+So the command as root first reads one line and goes on only if it is this
+command's marker: if sudo read the password, that line is the marker; if
+sudo did not ask, it is the password, read into a variable, compared and
+dropped, never executed. The refused command exits MARKER_EXIT_CODE having
+run nothing; `Sudo.run` then probes again (sudo no longer asks) and reruns
+it when its stdin can be replayed.
 
 With become disabled, nothing is probed and commands run as the login user.
 """
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import threading
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from gpuprov.command import Command
 from gpuprov.connectors.base import Become
@@ -42,6 +53,13 @@ CHUNK_SIZE = 256 * 1024
 StdinSource = bytes | BinaryIO | None
 # Runs one shell line with stdin bytes; returns (exit code, stdout, stderr).
 RawExec = Callable[[str, bytes], tuple[int, str, str]]
+# Runs one shell line with stdin chunks; returns (exit code, stdout, stderr).
+Execute = Callable[[str, Iterator[bytes]], tuple[int, str, str]]
+
+# The exit code and note of a command refused because sudo did not read the
+# password (see the module docstring); 125 is no common command's own code.
+MARKER_EXIT_CODE = 125
+MARKER_NOTE = "[gpuprov] sudo did not ask for the password: command refused, nothing run"
 
 # One round trip answers "how do I become root here"; LC_ALL=C keeps sudo's
 # messages parseable.
@@ -102,6 +120,38 @@ class Sudo:
         self._mode: str | None = None
         self._lock = threading.Lock()
 
+    def run(self, shell: str, sudo: bool, stdin: StdinSource,
+            execute: Execute) -> tuple[int, str, str]:
+        """Run `shell` through `execute` (the connector's), as root if `sudo`.
+
+        A command refused because sudo stopped asking for the password is
+        rerun once in the mode probed anew, from the start of its stdin; a
+        stream that cannot be rewound makes it an UnreachableHost instead."""
+        start = _stdin_position(stdin)
+        line, prefix = self.prepare(shell, sudo)
+        code, out, err = execute(line, iter_stdin(stdin, prefix))
+        if not sudo:
+            return code, out, err
+        if prefix and self.refused(code, err):
+            with self._lock:
+                self._mode = None  # sudo changed its mind: ask it again
+            if start is None:
+                raise UnreachableHost(
+                    self.host, "sudo", f"sudo on {self.user}@{self.host} stopped asking for "
+                    "the password mid-run; the command was refused before it ran",
+                    hint="rerun: the next run finds out how sudo behaves now")
+            if start >= 0:
+                cast(BinaryIO, stdin).seek(start)
+            line, prefix = self.prepare(shell, sudo)
+            code, out, err = execute(line, iter_stdin(stdin, prefix))
+        self.check(code, err)
+        return code, out, err
+
+    @staticmethod
+    def refused(exit_code: int, stderr: str) -> bool:
+        """Whether the marker guard refused a command (sudo did not ask)."""
+        return exit_code == MARKER_EXIT_CODE and MARKER_NOTE in stderr
+
     def prepare(self, shell: str, sudo: bool) -> tuple[str, bytes]:
         """The line to hand to a POSIX login shell, and the stdin prefix."""
         if not sudo or not self.become.enabled:
@@ -114,8 +164,9 @@ class Sudo:
         if mode == NOPASSWD:
             return f"sudo -n -- sh -c {shlex.quote(shell)}", b""
         assert self.become.password is not None
-        return (f"sudo -S -k -p '' -- sh -c {shlex.quote(shell)}",
-                self.become.password.encode() + b"\n")
+        marker = f"gpuprov-marker-{secrets.token_hex(16)}"
+        return (f"sudo -S -k -p '' -- sh -c {shlex.quote(_guarded(shell, marker))}",
+                self.become.password.encode() + b"\n" + marker.encode() + b"\n")
 
     def check(self, exit_code: int, stderr: str) -> None:
         """Turn a password rejected mid-run (changed since validation) into an error."""
@@ -149,6 +200,11 @@ class Sudo:
             raise UnreachableHost(self.host, "sudo", f"sudo on {who} needs a password",
                                   hint="rerun with --ask-become-pass (-K), or allow "
                                        "passwordless sudo (NOPASSWD) for this user")
+        if "\n" in self.become.password or "\r" in self.become.password:
+            # sudo reads one line: the rest would be the command's stdin.
+            raise UnreachableHost(self.host, "sudo", f"the sudo password for {who} has a "
+                                  "line break, which sudo -S cannot read",
+                                  hint="rerun with --ask-become-pass and the right password")
         # Validate once, with nothing after the password line, so a wrong
         # password fails here instead of sudo reading a command's stdin as
         # further password attempts.
@@ -164,6 +220,27 @@ class Sudo:
         return UnreachableHost(
             self.host, "sudo", f"wrong sudo password for {self.user}@{self.host}",
             hint="rerun with --ask-become-pass and the right password")
+
+
+def _guarded(shell: str, marker: str) -> str:
+    """`shell` behind the marker guard (module docstring): the first stdin line
+    must be `marker`, read with `read -r` (one byte at a time from a pipe, so
+    the command's own stdin is untouched) and never executed."""
+    refuse = f"{{ echo {shlex.quote(MARKER_NOTE)} >&2; exit {MARKER_EXIT_CODE}; }}"
+    return (f"IFS= read -r gpuprov_marker || {refuse}; "
+            f'[ "$gpuprov_marker" = {marker} ] || {refuse}; '
+            f"unset gpuprov_marker; exec sh -c {shlex.quote(shell)}")
+
+
+def _stdin_position(stdin: StdinSource) -> int | None:
+    """Where a rerun starts reading stdin: -1 for bytes or nothing (replayable
+    as is), the offset of a seekable stream, None for a stream read once."""
+    if stdin is None or isinstance(stdin, (bytes, bytearray, memoryview)):
+        return -1
+    try:
+        return stdin.tell() if stdin.seekable() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _wrong_password(stderr: str) -> bool:

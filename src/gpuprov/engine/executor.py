@@ -148,22 +148,42 @@ class Executor:
                     host, role_defaults=role.defaults, play_vars=play.vars, role_vars=ref.vars,
                     extra_vars=self.options.extra_vars, role=role.name,
                     play_defaults=play_defaults)))
+            secrets = self._secrets(host, roles)
             connector = self._connector(host)
         except GpuprovError as exc:
-            result = HostResult(host.name, error=str(exc))
+            result = HostResult(host.name, error=str(exc), secrets=self._secrets(host, roles))
+            result.mask()
             self._finished(result)
             return result
         progress = self.progress
-        on_task = (lambda t: progress.task_finished(host.name, t)) if progress else None
+
+        def on_task(task: TaskResult) -> None:
+            task.mask(secrets)  # before anything shows it
+            if progress:
+                progress.task_finished(host.name, task)
+
         try:
             result = HostRun(host, connector, roles, self.options.check, on_task=on_task).run()
         except Exception as exc:  # a bug must cost one host, not the whole fleet's run
             result = HostResult(host.name, error=internal_error(exc))
         result.tasks[:0] = skipped
+        result.secrets |= secrets
         if result.reboot_pending and not self.options.check and not result.failed:
             self._maybe_reboot(play, host, connector, result)
+        result.mask()
         self._finished(result)
         return result
+
+    def _secrets(self, host: Host, roles: list[RoleRun]) -> set[str]:
+        """The host's known secret values, which no output may show: its secret
+        variables as each role sees them, and the passwords given to gpuprov."""
+        found = {self.options.connect.become_password, self.options.connect.ssh_password}
+        # an error here is the host's result already; what cannot be rendered cannot leak
+        with contextlib.suppress(GpuprovError):
+            found.update(build_host_vars(host).secret_values())
+        for run in roles:
+            found.update(run.vars.secret_values())
+        return {v for v in found if v}
 
     def _maybe_reboot(self, play: Play, host: Host, connector: Connector,
                       result: HostResult) -> None:
@@ -308,3 +328,4 @@ def merge(total: HostResult, part: HostResult) -> None:
     total.round_trips = max(total.round_trips, part.round_trips)
     total.seconds += part.seconds
     total.warnings.extend(part.warnings)
+    total.secrets |= part.secrets

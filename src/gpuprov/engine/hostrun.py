@@ -9,12 +9,14 @@ which also proves each changed op converged.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuprov import templating
 from gpuprov.connectors.base import Connector
 from gpuprov.engine.context import NeedFacts, RoleFailed, TaskContext
 from gpuprov.engine.handlers import (
@@ -153,7 +155,7 @@ class HostRun:
                               role_run.role.name, role_run.role.path,
                               session=self.connector.session())
             try:
-                return list(produce(ctx))
+                return _secrets_marked(list(produce(ctx)), role_run.vars.secret_values())
             except NeedFacts as need:
                 try:
                     self.gather(need.facts)
@@ -333,3 +335,20 @@ def _where(exc: BaseException, role: Role) -> str:
     if not frames:
         return ""
     return f"{frames[-1].filename[len(role_dir):]}:{frames[-1].lineno}: "
+
+
+def _secrets_marked(ops: list[Op], secrets: list[str]) -> list[Op]:
+    """An op that writes a known secret value of the host is made secret (diff
+    masked, no digest in the report), however the role built the content
+    ("token=" + value is a plain str): the renderer's marking, once more."""
+    values = [v.encode() for v in secrets if v]
+    for op in ops:
+        if getattr(op, "secret", None) is not False:
+            continue
+        content = getattr(op, "content", None)
+        if content is None and getattr(op, "patch", None) is not None:
+            content = json.dumps(op.patch, ensure_ascii=False, default=str).encode()  # type: ignore[attr-defined]
+        if (isinstance(content, bytes) and any(v in content for v in values)) or \
+                templating.contains_secret(getattr(op, "patch", None)):
+            op.secret = True  # type: ignore[attr-defined]
+    return ops

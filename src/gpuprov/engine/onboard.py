@@ -24,7 +24,7 @@ from typing import Any
 
 import paramiko
 
-from gpuprov.connectors.hostkeys import fingerprint
+from gpuprov.connectors.hostkeys import STRICT, fingerprint
 from gpuprov.connectors.ssh import SshConnector
 from gpuprov.engine.connect import ConnectOptions, connector_for
 from gpuprov.engine.executor import Executor, ProgressSink, RunOptions
@@ -53,14 +53,15 @@ class OnboardOptions:
     #: the admin user to create; default: the inventory's user for the host
     user: str | None = None
     key_file: str | None = None
-    password: str | None = None
-    become_password: str | None = None
+    # never in a repr: options end up in -v logs and tracebacks
+    password: str | None = field(default=None, repr=False)
+    become_password: str | None = field(default=None, repr=False)
     host_key_fingerprint: str | None = None
     #: asks a person (click.confirm); None: no terminal, nobody to ask
     confirm: Callable[[str], bool] | None = None
     sudo: str = "nopasswd"
     reboot: bool = False
-    extra_vars: dict[str, Any] = field(default_factory=dict)
+    extra_vars: dict[str, Any] = field(default_factory=dict, repr=False)  # -e can hold secrets
     progress: ProgressSink | None = None
 
     def connection_vars(self) -> dict[str, Any]:
@@ -113,7 +114,7 @@ def stage(opts: OnboardOptions) -> Staged:
 # 1. first contact
 
 def _ssh(host: Host, **options: Any) -> SshConnector:
-    conn = connector_for(host, ConnectOptions(strict_host_keys=True, **options))
+    conn = connector_for(host, ConnectOptions(host_key_checking=STRICT, **options))
     if not isinstance(conn, SshConnector):
         raise OnboardError(f"{host.name}: onboarding works over SSH only (connection: local)")
     return conn
@@ -121,27 +122,36 @@ def _ssh(host: Host, **options: Any) -> SshConnector:
 
 def first_contact(host: Host, opts: OnboardOptions) -> str:
     """Trust the host key once a person (or --host-key-fingerprint) confirmed
-    it; returns a line saying what happened."""
+    it; returns a line saying what happened.
+
+    An explicit --host-key-fingerprint is compared with the key the host
+    offers even when known_hosts already has that key: the person asked for
+    this host, and a known_hosts entry written by someone else (or for an
+    old machine at the same address) must not silence the check.
+    """
     conn = _ssh(host)
     key = conn.host_key()
     shown = f"{key.get_name()} {fingerprint(key)}"
     name = conn.target.known_name
-    if conn.known_hosts.verify(host.name, name, key):   # raises when it CHANGED
-        return f"host key {shown} already known"
+    known = conn.known_hosts.verify(host.name, name, key)   # raises when it CHANGED
     wanted = opts.host_key_fingerprint
-    if wanted:
-        if _fp(wanted) != _fp(fingerprint(key)):
-            raise OnboardError(
-                f"{host.name} offered host key {shown}, not the expected {wanted}: refusing",
-                hint="check the fingerprint with the host's console: "
-                     "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
-    elif opts.confirm is None:
+    if wanted and _fp(wanted) != _fp(fingerprint(key)):
         raise OnboardError(
-            f"{host.name} is a new host offering {shown}, and there is no terminal to confirm it",
-            hint="check it on the host's console (ssh-keygen -lf "
-                 "/etc/ssh/ssh_host_ed25519_key.pub), then pass --host-key-fingerprint")
-    elif not opts.confirm(f"{host.name} ({host.address}) offers host key {shown}. Trust it?"):
-        raise OnboardError(f"{host.name}: host key not trusted; nothing was changed")
+            f"{host.name} offered host key {shown}, not the expected {wanted}: refusing"
+            + (" (that key is in known_hosts, but the fingerprint given wins)" if known
+               else ""),
+            hint="check the fingerprint with the host's console: "
+                 "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+    if known:
+        return f"host key {shown} already known" + (" and matches" if wanted else "")
+    if not wanted:
+        if opts.confirm is None:
+            raise OnboardError(
+                f"{host.name} is a new host offering {shown}, and there is no terminal to "
+                "confirm it", hint="check it on the host's console (ssh-keygen -lf "
+                "/etc/ssh/ssh_host_ed25519_key.pub), then pass --host-key-fingerprint")
+        if not opts.confirm(f"{host.name} ({host.address}) offers host key {shown}. Trust it?"):
+            raise OnboardError(f"{host.name}: host key not trusted; nothing was changed")
     conn.known_hosts.record(host.name, name, key)
     return f"host key {shown} recorded in {conn.known_hosts.user_file}"
 
@@ -194,7 +204,7 @@ def bootstrap(staged: Staged, opts: OnboardOptions) -> RunResult:
         extra["ansible_user"] = opts.login_user
     options = RunOptions(
         extra_vars=extra,
-        connect=ConnectOptions(strict_host_keys=True, ssh_password=opts.password,
+        connect=ConnectOptions(host_key_checking=STRICT, ssh_password=opts.password,
                                become_password=opts.become_password or opts.password))
     return Executor(staged.inventory, load_named_plays(ACCESS_PLAYBOOK), [host], options,
                     opts.progress).run("apply")

@@ -6,13 +6,16 @@ output layer renders results and never reaches down to ops/ for it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuprov.command import mask_text
 from gpuprov.ops.base import Change
 
 __all__ = [
     "CHANGED",
+    "mask_json",
     "FAILED",
     "OK",
     "SKIPPED",
@@ -38,6 +41,16 @@ class TaskResult:
     pending: bool = False
     #: what the op found (Op.report), e.g. the GPU table of verify
     data: dict[str, Any] | None = None
+
+    def mask(self, secrets: set[str]) -> None:
+        """Replace every known secret value in what this result shows (the last
+        line of defence: a value that reached an error or a diff unmarked)."""
+        if not secrets:
+            return
+        self.task = mask_text(self.task, secrets)
+        self.error = mask_text(self.error, secrets) if self.error else self.error
+        self.data = mask_json(self.data, secrets)
+        self.changes = [_mask_change(c, secrets) for c in self.changes]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "task": self.task, "status": self.status}
@@ -66,6 +79,21 @@ class HostResult:
     round_trips: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: the host's known secret values (its secret variables, -K): masked in
+    #: everything shown or written about it (mask(), to_json())
+    secrets: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def mask(self) -> None:
+        """Mask the known secret values in this result, in place, before any
+        output sees it."""
+        if not self.secrets:
+            return
+        for task in self.tasks:
+            task.mask(self.secrets)
+        self.error = mask_text(self.error, self.secrets) if self.error else self.error
+        self.unreachable = (mask_text(self.unreachable, self.secrets) if self.unreachable
+                            else self.unreachable)
+        self.warnings = [mask_text(w, self.secrets) for w in self.warnings]
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tasks if t.status == status)
@@ -87,6 +115,9 @@ class HostResult:
         return CHANGED if self.changed else OK
 
     def to_json(self) -> dict[str, Any]:
+        return mask_json(self._json(), self.secrets)
+
+    def _json(self) -> dict[str, Any]:
         return {
             "host": self.host,
             "status": self.status,
@@ -134,6 +165,10 @@ class RunResult:
     def any_changed(self) -> bool:
         return any(h.changed for h in self.hosts.values())
 
+    def secret_values(self) -> set[str]:
+        """Every host's known secret values: what no output may contain."""
+        return {v for h in self.hosts.values() for v in h.secrets}
+
     def to_json(self) -> dict[str, Any]:
         hosts = [h.to_json() for h in self.hosts.values()]
         return {
@@ -152,3 +187,31 @@ class RunResult:
             },
             "hosts": hosts,
         }
+
+
+def mask_json(data: Any, secrets: set[str]) -> Any:
+    """JSON-like data with every known secret value masked in its strings
+    (before json.dumps: an escaped value would no longer match)."""
+    if not secrets:
+        return data
+    if isinstance(data, str):
+        return mask_text(data, secrets)
+    if isinstance(data, dict):
+        return {mask_json(k, secrets): mask_json(v, secrets) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [mask_json(v, secrets) for v in data]
+    return data
+
+
+def _mask_change(change: Change, secrets: set[str]) -> Change:
+    diff = change.diff
+    if diff is not None and not diff.secret:
+        before = mask_text(diff.before, secrets) if diff.before is not None else None
+        after = mask_text(diff.after, secrets) if diff.after is not None else None
+        diff = dataclasses.replace(diff, label=mask_text(diff.label, secrets), before=before,
+                                   after=after)
+    return dataclasses.replace(
+        change, resource=mask_text(change.resource, secrets),
+        summary=mask_text(change.summary, secrets), diff=diff,
+        unknown=mask_text(change.unknown, secrets) if change.unknown else change.unknown,
+        blocked=mask_text(change.blocked, secrets) if change.blocked else change.blocked)

@@ -111,3 +111,117 @@ class UserGroups(Fact["tuple[str, ...] | None"]):
         if exit_code != 0:
             return None
         return tuple(output.split())
+
+
+# ------------------------------------------------------------------ the effective config
+
+#: what sshd evaluates Match blocks against when there is no SSH login to go by
+#: (the local connector): a connection from the host itself
+_NO_LOGIN = "127.0.0.1 0 127.0.0.1 22"
+
+
+@dataclass(frozen=True)
+class EffectiveSshd:
+    """`sshd -T -C ...` for one login: keyword (lower case) -> value; a keyword
+    sshd prints on several lines (AllowUsers, HostKey) has them joined by a space."""
+
+    values: dict[str, str] = field(hash=False)
+    #: what the Match blocks were evaluated against: user, addr, laddr, lport
+    user: str
+    addr: str
+    laddr: str
+    lport: str
+
+
+@dataclass(frozen=True)
+class SshdEffective(Fact["EffectiveSshd | None"]):
+    """The configuration sshd would use for a login of `user` from where the
+    controller's own login comes from ($SSH_CONNECTION of the login that runs
+    this probe: sudo drops it from the environment, so it is read from the
+    nearest ancestor process that has it). None when `sshd -T` fails (a config
+    that does not parse: the files tell the rest)."""
+
+    user: str
+    sudo: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        user = Command(self.user).shell()
+        return Command.script(
+            "p=$$; c=\n"
+            "while [ -z \"$c\" ] && [ \"${p:-1}\" -gt 1 ] 2>/dev/null; do\n"
+            "  c=$(tr '\\0' '\\n' <\"/proc/$p/environ\" 2>/dev/null | "
+            "sed -n 's/^SSH_CONNECTION=//p')\n"
+            "  p=$(awk '/^PPid:/ {print $2}' \"/proc/$p/status\" 2>/dev/null)\n"
+            "done\n"
+            f"set -- ${{c:-{_NO_LOGIN}}}\n"
+            f'echo "@@connection {self.user} $1 $3 $4"\n'
+            "$(command -v sshd || echo /usr/sbin/sshd) -T "
+            f'-C "user="{user}",host=$1,addr=$1,laddr=$3,lport=$4"')
+
+    def process(self, output: str, exit_code: int) -> EffectiveSshd | None:
+        lines = output.splitlines()
+        conn = lines[0].split()[1:] if lines and lines[0].startswith("@@connection ") else []
+        if exit_code != 0 or len(conn) != 4:
+            return None
+        values: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            key, _, value = line.strip().partition(" ")
+            if key:
+                values.setdefault(key.lower(), []).append(value.strip())
+        return EffectiveSshd({k: " ".join(v) for k, v in values.items()}, *conn)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """One file of sshd's config as the host has it: lines without their newlines."""
+
+    path: str
+    owner: str
+    group: str
+    mode: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SshdConfigFiles(Fact["tuple[ConfigFile, ...]"]):
+    """`main` and every file its Include lines name (recursively, each glob
+    expanded by the host's shell), with owner and mode: what sshd reads, for
+    the controller to find which line sets a keyword. Relative Include paths
+    are relative to /etc/ssh, as sshd has them."""
+
+    main: str = "/etc/ssh/sshd_config"
+    sudo: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return Command.script(
+            "seen='|'\n"
+            "dump() {\n"
+            '  [ -f "$1" ] || return 0\n'
+            '  case $seen in *"|$1|"*) return 0;; esac\n'
+            '  seen="$seen$1|"\n'
+            "  printf '@@file %s %s\\n' \"$(stat -c '%U %G %a' \"$1\")\" \"$1\"\n"
+            # every line marked, so no content can pass for a header; the echo
+            # ends a last line that has no newline (its empty line is not marked)
+            "  sed 's/^/|/' \"$1\"; echo\n"
+            # unquoted on purpose: the host's shell expands the globs, sorted like sshd's glob(3)
+            "  for f in $(awk 'tolower($1) == \"include\" { for (i = 2; i <= NF; i++) "
+            "print ($i ~ /^\\// ? $i : \"/etc/ssh/\" $i) }' \"$1\"); do dump \"$f\"; done\n"
+            "}\n"
+            f"dump {Command(self.main).shell()}\n"
+            "true")
+
+    def process(self, output: str, exit_code: int) -> tuple[ConfigFile, ...]:
+        files: list[ConfigFile] = []
+        head: list[str] | None = None
+        lines: list[str] = []
+        for line in [*output.splitlines(), "@@file"]:
+            if line.startswith("@@file"):
+                if head is not None:
+                    files.append(ConfigFile(head[3], head[0], head[1], head[2].zfill(4),
+                                            tuple(lines)))
+                head, lines = line.split(" ", 4)[1:], []
+                if len(head) not in (0, 4):
+                    raise FactError(f"sshd config files: bad header {line!r}")
+            elif line.startswith("|") and head is not None:
+                lines.append(line[1:])
+        return tuple(files)

@@ -32,7 +32,10 @@ CONNECTION_VARS: dict[str, tuple[str, ...]] = {
     "ssh_private_key_file": ("ansible_ssh_private_key_file", "ansible_private_key_file"),
     "become": ("ansible_become",),
     "connection": ("ansible_connection",),
+    "ssh_host_key_checking": (),
 }
+#: values of ssh_host_key_checking (connectors/hostkeys.py STRICT, ACCEPT_NEW)
+HOST_KEY_CHECKING = ("strict", "accept-new")
 
 # Valid Ansible connection vars gpuprov does not use. The function returns a
 # warning only when ignoring the value changes what happens on the host.
@@ -43,7 +46,8 @@ _IGNORED_ANSIBLE_VARS: dict[str, Any] = {
     "ansible_pipelining": lambda v: None,
     "ansible_timeout": lambda v: None,
     "ansible_host_key_checking": lambda v: None if v is not False else
-        "is ignored: host keys are always verified (accept-new by default)",
+        "is ignored: host keys are always verified (strict by default; "
+        "ssh_host_key_checking: accept-new records unknown ones)",
     "ansible_become_method": lambda v: None if v == "sudo" else
         "is not supported: gpuprov becomes root with sudo only",
     "ansible_become_user": lambda v: None if v == "root" else
@@ -76,6 +80,7 @@ class Host:
     ssh_private_key_file: str | None = None
     become: bool | None = None  # None: not set in the inventory; the executor decides
     connection: str = "ssh"  # "ssh" or "local"
+    ssh_host_key_checking: str | None = None  # strict | accept-new; None: ssh_config/strict
     var_origins: dict[str, Location] = field(default_factory=dict, repr=False)
     file: str | None = None
     line: int | None = None
@@ -137,6 +142,8 @@ def check_vars(data: Any, what: str, warnings: list[str], where: Location) -> No
             _port(value, key, where)
         elif key in ("become", "ansible_become"):
             _bool(value, key, where)
+        elif key == "ssh_host_key_checking":
+            _host_key_checking(value, key, where)
         elif (key in ("connection", "ansible_connection") and not _is_template(value)
               and (not isinstance(value, str) or value not in _CONNECTIONS)):
             warnings.append(f"{where}: {key}={value!r} is not supported; gpuprov uses ssh")
@@ -169,6 +176,8 @@ def resolve_connection(host: Host) -> None:
             host.become = _bool(value, name, where)
         elif own == "connection":
             host.connection = _CONNECTIONS.get(str(value), "ssh")
+        elif own == "ssh_host_key_checking":
+            host.ssh_host_key_checking = _host_key_checking(value, name, where)
         elif value is not None:
             setattr(host, own, str(value))
 
@@ -192,6 +201,18 @@ def _bool(value: Any, name: str, where: Location) -> bool | None:
         return value.lower() == "true"  # -e become=true arrives as a string
     raise InventoryError(f"{name} must be true or false, got {value!r}", *where,
                          hint="yes/no/on/off are strings in gpuprov, not booleans")
+
+
+def _host_key_checking(value: Any, name: str, where: Location) -> str | None:
+    if _is_template(value) or value is None:
+        return None
+    if value not in HOST_KEY_CHECKING:
+        # `no`/`off` are deliberately not offered: an unverified first contact
+        # is what accept-new already allows, and a changed key is never taken.
+        raise InventoryError(f"{name} must be strict or accept-new, got {value!r}", *where,
+                             hint="strict (the default) refuses unknown host keys; "
+                                  "accept-new records them, like OpenSSH's accept-new")
+    return str(value)
 
 
 def _is_template(value: Any) -> bool:

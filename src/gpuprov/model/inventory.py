@@ -28,12 +28,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gpuprov.command import MASK, Secret, mask_text
 from gpuprov.errors import InventoryError
 from gpuprov.model.hosts import CONNECTION_VARS, Group, Host, resolve_connection
 from gpuprov.model.inventory_loader import expand_host_range, read_inventory
 from gpuprov.model.patterns import select
 from gpuprov.model.vars import is_secret_name
-from gpuprov.model.yamlfile import Secret, did_you_mean
+from gpuprov.model.yamlfile import did_you_mean
 
 __all__ = ["CONNECTION_VARS", "Group", "Host", "Inventory", "expand_host_range",
            "load_inventory"]
@@ -85,9 +86,8 @@ class Inventory:
         """The shape of `ansible-inventory --list` (secrets masked unless asked)."""
         out: dict[str, Any] = {"_meta": {"hostvars": {}}}
         for host in self.hosts.values():
-            out["_meta"]["hostvars"][host.name] = {
-                k: ("********" if mask_secrets and (is_secret_name(k) or isinstance(v, Secret))
-                    else v) for k, v in host.vars.items()}
+            out["_meta"]["hostvars"][host.name] = (_masked_vars(host.vars) if mask_secrets
+                                                   else dict(host.vars))
         for group in self.groups.values():
             entry: dict[str, Any] = {}
             if group.children:
@@ -116,3 +116,33 @@ class Inventory:
 
         walk(group, 0)
         return "\n".join(lines)
+
+
+def _masked_vars(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """A host's variables as written, every secret masked: by its name or its
+    !secret tag (at any depth), and its value wherever else it was copied."""
+    values = {v for k, v in variables.items() if isinstance(v, str) and is_secret_name(k)}
+    values |= set(_secrets_in(variables))
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, Secret):
+            return MASK
+        if isinstance(value, str):
+            return mask_text(value, values)
+        if isinstance(value, Mapping):
+            return {k: mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return value
+
+    return {k: MASK if is_secret_name(k) else mask(v) for k, v in variables.items()}
+
+
+def _secrets_in(value: Any) -> list[str]:
+    if isinstance(value, Secret):
+        return [value.value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _secrets_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _secrets_in(v)]
+    return []

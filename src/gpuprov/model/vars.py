@@ -28,10 +28,14 @@ import jinja2
 from jinja2.nativetypes import NativeEnvironment
 from jinja2.utils import missing
 
+from gpuprov import templating
+from gpuprov.command import Secret
 from gpuprov.errors import GpuprovError, InventoryError, UndefinedVariable
-from gpuprov.model.yamlfile import Location, Secret, load_yaml, load_yaml_string, location
+from gpuprov.model.secret_names import NON_SECRET_KEY_SUFFIXES, SECRET_SUFFIXES, is_secret_name
+from gpuprov.model.yamlfile import Location, load_yaml, load_yaml_string, location
 
 __all__ = [
+    "NON_SECRET_KEY_SUFFIXES",
     "SECRET_SUFFIXES",
     "HostVars",
     "build_host_vars",
@@ -43,14 +47,8 @@ __all__ = [
     "parse_extra_vars",
 ]
 
-SECRET_SUFFIXES = ("_password", "_password_hash", "_token", "_secret")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NO_LOCATION = Location(None, None)
-
-
-def is_secret_name(name: str) -> bool:
-    """True for names that hold secrets by convention (db_password, api_token, ...)."""
-    return name.lower().endswith(SECRET_SUFFIXES)
 
 
 def is_valid_var_name(name: Any) -> bool:
@@ -219,31 +217,6 @@ def _is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-class _Lookup(Mapping[str, Any]):
-    """The template context: host variables first, then Jinja's globals.
-
-    Jinja copies a plain dict context eagerly, which would render every
-    variable; as a shared parent it asks for names one at a time instead.
-    """
-
-    def __init__(self, hostvars: HostVars) -> None:
-        self.hostvars = hostvars
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.hostvars._data or key in _ENV.globals
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.hostvars._data:
-            return self.hostvars[key]
-        return _ENV.globals[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter({**_ENV.globals, **self.hostvars._data})
-
-    def __len__(self) -> int:
-        return len({**_ENV.globals, **self.hostvars._data})
-
-
 class HostVars(Mapping[str, Any]):
     """Read-only variables of one host; values are rendered when read.
 
@@ -268,7 +241,7 @@ class HostVars(Mapping[str, Any]):
             raise UndefinedVariable(name, self.host, self.role)
         raw = self._data[name]
         if not _needs_render(raw):
-            return raw
+            return self._mark(name, raw)
         if name in self._stack:
             cycle = " -> ".join([*self._stack[self._stack.index(name):], name])
             raise InventoryError(f"{self.host}: recursive variable reference: {cycle}",
@@ -279,9 +252,15 @@ class HostVars(Mapping[str, Any]):
             value = self._render_value(raw, name)
         finally:
             self._stack.pop()
-        if isinstance(raw, Secret) and isinstance(value, str):
-            value = Secret(value)
+        value = self._mark(name, value)
         self._cache[name] = value
+        return value
+
+    def _mark(self, name: str, value: Any) -> Any:
+        # a variable secret by its name is a Secret when read, so templates
+        # and ops that use it know (a !secret value already is one)
+        if isinstance(value, str) and not isinstance(value, Secret) and is_secret_name(name):
+            return Secret(value)
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -307,20 +286,28 @@ class HostVars(Mapping[str, Any]):
         return self._origins.get(name, _NO_LOCATION)
 
     def is_secret(self, name: str) -> bool:
-        """Secret by name (…_password, …_token, …) or tagged !secret in YAML."""
-        return is_secret_name(name) or isinstance(self._data.get(name), Secret)
+        """Secret by name (…_password, …_token, …), tagged !secret in YAML, or
+        rendered from a secret (`db_url: "pg://u:{{ db_password }}@h"`)."""
+        if is_secret_name(name) or isinstance(self._data.get(name), Secret):
+            return True
+        if name not in self._data or not _needs_render(self._data[name]):
+            return False
+        try:
+            return templating.contains_secret(self[name])
+        except GpuprovError:
+            return False  # cannot be rendered, so nothing of it can be shown either
 
     def secret_values(self) -> list[str]:
-        """Rendered values of the secret variables, for masking in output."""
-        out = []
+        """Rendered values of the secret variables (and of strings inside them),
+        for masking in output."""
+        out: list[str] = []
         for name in self._data:
             if self.is_secret(name):
                 try:
                     value = self[name]
                 except GpuprovError:
                     continue  # an undefined secret cannot leak
-                if isinstance(value, str) and value:
-                    out.append(str(value))
+                out.extend(_strings(value))
         return out
 
     def render(self, value: Any, what: str = "template") -> Any:
@@ -336,9 +323,14 @@ class HostVars(Mapping[str, Any]):
         if not _is_template(text):
             return text
         value = self._render_str(text, what)
-        return value if isinstance(value, str) else str(value)
+        text = value if isinstance(value, str) else str(value)
+        if not isinstance(text, Secret) and any(v in text for v in self.secret_values()):
+            return Secret(text)  # a secret's value reached the text some other way
+        return text
 
     def _render_value(self, value: Any, name: str) -> Any:
+        if isinstance(value, Secret):
+            return value
         if isinstance(value, str):
             return self._render_str(value, name) if _is_template(value) else value
         if isinstance(value, Mapping):
@@ -350,9 +342,7 @@ class HostVars(Mapping[str, Any]):
     def _render_str(self, text: str, name: str) -> Any:
         where = self.origin(name)
         try:
-            template = _compile(text)
-            context = template.new_context(_Lookup(self), shared=True)  # type: ignore[arg-type]
-            return _ENV.concat(template.root_render_func(context))
+            return templating.render(_compile(text), self)
         except _MissingName as e:
             err = UndefinedVariable(e.name, self.host, self.role)
             err.message += f" (needed by {name})"
@@ -363,11 +353,14 @@ class HostVars(Mapping[str, Any]):
             raise InventoryError(f"{self.host}: bad template in {name}: {e.message}",
                                  *where) from None
         except Exception as e:  # noqa: BLE001 - filters raise anything; name the variable
-            raise InventoryError(f"{self.host}: cannot render {name} = {text!r}: {e}",
+            shown = "" if is_secret_name(name) else f" = {text!r}"  # errors reach logs
+            raise InventoryError(f"{self.host}: cannot render {name}{shown}: {e}",
                                  *where) from None
 
 
 def _needs_render(value: Any) -> bool:
+    if isinstance(value, Secret):
+        return False  # taken literally: a `{{` in a password is part of it
     if isinstance(value, str):
         return _is_template(value)
     if isinstance(value, Mapping):
@@ -375,3 +368,13 @@ def _needs_render(value: Any) -> bool:
     if isinstance(value, list):
         return any(_needs_render(v) for v in value)
     return False
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [str.__str__(value)] if value else []
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []

@@ -13,7 +13,8 @@ change what a person wrote:
 - dates stay strings (they are not JSON-serialisable and rarely meant);
 - a key repeated in one mapping is an error (plain loaders keep the last).
 
-A `!secret` tag on a scalar gives a `Secret` (a str) so reports can mask it.
+A `!secret` tag on a scalar gives a `command.Secret` (a str, taken literally:
+never rendered as a template) so every output can mask it.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any, NamedTuple, cast
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gpuprov.command import Secret
 from gpuprov.errors import InventoryError
 
 __all__ = [
     "Location",
-    "Secret",
     "YamlList",
     "YamlMap",
     "load_yaml",
@@ -70,13 +71,6 @@ class Location(NamedTuple):
         if not self.file:
             return "<unknown>"
         return f"{self.file}:{self.line}" if self.line else self.file
-
-
-class Secret(str):
-    """A string marked secret (`!secret` in YAML); repr never shows it."""
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
 
 
 class YamlMap(dict):

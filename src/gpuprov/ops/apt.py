@@ -27,7 +27,8 @@ from gpuprov.ops.apt_packages import (
     apt_get,
     apt_mark,
 )
-from gpuprov.ops.apt_repos import AptPin, AptRepository, dearmor
+from gpuprov.ops.apt_repos import AptPin, AptRepository
+from gpuprov.ops.openpgp import dearmor
 
 #: packages(names, state=, held=, ...): see AptPackages
 packages = AptPackages

@@ -4,7 +4,6 @@ controller, so targets need no gpg), and pins (apt_preferences) on them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, field
@@ -16,50 +15,7 @@ from gpuprov.ops.apt_packages import APT_CACHE_FACTS, LOCK_TIMEOUT, apt_get
 from gpuprov.ops.atomic import remove_file_step, write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
 from gpuprov.ops.keys import SigningKey
-
-_ARMOR_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
-_ARMOR_END = "-----END PGP PUBLIC KEY BLOCK-----"
-
-
-def _crc24(data: bytes) -> int:
-    crc = 0xB704CE
-    for byte in data:
-        crc ^= byte << 16
-        for _ in range(8):
-            crc <<= 1
-            if crc & 0x1000000:
-                crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
-
-
-def dearmor(key: str | bytes) -> bytes:
-    """ASCII-armored OpenPGP key(s) -> binary keyring, on the controller
-    (what `gpg --dearmor` does), so targets need no gpg. Binary keys pass
-    through. Raises ValueError on a truncated or corrupted armor."""
-    if isinstance(key, bytes):
-        if _ARMOR_BEGIN.encode() not in key:
-            return key
-        key = key.decode("ascii")
-    if _ARMOR_BEGIN not in key:
-        raise ValueError("key is neither binary nor an ASCII-armored public key block")
-    out = b""
-    for block in key.split(_ARMOR_BEGIN)[1:]:
-        if _ARMOR_END not in block:
-            raise ValueError("armored key has no END line (truncated?)")
-        lines = [ln.strip() for ln in block.split(_ARMOR_END)[0].strip().splitlines()]
-        # Armor headers ("Comment: ...") end at the first blank line, if any.
-        if "" in lines and any(":" in ln for ln in lines[:lines.index("")]):
-            lines = lines[lines.index("") + 1:]
-        body = [ln for ln in lines if ln]
-        checksum = None
-        if body and body[-1].startswith("=") and len(body[-1]) == 5:
-            checksum = body.pop()
-        data = base64.b64decode("".join(body), validate=True)
-        if checksum is not None and _crc24(data).to_bytes(3, "big") != base64.b64decode(
-                checksum[1:]):
-            raise ValueError("armored key checksum mismatch (corrupted key text)")
-        out += data
-    return out
+from gpuprov.ops.openpgp import dearmor
 
 
 @operation

@@ -15,6 +15,7 @@ from dataclasses import KW_ONLY, field
 from pathlib import Path
 from typing import Any
 
+from gpuprov import templating
 from gpuprov.command import Command, Raw, Secret
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileInfo, FileState
@@ -180,29 +181,16 @@ class Directory(Op):
                        notify=self.notify, invalidates=(FileState.at(self.path),))]
 
 
-def _render_template(source: Path | str, variables: Mapping[str, Any]) -> tuple[str, bool]:
-    """Rendered text, and whether a Secret value went into it."""
+def _render_template(source: Path | str, variables: Mapping[str, Any]) -> str:
+    """Rendered text: a Secret when a Secret value went into it (gpuprov.templating)."""
     import jinja2  # only ops that render need it loaded
 
     src = Path(source)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(src.parent)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
-    found_secret = False
-
-    def reveal(value: Any) -> Any:  # a Secret would render as the mask otherwise
-        nonlocal found_secret
-        if isinstance(value, Secret):
-            found_secret = True
-            return value.value
-        if isinstance(value, Mapping):
-            return {k: reveal(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(reveal(v) for v in value)
-        return value
-
     try:
-        text = env.get_template(src.name).render(reveal(dict(variables)))
+        text = templating.render(env.get_template(src.name), variables)
     except jinja2.TemplateNotFound as exc:
         raise FileOpError(f"template {src}: not found ({exc})") from exc
     except jinja2.TemplateSyntaxError as exc:
@@ -210,7 +198,7 @@ def _render_template(source: Path | str, variables: Mapping[str, Any]) -> tuple[
     except jinja2.UndefinedError as exc:
         raise FileOpError(f"template {src}: {exc.message}",
                           hint="define the variable in the role defaults, inventory or -e") from exc
-    return text, found_secret
+    return str(text) if not isinstance(text, str) else text
 
 
 @operation
@@ -324,9 +312,10 @@ class Line(Op):
 # --------------------------------------------------------------------------
 # the names roles call: a factory only where it adds something to the class
 
-def file(path: str, content: str | bytes | Secret, **options: Any) -> File:
+def file(path: str, content: str | bytes, **options: Any) -> File:
     """path holds exactly content: a str is written as UTF-8, as is; a Secret
-    is revealed into the file and masks the diff. options: those of File."""
+    (e.g. ctx.render() of a template that used one) is written as it is and
+    makes the File secret: diff masked, no digest. options: those of File."""
     if isinstance(content, Secret):
         content, options["secret"] = content.value, True
     data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
@@ -338,13 +327,10 @@ def template(path: str, template: Path | str, vars: Mapping[str, Any] | None = N
     """path holds the Jinja2 template file rendered locally with vars.
 
     Undefined variables are errors; a trailing newline is kept as written;
-    a Secret value is rendered revealed and makes the diff masked.
+    a Secret value going into it makes the File secret (see file()).
     options: those of File.
     """
-    text, has_secret = _render_template(template, vars or {})
-    if has_secret:
-        options["secret"] = True
-    return file(path, text, **options)
+    return file(path, _render_template(template, vars or {}), **options)
 
 
 #: absent(path, recursive=False): path does not exist (see Absent)

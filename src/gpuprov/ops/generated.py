@@ -30,13 +30,16 @@ from gpuprov.ops.file_plan import (
 )
 
 
-def generate_command(path: str, nbytes: int, owner: str, group: str, mode: str) -> Command:
-    """Write `nbytes` random bytes as 2*nbytes lowercase hex (+ newline) to
-    `path`, atomically: a private temp file beside it, checked, renamed."""
+def generate_command(path: str, nbytes: int, owner: str, group: str, mode: str,
+                     newline: bool = True) -> Command:
+    """Write `nbytes` random bytes as 2*nbytes lowercase hex (+ newline unless
+    `newline` is false) to `path`, atomically: a private temp file beside it,
+    checked, renamed."""
     fill = [
         # -v: od would print '*' for a line equal to the one before it
         "od", "-An", "-vtx1", f"-N{nbytes}", "/dev/urandom", Raw("|"), "tr", "-d", " \\n",
-        Raw('>"$t" && echo >>"$t" &&'),
+        Raw('>"$t" && echo >>"$t" &&' if newline else '>"$t" &&'),
+        # grep -x matches the last line without its newline too
         "grep", "-qxE", f"[0-9a-f]{{{2 * nbytes}}}", Raw('"$t"'),
     ]
     # umask first: the directory (when new) and the temp are never readable by others
@@ -50,7 +53,12 @@ class GeneratedSecret(Op):
     """`path` holds a token of `nbytes` random bytes (hex) made on the host,
     with owner/group/mode. A missing or too short file gets a new token; an
     existing one is never read, only its owner and mode are corrected.
-    `notify` fires when a new token is written."""
+    `notify` fires when a new token is written.
+
+    newline false: the file is the hex digits alone, exactly 2*nbytes bytes,
+    for a reader that takes the file's whole content as the secret
+    (jupyter_server's JUPYTER_TOKEN_FILE does not strip a newline). A file of
+    any other size is replaced: the op cannot read it to know what it holds."""
 
     path: str
     _: KW_ONLY
@@ -58,6 +66,7 @@ class GeneratedSecret(Op):
     owner: str = "root"
     group: str = "root"
     mode: str = "0600"
+    newline: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,15 +90,17 @@ class GeneratedSecret(Op):
             raise FileOpError(f"{self.path} is a {cur.type}, not a token file",
                               hint="remove it; gpuprov then generates the token there")
         # 2*nbytes hex chars, plus the newline we write (a hand-made file may lack it)
-        if cur is None or cur.size < 2 * self.nbytes:
+        size = 2 * self.nbytes
+        wrong = cur is not None and (cur.size < size or (not self.newline and cur.size != size))
+        if cur is None or wrong:
             step = Step(generate_command(self.path, self.nbytes, self.owner, self.group,
-                                         self.mode))
+                                         self.mode, self.newline))
             if cur is None:
                 action, summary = "create", f"generate a token ({what})"
             else:
                 action = "update"
-                summary = (f"replace a {cur.size}-byte token, shorter than "
-                           f"{2 * self.nbytes} hex chars ({what})")
+                how = "shorter than" if cur.size < size else "not exactly"
+                summary = f"replace a {cur.size}-byte token, {how} {size} hex chars ({what})"
             return [Change(self.label, action, summary, steps=[step],
                            diff=NoteDiff(self.path, note=f"{summary}; never shown"),
                            notify=self.notify, invalidates=invalidates)]

@@ -23,6 +23,7 @@ from gpuprov.ops.apt_repos import AptRepository
 from gpuprov.ops.base import Change, Op, operation
 from gpuprov.ops.dnf import DnfRepository
 from gpuprov.ops.keys import SigningKey, SigningKeyError
+from gpuprov.ops.openpgp import normalize_fingerprint
 
 
 @operation
@@ -31,6 +32,9 @@ class SignedRepository(Op):
     signed by the key at `key` (a URL, a file on the controller, or the armored
     text), which `variable` set: errors name it.
 
+    insecure: fetch the key over plain http too (default: https only).
+    key_fingerprint: the key's OpenPGP v4 primary key fingerprint, checked on
+    the controller before the key reaches a host (see repository_key_options).
     what: the repository in messages (default "the repository <url>").
     apt only: suite ("/" for a flat repository), components, keyring,
     lock_timeout (see apt_repos.AptRepository).
@@ -43,6 +47,8 @@ class SignedRepository(Op):
     _: KW_ONLY
     key: str
     variable: str
+    insecure: bool = False
+    key_fingerprint: str = ""
     what: str = ""
     suite: str = "/"
     components: Sequence[str] = ()
@@ -56,7 +62,15 @@ class SignedRepository(Op):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.what = self.what or f"the repository {self.url}"
-        key = SigningKey(self.key, self.what, self.variable)
+        if self.key_fingerprint:
+            try:
+                self.key_fingerprint = normalize_fingerprint(self.key_fingerprint)
+            except ValueError as exc:
+                raise GpuprovError(f"{self.variable.split('.')[0]}.key_fingerprint: {exc}",
+                                   "give the 40 hex digits `gpg --show-keys KEYFILE` prints "
+                                   "(spaces allowed), or leave it empty") from None
+        key = SigningKey(self.key, self.what, self.variable, self.insecure,
+                         self.key_fingerprint)
         if self.os.family == "rhel":
             self.repository = DnfRepository(self.name, self.url, description=self.description,
                                             key=key, options=self.options)
@@ -88,3 +102,19 @@ class SignedRepository(Op):
 
 #: signed_repository(os, name, url, key=, variable=, ...): see SignedRepository
 signed_repository = SignedRepository
+
+
+def repository_key_options(repo: Mapping[str, Any]) -> dict[str, Any]:
+    """`insecure` and `key_fingerprint` for signed_repository from a role's
+    repository mapping (`{url, key, insecure, key_fingerprint}`), so every role
+    spells them alike. ValueError names the bad field (for ctx.bad_var)."""
+    insecure = repo.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise ValueError(f"insecure must be true or false, not {insecure!r}")
+    fingerprint = str(repo.get("key_fingerprint") or "").strip()
+    if fingerprint:
+        try:
+            fingerprint = normalize_fingerprint(fingerprint)
+        except ValueError as exc:
+            raise ValueError(f"key_fingerprint: {exc}") from None
+    return {"insecure": insecure, "key_fingerprint": fingerprint}

@@ -1,5 +1,6 @@
-"""Group membership: exactly the users the inventory names, e.g. the docker
-group, whose members are root-equivalent (they can mount / into a container).
+"""Groups: a system group a role owns (group_present), and membership:
+exactly the users the inventory names, e.g. the docker group, whose members
+are root-equivalent (they can mount / into a container).
 """
 
 from __future__ import annotations
@@ -88,9 +89,37 @@ class GroupMembership(Op):
                        invalidates=_INVALIDATES)]
 
 
+@operation
+class GroupPresent(Op):
+    """A system group `name` exists (groupadd --system: a gid from the system
+    range, no user of that name). Its gid is whatever the host gives it."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _USER.fullmatch(self.name) or self.name.endswith("$"):
+            raise UserError(f"{self.name!r} is not a group name",
+                            "group names are lowercase letters, digits, _ . - (e.g. lab)")
+        self.label = f"group {self.name}"
+
+    def facts(self) -> Sequence[Fact[Any]]:
+        return [GroupMembers(self.name)]
+
+    def plan(self, facts: FactView) -> list[Change]:
+        if facts[GroupMembers(self.name)] is not None:
+            return []
+        return [Change(self.label, "create", f"create system group {self.name}",
+                       [Step(Command("groupadd", "--system", self.name))],
+                       Diff(self.label, "", f"{self.name}\n"), notify=self.notify,
+                       invalidates=_INVALIDATES)]
+
+
 def _lines(names: Iterable[str]) -> str:
     return "".join(f"{n}\n" for n in sorted(names))
 
 
+#: group_present(name): see GroupPresent
+group_present = GroupPresent
 #: group_members(group, members, exclusive=, source=): see GroupMembership
 group_members = GroupMembership

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from gpuprov.engine.results import CHANGED, Change, HostResult, RunResult, TaskResult
+from gpuprov.engine.results import CHANGED, Change, HostResult, RunResult, TaskResult, mask_json
 from gpuprov.output.report import host_errors, indent
 
 IN_SYNC, DRIFT, UNREACHABLE, FAILED = "in_sync", "drift", "unreachable", "failed"
@@ -123,7 +123,8 @@ def drift_data(run: RunResult) -> dict[str, Any]:
         }
     return {
         "in_sync": all(v["status"] == IN_SYNC for v in hosts.values()),
-        "hosts": hosts,
+        # already masked by the engine; again here, as this file leaves the controller
+        "hosts": mask_json(hosts, run.secret_values()),
         "checked_at": _iso(run.finished or time.time()),
     }
 

@@ -3,8 +3,10 @@
 The report layer only formats: it reads RunResult / HostResult / TaskResult
 and never runs anything. Live progress is in `progress.py`, the drift-check
 formats in `drift.py`. Secrets stay masked because everything here goes
-through `Command.display()` / `Diff.unified()`; a Step's stdin (where
-passwords travel) is never read.
+through `Command.display()` / `Diff.unified()`, a Step's stdin (where
+passwords travel) is never read, and every host's known secret values are
+masked once more in what is printed or written (RunResult.secret_values()).
+Files are written 0600 unless asked (`--report-mode`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ from rich.table import Table
 from rich.text import Text
 
 import gpuprov
-from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, HostResult, RunResult, TaskResult
+from gpuprov.command import mask_text
+from gpuprov.engine.results import (
+    CHANGED,
+    FAILED,
+    OK,
+    SKIPPED,
+    HostResult,
+    RunResult,
+    TaskResult,
+    mask_json,
+)
 
 
 def task_label(task: TaskResult) -> str:
@@ -148,7 +160,7 @@ def render_diffs(run: RunResult, console: Console | None = None) -> str:
                 continue
             out.append(f"=== {h.host}: {task_label(task)}\n")
             out.extend(d if d.endswith("\n") else d + "\n" for d in diffs)
-    text = "".join(out)
+    text = mask_text("".join(out), run.secret_values())
     if console is not None and text:
         console.print(Text(text.rstrip("\n")), soft_wrap=True)
     return text
@@ -156,36 +168,42 @@ def render_diffs(run: RunResult, console: Console | None = None) -> str:
 
 # -- files ----------------------------------------------------------------------
 
-def _new_file_mode() -> int:
-    # mkstemp creates 0600; a report or a .prom file must be readable the way
-    # a normally created file would be (node_exporter runs as another user).
-    # Reading the umask means setting it: fine here, reports are written at
-    # the end of a run by the main thread.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
+#: reports and drift files hold diffs of root-only files: the owner alone reads
+#: them unless asked (--report-mode 0640 for a node_exporter group)
+REPORT_MODE = 0o600
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def parse_report_mode(text: str) -> int:
+    """An octal mode for a report file: at most 0644 (never writable or
+    executable by others: monitors read it, nobody else writes it)."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an octal file mode (e.g. 0600, 0640)") from None
+    if mode & ~0o644 or (mode & 0o600) != 0o600:
+        raise ValueError(f"{text} would let others write or run the report, or its owner "
+                         "not read and replace it; use 0600, 0640 or 0644")
+    return mode
+
+
+def write_text_atomic(path: str | Path, text: str, mode: int = REPORT_MODE) -> None:
     """Replace `path` with `text` so that a reader never sees a half-written file.
 
     Temp file in the same directory (os.replace is atomic only within one
-    file system), fsync before the rename, temp file removed on any error,
-    so the previous file stays as it was.
+    file system), made 0600 by mkstemp and given `mode` before it holds a
+    byte, fsync before the rename, temp file removed on any error, so the
+    previous file stays as it was. An existing file's wider mode is not kept:
+    the report's content decides who may read it.
     """
     target = Path(path)
     directory = target.parent
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = _new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         # BaseException too: Ctrl-C in the middle must not leave a temp file.
@@ -215,14 +233,14 @@ def report_data(run: RunResult, extra: dict[str, Any] | None = None) -> dict[str
     data["gpuprov"] = gpuprov.__version__
     if extra:
         data.update(extra)
-    return data
+    return mask_json(data, run.secret_values())
 
 
 def write_json_report(path: str | Path, run: RunResult,
-                      extra: dict[str, Any] | None = None) -> None:
-    """`--report FILE.json`: the whole run, written atomically."""
+                      extra: dict[str, Any] | None = None, mode: int = REPORT_MODE) -> None:
+    """`--report FILE.json`: the whole run, written atomically (0600 unless asked)."""
     # Serialize before touching the file system: a value json cannot encode
     # must fail without leaving anything behind.
     text = json.dumps(report_data(run, extra), indent=2) + "\n"
-    write_text_atomic(path, text)
+    write_text_atomic(path, text, mode)
 

@@ -30,8 +30,9 @@ from gpuprov_double_docker_state import (
 VALUE_FLAGS = {"--name", "--gpus", "-p", "--publish", "-v", "--volume", "-e", "--env", "-u",
                "--user", "--security-opt", "--restart", "--entrypoint", "--runtime", "-w",
                "--workdir", "--network", "--net", "--shm-size", "--ipc", "-h", "--hostname",
-               "-l", "--label", "--device", "--cap-add", "--cap-drop", "--ulimit", "--mount",
-               "--pull", "--platform", "-m", "--memory", "--cpus", "--env-file", "--log-driver"}
+               "-l", "--label", "--device", "--cap-add", "--cap-drop", "--group-add", "--ulimit",
+               "--mount", "--pull", "--platform", "-m", "--memory", "--cpus", "--env-file",
+               "--log-driver"}
 BOOL_FLAGS = {"--rm", "-d", "--detach", "-i", "--interactive", "-t", "--tty", "--privileged",
               "--init", "-q", "--quiet"}
 NO_GPU_DRIVER = ('docker: Error response from daemon: could not select device driver "" with '
@@ -223,6 +224,9 @@ def _run(args: list[str]) -> int:
             "DeviceRequests": [request] if request else None,
             "Runtime": runtime,
             "Privileged": "--privileged" in opts,
+            "CapAdd": get("--cap-add") or None,
+            "CapDrop": get("--cap-drop") or None,
+            "GroupAdd": get("--group-add") or None,
         },
         "Config": {
             "Hostname": cid[:12],
