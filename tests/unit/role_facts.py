@@ -63,7 +63,8 @@ def write_cmd(path: str, *, mode: str = "0644", mkdir: bool = False,
                  "} >&2 && ")
     return ((f"mkdir -p {directory} && " if mkdir else "")
             + "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
-            f"t=$(mktemp {directory}/.gpuprov-XXXXXX) && cat >\"$t\" && "
+            f"t=$(mktemp -u {directory}/.gpuprov-XXXXXX) "
+            "&& (umask 077 && set -C && : >\"$t\") && cat >\"$t\" && "
             f"chown -h {owner} \"$t\" && "
             f"chmod {mode} \"$t\" && {check}mv -fT \"$t\" {path} && trap - EXIT")
 

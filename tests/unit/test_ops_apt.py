@@ -233,7 +233,8 @@ def test_repository_fresh() -> None:
     [write_key] = key_change.steps
     assert without_upload_check(write_key.command.shell()) == (
         "mkdir -p /usr/share/keyrings && t= && trap 'rm -f \"$t\"' EXIT && "
-        "trap 'exit 143' HUP INT TERM PIPE && t=$(mktemp /usr/share/keyrings/.gpuprov-XXXXXX) && "
+        "trap 'exit 143' HUP INT TERM PIPE && t=$(mktemp -u /usr/share/keyrings/.gpuprov-XXXXXX) "
+        "&& (umask 077 && set -C && : >\"$t\") && "
         "cat >\"$t\" && "
         f"chown -h root:root \"$t\" && chmod 0644 \"$t\" && mv -fT \"$t\" {TK_KEYRING} && "
         "trap - EXIT")

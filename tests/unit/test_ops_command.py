@@ -99,7 +99,9 @@ def test_write_file_step() -> None:
     step = write_file_step("/etc/apt/preferences.d/x y", b"data", mode="0600")
     assert without_upload_check(step.command.shell()) == (
         "mkdir -p /etc/apt/preferences.d && t= && trap 'rm -f \"$t\"' EXIT && "
-        "trap 'exit 143' HUP INT TERM PIPE && t=$(mktemp /etc/apt/preferences.d/.gpuprov-XXXXXX) "
+        "trap 'exit 143' HUP INT TERM PIPE && "
+        "t=$(mktemp -u /etc/apt/preferences.d/.gpuprov-XXXXXX) "
+        "&& (umask 077 && set -C && : >\"$t\") "
         "&& cat >\"$t\" && "
         "chown -h root:root \"$t\" && chmod 0600 \"$t\" && "
         "mv -fT \"$t\" '/etc/apt/preferences.d/x y' && trap - EXIT")

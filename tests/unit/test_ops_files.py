@@ -27,7 +27,8 @@ TRAP = "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE"
 def write_cmd(directory: str, target: str, owner: str = "root:root", mode: str = "0644",
               middle: str = "") -> str:
     """The expected write step, spelled out once (paths already quoted)."""
-    return (f"{TRAP} && t=$(mktemp {directory}) && cat >\"$t\" && chown -h {owner} \"$t\" "
+    return (f"{TRAP} && t=$(mktemp -u {directory}) "
+            f"&& (umask 077 && set -C && : >\"$t\") && cat >\"$t\" && chown -h {owner} \"$t\" "
             f"&& chmod {mode} \"$t\""
             f"{middle} && mv -fT \"$t\" {target} && trap - EXIT")
 

@@ -43,7 +43,8 @@ def test_create_when_absent() -> None:
     assert (change.resource, change.action) == ("file /etc/docker/daemon.json", "create")
     assert without_upload_check(change.steps[0].command.shell()) == (
         "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
-        "t=$(mktemp /etc/docker/.gpuprov-XXXXXX) && cat >\"$t\" && chown -h root:root \"$t\" && "
+        "t=$(mktemp -u /etc/docker/.gpuprov-XXXXXX) "
+        "&& (umask 077 && set -C && : >\"$t\") && cat >\"$t\" && chown -h root:root \"$t\" && "
         "chmod 0644 \"$t\" && { dockerd --validate --config-file \"$t\" || "
         "{ echo 'gpuprov: validation failed, /etc/docker/daemon.json left unchanged' >&2; "
         "exit 1; }; } >&2 && mv -fT \"$t\" /etc/docker/daemon.json && trap - EXIT")

@@ -66,7 +66,7 @@ RC_LINKS = ShellTest(f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{NAME}")
 GENERATE_TOKEN = (
     "umask 077 && mkdir -p /etc/gpuprov/jupyter && "
     "t= && trap 'rm -f \"$t\"' EXIT && trap 'exit 143' HUP INT TERM PIPE && "
-    "t=$(mktemp /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && "
+    "t=$(mktemp -u /etc/gpuprov/jupyter/.gpuprov-XXXXXX) && (umask 077 && set -C && : >\"$t\") && "
     # no newline after the hex: jupyter_server takes the whole file as the token
     "od -An -vtx1 -N32 /dev/urandom | tr -d ' \\n' >\"$t\" && "
     "grep -qxE '[0-9a-f]{64}' \"$t\" && chown -h root:gpuprov-jupyter \"$t\" && "

@@ -534,7 +534,7 @@ def test_include_after_a_setting_is_moved_first() -> None:
 def test_the_dropin_directory_is_created_when_missing() -> None:
     p = plan("rhel9", main=file_info(RHEL8_MAIN_HEAD + RHEL8_MAIN_BODY, mode="0600"))
     cmds = p.commands
-    write_at = next(i for i, c in enumerate(cmds) if "mktemp /etc/ssh/sshd_config.d/" in c)
+    write_at = next(i for i, c in enumerate(cmds) if "mktemp -u /etc/ssh/sshd_config.d/" in c)
     made = re.compile(r"mkdir -p (-m \S+ )?/etc/ssh/sshd_config\.d(/)?( |$|;|&|\n)")
     assert any(made.search(c) for c in cmds[:write_at + 1])
 

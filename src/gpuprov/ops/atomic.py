@@ -118,10 +118,15 @@ def temp_file_filled(path: str, fill: list[Any], owner: str, group: str,
         # EXIT removes the temp on any failure; the signal trap turns a
         # dropped connection (SIGHUP, or SIGPIPE when a message is written to
         # the closed stderr) or Ctrl-C into an exit that runs it: a shell
-        # killed by a signal skips its EXIT trap. Both are set before mktemp
-        # (t emptied first), so a signal right after mktemp still removes it.
+        # killed by a signal skips its EXIT trap. Both are set first, and the
+        # temp's name is in $t BEFORE the file exists (mktemp -u, then an
+        # O_EXCL create, 0600, in a subshell): a signal at any point removes
+        # it. (`t=$(mktemp)` left it behind when the signal came between the
+        # create and the assignment.) Only root or the runner can write in
+        # the directory (safe_dirs_check), so nobody can take the name between.
         Raw("t= && trap 'rm -f \"$t\"' EXIT"), Raw("&&"), Raw("trap 'exit 143' HUP INT TERM PIPE"),
-        Raw("&&"), Raw(f"t=$(mktemp {_q(tmp)})"),
+        Raw("&&"), Raw(f"t=$(mktemp -u {_q(tmp)})"), Raw("&&"),
+        Raw('(umask 077 && set -C && : >"$t")'),
         Raw("&&"), *fill, Raw("&&"),
         # chown before chmod: chown clears setuid/setgid bits
         # -h: never through a symlink, even one swapped in for the temp
