@@ -74,7 +74,8 @@ def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
         extra_vars=parse_extra_vars(ctx["extra_vars"]), reboot=ctx.get("reboot", False),
         connect=ConnectOptions(host_key_checking=host_key_checking(ctx),
                                confirm_host_key=confirm_host_key(),
-                               become_password=password))
+                               become_password=password,
+                               connect_timeout=ctx.get("timeout") or DEFAULT_TIMEOUT))
 
 
 def host_key_checking(ctx: dict[str, Any]) -> str | None:
@@ -114,9 +115,18 @@ def _one_host_key_flag(ctx: click.Context, param: click.Parameter, value: bool) 
     return value
 
 
-def host_key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--accept-new-host-keys / --strict-host-keys, for every command that
-    connects to hosts."""
+#: seconds to wait for a host: the TCP connect and SSH handshake, and the
+#: silence (unanswered keepalives) after which a host is declared unreachable
+DEFAULT_TIMEOUT = 10.0
+
+
+def connect_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """-T/--timeout, --accept-new-host-keys / --strict-host-keys, for every
+    command that connects to hosts."""
+    fn = click.option("-T", "--timeout", type=click.FloatRange(min=1.0),
+                      default=DEFAULT_TIMEOUT, show_default=True,
+                      help="Seconds to wait for a host to connect, or to answer keepalives "
+                      "during the run, before it is reported unreachable.")(fn)
     fn = click.option("--strict-host-keys", is_flag=True, callback=_one_host_key_flag,
                       help="Refuse unknown host keys on every host, even where the "
                       "inventory (ssh_host_key_checking) or ssh_config says accept-new.")(fn)
@@ -174,7 +184,7 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="k=v, 'k=v k2=v2', @file.yml or a YAML mapping; highest precedence."),
         click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True,
                      help="Hosts worked on in parallel."),
-        host_key_options,
+        connect_options,
         click.option("-K", "--ask-become-pass", is_flag=True,
                      help="Ask once for the sudo password (fed on stdin, never argv)."),
         click.option("-v", "--verbose", count=True, help="More detail: ok tasks, round trips."),

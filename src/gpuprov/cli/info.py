@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from gpuprov.cli.common import guarded, host_key_options, load_target, run_options
+from gpuprov.cli.common import connect_options, guarded, load_target, run_options
 from gpuprov.cli.exit_codes import EXIT_OK, EXIT_UNREACHABLE
 from gpuprov.engine.executor import collect_facts
 
@@ -16,7 +16,7 @@ from gpuprov.engine.executor import collect_facts
 @click.argument("inventory", required=False, type=click.Path(dir_okay=False))
 @click.option("-l", "--limit")
 @click.option("-f", "--forks", type=click.IntRange(1, 500), default=10)
-@host_key_options
+@connect_options
 @click.option("-K", "--ask-become-pass", is_flag=True)
 @guarded
 def facts(**opts: Any) -> int:

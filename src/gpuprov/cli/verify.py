@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from gpuprov.cli.common import guarded, host_key_options, load_target, run_options, stderr, stdout
+from gpuprov.cli.common import connect_options, guarded, load_target, run_options, stderr, stdout
 from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuprov.engine.verify import run_verify
 from gpuprov.output.progress import Progress
@@ -22,7 +22,7 @@ from gpuprov.output.verify import verify_json, verify_rows, verify_table
 @click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@host_key_options
+@connect_options
 @click.option("-K", "--ask-become-pass", is_flag=True)
 @guarded
 def verify(**opts: Any) -> int:

@@ -5,8 +5,9 @@ trip, not a TCP connect + key exchange + auth each time. Connection setup
 follows OpenSSH where users expect it (ssh_config, ProxyJump, key order,
 known_hosts, strict unless told accept-new) and turns every failure into an UnreachableHost
 kind with a hint a person can act on. Setup is retried with backoff for the
-transient cases (an sshd reload refuses connections for a moment); a command
-is never re-run implicitly, since it may have half-run.
+transient cases, a refusal only when expected (after an sshd reload); a command
+is never re-run implicitly, since it may have half-run; a host silent for
+`connect_timeout` is declared gone (ssh_liveness).
 
 Commands are handed to the login shell as `sh -c '<cmd>'`, so they get POSIX
 sh semantics with sh, bash, dash, ksh or zsh as login shell (fish and csh
@@ -50,6 +51,7 @@ from gpuprov.connectors.ssh_config import (
     load_config,
     resolve_chain,
 )
+from gpuprov.connectors.ssh_liveness import Liveness
 from gpuprov.connectors.sudo import Sudo, iter_stdin, split_command
 from gpuprov.errors import UnreachableHost
 
@@ -89,7 +91,10 @@ class SshSettings:
     retry_budget: float = 15.0
     ssh_config: Path | None = None
     use_agent: bool = True
-    keepalive: int = 30
+    #: seconds between liveness probes (None: connect_timeout / 3, >= 1 s); the host
+    #: is unreachable after alive_count_max intervals without a reply
+    alive_interval: float | None = None
+    alive_count_max: int = 3
     #: login password, tried after the keys (onboarding a host that has no key yet)
     password: str | None = field(default=None, repr=False)
 
@@ -129,10 +134,14 @@ class SshConnector(Connector):
         self.target = self.hops[-1]
         self.known_hosts = self.route.known_hosts
         self._transports: list[paramiko.Transport] = []
+        self._liveness: list[Liveness] = []
+        self._alive_interval = settings.alive_interval or max(settings.connect_timeout / 3, 1.0)
         self._agent = Agent(settings.use_agent)
         self._lock = threading.RLock()
         self._channels = ChannelRunner(settings.host_name, self.target.label,
-                                       settings.connect_timeout, self.stats)
+                                       settings.connect_timeout, self.stats,
+                                       timed_out=lambda: any(
+                                           live.dead.is_set() for live in self._liveness))
         self._sudo = Sudo(settings.host_name, self.target.user, settings.become, self._exec_raw)
         #: the key the target accepted (the operator's identity, for session())
         self._auth_key: paramiko.PKey | None = None
@@ -140,7 +149,8 @@ class SshConnector(Connector):
 
     # -- connection setup ---------------------------------------------------
 
-    def connect(self) -> None:
+    def connect(self, *, expect_refusal: bool = False) -> None:
+        """Open the connection; a refusal is retried only with `expect_refusal`."""
         with self._lock:
             if self._transports and self._transports[-1].is_active():
                 return
@@ -155,7 +165,8 @@ class SshConnector(Connector):
                 except SetupError as exc:
                     # `slept` keeps the budget honest when sleep is patched out.
                     spent = max(time.monotonic() - started, slept)
-                    if (not exc.retry or attempt > self.settings.retries
+                    retry = exc.retry and (expect_refusal or exc.kind != "refused")
+                    if (not retry or attempt > self.settings.retries
                             or spent + delay > self.settings.retry_budget):
                         tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                         raise UnreachableHost(self.host_name, exc.kind, exc.detail + tries,
@@ -170,6 +181,7 @@ class SshConnector(Connector):
             self._agent.close()
 
     def _close_transports(self) -> None:
+        self._liveness = []  # their threads end with their transports
         for transport in reversed(self._transports):  # target first, then jump hosts
             transport.close()
         self._transports = []
@@ -185,6 +197,7 @@ class SshConnector(Connector):
                     transport = self._handshake(hop, sock, self.route.policies[index])
                     opened.append(transport)
                     self._login(hop, transport)
+                    self._watch(transport)
                     self.stats.connections += 1
                     if index + 1 < len(self.hops):
                         sock = self._jump_channel(transport, hop, self.hops[index + 1])
@@ -233,6 +246,9 @@ class SshConnector(Connector):
             raise SetupError("closed", f"{where}: {exc.strerror or exc}",
                              retry=exc.errno == errno.ECONNRESET) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # many small round trips
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # unacked data: fail then, not after ~15 min
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(self._alive_interval * self.settings.alive_count_max * 1000))
         return QuickAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock
 
     def _proxy_command(self, hop: Hop) -> paramiko.ProxyCommand:
@@ -289,8 +305,12 @@ class SshConnector(Connector):
         except SetupError:
             transport.close()
             raise
-        transport.set_keepalive(self.settings.keepalive)  # keep NAT/firewall state for long runs
         return transport
+
+    def _watch(self, transport: paramiko.Transport) -> None:
+        liveness = Liveness(transport, self._alive_interval, self.settings.alive_count_max)
+        liveness.start()
+        self._liveness.append(liveness)
 
     def _login(self, hop: Hop, transport: paramiko.Transport) -> None:
         # The password is for the target only: onboarding a host that has no key
@@ -346,7 +366,8 @@ class SshConnector(Connector):
         # sudo still works over a new login is the point).
         fresh = SshConnector(self.settings, self.route)
         try:
-            fresh.connect()   # retries with backoff: sshd refuses briefly after a reload
+            # retries with backoff: sshd refuses briefly after a reload
+            fresh.connect(expect_refusal=True)
             return fresh.run(command, sudo=sudo)
         finally:
             fresh.close()

@@ -50,21 +50,29 @@ class ChannelRunner:
     """Runs commands on one host's transport and counts them in `stats`.
 
     `label` (user@address of the target) and `host_name` only word the errors;
-    `open_timeout` bounds opening a channel (the connect timeout).
+    `open_timeout` bounds opening a channel (the connect timeout); `timed_out`
+    says whether the transport was closed because the host stopped answering.
     """
 
     def __init__(self, host_name: str, label: str, open_timeout: float,
-                 stats: ConnectionStats) -> None:
+                 stats: ConnectionStats,
+                 timed_out: Callable[[], bool] = lambda: False) -> None:
         self.host_name = host_name
         self.label = label
         self.open_timeout = open_timeout
         self.stats = stats
+        self.timed_out = timed_out
 
     def lost(self, when: str, ran: bool) -> UnreachableHost:
         """The error for a connection gone `when`; `ran`: the command may have run."""
         detail = f"the SSH connection to {self.label} was lost {when}"
         if ran:
             detail += "; the command may have partly run and is not retried"
+        if self.timed_out():
+            return UnreachableHost(self.host_name, "timeout",
+                                   f"{self.label} stopped answering (keepalives unanswered): "
+                                   + detail, "the host or its network is down; rerun once it "
+                                   "answers again")
         return UnreachableHost(self.host_name, "closed", detail,
                                "the host may have rebooted or sshd restarted; rerun once it is "
                                "back (connect() opens a new connection)")
