@@ -90,7 +90,7 @@ class CountingFactory:
 
 
 class DownConnector(LocalConnector):
-    def connect(self) -> None:
+    def connect(self, *, expect_refusal: bool = False) -> None:
         raise UnreachableHost(self.host_name, "refused", "connection refused on port 22")
 
 

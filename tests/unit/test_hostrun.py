@@ -59,6 +59,8 @@ class ShConnector(Connector):
         self.drop_at = drop_at
         self.refuse_new = refuse_new
         self.new_connections = 0
+        #: expect_refusal of each connect(): a refusal is retried only where expected
+        self.connects: list[bool] = []
 
     def run_on_new_connection(self, command: Command | str, *,
                               sudo: bool = False) -> CommandResult:
@@ -67,8 +69,9 @@ class ShConnector(Connector):
             raise UnreachableHost(HOST, "auth", "rejected every key for user 'admin'")
         return self.run(command, sudo=sudo)
 
-    def connect(self) -> None:
+    def connect(self, *, expect_refusal: bool = False) -> None:
         self.stats.connections += 1
+        self.connects.append(expect_refusal)
 
     def close(self) -> None:
         pass
@@ -107,7 +110,7 @@ class ShConnector(Connector):
 
 
 class UnreachableConnector(ShConnector):
-    def connect(self) -> None:
+    def connect(self, *, expect_refusal: bool = False) -> None:
         raise UnreachableHost(HOST, "refused", "connection refused by 10.0.0.7:22")
 
 
@@ -1021,3 +1024,6 @@ def test_a_dropped_connection_still_tries_the_rollback(env: Env) -> None:
     result, _ = env.run([env.role("tx", TRANSACTION)], conn)
     assert result.unreachable is not None and "rolled back" in result.unreachable
     assert _log(env) == ["one", "rollback"]
+    # the first connect is not told to expect a refusal; the rollback's reconnect
+    # is (the change may have restarted sshd)
+    assert conn.connects[0] is False and conn.connects[-1] is True

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class NoConnector(Connector):
-    def connect(self) -> None:
+    def connect(self, *, expect_refusal: bool = False) -> None:
         pass
 
     def close(self) -> None:

@@ -67,8 +67,10 @@ class Connector(ABC):
         self.stats = ConnectionStats()
 
     @abstractmethod
-    def connect(self) -> None:
-        """Open the connection (with retries); raise UnreachableHost."""
+    def connect(self, *, expect_refusal: bool = False) -> None:
+        """Open the connection (with retries); raise UnreachableHost. A refused
+        connection is retried only with `expect_refusal` (sshd may be restarting);
+        otherwise nothing listens, and waiting would only delay the verdict."""
 
     @abstractmethod
     def run(self, command: Command | str, *, sudo: bool = False,

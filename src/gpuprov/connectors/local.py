@@ -42,7 +42,7 @@ class LocalConnector(Connector):
         self._sudo = Sudo(host_name, self.user, self.become, self._exec_raw)
         self._connected = False
 
-    def connect(self) -> None:
+    def connect(self, *, expect_refusal: bool = False) -> None:
         # Nothing to open, but count it so stats read the same as for ssh.
         if not self._connected:
             self._connected = True

@@ -250,7 +250,8 @@ class HostRun:
 
     def _roll_back(self, task: str, change: Change) -> str:
         try:
-            self.connector.connect()   # reopens (with retries) a connection that dropped
+            # reopens a connection that dropped: the change may have restarted sshd
+            self.connector.connect(expect_refusal=True)
             for step in change.rollback:
                 self._exec(f"{task} (rollback)", step)
         except (TaskFailed, UnreachableHost) as exc:
