@@ -238,3 +238,40 @@ def test_a_controller_killed_while_holding_leaves_the_host_free(tmp_path: Path) 
     assert nxt.acquire()
     assert time.monotonic() - start < 3
     nxt.release()
+
+
+# -- the ssh connector's held channel, with a stand-in channel --------------------
+
+
+class FakeChannel:
+    def __init__(self, blocks: list[bytes | None]) -> None:
+        self.blocks = blocks
+        self.calls: list[str] = []
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.calls.append(f"timeout {timeout is not None}")
+
+    def recv(self, size: int) -> bytes:
+        block = self.blocks.pop(0)
+        if block is None:
+            raise TimeoutError
+        return block
+
+    def shutdown_write(self) -> None:
+        self.calls.append("eof")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_held_channel_reads_its_first_line_across_packets_and_ends_with_eof() -> None:
+    from gpuprov.connectors.ssh_channel import HeldChannel
+
+    chan = FakeChannel([b"loc", b"ked\nmore", b""])
+    held = HeldChannel(chan)  # type: ignore[arg-type]
+    assert held.first_line(5) == "locked"
+    held.release()
+    assert chan.calls[-2:] == ["eof", "close"]
+    assert HeldChannel(FakeChannel([b"busy x", b""])).first_line(5) == "busy x"  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError, match="no answer within 5s"):
+        HeldChannel(FakeChannel([None])).first_line(5)  # type: ignore[arg-type]
