@@ -5,9 +5,8 @@ trip, not a TCP connect + key exchange + auth each time. Connection setup
 follows OpenSSH where users expect it (ssh_config, ProxyJump, key order,
 known_hosts, strict unless told accept-new) and turns every failure into an UnreachableHost
 kind with a hint a person can act on. Setup is retried with backoff for the
-transient cases, a refusal only when expected (after an sshd reload); a command
-is never re-run implicitly, since it may have half-run; a host silent for
-`connect_timeout` is declared gone (ssh_liveness).
+transient cases (a refusal only when expected); a command is never re-run
+implicitly, since it may have half-run; a silent host is gone (ssh_liveness).
 
 Commands are handed to the login shell as `sh -c '<cmd>'`, so they get POSIX
 sh semantics with sh, bash, dash, ksh or zsh as login shell (fish and csh
@@ -32,7 +31,7 @@ from typing import BinaryIO
 import paramiko
 
 from gpuprov.command import Command
-from gpuprov.connectors.base import Become, CommandResult, Connector, Session
+from gpuprov.connectors.base import Become, CommandResult, Connector, Held, Session
 from gpuprov.connectors.hostcerts import CERT_SUFFIX
 from gpuprov.connectors.hostkeys import Confirm, KnownHosts
 from gpuprov.connectors.ssh_auth import (
@@ -91,8 +90,7 @@ class SshSettings:
     retry_budget: float = 15.0
     ssh_config: Path | None = None
     use_agent: bool = True
-    #: seconds between liveness probes (None: connect_timeout / 3, >= 1 s); the host
-    #: is unreachable after alive_count_max intervals without a reply
+    #: liveness probes every N s (None: connect_timeout / 3, >= 1), see ssh_liveness
     alive_interval: float | None = None
     alive_count_max: int = 3
     #: login password, tried after the keys (onboarding a host that has no key yet)
@@ -139,9 +137,8 @@ class SshConnector(Connector):
         self._agent = Agent(settings.use_agent)
         self._lock = threading.RLock()
         self._channels = ChannelRunner(settings.host_name, self.target.label,
-                                       settings.connect_timeout, self.stats,
-                                       timed_out=lambda: any(
-                                           live.dead.is_set() for live in self._liveness))
+                                       settings.connect_timeout, self.stats, timed_out=lambda:
+                                       any(live.dead.is_set() for live in self._liveness))
         self._sudo = Sudo(settings.host_name, self.target.user, settings.become, self._exec_raw)
         #: the key the target accepted (the operator's identity, for session())
         self._auth_key: paramiko.PKey | None = None
@@ -384,6 +381,10 @@ class SshConnector(Connector):
             shell, sudo, stdin, lambda line, chunks: self._channels.execute(
                 self._live_transport(), line, display, chunks, timeout))
         return CommandResult(display, code, out, err)
+
+    def hold(self, command: Command, *, sudo: bool = False) -> Held:
+        line, prefix = self._sudo.prepare(command.shell(), sudo)
+        return self._channels.hold(self._live_transport(), line, command.display(), prefix)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
         return self._channels.execute(self._live_transport(), line, "(sudo check)",
