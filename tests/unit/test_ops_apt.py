@@ -400,3 +400,24 @@ def test_repair_and_fresh_install_in_one_transaction_ubuntu2204() -> None:
         FIX,
         f"{INSTALL} nvidia-headless-580-server",
     ]
+
+
+def test_half_configured_dependency_of_a_managed_package_debian12() -> None:
+    # apt-get check is silent here; the dependency walk over dpkg's Depends finds it
+    dpkg = DebPackages().process((DATA / "dpkg-check.debian12-halfconfigured").read_text(), 0)
+    assert dpkg["docker-ce"].depends == ("gpuprov-test-doubles", "containerd.io", "docker-ce-cli")
+    assert dpkg["gpuprov-test-doubles"].depends == ("libc6", "musl")
+    op = apt.packages(["docker-ce", "bash"])
+    values = {DebPackages(): dpkg, DebHeld(): frozenset(),
+              AptCandidates.of(op.packages): {}}
+    [c] = op.plan(FactView(values))
+    assert c.resource == "package docker-ce"
+    assert c.summary == "repair docker-ce: depends on gpuprov-test-doubles (half-configured)"
+    assert shells(c) == [
+        "env DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef --force-confold",
+        FIX,
+    ]
+    assert c.unknown is None
+    # a package below it (libc6) that is intact changes nothing for bash
+    assert op.plan(FactView({**values, DebPackages(): {
+        **dpkg, "gpuprov-test-doubles": dpkg["docker-ce-cli"]}})) == []

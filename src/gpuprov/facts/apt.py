@@ -36,6 +36,8 @@ class DebPackage:
     status: str = "installed"   # installed | config-files | half-installed | unpacked | ...
     #: its dependencies apt finds unmet, e.g. "depends on libfoo (not installed)"
     unmet: tuple[str, ...] = ()
+    #: names in its Pre-Depends and Depends (alternatives included, versions dropped)
+    depends: tuple[str, ...] = ()
 
     @property
     def installed(self) -> bool:
@@ -80,6 +82,13 @@ def parse_apt_check(lines: list[str]) -> dict[str, tuple[str, ...]]:
     return {n: tuple(u) for n, u in unmet.items()}
 
 
+def _dependency_names(field: list[str]) -> tuple[str, ...]:
+    """"libc6 (>= 2.34), a | b:any" -> ("libc6", "a", "b")."""
+    names = (alt.split("(")[0].strip().split(":")[0]
+             for f in field for dep in f.split(",") for alt in dep.split("|"))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
 @dataclass(frozen=True)
 class DebPackages(Fact[dict[str, DebPackage]]):
     """Every package dpkg knows, with its state: key is the name, or
@@ -94,7 +103,8 @@ class DebPackages(Fact[dict[str, DebPackage]]):
         return Command.script(
             "command -v dpkg-query >/dev/null 2>&1 || exit 0; "
             "printf 'native\\t%s\\n' \"$(dpkg --print-architecture)\"; "
-            "dpkg-query -W -f='${Package}\\t${Architecture}\\t${Version}\\t${Status}\\n'; "
+            "dpkg-query -W -f='${Package}\\t${Architecture}\\t${Version}\\t${Status}"
+            "\\t${Pre-Depends}, ${Depends}\\n'; "
             "command -v apt-get >/dev/null 2>&1 || exit 0; "
             "apt-get -q -o Debug::NoLocking=1 check 2>&1 | sed 's/^/check\\t/'; true")
 
@@ -110,12 +120,13 @@ class DebPackages(Fact[dict[str, DebPackage]]):
             if fields[0] == "native" and len(fields) == 2:
                 native = fields[1]
                 continue
-            if len(fields) != 4:
+            if len(fields) not in (4, 5):
                 continue
-            name, arch, version, status = fields
+            name, arch, version, status = fields[:4]
             want, _flag, state = (status.split() + ["", "", ""])[:3]
             key = name if arch in (native, "all", "") else f"{name}:{arch}"
-            packages[key] = DebPackage(name, version, arch, want, state)
+            packages[key] = DebPackage(name, version, arch, want, state,
+                                       depends=_dependency_names(fields[4:]))
         for key, unmet in parse_apt_check(check).items():
             if key in packages:
                 packages[key] = replace(packages[key], unmet=unmet)

@@ -115,7 +115,8 @@ class AptPackages(Op):
 
     def _plan_present(self, dpkg: dict[str, DebPackage], held: frozenset[str],
                       policy: dict[str, AptPolicy]) -> list[Change]:
-        wanted = [self._classify(name, spec, dpkg.get(name), name in held, policy.get(name))
+        wanted = [self._classify(name, spec, _with_broken_dependencies(name, dpkg), name in held,
+                                 policy.get(name))
                   for name, spec in self.packages.items()]
         moves = [w for w in wanted if not w.settled]
         to_hold = [w.name for w in wanted if w.to_hold]
@@ -336,6 +337,25 @@ def _target(spec: str | None, pol: AptPolicy | None) -> str | None:
     if pol is None:
         return None
     return pol.find(spec) if spec else pol.candidate
+
+
+def _with_broken_dependencies(name: str, dpkg: dict[str, DebPackage]) -> DebPackage | None:
+    """The package as dpkg knows it, its unmet dependencies extended by those
+    (direct or not) that a fault left half-way (half-configured, unpacked...):
+    apt-get check counts such a package as installed, dpkg --audit does not."""
+    cur = dpkg.get(name)
+    if cur is None or not cur.installed:
+        return cur
+    seen, todo, broken = {name}, list(cur.depends), []
+    while todo:
+        dep = todo.pop(0)
+        if dep in seen or dep not in dpkg:
+            continue
+        seen.add(dep)
+        if dpkg[dep].broken:
+            broken.append(f"depends on {dep} ({dpkg[dep].status})")
+        todo.extend(dpkg[dep].depends)
+    return replace(cur, unmet=cur.unmet + tuple(broken)) if broken else cur
 
 
 def _state_note(pkg: DebPackage) -> str:
