@@ -1,7 +1,7 @@
 """Issue 15, broken installs are drift: a managed package whose dependency was
 force-removed on the host (as after a fault, or an operator's `dpkg
---force-depends`) is reported by drift-check naming the missing package, and
-the next apply repairs it, leaving dpkg and apt consistent."""
+--force-depends`) or left half-configured is reported by drift-check naming
+that package, and the next apply repairs it, leaving dpkg and apt consistent."""
 
 from __future__ import annotations
 
@@ -68,3 +68,25 @@ def test_force_removed_dependency_is_drift_and_apply_repairs_it(
     assert host.exec("apt-get check", check=False).returncode == 0
     status = host.exec("dpkg-query -W -f='${Status}' docker-ce-cli docker-ce").stdout
     assert status == "install ok installedinstall ok installed"
+
+
+def test_half_configured_dependency_is_drift_and_apply_repairs_it(
+        host: FleetHost, work: Path) -> None:
+    first = gpuprov("apply", "inventory.yml", cwd=work)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # What a fault in the middle of dpkg's configure step leaves behind.
+    host.exec("sed -i '/^Package: docker-ce-cli$/,/^$/s/^Status: install ok installed$/"
+              "Status: install ok half-configured/' /var/lib/dpkg/status")
+    assert "docker-ce-cli" in host.exec("dpkg --audit").stdout
+
+    drift = gpuprov("drift-check", "inventory.yml", cwd=work)
+    out = drift.stdout + drift.stderr
+    assert drift.returncode == 3, out
+    assert "docker-ce: depends on docker-ce-cli (half-configured)" in out
+
+    fix = gpuprov("apply", "inventory.yml", cwd=work)
+    assert fix.returncode == 0, fix.stdout + fix.stderr
+    after = gpuprov("drift-check", "inventory.yml", cwd=work)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert host.exec("dpkg --audit").stdout.strip() == ""
+    assert host.exec("apt-get check", check=False).returncode == 0
