@@ -239,3 +239,51 @@ def test_results_are_ok_on_converged_hosts(project: Path) -> None:
     run = executor(project, CountingFactory(), check=True).run("check")
     assert [t.status for t in run.hosts["h1"].tasks] == [OK]
     assert FAILED not in {h.status for h in run.hosts.values()}
+
+
+def test_a_busy_host_fails_with_the_holders_name_and_the_others_proceed(project: Path) -> None:
+    from gpuprov.cli.exit_codes import EXIT_ERROR, apply_exit_code, drift_exit_code
+    from gpuprov.engine.hostlock import HostLock, default_lock_path
+
+    other = HostLock(LocalConnector("h2", Become(enabled=False)), "apply", 0, default_lock_path())
+    assert other.acquire()
+    try:
+        run = executor(project, CountingFactory()).run("apply")
+        assert run.hosts["h2"].error is not None
+        assert run.hosts["h2"].error.startswith("busy: apply by ")
+        assert not run.hosts["h2"].tasks
+        assert not (project / "out" / "h2.txt").exists()
+        assert (project / "out" / "h1.txt").exists() and (project / "out" / "h5.txt").exists()
+        assert apply_exit_code(run) == 2
+        # drift-check: the busy host is an error (busy), not drift; the others are in sync
+        check = executor(project, CountingFactory(), check=True).run("drift-check")
+        assert check.hosts["h2"].error and check.hosts["h2"].error.startswith("busy: apply by ")
+        assert not check.any_changed
+        assert drift_exit_code(check) == EXIT_ERROR
+    finally:
+        other.release()
+    assert not executor(project, CountingFactory()).run("apply").any_failed
+
+
+def test_the_run_lock_is_held_for_the_whole_run_and_let_go_after(project: Path) -> None:
+    from gpuprov.engine.hostlock import HostBusy, HostLock, default_lock_path
+
+    seen: list[str] = []
+    ex = executor(project, CountingFactory(), forks=1)
+    original = ex._lock_host
+
+    def lock_then_probe(host: Host, connector: Connector) -> None:
+        # once the run holds the host, anybody else finds it busy
+        original(host, connector)
+        try:
+            HostLock(LocalConnector(host.name, Become(enabled=False)), "drift-check", 0,
+                     default_lock_path()).acquire()
+        except HostBusy as exc:
+            seen.append(exc.message)
+
+    ex._lock_host = lock_then_probe  # type: ignore[method-assign]
+    ex.run("apply")
+    assert len(seen) == 5 and all(s.startswith("busy: apply by ") for s in seen)
+    after = HostLock(LocalConnector("h1", Become(enabled=False)), "apply", 0, default_lock_path())
+    assert after.acquire()
+    after.release()

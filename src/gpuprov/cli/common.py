@@ -72,6 +72,7 @@ def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
         max_fail_percentage=ctx.get("max_fail_percentage"),
         tags=frozenset(split_csv(ctx["tags"])), skip_tags=frozenset(split_csv(ctx["skip_tags"])),
         extra_vars=parse_extra_vars(ctx["extra_vars"]), reboot=ctx.get("reboot", False),
+        lock_timeout=ctx.get("lock_timeout", 0.0),
         connect=ConnectOptions(host_key_checking=host_key_checking(ctx),
                                confirm_host_key=confirm_host_key(),
                                become_password=password))
@@ -158,6 +159,12 @@ def write_file(path: str, write: Callable[[], None]) -> None:
         write()
     except OSError as exc:
         raise GpuprovError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+lock_timeout_option = click.option(
+    "--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
+    help="How long to wait for another gpuprov run on a host to finish (its run lock); "
+         "after that the host fails as busy and the others go on.")
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,6 +14,7 @@ from gpuprov.cli.common import (
     common_options,
     guarded,
     load_target,
+    lock_timeout_option,
     report_extra,
     run_options,
     serial_option,
@@ -61,6 +62,7 @@ report_mode_option = click.option(
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
               help="Write every change and error to FILE.json.")
 @report_mode_option
+@lock_timeout_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before changing this machine.")
 @guarded
 def apply(**opts: Any) -> int:
@@ -95,6 +97,7 @@ def apply(**opts: Any) -> int:
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the report to FILE (atomically) instead of stdout.")
 @report_mode_option
+@lock_timeout_option
 @guarded
 def drift_check(**opts: Any) -> int:
     """What differs from the desired state, per host. Read-only."""

@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from gpuprov.cli.common import guarded, host_key_options, load_target, run_options, stderr, stdout
+from gpuprov.cli.common import (
+    guarded,
+    host_key_options,
+    load_target,
+    lock_timeout_option,
+    run_options,
+    stderr,
+    stdout,
+)
 from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuprov.engine.verify import run_verify
 from gpuprov.output.progress import Progress
@@ -24,6 +32,7 @@ from gpuprov.output.verify import verify_json, verify_rows, verify_table
               show_default=True)
 @host_key_options
 @click.option("-K", "--ask-become-pass", is_flag=True)
+@lock_timeout_option
 @guarded
 def verify(**opts: Any) -> int:
     """Is the GPU usable inside the image on every host? nvidia-smi, then

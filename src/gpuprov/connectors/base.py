@@ -85,6 +85,11 @@ class Connector(ABC):
         Raises UnreachableHost when the new connection cannot be set up."""
         return self.run(command, sudo=sudo)
 
+    def hold(self, command: Command, *, sudo: bool = False) -> Held:
+        """Start `command` with its stdin held open (see Held). A connector that
+        cannot hold one (a unit test's fake) raises NotImplementedError."""
+        raise NotImplementedError
+
     @abstractmethod
     def session(self) -> Session:
         """Who is logged in and how (valid after connect())."""
@@ -99,3 +104,19 @@ class Connector(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Held(ABC):
+    """A command kept running for as long as the controller holds it (the host's
+    run lock): its stdin stays open until release(); it ends when that closes,
+    or when the connection or the controller dies, so the kernel frees what it
+    holds and no timeout has to guess."""
+
+    @abstractmethod
+    def first_line(self, timeout: float) -> str:
+        """The first line it prints (stdout and stderr together), without the
+        newline; "" when it ended first. Raises TimeoutError after `timeout`."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Close its stdin and let it end; safe to call twice."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import select
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from gpuprov.command import Command
-from gpuprov.connectors.base import Become, CommandResult, Connector, Session
+from gpuprov.connectors.base import Become, CommandResult, Connector, Held, Session
 from gpuprov.connectors.sudo import (
     TIMEOUT_EXIT_CODE,
     TIMEOUT_NOTE,
@@ -61,6 +63,20 @@ class LocalConnector(Connector):
         code, out, err = self._sudo.run(
             shell, sudo, stdin, lambda line, chunks: self._execute(line, chunks, timeout))
         return CommandResult(display, code, out, err)
+
+    def hold(self, command: Command, *, sudo: bool = False) -> Held:
+        self.connect()
+        line, prefix = self._sudo.prepare(command.shell(), sudo)
+        self.stats.round_trips += 1
+        # Its own session, so release() can end sudo, sh and what they started together.
+        proc = subprocess.Popen(["/bin/sh", "-c", line], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(prefix)
+            proc.stdin.flush()
+        return _HeldProcess(proc)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
         return self._execute(line, iter_stdin(None, stdin), timeout=30)
@@ -119,6 +135,41 @@ class LocalConnector(Connector):
         finally:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
+
+
+class _HeldProcess(Held):
+    """A held command as a child process: if the controller dies, the kernel
+    closes the pipe and the command sees the end of its stdin."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+
+    def first_line(self, timeout: float) -> str:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        data = b""
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"no answer within {timeout:g}s")
+            block = os.read(fd, 4096)
+            if not block:
+                break
+            data += block
+        return data.decode("utf-8", errors="replace").split("\n", 1)[0]
+
+    def release(self) -> None:
+        proc = self._proc
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=_KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _drain(stream: BinaryIO | None, sink: list[bytes]) -> None:

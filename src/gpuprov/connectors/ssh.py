@@ -31,7 +31,7 @@ from typing import BinaryIO
 import paramiko
 
 from gpuprov.command import Command
-from gpuprov.connectors.base import Become, CommandResult, Connector, Session
+from gpuprov.connectors.base import Become, CommandResult, Connector, Held, Session
 from gpuprov.connectors.hostcerts import CERT_SUFFIX
 from gpuprov.connectors.hostkeys import Confirm, KnownHosts
 from gpuprov.connectors.ssh_auth import (
@@ -363,6 +363,10 @@ class SshConnector(Connector):
             shell, sudo, stdin, lambda line, chunks: self._channels.execute(
                 self._live_transport(), line, display, chunks, timeout))
         return CommandResult(display, code, out, err)
+
+    def hold(self, command: Command, *, sudo: bool = False) -> Held:
+        line, prefix = self._sudo.prepare(command.shell(), sudo)
+        return self._channels.hold(self._live_transport(), line, command.display(), prefix)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
         return self._channels.execute(self._live_transport(), line, "(sudo check)",

@@ -19,7 +19,7 @@ from typing import Any
 import paramiko
 from paramiko.message import Message
 
-from gpuprov.connectors.base import ConnectionStats
+from gpuprov.connectors.base import ConnectionStats, Held
 from gpuprov.connectors.sudo import TIMEOUT_EXIT_CODE, TIMEOUT_NOTE, add_note
 from gpuprov.errors import UnreachableHost
 
@@ -112,6 +112,20 @@ class ChannelRunner:
                                          "status (killed by a signal?)")
         return chan.exit_status, stdout, stderr
 
+    def hold(self, transport: paramiko.Transport, line: str, display: str,
+             prefix: bytes) -> Held:
+        """Start `line` on a channel of its own whose stdin stays open (see Held)."""
+        try:
+            chan = transport.open_session(timeout=self.open_timeout)
+            self.stats.round_trips += 1
+            chan.set_combine_stderr(True)
+            chan.exec_command(line)
+            if prefix:
+                chan.sendall(prefix)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self.lost(f"before running `{display}`", ran=False) from exc
+        return HeldChannel(chan)
+
     def _feed(self, chan: paramiko.Channel, chunks: Iterator[bytes],
               failure: list[BaseException]) -> None:
         while True:
@@ -133,6 +147,33 @@ class ChannelRunner:
             except (OSError, EOFError, paramiko.SSHException):
                 return  # the channel closed (command done, or connection lost: reported)
             self.stats.bytes_sent += len(chunk)
+
+
+class HeldChannel(Held):
+    """A held command on its own channel: sshd ends its session, and so its
+    stdin, when the channel or the whole connection closes."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+
+    def first_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        data = b""
+        while b"\n" not in data:
+            self._chan.settimeout(_remaining(deadline))
+            try:
+                block = self._chan.recv(4096)
+            except TimeoutError as exc:
+                raise TimeoutError(f"no answer within {timeout:g}s") from exc
+            if not block:
+                break
+            data += block
+        return data.decode("utf-8", errors="replace").split("\n", 1)[0]
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._chan.shutdown_write()
+        self._chan.close()
 
 
 def _read_until_eof(chan: paramiko.Channel, sink: list[bytes], deadline: float | None) -> bool:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from gpuprov.connectors.base import Connector
 from gpuprov.engine.connect import ConnectOptions, connector_for
+from gpuprov.engine.hostlock import HostLock, default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
 from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
 from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult
@@ -58,6 +59,8 @@ class RunOptions:
     reboot: bool = False                      # --reboot: reboot where needed, always
     reboot_timeout: float = DEFAULT_TIMEOUT
     connect: ConnectOptions = field(default_factory=ConnectOptions)
+    lock_timeout: float = 0.0                 # --lock-timeout: wait for another run's lock
+    lock_path: str = field(default_factory=default_lock_path)  # the host's run lock
 
 
 ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
@@ -75,6 +78,8 @@ class Executor:
         self.progress = progress
         self._factory = connector_factory
         self._connectors: dict[str, Connector] = {}
+        self._host_locks: dict[str, HostLock] = {}
+        self._command = "apply"
         self._lock = threading.Lock()
         # Load every role up front: a broken tasks.py fails the run before any host is touched.
         self._roles: dict[Path, Role] = {}
@@ -87,6 +92,7 @@ class Executor:
     # -- the run ----------------------------------------------------------------
     def run(self, command: str) -> RunResult:
         run = RunResult(command, self.options.check, started=time.time())
+        self._command = command
         dead: set[str] = set()
         try:
             for play in self.plays:
@@ -150,6 +156,13 @@ class Executor:
                     play_defaults=play_defaults)))
             secrets = self._secrets(host, roles)
             connector = self._connector(host)
+            self._lock_host(host, connector)
+        except UnreachableHost as exc:
+            result = HostResult(host.name, unreachable=str(exc),
+                                secrets=self._secrets(host, roles))
+            result.mask()
+            self._finished(result)
+            return result
         except GpuprovError as exc:
             result = HostResult(host.name, error=str(exc), secrets=self._secrets(host, roles))
             result.mask()
@@ -205,6 +218,15 @@ class Executor:
             result.error = str(exc)
             return
         result.rebooted, result.reboot_pending = True, False
+        # The reboot ended the lock's holder: take it again for the plays that follow.
+        with self._lock:
+            self._host_locks.pop(host.name, None)
+        try:
+            self._lock_host(host, connector)
+        except UnreachableHost as exc:
+            result.unreachable = str(exc)
+        except GpuprovError as exc:
+            result.error = str(exc)
         result.seconds += seconds
         result.connections = connector.stats.connections
         result.round_trips = connector.stats.round_trips
@@ -212,6 +234,18 @@ class Executor:
     def _finished(self, result: HostResult) -> None:
         if self.progress:
             self.progress.host_finished(result)
+
+    def _lock_host(self, host: Host, connector: Connector) -> None:
+        """Take the host's run lock on its first play; it is held until close(),
+        so later plays and a reboot stay inside the same run."""
+        with self._lock:
+            if host.name in self._host_locks:
+                return
+        lock = HostLock(connector, self._command, self.options.lock_timeout,
+                        self.options.lock_path)
+        if lock.acquire():
+            with self._lock:
+                self._host_locks[host.name] = lock
 
     def _connector(self, host: Host) -> Connector:
         with self._lock:
@@ -221,6 +255,10 @@ class Executor:
 
     def close(self) -> None:
         with self._lock:
+            for lock in self._host_locks.values():
+                with contextlib.suppress(Exception):
+                    lock.release()
+            self._host_locks.clear()
             for connector in self._connectors.values():
                 # Closing must not hide the run's own outcome.
                 with contextlib.suppress(Exception):
