@@ -24,6 +24,9 @@ from tests.unit.shell_helpers import without_upload_check
 
 DATA = Path(__file__).parent / "data" / "facts"
 APT = "env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l apt-get"
+FIX = (f"{APT} install -y -o DPkg::Lock::Timeout=120 --fix-broken --no-remove "
+       "--no-install-recommends -o Dpkg::Options::=--force-confdef "
+       "-o Dpkg::Options::=--force-confold")
 INSTALL = (f"{APT} install -y -o DPkg::Lock::Timeout=120 --no-install-recommends "
            "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --")
 MARK = "apt-mark -o DPkg::Lock::Timeout=120"
@@ -296,3 +299,125 @@ def test_apt_pin() -> None:
         "mv -fT \"$t\" /etc/apt/preferences.d/nvidia-580 && trap - EXIT")
     assert plan(op, extra={"AptPreferences": {"/etc/apt/preferences.d/nvidia-580":
                                               c.diff.after}}) == []
+
+
+# ---------------------------------------------------------------- broken installs (issue 15)
+
+def plan_broken(op, distro: str):
+    """The op against a host whose dpkg-query + `apt-get check` output is
+    dpkg-check.<distro>-broken (a dependency force-removed after a fault)."""
+    dpkg = DebPackages().process((DATA / f"dpkg-check.{distro}-broken").read_text(), 0)
+    values = {}
+    for fact in op.facts():
+        if isinstance(fact, DebPackages):
+            values[fact] = dpkg
+        elif isinstance(fact, DebHeld):
+            values[fact] = frozenset(n for n, p in dpkg.items() if p.want == "hold")
+        elif isinstance(fact, AptCandidates):
+            values[fact] = fact.process((DATA / f"apt-cache-policy.{distro}").read_text(), 0)
+    return op.plan(FactView(values))
+
+
+def test_force_removed_dependency_is_repaired_at_the_installed_version_ubuntu2204() -> None:
+    [c] = plan_broken(apt.packages("nvidia-headless-no-dkms-580-server"), "ubuntu2204")
+    assert (c.resource, c.action) == ("package nvidia-headless-no-dkms-580-server", "repair")
+    # check mode names what is broken, as a person acts on it
+    assert c.summary == ("repair nvidia-headless-no-dkms-580-server: depends on "
+                         "libnvidia-compute-580-server (= 580.82.07-0ubuntu0.22.04.1) "
+                         "(not installed)")
+    # state=present: the installed version stays (a newer candidate is in the
+    # cache), so does its hold: apt installs only the missing dependency
+    assert shells(c) == [
+        "env DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef --force-confold",
+        FIX,
+    ]
+    assert c.diff.unified() == (
+        "--- dpkg\n+++ dpkg\n@@ -1 +1 @@\n"
+        "-nvidia-headless-no-dkms-580-server 580.82.07-0ubuntu0.22.04.1 (depends on "
+        "libnvidia-compute-580-server (= 580.82.07-0ubuntu0.22.04.1) (not installed)) (held)\n"
+        "+nvidia-headless-no-dkms-580-server 580.82.07-0ubuntu0.22.04.1 (held)\n")
+    assert c.unknown is None and c.invalidates is None
+
+
+def test_broken_and_intact_packages_in_one_op_ubuntu2204() -> None:
+    # bash is fine; only the broken one is in the transaction
+    [c] = plan_broken(apt.packages(["bash", "nvidia-utils-580-server"]), "ubuntu2204")
+    assert c.resource == "package nvidia-utils-580-server"
+    assert c.summary.startswith("repair nvidia-utils-580-server: depends on "
+                                "libnvidia-compute-580-server (not installed)")
+    # an unmanaged package's breakage is not this op's drift
+    assert plan_broken(apt.packages(["bash", "openssh-server"]), "ubuntu2204") == []
+
+
+def test_unmet_dependency_with_alternatives_ubuntu2404() -> None:
+    [c] = plan_broken(apt.packages("nvidia-driver-580-server"), "ubuntu2404")
+    assert c.action == "repair"
+    assert c.summary == (
+        "repair nvidia-driver-580-server: depends on libnvidia-compute-580-server "
+        "(= 580.95.05-0ubuntu0.24.04.2) (not installed); depends on "
+        "libnvidia-decode-580-server (= 580.95.05-0ubuntu0.24.04.2) (not installed) or "
+        "libnvidia-decode-580 (not installed)")
+    assert shells(c)[-1] == FIX
+
+
+def test_half_configured_dependency_is_a_repair_of_itself_ubuntu2404() -> None:
+    [c] = plan_broken(apt.packages("libnvidia-gl-580-server"), "ubuntu2404")
+    assert c.summary.startswith("repair libnvidia-gl-580-server (half-configured) -> ")
+    assert ("env DEBIAN_FRONTEND=noninteractive dpkg --configure -a "
+            "--force-confdef --force-confold") in shells(c)
+
+
+def test_broken_dependencies_debian12() -> None:
+    [c] = plan_broken(apt.packages(["chrony", "nvidia-driver"]), "debian12")
+    assert c.action == "repair"
+    assert c.summary == (
+        "repair chrony: depends on libnettle8 (not installed); depends on libseccomp2 "
+        "(>= 2.5.0) (2.4.4-1 is installed); repair nvidia-driver: depends on "
+        "nvidia-kernel-dkms (= 535.247.01-1~deb12u1) (not installed) or nvidia-kernel-535.247.01")
+    assert shells(c)[-1] == FIX
+
+
+def test_broken_package_under_state_latest_moves_to_the_candidate_ubuntu2204() -> None:
+    # latest wants the candidate anyway: the upgrade installs its dependencies too
+    [c] = plan_broken(apt.packages("nvidia-utils-580-server", state="latest"), "ubuntu2204")
+    assert c.action == "upgrade"
+    assert c.summary.startswith("upgrade nvidia-utils-580-server 580.82.07-0ubuntu0.22.04.1 -> "
+                                "580.95.05-0ubuntu0.22.04.2")
+    assert shells(c)[-2] == f"{INSTALL} nvidia-utils-580-server"
+
+
+def test_intact_host_has_no_unmet_dependencies() -> None:
+    dpkg = DebPackages().process((DATA / "dpkg-query.debian12").read_text(), 0)
+    assert all(p.unmet == () for p in dpkg.values())
+
+
+def test_repair_and_fresh_install_in_one_transaction_ubuntu2204() -> None:
+    [c] = plan_broken(apt.packages(["nvidia-utils-580-server", "nvidia-headless-580-server"]),
+                      "ubuntu2204")
+    assert c.action == "install"
+    assert shells(c) == [
+        "env DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef --force-confold",
+        FIX,
+        f"{INSTALL} nvidia-headless-580-server",
+    ]
+
+
+def test_half_configured_dependency_of_a_managed_package_debian12() -> None:
+    # apt-get check is silent here; the dependency walk over dpkg's Depends finds it
+    dpkg = DebPackages().process((DATA / "dpkg-check.debian12-halfconfigured").read_text(), 0)
+    assert dpkg["docker-ce"].depends == ("gpuprov-test-doubles", "containerd.io", "docker-ce-cli")
+    assert dpkg["gpuprov-test-doubles"].depends == ("libc6", "musl")
+    op = apt.packages(["docker-ce", "bash"])
+    values = {DebPackages(): dpkg, DebHeld(): frozenset(),
+              AptCandidates.of(op.packages): {}}
+    [c] = op.plan(FactView(values))
+    assert c.resource == "package docker-ce"
+    assert c.summary == "repair docker-ce: depends on gpuprov-test-doubles (half-configured)"
+    assert shells(c) == [
+        "env DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef --force-confold",
+        FIX,
+    ]
+    assert c.unknown is None
+    # a package below it (libc6) that is intact changes nothing for bash
+    assert op.plan(FactView({**values, DebPackages(): {
+        **dpkg, "gpuprov-test-doubles": dpkg["docker-ce-cli"]}})) == []

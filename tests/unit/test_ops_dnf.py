@@ -132,3 +132,61 @@ def test_repository_with_key_text() -> None:
     assert key.resource == "rpm key /etc/pki/rpm-gpg/RPM-GPG-KEY-nvidia-container-toolkit"
     assert ("gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-nvidia-container-toolkit\n"
             in repo.diff.after)
+
+
+# ---------------------------------------------------------------- broken installs (issue 15)
+
+def plan_broken(op):
+    """The op against a RHEL 9 host whose nvidia-driver-libs and dkms were
+    removed with `rpm -e --nodeps` (rpm -qa + `rpm -Va --nofiles`, as gathered)."""
+    rpms = RpmPackages().process((DATA / "rpm-verify.rhel9-broken").read_text(), 0)
+    values = {}
+    for fact in op.facts():
+        if isinstance(fact, RpmPackages):
+            values[fact] = rpms
+        elif isinstance(fact, DnfAvailable):
+            values[fact] = fact.process((DATA / "dnf-repoquery.rhel9").read_text(), 0)
+    return op.plan(FactView(values))
+
+
+def test_missing_requirement_is_a_repair_naming_it_rhel9() -> None:
+    [c] = plan_broken(dnf.packages(["nvidia-driver", "bash"]))
+    assert (c.resource, c.action) == ("package nvidia-driver", "repair")
+    assert c.summary == (
+        "repair nvidia-driver: requires nvidia-driver-libs(x86-64) = 3:580.82.07-1.el9 "
+        "(missing); requires libnvidia-ml.so.1()(64bit) (missing)")
+    # dnf installs a provider of each requirement; nvidia-driver stays as it is
+    assert shells([c]) == [
+        "dnf -y install -- 'nvidia-driver-libs(x86-64) = 3:580.82.07-1.el9' "
+        "'libnvidia-ml.so.1()(64bit)'"]
+    assert c.diff.before.startswith("nvidia-driver 3:580.82.07-1.el9 (requires ")
+    assert c.diff.after == "nvidia-driver 3:580.82.07-1.el9\n"
+    assert c.unknown is None and c.invalidates is None
+
+
+def test_several_broken_packages_one_repair_rhel9() -> None:
+    [c] = plan_broken(dnf.packages({"nvidia-driver": "580.82.07", "kmod-nvidia-open-dkms": None}))
+    assert c.resource == "packages nvidia-driver, kmod-nvidia-open-dkms"
+    assert shells([c])[0].endswith(" dkms")
+
+
+def test_broken_package_that_also_moves_rhel9() -> None:
+    # the version change comes first; the repair then installs what is still missing
+    install, repair = plan_broken(dnf.packages({"nvidia-driver": "580.95.05"}))
+    assert install.action == "upgrade" and repair.action == "repair"
+
+
+def test_unmanaged_breakage_is_not_this_ops_drift_rhel9() -> None:
+    assert plan_broken(dnf.packages(["bash"])) == []
+    assert plan_broken(dnf.packages("nvidia-driver", state="absent"))[0].action == "remove"
+
+
+def test_rpm_verify_parse_keys_by_nevra() -> None:
+    from gpuprov.facts.dnf import parse_rpm_verify
+    out = ["Unsatisfied dependencies for foo-1.0-1.el9.x86_64:",
+           "\tlibbar.so.1()(64bit) is needed by (installed) foo-1.0-1.el9.x86_64",
+           "S.5....T.  c /etc/foo.conf"]
+    assert parse_rpm_verify(out) == {
+        "foo-1.0-1.el9.x86_64": ("requires libbar.so.1()(64bit) (missing)",)}
+    intact = RpmPackages().process((DATA / "rpm-qa.rhel9").read_text(), 0)
+    assert all(p.unmet == () for rows in intact.values() for p in rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import configparser
 import fnmatch
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cmp_to_key
 from typing import ClassVar
 
@@ -21,7 +21,7 @@ from gpuprov.facts.versions import rpm_version_compare
 
 __all__ = [
     "DnfAvailable", "DnfModule", "DnfModules", "DnfRepoFiles", "DnfVersionlock", "RpmPackage",
-    "RpmPackages", "VersionlockInfo",
+    "RpmPackages", "VersionlockInfo", "parse_rpm_verify",
 ]
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class RpmPackage:
     version: str
     release: str
     arch: str
+    #: requirements no installed package provides (`rpm -V --nofiles`), e.g.
+    #: "requires libnvidia-ml.so.1()(64bit) (missing)"
+    unmet: tuple[str, ...] = ()
 
     @property
     def evr(self) -> str:
@@ -55,18 +58,49 @@ def _rpm_rows(output: str) -> list[RpmPackage]:
     return rows
 
 
+_UNSATISFIED = re.compile(r"^Unsatisfied dependencies for (\S+):$")
+_NEEDED = re.compile(r"^\s+(.+?) is needed by ")
+
+
+def parse_rpm_verify(lines: list[str]) -> dict[str, tuple[str, ...]]:
+    """`rpm -Va --nofiles`'s dependency problems: NEVRA -> what is unmet."""
+    unmet: dict[str, list[str]] = {}
+    nevra = ""
+    for line in lines:
+        if m := _UNSATISFIED.match(line):
+            nevra = m[1]
+            unmet.setdefault(nevra, [])
+        elif nevra and (m := _NEEDED.match(line)):
+            unmet[nevra].append(f"requires {m[1]} (missing)")
+        elif not line[:1].isspace():
+            nevra = ""
+    return {n: tuple(u) for n, u in unmet.items() if u}
+
+
 @dataclass(frozen=True)
 class RpmPackages(Fact[dict[str, tuple[RpmPackage, ...]]]):
-    """name -> installed packages of that name (several for kernels, multilib)."""
+    """name -> installed packages of that name (several for kernels, multilib).
+
+    `rpm -Va --nofiles` runs with it: the rpm database's own dependency check,
+    read-only and without dnf's lock. A package whose requirement was removed
+    with `rpm -e --nodeps` looks installed to `rpm -qa`; only this sees it.
+    """
 
     def command(self) -> Command:
         return Command.script(
             "command -v rpm >/dev/null 2>&1 || exit 0; "
-            "rpm -qa --qf '%{NAME} %{EPOCH} %{VERSION} %{RELEASE} %{ARCH}\\n'")
+            "rpm -qa --qf '%{NAME} %{EPOCH} %{VERSION} %{RELEASE} %{ARCH}\\n'; "
+            "rpm -Va --nofiles --noscripts --nodigest --nosignature 2>&1 "
+            "| sed 's/^/verify\\t/'; true")
 
     def process(self, output: str, exit_code: int) -> dict[str, tuple[RpmPackage, ...]]:
         result: dict[str, tuple[RpmPackage, ...]] = {}
-        for row in _rpm_rows(output):
+        lines = output.splitlines()
+        unmet = parse_rpm_verify([ln[7:] for ln in lines if ln.startswith("verify\t")])
+        for row in _rpm_rows("\n".join(ln for ln in lines if not ln.startswith("verify\t"))):
+            problems = unmet.get(f"{row.name}-{row.evr}.{row.arch}", ())
+            if problems:
+                row = replace(row, unmet=problems)
             result[row.name] = (*result.get(row.name, ()), row)
         return result
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 from gpuprov.command import Command
@@ -115,7 +115,8 @@ class AptPackages(Op):
 
     def _plan_present(self, dpkg: dict[str, DebPackage], held: frozenset[str],
                       policy: dict[str, AptPolicy]) -> list[Change]:
-        wanted = [self._classify(name, spec, dpkg.get(name), name in held, policy.get(name))
+        wanted = [self._classify(name, spec, _with_broken_dependencies(name, dpkg), name in held,
+                                 policy.get(name))
                   for name, spec in self.packages.items()]
         moves = [w for w in wanted if not w.settled]
         to_hold = [w.name for w in wanted if w.to_hold]
@@ -130,15 +131,21 @@ class AptPackages(Op):
     def _classify(self, name: str, spec: str | None, cur: DebPackage | None, held: bool,
                   pol: AptPolicy | None) -> _Wanted:
         settled = self._settled(cur, spec, pol)
+        # Installed as wanted but for its unmet dependencies: the repair
+        # installs what is missing and leaves the package at its version.
+        keeps = (cur is not None and bool(cur.unmet) and not settled
+                 and self._settled(replace(cur, unmet=()), spec, pol))
+        target = cur.version if keeps and cur is not None else _target(spec, pol)
         return _Wanted(name, spec, cur, held=held,
                        want_held=self.held if self.held is not None else held,
-                       settled=settled, target=None if settled else _target(spec, pol))
+                       settled=settled, target=None if settled else target, keeps_version=keeps)
 
     def _settled(self, cur: DebPackage | None, spec: str | None, pol: AptPolicy | None) -> bool:
         """Installed as wanted: the version asked for, any version for state=present,
-        the candidate for state=latest. A broken (half-installed) one never is."""
+        the candidate for state=latest. A broken one (half-installed, or a
+        dependency gone: apt-get check) never is."""
         installed = cur.version if cur is not None and cur.installed else None
-        if not installed:
+        if not installed or cur is None or cur.unmet:
             return False
         if spec:
             return installed == spec or fnmatch.fnmatchcase(installed, spec)
@@ -147,8 +154,9 @@ class AptPackages(Op):
     def _install_change(self, moves: list[_Wanted]) -> Change:
         """One apt-get transaction for every package to install, move or repair."""
         unknown = [why for w in moves if (why := w.unknown)]
-        unhold = [w.name for w in moves if w.unhold_first]
-        hold_after = [w.name for w in moves if w.want_held]
+        unhold = [w.name for w in moves if w.unhold_first and not w.keeps_version]
+        hold_after = [w.name for w in moves if w.want_held and not w.keeps_version]
+        installs = [w for w in moves if not w.keeps_version]
         steps: list[Step] = []
         if unknown:
             # No candidate in the local cache: a full update first heals a
@@ -161,7 +169,10 @@ class AptPackages(Op):
                 "--force-confdef", "--force-confold")))
         if unhold:
             steps.append(apt_mark("unhold", unhold, self.lock_timeout))
-        steps.append(self._install_step(moves))
+        if any(w.keeps_version for w in moves):
+            steps.append(self._fix_broken_step())
+        if installs:
+            steps.append(self._install_step(installs))
         if hold_after:
             steps.append(apt_mark("hold", hold_after, self.lock_timeout))
         kinds = {w.kind for w in moves}
@@ -179,6 +190,16 @@ class AptPackages(Op):
             # commands: every fact of the host may be stale after it.
             invalidates=None,
         )
+
+    def _fix_broken_step(self) -> Step:
+        """Installs what the packages' dependencies need, nothing else: apt skips
+        a package already at the version asked for (`install pkg=ver` leaves its
+        missing dependencies missing), and never removes one (--no-remove)."""
+        opts = [] if self.install_recommends else ["--no-install-recommends"]
+        return Step(apt_get("install", "--fix-broken", "--no-remove", *opts,
+                            "-o", "Dpkg::Options::=--force-confdef",
+                            "-o", "Dpkg::Options::=--force-confold",
+                            lock_timeout=self.lock_timeout))
 
     def _install_step(self, moves: list[_Wanted]) -> Step:
         opts = [] if self.install_recommends else ["--no-install-recommends"]
@@ -240,6 +261,7 @@ class _Wanted:
     want_held: bool             # on hold after the op
     settled: bool               # installed as wanted: at most its hold changes
     target: str | None          # the exact version apt would install; None: not in the cache
+    keeps_version: bool = False  # a repair of unmet dependencies at the installed version
 
     @property
     def version(self) -> str | None:
@@ -249,18 +271,18 @@ class _Wanted:
 
     @property
     def to_hold(self) -> bool:
-        return self.settled and self.want_held and not self.held
+        return (self.settled or self.keeps_version) and self.want_held and not self.held
 
     @property
     def to_unhold(self) -> bool:
-        return self.settled and not self.want_held and self.held
+        return (self.settled or self.keeps_version) and not self.want_held and self.held
 
     @property
     def kind(self) -> str:
         """install | repair | upgrade | downgrade | change (target unknown or equal)."""
         if self.version is None:
             return "install"
-        if self.current is not None and self.current.broken:
+        if self.current is not None and (self.current.broken or self.keeps_version):
             return "repair"
         order = deb_version_compare(self.target, self.version) if self.target else 0
         return "downgrade" if order < 0 else "upgrade" if order > 0 else "change"
@@ -285,6 +307,8 @@ class _Wanted:
             return f"install {self.arg}"
         if self.kind == "repair":
             assert self.current is not None
+            if self.keeps_version:
+                return f"repair {self.name}: {'; '.join(self.current.unmet)}"
             return f"repair {self.name} ({self.current.status}) -> {self.shown}"
         return f"{self.kind} {self.name} {self.version} -> {self.shown}"
 
@@ -299,7 +323,9 @@ class _Wanted:
 
     @property
     def dpkg_before(self) -> str:
-        return f"{self.name} {self.version or '(not installed)'}{' (held)' if self.held else ''}"
+        unmet = f" ({'; '.join(self.current.unmet)})" if self.current and self.current.unmet else ""
+        return (f"{self.name} {self.version or '(not installed)'}{unmet}"
+                f"{' (held)' if self.held else ''}")
 
     @property
     def dpkg_after(self) -> str:
@@ -311,6 +337,25 @@ def _target(spec: str | None, pol: AptPolicy | None) -> str | None:
     if pol is None:
         return None
     return pol.find(spec) if spec else pol.candidate
+
+
+def _with_broken_dependencies(name: str, dpkg: dict[str, DebPackage]) -> DebPackage | None:
+    """The package as dpkg knows it, its unmet dependencies extended by those
+    (direct or not) that a fault left half-way (half-configured, unpacked...):
+    apt-get check counts such a package as installed, dpkg --audit does not."""
+    cur = dpkg.get(name)
+    if cur is None or not cur.installed:
+        return cur
+    seen, todo, broken = {name}, list(cur.depends), []
+    while todo:
+        dep = todo.pop(0)
+        if dep in seen or dep not in dpkg:
+            continue
+        seen.add(dep)
+        if dpkg[dep].broken:
+            broken.append(f"depends on {dep} ({dpkg[dep].status})")
+        todo.extend(dpkg[dep].depends)
+    return replace(cur, unmet=cur.unmet + tuple(broken)) if broken else cur
 
 
 def _state_note(pkg: DebPackage) -> str:

@@ -101,6 +101,31 @@ class DnfPackages(Op):
                            invalidates=None)]
         avail: dict[str, tuple[RpmPackage, ...]] | None = facts[
             DnfAvailable(tuple(sorted(self.packages)))]
+        repair = self._repair(rpms)
+        return self._plan_install(rpms, avail) + ([repair] if repair else [])
+
+    def _repair(self, rpms: dict[str, tuple[RpmPackage, ...]]) -> Change | None:
+        """Managed packages whose requirements no installed package provides
+        (one was removed with --nodeps, or a transaction died half-way): dnf
+        installs a provider of each, leaving the managed packages as they are."""
+        broken = [p for name in self.packages for p in rpms.get(name, ()) if p.unmet]
+        if not broken:
+            return None
+        needs = list(dict.fromkeys(_capability(u) for p in broken for u in p.unmet))
+        return Change(
+            resource=package_resource(list(dict.fromkeys(p.name for p in broken))),
+            action="repair",
+            summary="; ".join(f"repair {p.name}: {'; '.join(p.unmet)}" for p in broken),
+            # a requirement as rpm names it ("libfoo >= 1.2", "libbar.so.1()(64bit)"):
+            # dnf resolves it to the package providing it
+            steps=[Step(dnf("install", packages=needs))],
+            diff=Diff("rpm", "".join(f"{p.name} {p.evr} ({'; '.join(p.unmet)})\n"
+                                     for p in broken),
+                      "".join(f"{p.name} {p.evr}\n" for p in broken)),
+            invalidates=None)
+
+    def _plan_install(self, rpms: dict[str, tuple[RpmPackage, ...]],
+                      avail: dict[str, tuple[RpmPackage, ...]] | None) -> list[Change]:
         names: list[str] = []
         args, verbs, before, after, unknown = [], [], [], [], []
         for name, spec in self.packages.items():
@@ -150,6 +175,11 @@ class DnfPackages(Op):
             unknown=f"{why}: depends on {self.depends_on}" if unknown else None,
             invalidates=None,   # packages add files, services, commands
         )]
+
+
+def _capability(unmet: str) -> str:
+    """"requires libfoo >= 1.2 (missing)" -> "libfoo >= 1.2"."""
+    return unmet.removeprefix("requires ").removesuffix(" (missing)")
 
 
 #: packages(names, state=, depends_on=): see DnfPackages
