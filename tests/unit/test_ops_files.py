@@ -439,7 +439,11 @@ def test_local_killed_mid_write_leaves_old_file(tmp_path) -> None:
     while not leftovers(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert leftovers(tmp_path), "the temp file should exist while writing"
-    os.killpg(proc.pid, signal.SIGHUP)  # as sshd does when the connection drops
+    # as sshd does when the connection drops: SIGHUP to the group, and the
+    # channel's stdin closed (the shell may be between two commands then, and
+    # runs its trap only when the current one ends)
+    os.killpg(proc.pid, signal.SIGHUP)
+    proc.stdin.close()
     proc.wait(5)
     assert proc.returncode != 0
     assert target.read_bytes() == b"old\n"
