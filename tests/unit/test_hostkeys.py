@@ -27,18 +27,13 @@ from gpuprov.engine.connect import ConnectOptions, connector_for
 from gpuprov.engine.onboard import OnboardError, OnboardOptions, first_contact
 from gpuprov.errors import GpuprovError, InventoryError, UnreachableHost
 from gpuprov.model.inventory import Host, Inventory
-from tests.unit.test_ssh_connector import FakeSshd, make
+from tests.unit.fake_sshd import FakeSshd
+from tests.unit.test_ssh_connector import make
 
 NAME = "[10.0.0.5]:2222"
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
+pytestmark = pytest.mark.usefixtures("isolated_home")
 
 
 def known(tmp_path: Path, text: str = "") -> tuple[KnownHosts, list[str]]:

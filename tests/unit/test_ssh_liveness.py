@@ -17,7 +17,7 @@ from gpuprov.connectors.ssh import SshConnector, SshSettings
 from gpuprov.connectors.ssh_liveness import Liveness
 from gpuprov.engine import connect as connect_mod
 from gpuprov.errors import UnreachableHost
-from tests.unit.test_ssh_connector import FakeSshd, _closed_port
+from tests.unit.fake_sshd import FakeSshd, closed_port
 
 
 class FreezingProxy:
@@ -62,39 +62,17 @@ class FreezingProxy:
             sock.close()
 
 
-@pytest.fixture
-def sshd(tmp_path: Path, host_key: paramiko.PKey, client_key: paramiko.PKey):
-    workdir = tmp_path / "remote"
-    workdir.mkdir()
-    server = FakeSshd(workdir, host_key, [client_key])
-    yield server
-    server.stop()
 
 
-@pytest.fixture
-def host_key() -> paramiko.PKey:
-    return paramiko.ECDSAKey.generate()
 
 
-@pytest.fixture
-def client_key() -> paramiko.PKey:
-    return paramiko.ECDSAKey.generate()
 
 
-@pytest.fixture
-def key_file(tmp_path: Path, client_key: paramiko.PKey) -> Path:
-    path = tmp_path / "id_test"
-    client_key.write_private_key_file(str(path))
-    return path
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
+
+
+pytestmark = pytest.mark.usefixtures("isolated_home")
 
 
 def settings(port: int, key_file: Path, **kw: object) -> SshSettings:
@@ -108,14 +86,14 @@ def test_a_refused_first_connect_fails_at_once(key_file, monkeypatch) -> None:
     monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("a refusal must not be retried"))
     started = time.monotonic()
     with pytest.raises(UnreachableHost) as info:
-        SshConnector(settings(_closed_port(), key_file)).connect()
+        SshConnector(settings(closed_port(), key_file)).connect()
     assert info.value.kind == "refused" and "attempts" not in info.value.detail
     assert time.monotonic() - started < 1.0
 
 
 def test_the_login_after_an_sshd_reload_retries_a_refusal(tmp_path, key_file, host_key,
                                                           client_key, monkeypatch) -> None:
-    port = _closed_port()
+    port = closed_port()
     servers = [FakeSshd(tmp_path, host_key, [client_key], port=port)]
     try:
         conn = SshConnector(settings(port, key_file, connect_timeout=5))
@@ -192,7 +170,7 @@ def test_dash_t_sets_the_connect_timeout(command, tmp_path, monkeypatch) -> None
     monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("a refusal must not be retried"))
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(f"all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n"
-                         f"      ansible_port: {_closed_port()}\n")
+                         f"      ansible_port: {closed_port()}\n")
     monkeypatch.chdir(tmp_path)
     gpuprov(command, "-T", "5", str(inventory))
     gpuprov(command, str(inventory))
