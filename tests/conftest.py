@@ -33,6 +33,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.fleet)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The reliability summary of the injected faults (tests/fleet/faults.py),
+    also written as JSON to $GPUPROV_RELIABILITY_REPORT when set."""
+    from tests.fleet import faults
+
+    lines = faults.summary_lines()
+    if not lines:
+        return
+    terminalreporter.section("reliability")
+    for line in lines:
+        terminalreporter.write_line(line)
+    if os.environ.get("GPUPROV_RELIABILITY_REPORT"):
+        faults.write_summary(os.environ["GPUPROV_RELIABILITY_REPORT"])
+
+
 @pytest.fixture(scope="session")
 def fleet() -> Iterator[object]:
     from tests.fleet.fleet import Fleet

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fleet.faults import assert_nothing_lost, injected
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
-from tests.fleet.test_engine import gpuprov
 
 BIG_ROLE = """
 from gpuprov.ops.files import file
@@ -56,57 +56,42 @@ def workdir(fleet: Fleet, tmp_path: Path) -> tuple[Path, list[FleetHost]]:
 def test_a_host_cut_off_mid_apply_is_unreachable_fast_and_nothing_is_lost(
         fleet: Fleet, workdir: tuple[Path, list[FleetHost]]) -> None:
     work, (victim, other) = workdir
-    proc = subprocess.Popen([sys.executable, "-m", "gpuprov.cli", "apply", "inventory.yml",
-                             "-T", "5", "--report", "cut.json"], cwd=work,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
-    cut = False
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            # a temp file beside a target: the victim is mid-write
-            if victim.exec("ls -A /srv/cuttest | grep -q '^.gpuprov-'",
-                           check=False).returncode == 0:
-                victim.exec("ip link set eth0 down")
-                cut = True
-                break
-            time.sleep(0.02)
-        assert cut, "the run finished before the network could be cut"
-        cut_at = time.monotonic()
-        output, _ = proc.communicate(timeout=120)
-        took = time.monotonic() - cut_at
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        victim.exec("ip link set eth0 up", check=False)
-    assert took < 60, f"the run took {took:.0f}s after the cut"
-    assert proc.returncode == 4, output
-    hosts = {h["host"]: h for h in json.loads((work / "cut.json").read_text())["hosts"]}
-    assert hosts[victim.name]["status"] == "unreachable", hosts[victim.name]
-    assert "(timeout)" in hosts[victim.name]["unreachable"], hosts[victim.name]
-    assert hosts[other.name]["status"] in ("ok", "changed"), hosts[other.name]
-    assert other.exec("ls /srv/cuttest").stdout.split() == [f"f{i}" for i in range(6)]
+    with injected("network cut to one host mid-apply"):
+        proc = subprocess.Popen([sys.executable, "-m", "gpuprov.cli", "apply", "inventory.yml",
+                                 "-T", "5", "--report", "cut.json"], cwd=work,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL)
+        cut = False
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                # a temp file beside a target: the victim is mid-write
+                if victim.exec("ls -A /srv/cuttest | grep -q '^.gpuprov-'",
+                               check=False).returncode == 0:
+                    victim.exec("ip link set eth0 down")
+                    cut = True
+                    break
+                time.sleep(0.02)
+            assert cut, "the run finished before the network could be cut"
+            cut_at = time.monotonic()
+            output, _ = proc.communicate(timeout=120)
+            took = time.monotonic() - cut_at
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            victim.exec("ip link set eth0 up", check=False)
+        assert took < 60, f"the run took {took:.0f}s after the cut"
+        assert proc.returncode == 4, output
+        hosts = {h["host"]: h for h in json.loads((work / "cut.json").read_text())["hosts"]}
+        assert hosts[victim.name]["status"] == "unreachable", hosts[victim.name]
+        assert "(timeout)" in hosts[victim.name]["unreachable"], hosts[victim.name]
+        assert hosts[other.name]["status"] in ("ok", "changed"), hosts[other.name]
+        assert other.exec("ls /srv/cuttest").stdout.split() == [f"f{i}" for i in range(6)]
 
-    # Nothing lost: once the link is back the host answers, its sshd config is
-    # valid, the interrupted write left no temp file, and a plain run finishes.
-    deadline = time.monotonic() + 90
-    while fleet.ssh(victim, "true", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "the host did not come back"
-        time.sleep(1)
-    assert victim.exec("/usr/sbin/sshd -t", check=False).returncode == 0
-    # The host's shell notices the dead connection (its sshd's retransmissions
-    # get a reset now) and its EXIT trap removes the temp file.
-    deadline = time.monotonic() + 90
-    while True:
-        leftovers = [n for n in victim.exec("ls -A /srv/cuttest").stdout.split()
-                     if n.startswith(".gpuprov-")]
-        if not leftovers:
-            break
-        assert time.monotonic() < deadline, leftovers
-        time.sleep(1)
-    again = gpuprov("apply", "inventory.yml", cwd=work)
-    assert again.returncode == 0, again.stdout + again.stderr
-    drift = gpuprov("drift-check", "inventory.yml", cwd=work)
-    assert drift.returncode == 0, drift.stdout + drift.stderr
+        # Nothing lost: once the link is back the host answers, its sshd config
+        # is valid, the interrupted write left no temp file (the host's shell
+        # notices the dead connection and its EXIT trap removes it), and a
+        # plain run finishes.
+        assert_nothing_lost(fleet, [victim, other], work)
     for host in (victim, other):
         host.exec("rm -rf /srv/cuttest")
