@@ -69,7 +69,8 @@ def summary_lines() -> list[str]:
         return []
     lost = [r for r in RECORDS if r.lost]
     survived = sum(r.survived for r in RECORDS)
-    lines = [f"reliability: {len(RECORDS)} faults injected, {survived} survived, "
+    plural = "" if len(RECORDS) == 1 else "s"
+    lines = [f"reliability: {len(RECORDS)} fault{plural} injected, {survived} survived, "
              f"{len(lost)} lost something"]
     kinds: dict[str, list[FaultRecord]] = {}
     for record in RECORDS:
