@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +54,14 @@ SSHD_ROLLBACK = "/var/lib/gpuprov/sshd-rollback"
 
 
 @pytest.fixture(scope="module")
-def hosts(fleet: Fleet) -> list[FleetHost]:
+def hosts(fleet: Fleet) -> Iterator[list[FleetHost]]:
     chosen = [h for h in fleet.hosts if h.variant == "default"][:LANES]
     assert len(chosen) == LANES
     for host in chosen:
         fleet.reset(host)
-    return chosen
+    yield chosen
+    for host in chosen:   # the next test file finds them as freshly installed
+        fleet.reset(host)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +89,12 @@ def start_apply(work: Path, host: FleetHost, name: str) -> subprocess.Popen[str]
     env = {**os.environ, "COLUMNS": "160"}
     env.pop("TERM", None)
     env.pop("GPUPROV_LOCK_PATH", None)
-    log = open(work / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-    # its own process group: the kill takes gpuprov and anything it started
-    return subprocess.Popen([sys.executable, "-m", "gpuprov.cli", "apply", "inventory.yml",
-                             "--limit", host.name], cwd=work, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(work / f"{name}.log", "w") as log:
+        # its own process group: the kill takes gpuprov and anything it started
+        return subprocess.Popen([sys.executable, "-m", "gpuprov.cli", "apply", "inventory.yml",
+                                 "--limit", host.name], cwd=work, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
 
 
 def quiet(host: FleetHost, timeout: float = 120) -> None:
