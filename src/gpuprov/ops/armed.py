@@ -259,7 +259,8 @@ class ArmedRevert:
         took = self.revert_after_setting or f"{self.revert_after}s"
         return (f"d={_q(self.directory)}\n"
                 'mv "$d" "$d.done" 2>/dev/null || { echo "gpuprov: the automatic revert already '
-                f'ran (confirming took longer than {took}); the old config is back" >&2; '
+                f'ran (confirming took longer than {took}, or the host rebooted); the old '
+                'config is back" >&2; '
                 "exit 1; }\n"
                 'd="$d.done"\n' + self._cancel_timer() + self._remove_boot_hook()
                 + 'rm -rf "$d"\n')
