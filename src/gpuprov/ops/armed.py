@@ -187,6 +187,8 @@ class ArmedRevert:
             'rm -rf "$d.restoring"\n'
             'mv "$d" "$d.restoring" 2>/dev/null || exit 0\n'
             'r="$d.restoring"\n'
+            # after a reboot the pid names no timer of ours: never signal it later
+            '[ "$1" != --at-boot ] || rm -f "$r/timer.pid"\n'
             "failed=\n"
             'put() { if [ -e "$r/$1.absent" ]; then rm -f "$2" || failed="$failed $2"; '
             'elif cp -p "$r/$1" "$2.gpuprov-restore" && mv -f "$2.gpuprov-restore" "$2"; then :; '
