@@ -108,6 +108,14 @@ def _timed_runs(tool: Any, hosts: list[Any]) -> list[Any]:
     return runs
 
 
+def gpuprov_default_forks() -> object:
+    """What `gpuprov apply` uses without --forks (read from its CLI, so a new
+    default shows here without an edit)."""
+    from gpuprov.cli.run import apply
+
+    return next((p.default for p in apply.params if p.name == "forks"), "?")
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -159,7 +167,7 @@ def main(argv: list[str]) -> int:
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "hosts": args.hosts,
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
-        "cores": os.cpu_count(), "forks": args.forks or "gpuprov default",
+        "cores": os.cpu_count(), "forks": args.forks or f"{gpuprov_default_forks()} (default)",
         "command": "benchmarks/run.py " + " ".join(argv), "versions": versions, "notes": notes,
     }
     text = report.summary(meta, results)
@@ -177,4 +185,8 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     _reexec_in_project_venv()
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt as exc:   # the fleet is down already (finally in main)
+        log(f"interrupted ({exc or 'Ctrl-C'}): no results written")
+        sys.exit(130)
