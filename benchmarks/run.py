@@ -34,10 +34,11 @@ def _reexec_in_project_venv() -> None:
 
         import gpuprov  # noqa: F401
     except ImportError:
-        for venv in (os.environ.get("GPUPROV_VENV", ".venv"), ".venv"):
-            python = REPO / venv / "bin" / "python"
-            if python.exists() and Path(sys.executable).resolve() != python.resolve():
-                os.execv(str(python), [str(python), *sys.argv])
+        venv = REPO / os.environ.get("GPUPROV_VENV", ".venv")
+        python = venv / "bin" / "python"
+        # a venv's python is a symlink to the base one: compare the prefix
+        if python.exists() and Path(sys.prefix).resolve() != venv.resolve():
+            os.execv(str(python), [str(python), *sys.argv])
         sys.exit("benchmarks/run.py: gpuprov is not importable; create the project venv "
                  "first (./scripts/test tests/unit -q) or run with its python")
 
