@@ -35,9 +35,21 @@ from gpuprov.ops.package_specs import PackageSpecs, package_resource, package_ve
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
 
 
+#: seconds dnf waits on a silent repository connection (dnf's default: 30, slower than
+#: minrate for that long also fails) and its further tries (dnf's default: 10, minutes
+#: of waiting on a hanging mirror; apt's side: ops/apt_commands.py)
+NET_TIMEOUT = 15
+NET_RETRIES = 1
+
+
 def dnf(*args: str, packages: Sequence[str] = ()) -> Command:
-    """dnf -y ARGS; `packages` go after `--`, so none is ever read as an option."""
-    return Command("dnf", "-y", *args, *(("--", *packages) if packages else ()))
+    """dnf -y ARGS; `packages` go after `--`, so none is ever read as an option.
+
+    Every dnf command may refresh expired repository metadata, so each carries
+    the network timeouts."""
+    return Command("dnf", "-y", f"--setopt=timeout={NET_TIMEOUT}",
+                   f"--setopt=retries={NET_RETRIES}", *args,
+                   *(("--", *packages) if packages else ()))
 
 
 
