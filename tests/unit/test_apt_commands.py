@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.facts.apt import AptCacheAge, AptCandidates, DebHeld, DebPackages, DpkgLock, DpkgLocked
+from gpuprov.facts.apt import (
+    AptCacheAge,
+    AptCandidates,
+    DebHeld,
+    DebPackages,
+    DpkgInterrupted,
+    DpkgLock,
+    DpkgLocked,
+)
 from gpuprov.facts.base import FactView
 from gpuprov.ops import apt
 from gpuprov.ops.apt_commands import NET_RETRIES, NET_TIMEOUT, apt_failure, apt_get, apt_step
@@ -64,7 +72,7 @@ def test_packages_op_commands_per_distro(distro: str) -> None:
     """A fresh install from an empty cache, the same on Ubuntu 22.04/24.04 and Debian 12."""
     canned = FACTS / f"dpkg-query.{distro}"
     dpkg = DebPackages().process(canned.read_text() if canned.exists() else "", 0)
-    facts = FactView({DebPackages(): dpkg, DebHeld(): frozenset(),
+    facts = FactView({DebPackages(): dpkg, DebHeld(): frozenset(), DpkgInterrupted(): False,
                       AptCandidates.of(["mokutil"]): {}})
     changes = apt.packages("mokutil", lock_timeout=7, net_timeout=3).plan(facts)
     shells = [s.command.shell() for s in changes[0].steps]
