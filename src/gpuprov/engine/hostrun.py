@@ -33,7 +33,7 @@ from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_b
 from gpuprov.facts.system import SystemFacts
 from gpuprov.model.inventory import Host
 from gpuprov.model.vars import HostVars
-from gpuprov.ops.base import Change, Op, Step
+from gpuprov.ops.base import Change, Explained, Failure, Op, Step
 
 MAX_DISCOVERY_PASSES = 5
 
@@ -279,8 +279,24 @@ class HostRun:
         else:
             res = self.connector.run(step.command, sudo=step.sudo, stdin=step.stdin)
         if res.exit_code != 0 and res.exit_code not in step.ok_codes:
+            explained = self._explain(step, res.exit_code, res.stdout, res.stderr)
             raise TaskFailed(self.host.name, task, step.command.display(), res.exit_code,
-                             res.stderr or res.stdout)
+                             res.stderr or res.stdout,
+                             reason=explained.reason if explained else None,
+                             hint=explained.hint if explained else None)
+
+    def _explain(self, step: Step, code: int, stdout: str, stderr: str) -> Explained | None:
+        """The step's own reading of its failure (see Step.explain), with its
+        diagnosis read first; a diagnosis that cannot be read is None."""
+        if step.explain is None:
+            return None
+        diagnosis = None
+        if step.diagnose is not None:
+            fact = step.diagnose
+            with contextlib.suppress(GpuprovError, ValueError, IndexError):
+                probe = self.connector.run(fact.command(), sudo=fact.sudo)
+                diagnosis = fact.process(probe.stdout, probe.exit_code)
+        return step.explain(Failure(code, stdout, stderr, diagnosis))
 
     def _unknown_handlers(self, names: list[str]) -> list[str]:
         handlers = {f"{r.role.name}:{h}" for r in self.roles for h in r.role.handlers}
