@@ -44,7 +44,8 @@ def test_a_transaction_arms_first_rolls_back_everywhere_and_confirms_last() -> N
 def test_the_scripts_name_what_is_changed_and_its_own_timer() -> None:
     prepare = FIREWALL.prepare_script([RULES])
     assert prepare.startswith(f"set -e\nd={STATE}\n")
-    assert "systemd-run --quiet --unit=gpuprov-firewall-revert --on-active=60 " in prepare
+    assert ("systemd-run --quiet --unit=gpuprov-firewall-revert --on-active=60 "
+            "--timer-property=AccuracySec=1s ") in prepare
     assert "an earlier firewall change is still waiting" in prepare
     restore = FIREWALL.restore_script([RULES])
     assert f"put 0 {RULES}\nnft -f {RULES}\n" in restore
