@@ -34,9 +34,12 @@ def hierarchies() -> list[Path]:
 
 
 def remove(relative: str, timeout: float = 5.0) -> None:
-    """Remove a cgroup tree, deepest first, once its processes are gone (a
-    killed process leaves its cgroup only when it is reaped: retry a while)."""
+    """Remove a cgroup tree, deepest first, once its processes are gone: a
+    killed host's processes die asynchronously (unshare --kill-child) and a
+    cgroup stays busy until they are reaped, so wait for them a while."""
     deadline = time.monotonic() + timeout
+    while members(relative) and time.monotonic() < deadline:
+        time.sleep(0.02)
     for hierarchy in hierarchies():
         top = hierarchy / relative
         while top.is_dir():
@@ -46,6 +49,22 @@ def remove(relative: str, timeout: float = 5.0) -> None:
             if not top.is_dir() or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+
+
+def members(relative: str) -> list[int]:
+    """Pids of the processes (dying ones included) in the tree `relative`."""
+    top = f"/{relative}"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            paths = [line.split(":", 2)[2] for line in (proc / "cgroup").read_text().splitlines()]
+        except (OSError, IndexError):
+            continue
+        if any(path == top or path.startswith(top + "/") for path in paths):
+            found.append(int(proc.name))
+    return found
 
 
 def leftovers() -> list[str]:
