@@ -29,6 +29,8 @@ from .conflicts import Conflict, Login, commented, conflicts, mismatches, read_o
 from .lockout import SshdLockout, lockout_risks, needs_groups
 
 REVERT_UNIT = "gpuprov-sshd-revert"
+#: sshd's service on Debian/Ubuntu and on RHEL: a reboot restores the saved files before it
+SSHD_SERVICES = ("ssh", "sshd")
 #: where an armed sshd change keeps the files it replaced until confirmed
 ROLLBACK_DIR = "/var/lib/gpuprov/sshd-rollback"
 MODULI = "/etc/ssh/moduli"
@@ -59,7 +61,7 @@ def armed_revert(reload: Command, revert_after: int = 120) -> ArmedRevert:
     """How an sshd change is reverted on the host (the SshdState probe reports
     a save left in ROLLBACK_DIR)."""
     return ArmedRevert("sshd", ROLLBACK_DIR, REVERT_UNIT, reload, revert_after,
-                       revert_after_setting="sshd_revert_after")
+                       revert_after_setting="sshd_revert_after", boot_before=SSHD_SERVICES)
 
 
 @operation

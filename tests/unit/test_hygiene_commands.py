@@ -86,9 +86,10 @@ def test_package_names_follow_a_double_dash() -> None:
 
 def test_the_ops_put_names_after_double_dash() -> None:
     op = apt.packages(["nvidia-utils-580-server"], state="absent", purge=True)
-    from gpuprov.facts.apt import DebHeld, DebPackage, DebPackages
+    from gpuprov.facts.apt import DebHeld, DebPackage, DebPackages, DpkgInterrupted
     facts = FactView({DebPackages(): {"nvidia-utils-580-server": DebPackage(
-        "nvidia-utils-580-server", "580.1", "install ok installed")}, DebHeld(): frozenset()})
+        "nvidia-utils-580-server", "580.1", "install ok installed")}, DebHeld(): frozenset(),
+        DpkgInterrupted(): False})
     [change] = op.plan(facts)
     assert change.steps[-1].command.shell().endswith(" -- nvidia-utils-580-server")
 

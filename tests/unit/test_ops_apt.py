@@ -16,6 +16,7 @@ from gpuprov.facts.apt import (
     AptSources,
     DebHeld,
     DebPackages,
+    DpkgInterrupted,
 )
 from gpuprov.facts.base import FactView
 from gpuprov.ops import apt
@@ -47,6 +48,8 @@ def plan(op, distro: str = "ubuntu2204", held: set[str] | None = None, extra=Non
                                      {n for n, p in dpkg.items() if p.want == "hold"})
         elif isinstance(fact, AptCandidates):
             values[fact] = fact.process((DATA / f"apt-cache-policy.{distro}").read_text(), 0)
+        elif isinstance(fact, DpkgInterrupted):
+            values[fact] = (extra or {}).get("DpkgInterrupted", False)
         else:
             values[fact] = (extra or {})[type(fact).__name__]
     return op.plan(FactView(values))
@@ -315,6 +318,8 @@ def plan_broken(op, distro: str):
             values[fact] = frozenset(n for n, p in dpkg.items() if p.want == "hold")
         elif isinstance(fact, AptCandidates):
             values[fact] = fact.process((DATA / f"apt-cache-policy.{distro}").read_text(), 0)
+        elif isinstance(fact, DpkgInterrupted):
+            values[fact] = False
     return op.plan(FactView(values))
 
 
@@ -408,7 +413,7 @@ def test_half_configured_dependency_of_a_managed_package_debian12() -> None:
     assert dpkg["docker-ce"].depends == ("gpuprov-test-doubles", "containerd.io", "docker-ce-cli")
     assert dpkg["gpuprov-test-doubles"].depends == ("libc6", "musl")
     op = apt.packages(["docker-ce", "bash"])
-    values = {DebPackages(): dpkg, DebHeld(): frozenset(),
+    values = {DebPackages(): dpkg, DebHeld(): frozenset(), DpkgInterrupted(): False,
               AptCandidates.of(op.packages): {}}
     [c] = op.plan(FactView(values))
     assert c.resource == "package docker-ce"

@@ -4,6 +4,8 @@ for real, as the sshd_hardening role sets them up."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gpuprov.command import Command
@@ -48,7 +50,10 @@ def test_the_scripts_name_what_is_changed_and_its_own_timer() -> None:
             "--timer-property=AccuracySec=1s ") in prepare
     assert "an earlier firewall change is still waiting" in prepare
     restore = FIREWALL.restore_script([RULES])
-    assert f"put 0 {RULES}\nnft -f {RULES}\n" in restore
+    # the files are made live only when every one was put back, and not at boot
+    # (the boot hook runs before the services that read them)
+    assert (f"put 0 {RULES}\nif [ -n \"$failed\" ]; then\n" in restore
+            and f'if [ "$1" != --at-boot ]; then\nnft -f {RULES}\nfi\n' in restore)
     assert 'logger -t gpuprov "firewall: previous config restored"' in restore
     # what sets the delay: seconds by default, or the setting a person can change
     assert "confirming took longer than 60s" in FIREWALL.finish_script()
@@ -62,8 +67,38 @@ def test_the_scripts_name_what_is_changed_and_its_own_timer() -> None:
     (("firewall", STATE, "u;reboot"), "unit must be a plain word"),
     (("firewall", "state", "u"), "directory must be an absolute path"),
     (("firewall", "/", "u"), "directory must be an absolute path"),
+    (("firewall", "//", "u"), "directory must be an absolute path"),
+    (("firewall", "/var/lib/fire wall", "u"), "directory must be an absolute path"),
+    (("firewall", "/var/lib/it's", "u"), "directory must be an absolute path"),
 ])
 def test_names_that_would_need_quoting_are_refused(args: tuple[str, str, str],
                                                    message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ArmedRevert(*args, LOAD)
+
+
+def test_the_boot_hook_is_named_after_the_unit_and_ordered_before_the_services() -> None:
+    hooked = ArmedRevert("firewall", STATE, "gpuprov-firewall-revert", LOAD, 60,
+                         boot_before=("nftables",))
+    assert hooked.boot_name == "gpuprov-firewall-revert-boot"
+    assert hooked.boot_hook_paths() == [
+        "/etc/systemd/system/multi-user.target.wants/gpuprov-firewall-revert-boot.service",
+        "/etc/systemd/system/gpuprov-firewall-revert-boot.service",
+        *(f"/etc/rc{n}.d/S00gpuprov-firewall-revert-boot" for n in "2345"),
+        "/etc/init.d/gpuprov-firewall-revert-boot"]
+    unit = hooked.boot_unit()
+    assert "\nBefore=multi-user.target nftables.service\n" in unit
+    # systemd would expand $d: every $ is doubled
+    assert re.search(r"(?<!\$)\$(?!\$)", unit.split("ExecStart=", 1)[1]) is None
+    assert 'exec /bin/sh "$$d/restore" --at-boot' in unit
+    init = hooked.boot_init_script()
+    assert "# Provides:          gpuprov-firewall-revert-boot\n" in init
+    assert "# X-Start-Before:    nftables\n" in init
+    # installed with the save (before it is in place), removed with it
+    prepare = hooked.prepare_script([RULES])
+    assert prepare.index("GPUPROV_BOOT") < prepare.index('mv "$n" "$d"')
+    remove = "rm -f " + " ".join(hooked.boot_hook_paths()) + "\n"
+    assert remove in hooked.finish_script() and remove in hooked.restore_script([RULES])
+    assert remove.strip() + "'\n" in unit and remove in init
+    with pytest.raises(ValueError, match="boot_before must be plain words"):
+        ArmedRevert("firewall", STATE, "u", LOAD, boot_before=("a b",))

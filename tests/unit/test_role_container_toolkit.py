@@ -18,6 +18,7 @@ from gpuprov.facts.apt import (
     DebHeld,
     DebPackage,
     DebPackages,
+    DpkgInterrupted,
 )
 from gpuprov.facts.dnf import (
     DnfAvailable,
@@ -138,6 +139,7 @@ def deb_facts(distro: str, packages: Iterable[DebPackage] = (), *, configured: b
     return {
         DebPackages(): {p.name: p for p in packages},
         DebHeld(): held(*packages),
+        DpkgInterrupted(): False,
         AptSources(): {DOCKER_LIST: docker_list_text(distro), TK_LIST: TK_LIST_TEXT}
                       if configured else {},
         AptKeyring(DOCKER_KEYRING): KEY_SHA256 if configured else None,

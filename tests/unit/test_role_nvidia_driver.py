@@ -21,6 +21,7 @@ from gpuprov.facts.apt import (
     DebHeld,
     DebPackage,
     DebPackages,
+    DpkgInterrupted,
 )
 from gpuprov.facts.dnf import (
     DnfAvailable,
@@ -169,6 +170,7 @@ def deb_facts(distro: str, packages: Iterable[DebPackage] = (), *, smi: LoadedDr
     facts = {
         DebPackages(): {p.name: p for p in packages},
         DebHeld(): held(*packages),
+        DpkgInterrupted(): False,
         NvidiaSmi(): smi,
         AptCandidates.of([name]): policies(policy(name, HEADERS[distro])) if headers else {},
         AptCacheAge(): cache_age,

@@ -719,6 +719,8 @@ def test_moduli_filter_keeps_comments_and_strong_groups(tmp_path: Path) -> None:
 
 PR_SET_CHILD_SUBREAPER = 36
 NO_SYSTEMD_MARK = "/run/systemd/system"
+#: where the armed revert's boot hook goes (ops/armed.py): moved under the fake root
+BOOT_HOOK_DIRS = re.compile(r"/etc/(?=systemd/system|init\.d|rc[2-5]\.d)")
 
 
 def _set_subreaper(on: bool) -> bool:
@@ -765,6 +767,10 @@ class ShHost:
         self.bin = root / "bin"
         self.bin.mkdir()
         self.systemd_dir = root / "run" / "systemd" / "system"   # created only for systemd tests
+        # where the boot hook goes: /etc/init.d and rc2.d-rc3.d as on Debian, and
+        # /etc/systemd/system (used only when systemd_dir exists)
+        for sub in ("init.d", "rc2.d", "rc3.d", "systemd/system"):
+            (root / "etc" / sub).mkdir(parents=True)
         _fake_bin(self.bin, "logger", f'echo "logger $*" >> {self.root}/logger.log\n')
         self.reload = Command("sh", "-c", f"echo reloaded >> {self.log}")
         self.pgids: set[int] = set()
@@ -811,7 +817,14 @@ exit 0
 
     def adapt(self, script: str) -> str:
         assert NO_SYSTEMD_MARK in script
-        return script.replace(NO_SYSTEMD_MARK, str(self.systemd_dir))
+        return self.place(script.replace(NO_SYSTEMD_MARK, str(self.systemd_dir)))
+
+    def place(self, script: str) -> str:
+        """The boot hook's paths moved under the fake root."""
+        script = BOOT_HOOK_DIRS.sub(f"{self.root}/etc/", script)
+        # never this machine's own /etc
+        assert not re.search(r"(?<!/host)/etc/(systemd|init\.d|rc)", script), script
+        return script
 
     def restore(self) -> str:
         return self.adapt(armed(self.reload).restore_script(self.saved))

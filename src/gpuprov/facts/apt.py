@@ -18,7 +18,8 @@ from gpuprov.facts.dumps import dump_files_script, parse_dumped_files
 
 __all__ = [
     "AptCacheAge", "AptCandidates", "AptKeyring", "AptPolicy", "AptPreferences", "AptSources",
-    "AptVersion", "DebHeld", "DebPackage", "DebPackages", "DpkgLock", "DpkgLocked",
+    "AptVersion", "DebHeld", "DebPackage", "DebPackages", "DpkgInterrupted", "DpkgLock",
+    "DpkgLocked",
     "parse_apt_check", "parse_apt_policy",
 ]
 
@@ -142,6 +143,25 @@ class DebHeld(Fact[frozenset[str]]):
 
     def process(self, output: str, exit_code: int) -> frozenset[str]:
         return frozenset(ln.strip().split(":")[0] for ln in output.splitlines() if ln.strip())
+
+
+#: dpkg's journal: status changes of a run, folded into its status file when the run ends
+DPKG_UPDATES = "/var/lib/dpkg/updates"
+
+
+@dataclass(frozen=True)
+class DpkgInterrupted(Fact[bool]):
+    """Was a dpkg run killed mid-way (a reboot, a lost connection)? Its journal
+    then holds numbered entries never folded in, and every apt-get install or
+    remove refuses ("dpkg was interrupted") until `dpkg --configure -a` runs.
+    (apt-get check refuses too, so DebPackages cannot see broken ones then.)"""
+
+    def command(self) -> Command:
+        return Command.script(f"ls -A {DPKG_UPDATES} 2>/dev/null; true")
+
+    def process(self, output: str, exit_code: int) -> bool:
+        # dpkg's own test: a name of digits only (tmp.i is a write in progress)
+        return any(name.isdigit() for name in output.split())
 
 
 @dataclass(frozen=True)

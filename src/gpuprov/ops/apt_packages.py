@@ -20,10 +20,12 @@ from gpuprov.facts.apt import (
     DebHeld,
     DebPackage,
     DebPackages,
+    DpkgInterrupted,
 )
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.versions import deb_version_compare
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
+from gpuprov.ops.dpkg_repair import CONFIGURE_PENDING, finish_interrupted_dpkg
 from gpuprov.ops.package_specs import (
     PackageSpecs,
     check_packages,
@@ -98,7 +100,7 @@ class AptPackages(Op):
         self.label = package_resource(list(self.packages))
 
     def facts(self) -> Sequence[Fact[Any]]:
-        wanted: list[Fact[Any]] = [DebPackages(), DebHeld()]
+        wanted: list[Fact[Any]] = [DebPackages(), DebHeld(), DpkgInterrupted()]
         if self.state != "absent":
             wanted.append(AptCandidates.of(self.packages))
         return wanted
@@ -106,22 +108,23 @@ class AptPackages(Op):
     def plan(self, facts: FactView) -> list[Change]:
         dpkg: dict[str, DebPackage] = facts[DebPackages()]
         held: frozenset[str] = facts[DebHeld()]
+        repair = finish_interrupted_dpkg(facts)
         if self.state == "absent":
-            return self._plan_absent(dpkg, held)
+            return repair + self._plan_absent(dpkg, held)
         policy: dict[str, AptPolicy] = facts[AptCandidates.of(self.packages)]
-        return self._plan_present(dpkg, held, policy)
+        return repair + self._plan_present(dpkg, held, policy, configure=not repair)
 
     # -- install / upgrade / pin -------------------------------------------
 
     def _plan_present(self, dpkg: dict[str, DebPackage], held: frozenset[str],
-                      policy: dict[str, AptPolicy]) -> list[Change]:
+                      policy: dict[str, AptPolicy], configure: bool = True) -> list[Change]:
         wanted = [self._classify(name, spec, _with_broken_dependencies(name, dpkg), name in held,
                                  policy.get(name))
                   for name, spec in self.packages.items()]
         moves = [w for w in wanted if not w.settled]
         to_hold = [w.name for w in wanted if w.to_hold]
         to_unhold = [w.name for w in wanted if w.to_unhold]
-        changes = [self._install_change(moves)] if moves else []
+        changes = [self._install_change(moves, configure)] if moves else []
         if to_hold:
             changes.append(self._hold_change("hold", to_hold))
         if to_unhold:
@@ -151,7 +154,7 @@ class AptPackages(Op):
             return installed == spec or fnmatch.fnmatchcase(installed, spec)
         return self.state == "present" or installed == (pol.candidate if pol else None)
 
-    def _install_change(self, moves: list[_Wanted]) -> Change:
+    def _install_change(self, moves: list[_Wanted], configure: bool = True) -> Change:
         """One apt-get transaction for every package to install, move or repair."""
         unknown = [why for w in moves if (why := w.unknown)]
         unhold = [w.name for w in moves if w.unhold_first and not w.keeps_version]
@@ -162,11 +165,10 @@ class AptPackages(Op):
             # No candidate in the local cache: a full update first heals a
             # host whose lists are empty or predate its repositories.
             steps.append(Step(apt_get("update", lock_timeout=self.lock_timeout)))
-        if any(w.kind == "repair" for w in moves):
-            # An interrupted dpkg run makes every apt-get refuse until this runs.
-            steps.append(Step(Command(
-                "env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--configure", "-a",
-                "--force-confdef", "--force-confold")))
+        if configure and any(w.kind == "repair" for w in moves):
+            # An interrupted dpkg run makes every apt-get refuse until this runs
+            # (configure=False: the op's dpkg repair runs it first).
+            steps.append(Step(CONFIGURE_PENDING))
         if unhold:
             steps.append(apt_mark("unhold", unhold, self.lock_timeout))
         if any(w.keeps_version for w in moves):

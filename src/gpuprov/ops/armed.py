@@ -15,6 +15,13 @@ to the console:
    with the reason; if even the rollback cannot connect, the armed revert
    restores the host by itself.
 
+A reboot before the confirmation kills the armed timer, so a boot hook is
+installed with the save and removed with it (confirmed, rolled back or
+restored): a systemd unit wanted by multi-user.target, or an init.d script
+with rc links, that restores the saved files before the services named in
+`boot_before` start, then removes itself. A restore that cannot put a file
+back keeps the save (and the hook), so the next boot or run tries again.
+
 An op plans its Changes as usual and hands them to ArmedRevert.transaction()
 with the paths they touch. What is specific to the thing changed (sshd's
 syntax check, its reload, a preflight) stays with the op that uses this.
@@ -33,6 +40,12 @@ from gpuprov.facts.files import FileState
 from gpuprov.ops.base import Change, Step
 
 _WORD = re.compile(r"[A-Za-z0-9_.@-]+")
+#: the save directory goes unquoted into a systemd unit's ExecStart: plain characters only
+_PATH = re.compile(r"/[A-Za-z0-9_.@/-]+")
+SYSTEMD_DIR = "/etc/systemd/system"
+INIT_D = "/etc/init.d"
+#: sysvinit runlevels a boot hook starts in (Debian's multi-user ones)
+RUNLEVELS = ("2", "3", "4", "5")
 
 
 def _q(word: str) -> str:
@@ -56,36 +69,145 @@ class ArmedRevert:
     #: what sets revert_after, named when the revert ran before the confirmation
     #: (e.g. a role variable); None: the number of seconds
     revert_after_setting: str | None = None
+    #: services that read the files: at boot the hook restores them before these start
+    #: (init script / systemd unit names without .service: "ssh", "sshd")
+    boot_before: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        # `what` and `unit` go into messages and unit names as they are
+        # `what`, `unit` and `boot_before` go into messages and unit files as they are
         for name in ("what", "unit"):
             if not _WORD.fullmatch(getattr(self, name)):
                 raise ValueError(f"ArmedRevert.{name} must be a plain word, got "
                                  f"{getattr(self, name)!r}")
-        if not self.directory.startswith("/") or posixpath.normpath(self.directory) == "/":
-            raise ValueError(f"ArmedRevert.directory must be an absolute path below /, got "
-                             f"{self.directory!r}")
+        for service in self.boot_before:
+            if not _WORD.fullmatch(service):
+                raise ValueError(f"ArmedRevert.boot_before must be plain words, got {service!r}")
+        if (not _PATH.fullmatch(self.directory)
+                or posixpath.normpath(self.directory) in ("/", "//")):
+            raise ValueError(f"ArmedRevert.directory must be an absolute path below / of "
+                             f"letters, digits and _.@-, got {self.directory!r}")
+
+    # -- the boot hook ---------------------------------------------------------------
+
+    @property
+    def boot_name(self) -> str:
+        """The boot hook's unit / init script name: "gpuprov-sshd-revert-boot"."""
+        return f"{self.unit}-boot"
+
+    def boot_hook_paths(self) -> list[str]:
+        """Every file of the boot hook on either init system, links first (so
+        removing them in this order never leaves a link to nothing)."""
+        unit = f"{self.boot_name}.service"
+        return [f"{SYSTEMD_DIR}/multi-user.target.wants/{unit}", f"{SYSTEMD_DIR}/{unit}",
+                *(f"/etc/rc{level}.d/S00{self.boot_name}" for level in RUNLEVELS),
+                f"{INIT_D}/{self.boot_name}"]
+
+    def _remove_boot_hook(self) -> str:
+        return "rm -f " + " ".join(self.boot_hook_paths()) + "\n"
+
+    def boot_commands(self) -> list[str]:
+        """What the hook runs at boot, one complete command a line: the save's
+        restore (finishing an interrupted one first), or, with no save left,
+        removing the hook."""
+        return [f"d={self.directory}",
+                'if [ ! -d "$d" ] && [ -f "$d.restoring/restore" ]; then '
+                'mv "$d.restoring" "$d"; fi',
+                'if [ -f "$d/restore" ]; then exec /bin/sh "$d/restore" --at-boot; fi',
+                self._remove_boot_hook().strip()]
+
+    def boot_unit(self) -> str:
+        """The systemd unit of the boot hook (enabled by its wants link: no
+        daemon call needed, systemd reads it at the next boot)."""
+        # systemd expands $VAR in ExecStart: $$ is a literal $; no quote or backslash inside
+        body = "; ".join(self.boot_commands()).replace("$", "$$")
+        before = "".join(f" {s}.service" for s in self.boot_before)
+        return ("[Unit]\n"
+                f"Description=gpuprov: restore the {self.what} files saved before an "
+                "unconfirmed change\n"
+                f"Before=multi-user.target{before}\n"
+                "\n[Service]\nType=oneshot\n"
+                f"ExecStart=/bin/sh -c '{body}'\n"
+                "\n[Install]\nWantedBy=multi-user.target\n")
+
+    def boot_init_script(self) -> str:
+        """The sysvinit init script of the boot hook (started by its S00 rc links)."""
+        before = " ".join(self.boot_before)
+        return ("#!/bin/sh\n"
+                "### BEGIN INIT INFO\n"
+                f"# Provides:          {self.boot_name}\n"
+                "# Required-Start:    $local_fs\n"
+                "# Required-Stop:\n"
+                f"# X-Start-Before:    {before}\n"
+                f"# Default-Start:     {' '.join(RUNLEVELS)}\n"
+                "# Default-Stop:\n"
+                f"# Short-Description: gpuprov: restore {self.what} files saved before an "
+                "unconfirmed change\n"
+                "### END INIT INFO\n"
+                '[ "$1" = start ] || exit 0\n' + "\n".join(self.boot_commands()) + "\n")
+
+    def _install_boot_hook(self) -> str:
+        """Shell (under set -e) that installs the hook for this host's init system;
+        each file is written beside its place and renamed, so it is whole or absent."""
+        name, unit = self.boot_name, f"{self.boot_name}.service"
+        links = "".join(f"  [ ! -d /etc/rc{level}.d ] || "
+                        f"ln -sfn ../init.d/{name} /etc/rc{level}.d/S00{name}\n"
+                        for level in RUNLEVELS)
+        return (
+            "if [ -d /run/systemd/system ]; then\n"
+            f"  mkdir -p {SYSTEMD_DIR}/multi-user.target.wants\n"
+            f"  cat > {SYSTEMD_DIR}/.gpuprov-{unit} <<'GPUPROV_BOOT'\n" + self.boot_unit()
+            + "GPUPROV_BOOT\n"
+            f"  mv -f {SYSTEMD_DIR}/.gpuprov-{unit} {SYSTEMD_DIR}/{unit}\n"
+            f"  ln -sfn {SYSTEMD_DIR}/{unit} {SYSTEMD_DIR}/multi-user.target.wants/{unit}\n"
+            f"elif [ -d {INIT_D} ]; then\n"
+            f"  cat > {INIT_D}/.gpuprov-{name} <<'GPUPROV_BOOT'\n" + self.boot_init_script()
+            + "GPUPROV_BOOT\n"
+            f"  chmod 0755 {INIT_D}/.gpuprov-{name}\n"
+            f"  mv -f {INIT_D}/.gpuprov-{name} {INIT_D}/{name}\n"
+            + links + "fi\n")
 
     def restore_script(self, saved: Sequence[str]) -> str:
-        """Put the saved files back, make them live, remove the save. Idempotent:
-        whoever renames the save directory first (timer, rollback or the
-        confirmed run's cleanup) is the only one that acts on it."""
+        """Put the saved files back, make them live, remove the save and the boot
+        hook. Idempotent: whoever renames the save directory first (timer,
+        rollback, boot hook or the confirmed run's cleanup) is the only one that
+        acts on it. A file that cannot be put back keeps the whole save (and
+        the hook) for the next boot or run, and the script exits 1.
+        --from-timer: run by the armed timer (it does not cancel itself);
+        --at-boot: run by the boot hook (no timer survived the reboot, and the
+        services start later with the restored files: nothing to make live)."""
         puts = "".join(f"put {i} {_q(path)}\n" for i, path in enumerate(saved))
         return (
             "#!/bin/sh\n"
             f"# gpuprov: {self.what} files as they were before the last change, and how to "
             "put them back.\n"
             f"d={_q(self.directory)}\n"
-            'if [ "$1" != --from-timer ]; then\n' + self._cancel_timer() + "fi\n"
+            'if [ "$1" != --from-timer ] && [ "$1" != --at-boot ]; then\n'
+            + self._cancel_timer() + "fi\n"
             '[ -d "$d" ] || exit 0\n'
             'rm -rf "$d.restoring"\n'
             'mv "$d" "$d.restoring" 2>/dev/null || exit 0\n'
             'r="$d.restoring"\n'
-            'put() { if [ -e "$r/$1.absent" ]; then rm -f "$2"; '
-            'else cp -p "$r/$1" "$2.gpuprov-restore" && mv -f "$2.gpuprov-restore" "$2"; fi; }\n'
-            + puts + f"{self.activate.shell()}\n"
+            # after a reboot the pid names no timer of ours: never signal it later
+            '[ "$1" != --at-boot ] || rm -f "$r/timer.pid"\n'
+            "failed=\n"
+            'put() { if [ -e "$r/$1.absent" ]; then rm -f "$2" || failed="$failed $2"; '
+            'elif cp -p "$r/$1" "$2.gpuprov-restore" && mv -f "$2.gpuprov-restore" "$2"; then :; '
+            'else rm -f "$2.gpuprov-restore"; failed="$failed $2"; fi; }\n'
+            + puts +
+            # the live files are now a mix: making them live could break what still works
+            'if [ -n "$failed" ]; then\n'
+            '  mv "$r" "$d"\n'
+            f'  m="gpuprov: {self.what}: could not put back$failed; the saved files stay in '
+            '$d for the next boot or run"\n'
+            '  echo "$m" >&2\n'
+            '  command -v logger >/dev/null && logger -t gpuprov "$m"\n'
+            "  exit 1\n"
+            "fi\n"
+            'if [ "$1" != --at-boot ]; then\n'
+            f"{self.activate.shell()}\n"
+            "fi\n"
             'rm -rf "$r"\n'
+            + self._remove_boot_hook() +
             "command -v logger >/dev/null && "
             f'logger -t gpuprov "{self.what}: previous config restored"\n'
             "exit 0\n")
@@ -120,6 +242,9 @@ class ArmedRevert:
             + saves + dirs +
             'cat > "$n/restore" <<\'GPUPROV_RESTORE\'\n' + self.restore_script(saved)
             + "GPUPROV_RESTORE\n"
+            # the hook first: without a save it only removes itself, while a save
+            # without its hook would wait for the next run after a reboot
+            + self._install_boot_hook() +
             'mv "$n" "$d"\n'
             "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; then\n"
             f"  systemctl reset-failed {unit}.timer {unit}.service 2>/dev/null || true\n"
@@ -139,9 +264,11 @@ class ArmedRevert:
         took = self.revert_after_setting or f"{self.revert_after}s"
         return (f"d={_q(self.directory)}\n"
                 'mv "$d" "$d.done" 2>/dev/null || { echo "gpuprov: the automatic revert already '
-                f'ran (confirming took longer than {took}); the old config is back" >&2; '
+                f'ran (confirming took longer than {took}, or the host rebooted); the old '
+                'config is back" >&2; '
                 "exit 1; }\n"
-                'd="$d.done"\n' + self._cancel_timer() + 'rm -rf "$d"\n')
+                'd="$d.done"\n' + self._cancel_timer() + self._remove_boot_hook()
+                + 'rm -rf "$d"\n')
 
     def rollback(self) -> list[Step]:
         """Run the saved restore script, if there is one (a change's rollback)."""

@@ -12,12 +12,13 @@ from typing import Any
 
 from gpuprov.command import Command, Raw
 from gpuprov.errors import GpuprovError
-from gpuprov.facts.apt import AptCacheAge, AptCandidates, DebPackages
+from gpuprov.facts.apt import AptCacheAge, AptCandidates, DebPackages, DpkgInterrupted
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.dnf import DnfAvailable, RpmPackages
 from gpuprov.facts.system import OsInfo
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.base import Change, Op, Step, operation
+from gpuprov.ops.dpkg_repair import finish_interrupted_dpkg
 from gpuprov.ops.package_specs import check_packages
 
 #: an apt cache younger than this is trusted to say "no such package"
@@ -53,12 +54,14 @@ class DebKernelHeaders(Op):
         self.label = f"kernel headers {self.package}"
 
     def facts(self) -> Sequence[Fact[Any]]:
-        return [DebPackages(), AptCandidates.of([self.package]), AptCacheAge()]
+        return [DebPackages(), AptCandidates.of([self.package]), AptCacheAge(),
+                DpkgInterrupted()]
 
     def plan(self, facts: FactView) -> list[Change]:
         cur = facts[DebPackages()].get(self.package)
+        repair = finish_interrupted_dpkg(facts)
         if cur is not None and cur.installed:
-            return []
+            return repair
         policy = facts[AptCandidates.of([self.package])].get(self.package)
         age = facts[AptCacheAge()]
         steps = []
@@ -77,9 +80,9 @@ class DebKernelHeaders(Op):
         steps.append(Step(apt.apt_get(
             "install", "--no-install-recommends", packages=[self.package],
             lock_timeout=self.lock_timeout)))
-        return [Change(self.label, "install",
-                       f"install {self.package} (headers of the running kernel, for DKMS)",
-                       steps, unknown=unknown, invalidates=None)]
+        return repair + [Change(self.label, "install",
+                                f"install {self.package} (headers of the running kernel, "
+                                "for DKMS)", steps, unknown=unknown, invalidates=None)]
 
 
 @operation
