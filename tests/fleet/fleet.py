@@ -142,6 +142,9 @@ class Fleet:
     def down(self) -> None:
         for host in self.hosts:
             with contextlib.suppress(Exception):  # teardown must reach every host
+                host.pull_plug()
+        for host in self.hosts:
+            with contextlib.suppress(Exception):
                 host.kill()
         if self.repo_server is not None:
             self.repo_server.stop()

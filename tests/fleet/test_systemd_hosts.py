@@ -6,7 +6,8 @@ units installed, enabled and running (`systemctl`), Jupyter's own unit,
 sshd reloaded by `systemctl reload-or-restart`, the sshd change's revert
 timer (`systemd-run`) armed during the change and gone once confirmed, the
 timer restoring the old config when the controller is gone (and gpuprov's
-line in the journal), idempotence, drift-check 0, and drift-check 0 again
+line in the journal), the boot unit restoring it when the host reboots before
+the confirmation, idempotence, drift-check 0, and drift-check 0 again
 after `systemctl reboot` inside the hosts."""
 
 from __future__ import annotations
@@ -143,17 +144,17 @@ def test_systemctl_reboot_and_everything_is_back_in_sync(
     assert drift.returncode == 0, drift.stdout + drift.stderr
 
 
-def test_controller_gone_the_systemd_timer_restores_and_says_so_in_the_journal(
-        fleet: Fleet, workdir: Path, converged: dict[str, dict], hosts: list[FleetHost]) -> None:
-    """As test_sshd_hardening's timer test, on systemd: the revert is the
-    transient systemd-run timer, and the restore logs to journald."""
-    host = hosts[0]
+def _cut_off_after_reload(fleet: Fleet, workdir: Path, host: FleetHost, revert_after: int
+                          ) -> None:
+    """An sshd change that stops sshd listening on the host's address (preflight
+    off), and the controller SIGKILLed once it went live: nobody is left to
+    roll back but the host itself (as in test_sshd_hardening)."""
     inv = fleet.inventory([host])
     for group in inv["all"]["children"].values():
         if host.name in group["hosts"]:
             group["hosts"][host.name].update(
                 sshd_extra_settings={"ListenAddress": "127.0.0.1"}, sshd_preflight=False,
-                sshd_revert_after=15)
+                sshd_revert_after=revert_after)
     (workdir / "one.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
     (workdir / "sshd.yml").write_text("- hosts: all\n  roles: [sshd_hardening]\n")
     proc = subprocess.Popen([sys.executable, "-m", "gpuprov.cli", "apply", "one.yml", "-p",
@@ -165,12 +166,29 @@ def test_controller_gone_the_systemd_timer_restores_and_says_so_in_the_journal(
             assert proc.poll() is None, "gpuprov ended before the reload"
             time.sleep(0.05)
         assert not _listening(host), "the new config never went live"
-        proc.send_signal(signal.SIGKILL)   # nobody is left to roll back but the timer
+        proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
     assert host.exec(f"systemctl is-active {REVERT}.timer", check=False).stdout.strip() == \
         "active"
+
+
+def _gpuprov_journal(host: FleetHost) -> list[str]:
+    lines: list[str] = []
+    for _ in range(20):   # the restore logs right after the reload
+        lines = host.exec("journalctl -b --no-pager -o cat -t gpuprov").stdout.splitlines()
+        if lines:
+            break
+        time.sleep(0.25)
+    return lines
+
+
+def test_controller_gone_the_systemd_timer_restores_and_says_so_in_the_journal(
+        fleet: Fleet, workdir: Path, converged: dict[str, dict], hosts: list[FleetHost]) -> None:
+    """The revert is the transient systemd-run timer; the restore logs to journald."""
+    host = hosts[0]
+    _cut_off_after_reload(fleet, workdir, host, revert_after=15)
     # on time: 15 s after arming, not up to a minute later (systemd's default
     # timer accuracy, which the product sets to 1 s)
     deadline = time.monotonic() + 20
@@ -180,16 +198,28 @@ def test_controller_gone_the_systemd_timer_restores_and_says_so_in_the_journal(
         journal(host, f"{REVERT}.timer", f"{REVERT}.service")[-30:]) + host.exec(
         f"systemctl status --no-pager {REVERT}.timer {REVERT}.service; systemctl list-timers "
         "--all --no-pager; ls -la /var/lib/gpuprov/; date", check=False).stdout
-    lines = []
-    for _ in range(20):   # the restore logs right after the reload
-        lines = host.exec("journalctl -b --no-pager -o cat -t gpuprov").stdout.splitlines()
-        if lines:
-            break
-        time.sleep(0.25)
-    assert lines == ["sshd: previous config restored"], lines
+    assert _gpuprov_journal(host) == ["sshd: previous config restored"]
     assert fleet.ssh(host, "sudo -n true && echo ok").stdout.strip() == "ok"
-    ran = journal(host, f"{REVERT}.service")
-    first(ran, f"{REVERT}.service", "Deactivated successfully")
+    first(journal(host, f"{REVERT}.service"), f"{REVERT}.service", "Deactivated successfully")
+    assert host.read_file(f"/etc/systemd/system/{REVERT}-boot.service") is None
+
+
+def test_rebooted_before_the_confirmation_the_boot_unit_restores(
+        fleet: Fleet, workdir: Path, converged: dict[str, dict], hosts: list[FleetHost]) -> None:
+    """The timer dies with the reboot: the boot unit installed with the save
+    restores the old config before ssh.service starts, then removes itself."""
+    host = hosts[1]
+    _cut_off_after_reload(fleet, workdir, host, revert_after=600)
+    boot_unit = f"{REVERT}-boot.service"
+    assert host.exec(f"systemctl is-enabled {boot_unit}").stdout.strip() == "enabled"
+    host.reboot()   # systemctl reboot; returns once sshd answers on the host's address
+    assert _gpuprov_journal(host) == ["sshd: previous config restored"]
+    lines = host.exec("journalctl -b --no-pager -o cat").stdout.splitlines()
+    assert first(lines, "Finished", boot_unit) < first(lines, "Started ssh.service"), \
+        "\n".join(lines)
+    assert host.read_file(f"/etc/systemd/system/{boot_unit}") is None
+    assert host.exec("ls /var/lib/gpuprov").stdout.split().count("sshd-rollback") == 0
+    assert fleet.ssh(host, "sudo -n true && echo ok").stdout.strip() == "ok"
 
 
 def _listening(host: FleetHost) -> bool:
