@@ -228,3 +228,20 @@ def _listening(host: FleetHost) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_jupyter_disabled_its_unit_is_stopped_disabled_and_gone(
+        workdir: Path, converged: dict[str, dict], hosts: list[FleetHost]) -> None:
+    host = hosts[0]
+    off = ("--limit", host.name, "--tags", "jupyter", "-e", "jupyter_enabled=false")
+    res = gpuprov("apply", "inventory.yml", *off, "--report", "off.json", cwd=workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert report(workdir / "off.json")[host.name]["changed"] > 0
+    assert host.read_file(f"/etc/systemd/system/{JUPYTER}.service") is None
+    state = host.exec(f"systemctl is-active {JUPYTER}; systemctl show -P LoadState {JUPYTER}; "
+                      f"ls /etc/systemd/system/*.wants/ | grep -c {JUPYTER}",
+                      check=False).stdout.split()
+    assert state == ["inactive", "not-found", "0"], state
+    assert JUPYTER not in host.exec("docker ps -a --format '{{.Names}}'").stdout
+    drift = gpuprov("drift-check", "inventory.yml", *off, cwd=workdir)
+    assert drift.returncode == 0, drift.stdout + drift.stderr
