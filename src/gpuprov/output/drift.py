@@ -120,6 +120,9 @@ def drift_data(run: RunResult) -> dict[str, Any]:
             "reboot_pending": h.reboot_pending,
             "error": _error(h),
             "unreachable": h.unreachable,
+            # what the check cost (benchmarks/ reads these; apply's --report has them too)
+            "connections": h.connections,
+            "round_trips": h.round_trips,
         }
     return {
         "in_sync": all(v["status"] == IN_SYNC for v in hosts.values()),

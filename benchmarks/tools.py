@@ -1,0 +1,182 @@
+"""The tools under test: how each is run against the fleet and how each says
+whether a run changed something. gpuprov here; the peers in peers.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.measure import Sample
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+# The image and digest the docker double's registry serves (as in
+# tests/fleet/test_gpu_stack.py).
+IMAGE = "ghcr.io/example-lab/pytorch-cuda:2.9.0-cuda12.8"
+DIGEST = "sha256:efe8a913f49d151f4b3da994537ba0842230fe70321e685acf0f7876e9f5d6b0"
+
+
+@dataclass
+class Run:
+    """One timed run and what the tool said about it."""
+
+    label: str                     # converge | no-change 1 | no-change 2 | drift-check 1 ...
+    sample: Sample
+    ok: bool                       # the tool reported success
+    changed: int | None            # changes the tool reported (None: not known)
+    round_trips: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def no_change(self) -> bool:
+        return self.ok and self.changed == 0
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.sample
+        hosts = max(len(s.connections), 1)
+        return {
+            "label": self.label, "ok": self.ok, "changed": self.changed,
+            "no_change": self.no_change, "returncode": s.returncode,
+            "wall_s": round(s.wall, 3), "controller_cpu_s": round(s.controller_cpu, 3),
+            "machine_cpu_s": round(s.machine_cpu, 3),
+            "machine_cpu_per_host_s": round(s.machine_cpu / hosts, 4),
+            "peak_rss_mib": round(s.peak_rss_mib, 1),
+            "connections": s.connections, "round_trips": self.round_trips, "note": self.note,
+        }
+
+
+def fleet_vars(repo_url: str) -> dict[str, Any]:
+    """The site.yml variables for the fleet: the stand-in repositories (plain
+    http on the fleet's bridge) and the image the docker double knows."""
+    return {
+        "base_ntp_servers": [repo_url.split("//")[1].split(":")[0]],
+        "nvidia_driver_repo": {"url": f"{repo_url}/cuda/", "key": f"{repo_url}/keys/cuda.asc",
+                               "insecure": True},
+        "container_toolkit_repo": {"url": f"{repo_url}/libnvidia-container/stable/deb/$(ARCH)",
+                                   "key": f"{repo_url}/libnvidia-container/gpgkey",
+                                   "insecure": True},
+        "docker_repo": "none",   # docker-ce is in the stand-in archive
+        "gpu_image": IMAGE,
+        "gpu_image_digest": DIGEST,
+    }
+
+
+# Run inside a host after a converge (untimed, not over SSH): the same desired
+# state for every tool. Prints one line per thing missing.
+STATE_CHECK = r"""
+want() { echo "missing: $*"; }
+ver() { dpkg-query -W -f '${Status} ${Version}' "$1" 2>/dev/null; }
+# held packages say "hold ok installed"
+case "$(ver nvidia-open)" in *" ok installed 580."*) ;; *) want nvidia-open 580 ;; esac
+for p in nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools \
+         libnvidia-container1; do
+    case "$(ver $p)" in *" ok installed 1.18.0-1") ;; *) want "$p 1.18.0-1" ;; esac
+done
+for p in docker-ce chrony "linux-headers-$(uname -r)"; do
+    case "$(ver "$p")" in *" ok installed "*) ;; *) want "$p" ;; esac
+done
+held=$(apt-mark showhold)
+for p in nvidia-open nvidia-container-toolkit libnvidia-container1; do
+    echo "$held" | grep -qx "$p" || want "hold $p"
+done
+grep -q '^blacklist nouveau' /etc/modprobe.d/blacklist-nouveau.conf || want nouveau blacklist
+grep -q 'Pin: version 580' /etc/apt/preferences.d/gpuprov-nvidia-driver || want driver pin
+grep -q '^PasswordAuthentication no' /etc/ssh/sshd_config.d/00-gpuprov.conf || want sshd drop-in
+grep -q nvidia-container-runtime /etc/docker/daemon.json || want daemon.json runtime
+grep -q nvidia-container-runtime /run/gpuprov-test-double/docker/effective-daemon.json \
+    || want "docker restarted with the runtime"
+docker image inspect --format x %(image)s >/dev/null 2>&1 || want image
+[ "$(wc -c < /etc/gpuprov/jupyter/token)" = 64 ] || want Jupyter token
+service gpuprov-jupyter status >/dev/null 2>&1 || want Jupyter running
+service chrony status >/dev/null 2>&1 || want chrony running
+ls /etc/rc2.d | grep -q gpuprov-jupyter || want Jupyter enabled
+"""
+
+
+def converged_problems(host: Any) -> list[str]:
+    """What a converged host lacks of the common desired state (empty: all there)."""
+    out = host.exec(STATE_CHECK % {"image": IMAGE}, check=False).stdout
+    return [f"{host.name}: {line}" for line in out.splitlines() if line.strip()]
+
+
+class Tool:
+    """A tool's runs against one set of freshly reset hosts."""
+
+    name = ""
+
+    def __init__(self, fleet: Any, hosts: list[Any], work: Path, forks: int | None) -> None:
+        self.fleet, self.hosts, self.work, self.forks = fleet, hosts, work, forks
+
+    def prepare(self) -> None:
+        """Untimed set-up after the reset (inventory, host-side needs)."""
+
+    def runs(self) -> list[tuple[str, list[str]]]:
+        """(label, argv) in order: the converge first."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """After the last run, also after a failure: stop what the tool left."""
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "COLUMNS": "160"}
+        env.pop("TERM", None)
+        return env
+
+    def judge(self, label: str, sample: Sample) -> Run:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return ""
+
+
+class Gpuprov(Tool):
+    name = "gpuprov"
+
+    def prepare(self) -> None:
+        inventory = self.fleet.inventory(self.hosts)
+        inventory["all"]["vars"].update(fleet_vars(self.fleet.repo_url))
+        (self.work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+
+    def _cli(self, *args: str) -> list[str]:
+        forks = ["--forks", str(self.forks)] if self.forks else []
+        return [sys.executable, "-m", "gpuprov.cli", *args, *forks]
+
+    def runs(self) -> list[tuple[str, list[str]]]:
+        out = [(label, self._cli("apply", "inventory.yml", "-v", "--report", f"{slug(label)}.json"))
+               for label in ("converge", "no-change 1", "no-change 2")]
+        out += [(label, self._cli("drift-check", "inventory.yml", "-v", "--format", "json",
+                                  "-o", f"{slug(label)}.json"))
+                for label in ("drift-check 1", "drift-check 2")]
+        return out
+
+    def judge(self, label: str, sample: Sample) -> Run:
+        path = self.work / f"{slug(label)}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return Run(label, sample, ok=False, changed=None, note=f"no report {path.name}")
+        if label.startswith("drift-check"):
+            hosts = data["hosts"]
+            changed = sum(len(h["drift"]) for h in hosts.values())
+            trips = {n: h["round_trips"] for n, h in hosts.items() if "round_trips" in h}
+            return Run(label, sample, ok=sample.returncode in (0, 3), changed=changed,
+                       round_trips=trips)
+        reports = data["hosts"]
+        changed = sum(h["changed"] for h in reports)
+        trips = {h["host"]: h["round_trips"] for h in reports}
+        return Run(label, sample, ok=sample.returncode == 0, changed=changed, round_trips=trips)
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("gpuprov")
+
+
+def slug(label: str) -> str:
+    return label.replace(" ", "-")
