@@ -25,7 +25,7 @@ from gpuprov.engine.connect import ConnectOptions, connector_for
 from gpuprov.engine.hostlock import HostLock, default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
 from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
-from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult
+from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult, phase
 from gpuprov.engine.roles import Role, load_role
 from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
 from gpuprov.facts.system import SystemFacts
@@ -61,6 +61,7 @@ class RunOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     lock_timeout: float = 0.0                 # --lock-timeout: wait for another run's lock
     lock_path: str = field(default_factory=default_lock_path)  # the host's run lock
+    profile: bool = False                     # -v: time each probe inside the facts script
 
 
 ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
@@ -142,6 +143,7 @@ class Executor:
             self.progress.host_started(host.name)
         skipped: list[TaskResult] = []
         roles: list[RoleRun] = []
+        pre: list[dict[str, Any]] = []  # the profile's phases before HostRun
         # every role's defaults, also of roles skipped by tags (Ansible's behaviour)
         play_defaults = [self._roles[r.path].defaults for r in play.roles]  # type: ignore[index]
         try:
@@ -156,7 +158,14 @@ class Executor:
                     play_defaults=play_defaults)))
             secrets = self._secrets(host, roles)
             connector = self._connector(host)
-            self._lock_host(host, connector)
+            before = connector.stats.connections
+            started = time.monotonic()
+            connector.connect()
+            if connector.stats.connections > before:
+                pre.append(phase("connect", started, play.name))
+            started = time.monotonic()
+            if self._lock_host(host, connector):
+                pre.append(phase("lock", started, play.name))
         except UnreachableHost as exc:
             result = HostResult(host.name, unreachable=str(exc),
                                 secrets=self._secrets(host, roles))
@@ -176,9 +185,11 @@ class Executor:
                 progress.task_finished(host.name, task)
 
         try:
-            result = HostRun(host, connector, roles, self.options.check, on_task=on_task).run()
+            result = HostRun(host, connector, roles, self.options.check, on_task=on_task,
+                             play=play.name, timed=self.options.profile).run()
         except Exception as exc:  # a bug must cost one host, not the whole fleet's run
             result = HostResult(host.name, error=internal_error(exc))
+        result.profile[:0] = pre
         result.tasks[:0] = skipped
         result.secrets |= secrets
         if result.reboot_pending and not self.options.check and not result.failed:
@@ -235,17 +246,20 @@ class Executor:
         if self.progress:
             self.progress.host_finished(result)
 
-    def _lock_host(self, host: Host, connector: Connector) -> None:
+    def _lock_host(self, host: Host, connector: Connector) -> bool:
         """Take the host's run lock on its first play; it is held until close(),
-        so later plays and a reboot stay inside the same run."""
+        so later plays and a reboot stay inside the same run. True when it was
+        taken now."""
         with self._lock:
             if host.name in self._host_locks:
-                return
+                return False
         lock = HostLock(connector, self._command, self.options.lock_timeout,
                         self.options.lock_path)
         if lock.acquire():
             with self._lock:
                 self._host_locks[host.name] = lock
+            return True
+        return False
 
     def _connector(self, host: Host) -> Connector:
         with self._lock:
@@ -366,4 +380,5 @@ def merge(total: HostResult, part: HostResult) -> None:
     total.round_trips = max(total.round_trips, part.round_trips)
     total.seconds += part.seconds
     total.warnings.extend(part.warnings)
+    total.profile.extend(part.profile)
     total.secrets |= part.secrets

@@ -26,7 +26,15 @@ from gpuprov.engine.handlers import (
     persist_step,
     reboot_required_step,
 )
-from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, HostResult, TaskResult
+from gpuprov.engine.results import (
+    CHANGED,
+    FAILED,
+    OK,
+    SKIPPED,
+    HostResult,
+    TaskResult,
+    phase,
+)
 from gpuprov.engine.roles import Role
 from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
 from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch, selects
@@ -36,6 +44,8 @@ from gpuprov.model.vars import HostVars
 from gpuprov.ops.base import Change, Op, Step
 
 MAX_DISCOVERY_PASSES = 5
+#: how many of a batch's slowest probes the profile names
+SLOWEST = 5
 
 
 @dataclass
@@ -61,7 +71,13 @@ class HostRun:
     check: bool
     #: called with each TaskResult as it completes (live progress)
     on_task: Callable[[TaskResult], None] | None = None
+    #: the play's name, for the profile
+    play: str = ""
+    #: -v: time each probe inside the facts script, to name the slowest
+    timed: bool = False
     result: HostResult = field(init=False)
+    #: seconds spent in tasks() and plan() since the last profile entry of them
+    _planning: float = field(default=0.0, init=False)
     _facts: dict[Fact[Any], Any] = field(default_factory=dict, init=False)
     #: handler notifications found persisted on the host when the run began
     _pending_before: set[str] = field(default_factory=set, init=False)
@@ -70,21 +86,29 @@ class HostRun:
         self.result = HostResult(self.host.name)
 
     # -- facts ---------------------------------------------------------------
-    def gather(self, facts: Iterable[Fact[Any]]) -> None:
+    def gather(self, facts: Iterable[Fact[Any]], why: str = "") -> None:
         """Answer every given fact not known yet, in ONE round trip."""
         wanted = list(dict.fromkeys(f for f in facts if f not in self._facts))
         if not wanted:
             return
-        script, marker = gather_script(wanted)
+        started = time.monotonic()
+        script, marker = gather_script(wanted, timed=self.timed)
         sudo = any(getattr(f, "sudo", False) for f in wanted)
         res = self.connector.run("sh -s", sudo=sudo, stdin=script.encode())
         if res.exit_code != 0 and marker not in res.stdout:
             raise TaskFailed(self.host.name, "gather facts", "sh -s (facts script)",
                              res.exit_code, res.stderr)
+        timings: dict[Fact[Any], float] = {}
         try:
-            self._facts.update(parse_batch(wanted, res.stdout, marker))
+            self._facts.update(parse_batch(wanted, res.stdout, marker, timings))
         except FactError as exc:
             raise exc.on_host(self.host.name) from exc
+        finally:
+            entry = phase("facts", started, self.play, why)
+            entry["count"] = len(wanted)
+            slowest = sorted(timings.items(), key=lambda kv: -kv[1])[:SLOWEST]
+            entry["slowest"] = [[f.key, round(sec, 3)] for f, sec in slowest if sec > 0]
+            self.result.profile.append(entry)
 
     def invalidate(self, changes: Sequence[Change]) -> None:
         for change in changes:
@@ -104,27 +128,33 @@ class HostRun:
     def run(self) -> HostResult:
         start = time.monotonic()
         try:
+            before, started = self.connector.stats.connections, time.monotonic()
             self.connector.connect()
+            if self.connector.stats.connections > before:
+                self.result.profile.append(phase("connect", started, self.play))
             self._run()
         except UnreachableHost as exc:
             self.result.unreachable = str(exc)
         except GpuprovError as exc:  # a FactError too: e.g. a system fact of an odd target
             self.result.error = str(exc)
         finally:
+            # tasks() and plan() of every op, in one entry: no single one is worth a line
+            self.result.profile.append({"phase": "plan", "play": self.play,
+                                        "seconds": round(self._planning, 4), "why": ""})
             self.result.connections = self.connector.stats.connections
             self.result.round_trips = self.connector.stats.round_trips
             self.result.seconds = time.monotonic() - start
         return self.result
 
     def _run(self) -> None:
-        self.gather([*SystemFacts.facts(), PendingHandlers(), RebootRequired()])
+        self.gather([*SystemFacts.facts(), PendingHandlers(), RebootRequired()], "system")
         system = SystemFacts.from_facts(self._facts)
         # read now: a change that invalidates every fact drops it from the cache
         reason = self._facts[RebootRequired()]
         plan = self._build_ops(system)
         # On a parse error each op re-gathers its own facts in _do: the error lands on its op.
         with contextlib.suppress(FactError):
-            self.gather(f for p in plan for f in p.op.facts() if self._may_gather(f))
+            self.gather((f for p in plan for f in p.op.facts() if self._may_gather(f)), "ops")
         notified: list[str] = list(self._facts[PendingHandlers()])
         self._pending_before = set(notified)
         for item in plan:
@@ -154,11 +184,15 @@ class HostRun:
             ctx = TaskContext(self.host, role_run.vars, system, FactView(self._facts),
                               role_run.role.name, role_run.role.path,
                               session=self.connector.session())
+            started = time.monotonic()
             try:
-                return _secrets_marked(list(produce(ctx)), role_run.vars.secret_values())
+                ops = list(produce(ctx))
+                self._planning += time.monotonic() - started
+                return _secrets_marked(ops, role_run.vars.secret_values())
             except NeedFacts as need:
+                self._planning += time.monotonic() - started
                 try:
-                    self.gather(need.facts)
+                    self.gather(need.facts, f"role {role_run.role.name} asked")
                 except FactError as exc:
                     raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
                                      f"{exc.detail}") from exc
@@ -191,8 +225,11 @@ class HostRun:
                               f"{', '.join(dict.fromkeys(running))})", SKIPPED,
                               handler=item.handler)
         try:
-            self.gather(op.facts())  # re-reads only what earlier changes invalidated
+            # re-reads only what earlier changes invalidated
+            self.gather(op.facts(), f"re-read for {op.label}")
+            started = time.monotonic()
             changes = op.plan(FactView(self._facts))
+            self._planning += time.monotonic() - started
         except UnreachableHost:
             raise
         except GpuprovError as exc:
@@ -259,6 +296,13 @@ class HostRun:
         return "rolled back: the host is as before this change"
 
     def _exec(self, task: str, step: Step) -> None:
+        started = time.monotonic()
+        try:
+            self._exec_step(task, step)
+        finally:
+            self.result.profile.append(phase("step", started, self.play, task))
+
+    def _exec_step(self, task: str, step: Step) -> None:
         if step.new_connection:
             try:
                 res = self.connector.run_on_new_connection(step.command, sudo=step.sudo)
