@@ -147,6 +147,10 @@ class SshdConfig(Op):
         for change in fixes:
             changes.append(change)
             saved.append(change.resource.removeprefix("file "))
+        if not changes and info.rollback_pending and not blocked:
+            return armed_revert(self.reload, self.revert_after).confirm_pending(
+                resource="service sshd", action="reload", doing="check the whole config "
+                "(sshd -t), reload sshd", checks=[Step(SSHD_CHECK)], invalidates=SSHD_FACTS)
         if not changes:
             return blocked or self._not_in_effect(facts)
         if self.preflight:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fleet.faults import assert_nothing_lost, injected
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
 
@@ -25,12 +26,19 @@ from gpuprov.ops.files import directory, file
 
 
 def tasks(ctx):
-    # a run's two writes, with a pause between: another run in between would show
+    # a run's two writes, with a pause between: another run in between would show,
+    # in the files and in the log of starts and ends (a paused run only, so a
+    # plain run converges)
+    run_id, pause = ctx.vars["run_id"], int(ctx.vars["pause"])
     yield directory("/srv/locktest")
-    yield file("/srv/locktest/a", ctx.vars["run_id"] + "\\n")
-    if int(ctx.vars["pause"]):
-        yield command("sleep " + str(int(ctx.vars["pause"])), name="pause")
-    yield file("/srv/locktest/b", ctx.vars["run_id"] + "\\n")
+    if pause:
+        yield command(f"echo {run_id} start >>/srv/locktest/log", name="log start")
+    yield file("/srv/locktest/a", run_id + "\\n")
+    if pause:
+        yield command(f"sleep {pause}", name="pause")
+    yield file("/srv/locktest/b", run_id + "\\n")
+    if pause:
+        yield command(f"echo {run_id} end >>/srv/locktest/log", name="log end")
 """
 
 
@@ -92,24 +100,85 @@ def report_hosts(path: Path) -> dict[str, dict]:
     return {h["host"]: h for h in json.loads(path.read_text())["hosts"]}
 
 
+BOTH_FILES = {"file /srv/locktest/a", "file /srv/locktest/b"}
+
+
+def log_runs(host: FleetHost) -> list[str]:
+    """The run ids in the host's log of starts and ends; AssertionError if two interleave."""
+    lines = (host.read_file("/srv/locktest/log") or "").split()
+    pairs = list(zip(lines[0::2], lines[1::2], strict=True))
+    runs = []
+    for start, end in (zip(pairs[0::2], pairs[1::2], strict=True)):
+        assert start[1] == "start" and end == (start[0], "end"), (host.name, lines)
+        runs.append(start[0])
+    return runs
+
+
+def changed_files(entry: dict) -> set[str]:
+    return {c["resource"] for t in entry["tasks"] if t["status"] == "changed"
+            for c in t.get("changes", []) if c["resource"].startswith("file /srv/locktest/")}
+
+
+def nothing_lost(fleet: Fleet, hosts: list[FleetHost], work: Path, run_id: str) -> None:
+    assert_nothing_lost(fleet, hosts, work, "-p", "lock.yml", "-e", f"run_id={run_id}",
+                        "-e", "pause=0")
+
+
 def test_two_applies_at_once_one_refuses_as_busy_and_nothing_interleaves(
-        workdir: Path, hosts: list[FleetHost]) -> None:
-    first, second = apply(workdir, "A", 8), apply(workdir, "B", 8)
-    (code_a, out_a), (code_b, out_b) = finish(first), finish(second)
-    codes = sorted([code_a, code_b])
-    # per host one of them wins; a host's loser fails as busy (exit 2)
-    assert 2 in codes, out_a + out_b
-    for host in hosts:
-        a, b = contents(host)
-        assert a == b and a in ("A\n", "B\n"), (host.name, a, b)
-        winner = a.strip()
-        loser = "B" if winner == "A" else "A"
-        lost = report_hosts(workdir / f"{loser}.json")[host.name]
-        won = report_hosts(workdir / f"{winner}.json")[host.name]
-        assert "busy: apply by " in json.dumps(lost), lost
-        assert not any(t["status"] == "changed" for t in lost["tasks"]), lost
-        assert "busy" not in json.dumps(won), won
-    assert "busy: apply by" in out_a + out_b
+        fleet: Fleet, workdir: Path, hosts: list[FleetHost]) -> None:
+    with injected("two operators at once", detail="no --lock-timeout: one refuses as busy"):
+        for host in hosts:
+            host.exec("rm -f /srv/locktest/log")
+        first, second = apply(workdir, "A", 8), apply(workdir, "B", 8)
+        (code_a, out_a), (code_b, out_b) = finish(first), finish(second)
+        codes = sorted([code_a, code_b])
+        # per host one of them wins; a host's loser fails as busy (exit 2)
+        assert 2 in codes, out_a + out_b
+        for host in hosts:
+            a, b = contents(host)
+            assert a == b and a in ("A\n", "B\n"), (host.name, a, b)
+            winner = a.strip()
+            loser = "B" if winner == "A" else "A"
+            assert log_runs(host) == [winner], host.name
+            lost = report_hosts(workdir / f"{loser}.json")[host.name]
+            won = report_hosts(workdir / f"{winner}.json")[host.name]
+            # the refused one says busy and nothing else: no change, no other failure
+            assert "busy: apply by " in lost["error"], lost
+            assert lost["changed"] == 0, lost
+            assert not any(t["status"] == "changed" for t in lost["tasks"]), lost
+            assert all("busy" in (t.get("error") or "busy") for t in lost["tasks"]), lost
+            # the winner's report has its real changes
+            assert "busy" not in json.dumps(won), won
+            assert changed_files(won) == BOTH_FILES, won
+        assert "busy: apply by" in out_a + out_b
+        nothing_lost(fleet, hosts, workdir, "A")
+
+
+def test_two_applies_at_once_with_a_lock_timeout_run_one_after_the_other(
+        fleet: Fleet, workdir: Path, hosts: list[FleetHost]) -> None:
+    with injected("two operators at once", detail="--lock-timeout: one waits"):
+        for host in hosts:
+            host.exec("rm -f /srv/locktest/log")
+        first = apply(workdir, "H", 4, "--lock-timeout", "120")
+        second = apply(workdir, "I", 4, "--lock-timeout", "120")
+        (code_h, out_h), (code_i, out_i) = finish(first), finish(second)
+        assert (code_h, code_i) == (0, 0), out_h + out_i
+        for host in hosts:
+            # both ran whole, one after the other; the files hold the later one's id
+            order = log_runs(host)
+            assert sorted(order) == ["H", "I"], (host.name, order)
+            assert contents(host) == (f"{order[1]}\n",) * 2, host.name
+            for run_id in order:
+                # each report's changes are real: the files changed from the
+                # earlier run's content to this one's
+                entry = report_hosts(workdir / f"{run_id}.json")[host.name]
+                assert "busy" not in json.dumps(entry), entry
+                assert changed_files(entry) == BOTH_FILES, entry
+            later = report_hosts(workdir / f"{order[1]}.json")[host.name]
+            diffs = [c.get("diff", "") for t in later["tasks"] for c in t.get("changes", [])
+                     if c["resource"] == "file /srv/locktest/a"]
+            assert diffs and f"-{order[0]}\n" in diffs[0] and f"+{order[1]}\n" in diffs[0], later
+        nothing_lost(fleet, hosts, workdir, "I")
 
 
 def test_with_a_lock_timeout_the_second_apply_waits_and_then_runs_whole(

@@ -43,11 +43,29 @@ def test_a_transaction_arms_first_rolls_back_everywhere_and_confirms_last() -> N
     assert FIREWALL.transaction([], [RULES], resource="r", action="a", doing="d") == []
 
 
+def test_an_unconfirmed_earlier_change_is_confirmed_not_left_to_its_revert() -> None:
+    # Issue 15: the files are as wanted, but a killed run never confirmed them;
+    # its timer would revert them after this run reported the host in sync.
+    check = Step(Command("nft", "-c", "-f", RULES))
+    [change] = FIREWALL.confirm_pending(resource="service nftables", action="reload",
+                                        doing="check and load the rules", checks=[check],
+                                        invalidates=[FileState.at(RULES)])
+    assert (change.resource, change.action) == ("service nftables", "reload")
+    assert change.summary == ("an earlier firewall change was never confirmed (its run ended "
+                              "first): check and load the rules, confirm a NEW login + sudo, "
+                              "then cancel its automatic revert")
+    assert change.steps == [check, Step(LOAD), Step(Command("true"), new_connection=True),
+                            Step(Command.script(FIREWALL.finish_script()))]
+    assert change.rollback == FIREWALL.rollback()
+    assert change.invalidates == (FileState.at(RULES),)
+
+
 def test_the_scripts_name_what_is_changed_and_its_own_timer() -> None:
     prepare = FIREWALL.prepare_script([RULES])
     assert prepare.startswith(f"set -e\nd={STATE}\n")
     assert "systemd-run --quiet --unit=gpuprov-firewall-revert --on-active=60 " in prepare
-    assert "an earlier firewall change is still waiting" in prepare
+    # an earlier change still saved is undone first (the run lock proves its run ended)
+    assert 'if [ -d "$d" ]; then sh "$d/restore"; fi\n' in prepare
     restore = FIREWALL.restore_script([RULES])
     # the files are made live only when every one was put back, and not at boot
     # (the boot hook runs before the services that read them)

@@ -546,6 +546,24 @@ def test_converged_host_has_no_change_and_no_commands() -> None:
         assert p.changes == [] and p.commands == [], distro
 
 
+@pytest.mark.parametrize("distro", ALL_DISTROS)
+def test_a_converged_host_with_an_unconfirmed_change_gets_it_confirmed(distro: str) -> None:
+    # Issue 15: a controller killed after the reload, before the confirmation:
+    # the files are as wanted, the revert still armed. Not "in sync": the
+    # revert would undo the change minutes later. Reload, confirm, cancel it.
+    p = plan(distro, dropin=EXPECTED[distro], host_keys=HARDENED_KEYS, weak_moduli=0,
+             rollback=True)
+    [change] = p.changes
+    assert (change.resource, change.action) == ("service sshd", "reload")
+    assert change.summary.startswith("an earlier sshd change was never confirmed")
+    assert p.commands[0].endswith("sshd) -t")
+    assert change.steps[-2] == Step(Command("true"), new_connection=True)
+    assert "mv \"$d\" \"$d.done\"" in p.commands[-1]
+    # and check mode says the same (drift-check: the host is not in sync yet)
+    assert plan(distro, dropin=EXPECTED[distro], host_keys=HARDENED_KEYS, weak_moduli=0,
+                rollback=True, check=True).changes[0].summary == change.summary
+
+
 def test_hosts_without_a_moduli_file_have_nothing_to_filter() -> None:
     p = plan("ubuntu2404", dropin=EXPECTED["ubuntu2404"], host_keys=HARDENED_KEYS,
              weak_moduli=None)

@@ -1010,20 +1010,37 @@ def test_the_timer_fires_and_restores(host: ShHost) -> None:
     assert res.returncode == 1 and "the old config is back" in res.stderr
 
 
-def test_prepare_refuses_while_a_timer_is_pending(host: ShHost) -> None:
+def test_prepare_with_a_pending_timer_undoes_that_change_first(host: ShHost) -> None:
+    # Issue 15: a controller killed between the reload and the confirmation
+    # left its revert pending. The next run holds the host's run lock, so no
+    # live run owns that change: it is undone now, as its timer would (this
+    # used to refuse until the timer had run, failing every apply for minutes).
     assert host.sh(host.prepare()).returncode == 0
-    pgid = host.timer_pid()
+    old_pgid = host.timer_pid()
     host.write_new_config()
-    before = host.snapshot()
-    saved = sorted((p.name, p.read_bytes()) for p in host.rollback.iterdir())
     res = host.sh(host.prepare())
-    assert res.returncode == 1
-    assert res.stderr.strip() == ("gpuprov: an earlier sshd change is still waiting for its "
-                                  "automatic revert; rerun when it has run")
-    # nothing touched: the live files, the earlier save, its timer
-    assert host.snapshot() == before
-    assert sorted((p.name, p.read_bytes()) for p in host.rollback.iterdir()) == saved
-    assert host.timer_alive(pgid) and host.reloads() == 0
+    assert res.returncode == 0, res.stderr
+    assert host.wait_for(lambda: not host.timer_alive(old_pgid), 5), "old timer not stopped"
+    assert host.reloads() == 1                         # the earlier change undone ...
+    assert host.snapshot() == host.originals
+    d = host.rollback                                  # ... and the originals saved again
+    assert (d / "0").read_bytes() == host.originals[str(host.config)][0]  # type: ignore[index]
+    new_pgid = host.timer_pid()
+    assert new_pgid != old_pgid and host.timer_alive(new_pgid)
+
+
+def test_prepare_finishes_a_restore_its_timer_began(host: ShHost) -> None:
+    # the old timer was stopped mid-restore (the save already moved aside)
+    assert host.sh(host.prepare()).returncode == 0
+    old_pgid = host.timer_pid()
+    host.write_new_config()
+    os.killpg(old_pgid, signal.SIGKILL)
+    host.rollback.rename(f"{host.rollback}.restoring")
+    res = host.sh(host.prepare())
+    assert res.returncode == 0, res.stderr
+    assert host.reloads() == 1 and host.snapshot() == host.originals
+    assert not Path(f"{host.rollback}.restoring").exists()
+    assert host.timer_alive(host.timer_pid())
 
 
 def test_prepare_with_a_stale_save_restores_it_first(host: ShHost) -> None:
@@ -1088,14 +1105,18 @@ def test_systemd_branch_restore_from_timer_does_not_stop_itself(host: ShHost) ->
         "systemctl stop gpuprov-sshd-revert.timer"]
 
 
-def test_systemd_branch_refuses_while_the_timer_unit_is_active(host: ShHost) -> None:
+def test_systemd_branch_undoes_a_change_whose_timer_unit_is_active(host: ShHost) -> None:
     host.systemd(timer_active=True)
-    host.rollback.mkdir()
-    (host.rollback / "restore").write_text("echo must not run >&2; exit 9\n")
+    assert host.sh(host.prepare()).returncode == 0
+    host.write_new_config()
+    host.systemd_log.unlink()
     res = host.sh(host.prepare())
-    assert res.returncode == 1
-    assert "still waiting for its automatic revert" in res.stderr
-    assert "systemctl -q is-active gpuprov-sshd-revert.timer" in host.systemd_log.read_text()
+    assert res.returncode == 0, res.stderr
+    assert host.snapshot() == host.originals and host.reloads() == 1
+    log = host.systemd_log.read_text().splitlines()
+    # the pending timer stopped before the restore, then a new one armed
+    assert log[0] == "systemctl stop gpuprov-sshd-revert.timer"
+    assert log[-1].startswith("systemd-run --quiet --unit=gpuprov-sshd-revert ")
 
 
 def test_restore_script_quotes_paths(host: ShHost) -> None:

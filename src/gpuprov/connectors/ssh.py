@@ -5,7 +5,8 @@ trip, not a TCP connect + key exchange + auth each time. Connection setup
 follows OpenSSH where users expect it (ssh_config, ProxyJump, key order,
 known_hosts, strict unless told accept-new) and turns every failure into an UnreachableHost
 kind with a hint a person can act on. Setup is retried with backoff for the
-transient cases (a refusal only when expected); a command is never re-run
+transient cases (ssh_retry: a refusal only when expected, a silent host within
+one connect timeout); a command is never re-run
 implicitly, since it may have half-run; a silent host is gone (ssh_liveness).
 
 Commands are handed to the login shell as `sh -c '<cmd>'`, so they get POSIX
@@ -51,6 +52,7 @@ from gpuprov.connectors.ssh_config import (
     resolve_chain,
 )
 from gpuprov.connectors.ssh_liveness import Liveness
+from gpuprov.connectors.ssh_retry import SetupRetry
 from gpuprov.connectors.sudo import Sudo, iter_stdin, split_command
 from gpuprov.errors import UnreachableHost
 
@@ -152,25 +154,18 @@ class SshConnector(Connector):
             if self._transports and self._transports[-1].is_active():
                 return
             self._close_transports()
-            started, slept = time.monotonic(), 0.0
-            delay, attempt = 0.5, 0
+            retry = SetupRetry(self.settings.connect_timeout, self.settings.retries,
+                               self.settings.retry_budget, expect_refusal)
             while True:
-                attempt += 1
                 try:
-                    self._transports = self._open_chain()
+                    self._transports = self._open_chain(retry.next_timeout())
                     return
                 except SetupError as exc:
-                    # `slept` keeps the budget honest when sleep is patched out.
-                    spent = max(time.monotonic() - started, slept)
-                    retry = exc.retry and (expect_refusal or exc.kind != "refused")
-                    if (not retry or attempt > self.settings.retries
-                            or spent + delay > self.settings.retry_budget):
-                        tries = f" (after {attempt} attempts)" if attempt > 1 else ""
-                        raise UnreachableHost(self.host_name, exc.kind, exc.detail + tries,
-                                              exc.hint) from exc
+                    delay = retry.backoff(exc)
+                    if delay is None:
+                        raise UnreachableHost(self.host_name, exc.kind, exc.detail
+                                              + retry.tries(), exc.hint) from exc
                 _sleep(delay)
-                slept += delay
-                delay *= 2
 
     def close(self) -> None:
         with self._lock:
@@ -183,15 +178,16 @@ class SshConnector(Connector):
             transport.close()
         self._transports = []
 
-    def _open_chain(self) -> list[paramiko.Transport]:
+    def _open_chain(self, timeout: float) -> list[paramiko.Transport]:
         opened: list[paramiko.Transport] = []
         sock: _Sock | paramiko.Channel | None = None
         try:
             for index, hop in enumerate(self.hops):
                 try:
                     if sock is None:
-                        sock = self._proxy_command(hop) if hop.proxy_command else self._tcp(hop)
-                    transport = self._handshake(hop, sock, self.route.policies[index])
+                        sock = (self._proxy_command(hop) if hop.proxy_command
+                                else self._tcp(hop, timeout))
+                    transport = self._handshake(hop, sock, self.route.policies[index], timeout)
                     opened.append(transport)
                     self._login(hop, transport)
                     self._watch(transport)
@@ -213,15 +209,14 @@ class SshConnector(Connector):
                 sock.close()
             raise
 
-    def _tcp(self, hop: Hop) -> socket.socket | QuickAckSocket:
+    def _tcp(self, hop: Hop, timeout: float) -> socket.socket | QuickAckSocket:
         where = f"{hop.address}:{hop.port}"
         if hop.address.rstrip(".").lower().endswith(".invalid"):
             # RFC 6761: never resolvable, and must not be sent to DNS servers.
             raise SetupError("dns", f"cannot resolve {hop.address}: the .invalid domain never "
                              "resolves", "check the host name / ansible_host")
         try:
-            sock = socket.create_connection((hop.address, hop.port),
-                                            timeout=self.settings.connect_timeout)
+            sock = socket.create_connection((hop.address, hop.port), timeout=timeout)
         except socket.gaierror as exc:
             raise SetupError("dns", f"cannot resolve {hop.address}: {exc.strerror or exc}",
                              "check the host name / ansible_host, DNS or /etc/hosts") from exc
@@ -231,13 +226,12 @@ class SshConnector(Connector):
                              "may also reject it; try: nc -vz " + f"{hop.address} {hop.port}",
                              retry=True) from exc
         except TimeoutError as exc:
-            raise SetupError("timeout", f"no answer from {where} within "
-                             f"{self.settings.connect_timeout:g}s", "the host may be down or a "
-                             "firewall drops SSH; check the address", retry=True) from exc
+            raise SetupError("timeout", f"no answer from {where} within {timeout:g}s",
+                             "the host may be down or a firewall drops SSH; check the address",
+                             retry=True) from exc
         except OSError as exc:
             if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
-                # Kind "timeout": same meaning to a person (host/network down),
-                # and worth retrying while a host reboots.
+                # Kind "timeout": same meaning to a person (host/network down).
                 raise SetupError("timeout", f"{where}: {exc.strerror}", "the host or its network "
                                  "is down, or the address is wrong", retry=True) from exc
             raise SetupError("closed", f"{where}: {exc.strerror or exc}",
@@ -268,8 +262,8 @@ class SshConnector(Connector):
             raise SetupError("proxy", f"jump host {hop.label} dropped the forwarding to "
                              f"{nxt.address}:{nxt.port}: {exc}", retry=True) from exc
 
-    def _handshake(self, hop: Hop, sock: object, policy: str) -> paramiko.Transport:
-        timeout = self.settings.connect_timeout
+    def _handshake(self, hop: Hop, sock: object, policy: str,
+                   timeout: float) -> paramiko.Transport:
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]
         transport.banner_timeout = transport.handshake_timeout = timeout
         transport.auth_timeout = max(timeout, 30.0)
@@ -329,7 +323,7 @@ class SshConnector(Connector):
                                   "or ProxyCommand is not supported",
                                   "record the host key yourself (ssh-keyscan), then rerun")
         try:
-            sock = self._tcp(self.target)
+            sock = self._tcp(self.target, self.settings.connect_timeout)
         except SetupError as exc:
             raise UnreachableHost(self.host_name, exc.kind, exc.detail, exc.hint) from exc
         transport = paramiko.Transport(sock)  # type: ignore[arg-type]

@@ -15,6 +15,12 @@ to the console:
    with the reason; if even the rollback cannot connect, the armed revert
    restores the host by itself.
 
+A change still saved when the next run begins belongs to a run that ended
+before confirming it (every apply holds the host's run lock, engine/hostlock.py):
+that run undoes it first (prepare_script), or, when the files are already as
+wanted, finishes it (confirm_pending) rather than leave its revert to undo it
+after reporting the host in sync.
+
 A reboot before the confirmation kills the armed timer, so a boot hook is
 installed with the save and removed with it (confirmed, rolled back or
 restored): a systemd unit wanted by multi-user.target, or an init.d script
@@ -225,19 +231,17 @@ class ArmedRevert:
             "set -e\n"
             f"d={_q(self.directory)}\n"
             'rm -rf "$d.done"\n'
-            "# a restore that was itself interrupted: finish it below\n"
-            'if [ -f "$d.restoring/restore" ] && [ ! -d "$d" ]; then mv "$d.restoring" "$d"; fi\n'
-            'rm -rf "$d.restoring"\n'
-            'if [ -d "$d" ]; then\n'
-            '  if { [ -f "$d/timer.pid" ] && kill -0 "$(cat "$d/timer.pid")" 2>/dev/null; } || '
-            f"{{ [ -d /run/systemd/system ] && systemctl -q is-active {unit}.timer; }}; then\n"
-            f"    echo 'gpuprov: an earlier {self.what} change is still waiting for its "
-            "automatic revert; rerun when it has run' >&2; exit 1\n"
-            "  fi\n"
-            "  # an earlier change was interrupted and its revert never ran (reboot): undo it "
-            "first\n"
-            '  sh "$d/restore"\n'
+            "# An earlier change never confirmed: its run ended first (killed, cut off) or\n"
+            "# a reboot stopped its timer. Every apply holds the host's run lock for its\n"
+            "# whole run, so no live run owns it: undo it now, as its timer would (the\n"
+            "# restore stops the timer first).\n"
+            'if [ -d "$d" ]; then sh "$d/restore"; fi\n'
+            "# A restore that was itself interrupted (a reboot, or the timer stopped just\n"
+            "# above while it restored): finish it.\n"
+            'if [ -f "$d.restoring/restore" ] && [ ! -d "$d" ]; then\n'
+            '  mv "$d.restoring" "$d"; sh "$d/restore"\n'
             "fi\n"
+            'rm -rf "$d.restoring"\n'
             'n="$d.new"; rm -rf "$n"; mkdir -p -m 0700 "$n"\n'
             + saves + dirs +
             'cat > "$n/restore" <<\'GPUPROV_RESTORE\'\n' + self.restore_script(saved)
@@ -290,17 +294,34 @@ class ArmedRevert:
         for change in changes:
             change.rollback = rollback
         note = " (an earlier interrupted change is rolled back first)" if pending else ""
-        changes.append(Change(
-            resource, action,
-            f"{doing}, confirm a NEW login + sudo, then cancel the automatic revert "
-            f"(armed: {self.revert_after}s){note}",
+        changes.append(self._confirmation(
+            resource, action, f"{doing}, confirm a NEW login + sudo, then cancel the automatic "
+            f"revert (armed: {self.revert_after}s){note}", checks,
+            (*invalidates, *(FileState.at(p) for p in saved))))
+        return changes
+
+    def confirm_pending(self, *, resource: str, action: str, doing: str,
+                        checks: Sequence[Step] = (), invalidates: Sequence[Selector] = ()
+                        ) -> list[Change]:
+        """With every file already as wanted but an earlier change's save still
+        on the host: that change was made, then its run ended before confirming
+        it (a killed controller), and its armed revert would undo it minutes
+        after this run reported the host in sync. Finish that change instead:
+        check, make live, confirm a new login + sudo, cancel the revert."""
+        return [self._confirmation(
+            resource, action, f"an earlier {self.what} change was never confirmed (its run "
+            f"ended first): {doing}, confirm a NEW login + sudo, then cancel its automatic "
+            "revert", checks, tuple(invalidates))]
+
+    def _confirmation(self, resource: str, action: str, summary: str, checks: Sequence[Step],
+                      invalidates: tuple[Selector, ...]) -> Change:
+        return Change(
+            resource, action, summary,
             steps=[*checks, Step(self.activate),
                    # sudo (the Step default) over the new login: proves root still works
                    Step(Command("true"), new_connection=True),
                    Step(Command.script(self.finish_script()))],
-            rollback=rollback,
-            invalidates=(*invalidates, *(FileState.at(p) for p in saved))))
-        return changes
+            rollback=self.rollback(), invalidates=invalidates)
 
     def _cancel_timer(self) -> str:
         return (f'[ -f "$d/timer.pid" ] && kill -- "-$(cat "$d/timer.pid")" 2>/dev/null\n'
