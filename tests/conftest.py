@@ -69,3 +69,16 @@ def fleet() -> Iterator[object]:
         yield the_fleet
     finally:
         the_fleet.down()
+
+
+@pytest.fixture(scope="session")
+def systemd_hosts(fleet: object) -> list[object]:
+    """Two fleet hosts with systemd as PID 1 (variant "systemd", Debian 12's
+    systemd 252 under systemd-nspawn; see tests/fleet/README.md), a lab and a
+    cluster one, added to the session's fleet once. Tests that need fresh
+    disks reset them (fleet.reset)."""
+    from tests.fleet.fleet import Fleet
+
+    assert isinstance(fleet, Fleet)
+    found = [h for h in fleet.hosts if h.variant == "systemd"]
+    return list(found or fleet.add_hosts(2, variant="systemd", groups=("lab", "cluster")))

@@ -21,7 +21,7 @@ from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.files import FileState
 from gpuprov.facts.sshd import SshdConfigFiles, SshdEffective, SshdInfo, SshdState, UserGroups
 from gpuprov.ops.armed import ArmedRevert
-from gpuprov.ops.atomic import write_command
+from gpuprov.ops.atomic import write_command, write_step
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
 from gpuprov.ops.file_plan import plan_write
 
@@ -211,8 +211,8 @@ class SshdConfig(Op):
                 f"comment out line{'s' if len(cs) > 1 else ''} "
                 + ", ".join(str(c.number) for c in cs)
                 + f" (overrode {dropin}; backup beside it)",
-                steps=[Step(write_command(path, data, cur.owner, cur.group, cur.mode,
-                                          backup=True), stdin=data)],
+                steps=[write_step(path, write_command(path, data, cur.owner, cur.group,
+                                                      cur.mode, backup=True), data)],
                 diff=Diff(path, "\n".join(cur.lines) + "\n", new),
                 invalidates=(FileState.at(path), *SSHD_FACTS)))
         return [], fixes

@@ -8,12 +8,13 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
-from tests.fleet import base, keys, network
+from tests.fleet import base, cgroups, keys, network
 from tests.fleet.errors import FleetError, FleetUnavailable
 from tests.fleet.host import MARKER, FleetHost
 from tests.fleet.mounts import unmount_below
@@ -24,6 +25,7 @@ NAME_PREFIX = {"lab": "lab", "cloud": "cloud", "cluster": "node"}
 ADMIN_UID = 1000
 REPO_PORT = 8213
 DEFAULT_PASSWORD = "fleet-Onboard-2026"  # test-only password of the password variants
+PASSWORD_VARIANTS = ("password-login", "sudo-password")
 
 
 def run_dir() -> Path:
@@ -67,6 +69,7 @@ def cleanup_stale() -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     network.delete_bridge()
+    cgroups.remove(cgroups.FLEET_CGROUP)
     directory = run_dir()
     if directory.exists():
         unmount_below(directory)
@@ -83,6 +86,7 @@ class Fleet:
         self.dir = run_dir()
         self.hosts: list[FleetHost] = []
         self.base: Path | None = None
+        self._systemd_base: Path | None = None
         self.repo_server: RepoServer | None = None
         self.repos = None  # what tests.standin_repo built (see its README)
         self.timings: dict[str, float] = {}
@@ -138,6 +142,9 @@ class Fleet:
     def down(self) -> None:
         for host in self.hosts:
             with contextlib.suppress(Exception):  # teardown must reach every host
+                host.pull_plug()
+        for host in self.hosts:
+            with contextlib.suppress(Exception):
                 host.kill()
         if self.repo_server is not None:
             self.repo_server.stop()
@@ -179,17 +186,26 @@ class Fleet:
 
     # -- internals -------------------------------------------------------------
     def _new_host(self, group: str, variant: str) -> FleetHost:
-        if variant not in ("default", "password-login", "sudo-password"):
+        if variant not in ("default", "password-login", "sudo-password", "systemd"):
             raise FleetError(f"unknown host variant {variant!r}")
         index = self._next_index()
         number = sum(1 for h in self.hosts if group in h.groups) + 1
         name = f"{NAME_PREFIX[group]}-{number:02d}"
         if variant != "default":
             name = f"{name}-{variant.split('-')[0]}"
-        assert self.base is not None
-        return FleetHost(name=name, index=index, base=self.base,
+        root = self.systemd_base() if variant == "systemd" else self.base
+        assert root is not None
+        return FleetHost(name=name, index=index, base=root,
                          state_dir=self.dir / "hosts" / name, groups=(group,), variant=variant,
-                         password=None if variant == "default" else DEFAULT_PASSWORD)
+                         password=DEFAULT_PASSWORD if variant in PASSWORD_VARIANTS else None)
+
+    def systemd_base(self) -> Path:
+        """The systemd variant's base root, built (once, cached) on first use."""
+        if self._systemd_base is None:
+            t0 = time.monotonic()
+            self._systemd_base = base.ensure_base(variant="systemd")
+            self.timings["systemd base"] = time.monotonic() - t0
+        return self._systemd_base
 
     def _next_index(self) -> int:
         return max((h.index for h in self.hosts), default=-1) + 1
@@ -214,8 +230,11 @@ class Fleet:
         if host.variant != "password-login":
             _write(upper / "root/.ssh/authorized_keys", client_pub, 0o600, 0, 0o700)
             _write(upper / "home/admin/.ssh/authorized_keys", client_pub, 0o600, ADMIN_UID, 0o700)
-        if host.variant != "default":
+        if host.variant in PASSWORD_VARIANTS:
             _write(etc / "sudoers.d/90-fleet-admin", "admin ALL=(ALL) ALL\n", 0o440, 0)
+        if host.init == "systemd" and not (etc / "machine-id").exists():
+            # Its own identity, kept on its disk (journald, D-Bus read it).
+            _write(etc / "machine-id", uuid.uuid4().hex + "\n", 0o444, 0)
         if self.repo_server is not None:
             _write(etc / "apt/sources.list.d/gpuprov-test-archive.list",
                    f"# TEST FLEET: the stand-in distro archive\n"

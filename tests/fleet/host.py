@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.fleet import network
+from tests.fleet import cgroups, network
 from tests.fleet.errors import FleetError
 from tests.fleet.mounts import unmount_below
 
 START_SCRIPT = Path(__file__).parent / "start-host.sh"
+SYSTEMD_START_SCRIPT = Path(__file__).parent / "start-systemd-host.sh"
 # Every process of the fleet carries this in its command line, so a later
 # run can find and kill what a killed run left behind.
 MARKER = f"gpuprov-fleet-start-{network.FLEET_ID}"
@@ -39,7 +40,7 @@ class FleetHost:
     base: Path
     state_dir: Path
     groups: tuple[str, ...] = ()
-    variant: str = "default"        # default | password-login | sudo-password
+    variant: str = "default"        # default | password-login | sudo-password | systemd
     password: str | None = None
     port: int = 22
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -51,6 +52,12 @@ class FleetHost:
     @property
     def upper(self) -> Path:
         return self.state_dir / "upper"
+
+    @property
+    def init(self) -> str:
+        """The host's PID 1: systemd (systemd-nspawn, see cgroups.py) or the
+        fleet's sysvinit stand-in (hostroot/sbin/init)."""
+        return "systemd" if self.variant == "systemd" else "sysvinit"
 
     # -- lifecycle -------------------------------------------------------
     def start(self, timeout: float = 20.0) -> None:
@@ -65,11 +72,13 @@ class FleetHost:
         for sub in ("upper", "work", "merged"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         log = open(self.state_dir / "console.log", "ab")  # noqa: SIM115 - owned by Popen
+        script = SYSTEMD_START_SCRIPT if self.init == "systemd" else START_SCRIPT
+        cgroups.remove(self.cgroup)  # what a killed earlier boot of this host left
         self._proc = subprocess.Popen(
             ["unshare", "--pid", "--mount", "--uts", "--net", "--ipc", "--fork",
-             "--kill-child", "--", "/bin/sh", str(START_SCRIPT), str(self.base),
+             "--kill-child", "--", "/bin/sh", str(script), str(self.base),
              str(self.upper), str(self.state_dir / "work"), str(self.state_dir / "merged"),
-             self.name, f"{self.address}/{network.SUBNET.prefixlen}", MARKER],
+             self.name, f"{self.address}/{network.SUBNET.prefixlen}", MARKER, self.cgroup],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads start hosts
         )
@@ -100,10 +109,21 @@ class FleetHost:
                 raise FleetError(f"{self.name}: host exited during boot; see "
                                  f"{self.state_dir / 'console.log'}")
             if self._ssh_banner():
+                if self.init == "systemd":
+                    self._wait_boot_finished(deadline)
                 return
             time.sleep(0.05)
         raise FleetError(f"{self.name}: sshd not ready after {timeout:.0f}s\n"
                          + self.diagnostics())
+
+    def _wait_boot_finished(self, deadline: float) -> None:
+        # sshd answers before multi-user.target is reached: tests start from
+        # a finished boot (running, or degraded: the test says what failed).
+        left = max(1.0, deadline - time.monotonic())
+        res = self.exec("systemctl is-system-running --wait", check=False, timeout=left)
+        if res.stdout.strip() not in ("running", "degraded"):
+            raise FleetError(f"{self.name}: systemd boot did not finish "
+                             f"({res.stdout.strip()})\n" + self.diagnostics())
 
     def diagnostics(self) -> str:
         """What to look at when a host misbehaves: console and init log tails."""
@@ -111,8 +131,9 @@ class FleetHost:
         text = console.read_text(errors="replace")[-1500:] if console.exists() else ""
         parts = [f"console.log: {text.strip() or '(empty)'}"]
         if self.running:
-            res = self.exec("tail -n 20 /var/log/fleet-init.log; ps -ef; ip -br addr",
-                            check=False)
+            logs = ("systemctl --failed --no-pager; journalctl -b -n 30 --no-pager"
+                    if self.init == "systemd" else "tail -n 20 /var/log/fleet-init.log")
+            res = self.exec(f"{logs}; ps -ef; ip -br addr", check=False)
             parts.append(f"inside: {res.stdout.strip()} {res.stderr.strip()}")
         return "\n".join(parts)
 
@@ -128,18 +149,34 @@ class FleetHost:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def cgroup(self) -> str:
+        """The host's cgroup (relative to each hierarchy's root)."""
+        return f"{cgroups.FLEET_CGROUP}/{self.name}"
+
+    @property
     def init_pid(self) -> int:
-        """The real pid of the host's PID 1 (the child of unshare)."""
+        """The real pid of the host's PID 1: the child of unshare, or under
+        systemd the container's systemd (unshare -> sh -> systemd-nspawn -> systemd)."""
         if not self.running:
             raise FleetError(f"{self.name} is not running")
         assert self._proc is not None
-        for _ in range(100):
-            children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children")
-            pids = children.read_text().split() if children.exists() else []
-            if pids:
-                return int(pids[0])
+        depth = 3 if self.init == "systemd" else 1
+        for _ in range(250):
+            pid: int | None = self._proc.pid
+            for _level in range(depth):
+                pid = _first_child(pid) if pid is not None else None
+            if pid is not None and (depth == 1 or _comm(pid) == "systemd"):
+                return pid
             time.sleep(0.02)
         raise FleetError(f"{self.name}: no init process")
+
+    @property
+    def nspawn_pid(self) -> int:
+        assert self._proc is not None and self.init == "systemd"
+        pid = _first_child(_first_child(self._proc.pid) or 0)
+        if pid is None:
+            raise FleetError(f"{self.name}: no systemd-nspawn process")
+        return pid
 
     def stop(self, timeout: float = 5.0) -> None:
         """Shut down like `shutdown -h now`: services stopped, then gone."""
@@ -148,12 +185,24 @@ class FleetHost:
             return
         assert self._proc is not None
         try:
-            os.kill(self.init_pid, signal.SIGTERM)
-            self._proc.wait(timeout)
+            if self.init == "systemd":
+                # nspawn turns SIGTERM into a clean poweroff of the container.
+                os.kill(self.nspawn_pid, signal.SIGTERM)
+                self._proc.wait(max(timeout, 15.0))
+            else:
+                os.kill(self.init_pid, signal.SIGTERM)
+                self._proc.wait(timeout)
         except (FleetError, ProcessLookupError, subprocess.TimeoutExpired):
             self.kill()
         self._proc = None
+        cgroups.remove(self.cgroup)
         network.ip("link", "del", network.veth_name(self.index), check=False)
+
+    def pull_plug(self) -> None:
+        """SIGKILL without waiting: the fleet's teardown kills every host first,
+        then waits (a systemd host's processes take ~2 s to be gone)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
 
     def kill(self) -> None:
         """Pull the plug: the whole pid namespace dies at once."""
@@ -162,11 +211,18 @@ class FleetHost:
             self._proc.wait(10)
         self._proc = None
         unmount_below(self.state_dir)
+        cgroups.remove(self.cgroup)
 
     def reboot(self, timeout: float = 20.0) -> None:
         """A simulated reboot: services restarted with a fresh /run."""
         before = self.boot_id()
-        os.kill(self.init_pid, signal.SIGUSR1)
+        if self.init == "systemd":
+            # systemd's own reboot (a signal from outside its pid namespace is
+            # not acted on); nspawn then exits 133 and start-systemd-host.sh
+            # boots the same disk again.
+            self.exec("systemctl reboot --no-block")
+        else:
+            os.kill(self.init_pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while self.boot_id() in (before, None):
             if time.monotonic() > deadline:
@@ -176,7 +232,10 @@ class FleetHost:
 
     def boot_id(self) -> str | None:
         """Changes at every (simulated) boot; None while booting."""
-        res = self.exec("cat /run/gpuprov-fleet/booted 2>/dev/null", check=False)
+        try:
+            res = self.exec("cat /run/gpuprov-fleet/booted 2>/dev/null", check=False)
+        except FleetError:  # between two boots of a systemd host: no PID 1 yet
+            return None
         return res.stdout.strip() or None
 
     def rss_kib(self) -> int:
@@ -224,3 +283,18 @@ class FleetHost:
     def write_file(self, path: str, content: str, mode: str = "0644") -> None:
         self.exec(f"mkdir -p \"$(dirname -- '{path}')\" && cat > '{path}' && chmod {mode} '{path}'",
                   input=content)
+
+
+def _first_child(pid: int) -> int | None:
+    try:
+        pids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(pids[0]) if pids else None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

@@ -30,17 +30,23 @@ DEBIAN_FAMILY = ("ubuntu2204", "ubuntu2404", "debian12")
 ALL_DISTROS = (*DEBIAN_FAMILY, "rhel9")
 
 APT = "env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l apt-get"
+#: dnf as gpuprov runs it: a silent repository gives up (ops/dnf.py)
+DNF = "dnf -y --setopt=timeout=15 --setopt=retries=1"
 CONFOPTS = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+#: what every apt-get that downloads carries (ops/apt_commands.py): a silent repo gives up
+NET = ("-o Acquire::http::Timeout=15 -o Acquire::https::Timeout=15 -o Acquire::Retries=1")
 
 
 def apt_install(*args: str, timeout: int = 120, downgrade: bool = False) -> str:
     extra = " --allow-downgrades" if downgrade else ""
-    return (f"{APT} install -y -o DPkg::Lock::Timeout={timeout} --no-install-recommends{extra} "
+    return (f"{APT} install -y -o DPkg::Lock::Timeout={timeout} {NET} "
+            f"--no-install-recommends{extra} "
             f"{CONFOPTS} -- {' '.join(args)}")
 
 
 def apt_update(timeout: int = 120) -> str:
-    return f"{APT} update -y -o DPkg::Lock::Timeout={timeout}"
+    return (f"{APT} update -y -o DPkg::Lock::Timeout={timeout} {NET} "
+            "-o APT::Update::Error-Mode=any")
 
 
 def apt_source_update(list_path: str, timeout: int = 120) -> str:

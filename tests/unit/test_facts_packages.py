@@ -4,6 +4,7 @@ commands run on this Debian 12 machine through the gather script."""
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -231,7 +232,10 @@ def test_dpkg_locked_sees_an_fcntl_lock_here() -> None:
         fcntl.lockf(tmp.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         lock = run_here([fact])[fact]
         assert lock.held and lock.holders[0][0] == tmp.name
-        assert lock.holders[0][1] > 0
+        assert lock.holders[0][1] == os.getpid()
+        # the holder's command line (this pytest run), not just its 15-character name
+        mine = Path("/proc/self/cmdline").read_text().replace("\0", " ")
+        assert lock.holders[0][2].startswith(mine[:60])
 
 
 def test_keyring_checksum_here() -> None:

@@ -725,6 +725,79 @@ def test_failing_step_names_host_task_command_exit_code_and_stderr_tail(env: Env
     assert conn.steps[-1].startswith("for i in")
 
 
+EXPLAINED = '''\
+"""Test role: a step that fails, explains its failure and reads a diagnosis first."""
+from dataclasses import dataclass
+
+from gpuprov.command import Command
+from gpuprov.facts.base import Fact
+from gpuprov.ops.base import Change, Explained, Op, Step
+
+
+@dataclass(frozen=True)
+class Holder(Fact[str]):
+    broken: bool = False
+
+    def command(self):
+        fail = "; exit 1" if self.broken else ""
+        return Command.script("echo 'pid 42 (apt-get install foo)'" + fail)
+
+    def process(self, output, exit_code):
+        if exit_code:
+            raise ValueError("unreadable")
+        return output.strip()
+
+
+def explain(failure):
+    if "locked" not in failure.stderr:
+        return None
+    return Explained(f"held by {failure.diagnosis or 'someone'} (exit {failure.exit_code})",
+                     "wait for it")
+
+
+class Locked(Op):
+    label = "locked thing"
+
+    def __init__(self, broken, text):
+        self.broken, self.text = broken, text
+
+    def facts(self):
+        return []
+
+    def plan(self, facts):
+        return [Change("locked thing", "update", "take the lock",
+                       steps=[Step(Command.script(f"echo {self.text} >&2; exit 100"),
+                                   explain=explain, diagnose=Holder(self.broken))])]
+
+
+def tasks(ctx):
+    yield Locked(ctx.vars.get("broken", False), ctx.vars.get("text", "locked"))
+'''
+
+
+def test_a_failing_step_is_explained_with_its_diagnosis(env: Env) -> None:
+    result, conn = env.run([env.role("explained", EXPLAINED)])
+    error = result.tasks[0].error
+    assert error is not None
+    assert "reason: held by pid 42 (apt-get install foo) (exit 100)" in error
+    assert error.rstrip().endswith("hint: wait for it")
+    assert "exit code: 100" in error and "locked" in error   # the raw failure is still shown
+    assert conn.steps[-1] == "echo 'pid 42 (apt-get install foo)'"   # read after the failure
+
+
+def test_an_unreadable_diagnosis_still_explains(env: Env) -> None:
+    result, _ = env.run([env.role("explained", EXPLAINED)], broken=True)
+    error = result.tasks[0].error
+    assert error is not None and "reason: held by someone (exit 100)" in error
+
+
+def test_a_failure_explain_does_not_know_has_no_reason(env: Env) -> None:
+    result, _ = env.run([env.role("explained", EXPLAINED)], text="other")
+    error = result.tasks[0].error
+    assert error is not None and "reason:" not in error and "hint:" not in error
+    assert "exit code: 100" in error
+
+
 # ---------------------------------------------------------------- probes that run things
 
 WORKLOAD = '''\

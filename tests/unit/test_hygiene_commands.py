@@ -18,6 +18,7 @@ from gpuprov.ops import apt, dnf
 from gpuprov.ops.kernel import DebKernelHeaders
 from gpuprov.ops.package_specs import PackageNameError, package_versions
 from gpuprov.ops.packages import packages
+from tests.unit.role_facts import DNF
 from tests.unit.role_harness import plan_role, system_for
 
 HOSTILE_NAMES = [
@@ -78,9 +79,10 @@ def test_the_ops_refuse_hostile_names_before_any_command() -> None:
 
 def test_package_names_follow_a_double_dash() -> None:
     assert apt.apt_get("install", "-y", packages=["a-b", "c"]).shell().endswith(" -- a-b c")
-    assert apt.apt_get("update").shell().endswith("DPkg::Lock::Timeout=120")   # no names, no --
-    assert dnf.dnf("install", packages=["a"]).shell() == "dnf -y install -- a"
-    assert dnf.dnf("remove", packages=["a", "b"]).shell() == "dnf -y remove -- a b"
+    update = apt.apt_get("update").shell()
+    assert update.endswith("APT::Update::Error-Mode=any") and " -- " not in update  # no names
+    assert dnf.dnf("install", packages=["a"]).shell() == f"{DNF} install -- a"
+    assert dnf.dnf("remove", packages=["a", "b"]).shell() == f"{DNF} remove -- a b"
     assert apt.apt_mark("hold", ["a"]).command.shell().endswith("hold -- a")
 
 
@@ -136,7 +138,7 @@ def test_nvidia_driver_epel_install_is_one_quoted_argument(tmp_path) -> None:
                      vars={"nvidia_driver_repo": {"url": "", "key": str(key)},
                            "nvidia_driver_epel_release": "epel-release"})
     epel = [p.op for p in plan.ops if p.op.label == "command install EPEL"]
-    assert [op.command.parts for op in epel] == [("dnf", "-y", "install", "--", "epel-release")]
+    assert [op.command.parts for op in epel] == [(*DNF.split(), "install", "--", "epel-release")]
 
 
 # ---------------------------------------------------------------- onboard_user

@@ -25,13 +25,14 @@ from tests.unit.shell_helpers import without_upload_check
 
 DATA = Path(__file__).parent / "data" / "facts"
 APT = "env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l apt-get"
-FIX = (f"{APT} install -y -o DPkg::Lock::Timeout=120 --fix-broken --no-remove "
+NET = "-o Acquire::http::Timeout=15 -o Acquire::https::Timeout=15 -o Acquire::Retries=1"
+FIX = (f"{APT} install -y -o DPkg::Lock::Timeout=120 {NET} --fix-broken --no-remove "
        "--no-install-recommends -o Dpkg::Options::=--force-confdef "
        "-o Dpkg::Options::=--force-confold")
-INSTALL = (f"{APT} install -y -o DPkg::Lock::Timeout=120 --no-install-recommends "
+INSTALL = (f"{APT} install -y -o DPkg::Lock::Timeout=120 {NET} --no-install-recommends "
            "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --")
 MARK = "apt-mark -o DPkg::Lock::Timeout=120"
-UPDATE = f"{APT} update -y -o DPkg::Lock::Timeout=120"
+UPDATE = f"{APT} update -y -o DPkg::Lock::Timeout=120 {NET} -o APT::Update::Error-Mode=any"
 
 
 def plan(op, distro: str = "ubuntu2204", held: set[str] | None = None, extra=None):
@@ -117,7 +118,8 @@ def test_downgrade_allows_downgrades() -> None:
     [c] = plan(apt.packages({"nvidia-container-toolkit-base": "1.17.0-1"}))
     assert c.action == "downgrade"
     assert shells(c) == [
-        f"{APT} install -y -o DPkg::Lock::Timeout=120 --no-install-recommends --allow-downgrades "
+        f"{APT} install -y -o DPkg::Lock::Timeout=120 {NET} --no-install-recommends "
+        "--allow-downgrades "
         "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- "
         "nvidia-container-toolkit-base=1.17.0-1"]
 

@@ -63,7 +63,8 @@ def test_an_unconfirmed_earlier_change_is_confirmed_not_left_to_its_revert() -> 
 def test_the_scripts_name_what_is_changed_and_its_own_timer() -> None:
     prepare = FIREWALL.prepare_script([RULES])
     assert prepare.startswith(f"set -e\nd={STATE}\n")
-    assert "systemd-run --quiet --unit=gpuprov-firewall-revert --on-active=60 " in prepare
+    assert ("systemd-run --quiet --unit=gpuprov-firewall-revert --on-active=60 "
+            "--timer-property=AccuracySec=1s ") in prepare
     # an earlier change still saved is undone first (the run lock proves its run ended)
     assert 'if [ -d "$d" ]; then sh "$d/restore"; fi\n' in prepare
     restore = FIREWALL.restore_script([RULES])

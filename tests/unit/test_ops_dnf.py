@@ -14,6 +14,7 @@ from gpuprov.facts.dnf import (
     RpmPackages,
 )
 from gpuprov.ops import dnf
+from tests.unit.role_facts import DNF
 
 DATA = Path(__file__).parent / "data" / "facts"
 
@@ -50,20 +51,20 @@ def test_installed_is_no_change() -> None:
 def test_fresh_install() -> None:
     [c] = plan(dnf.packages("nvidia-open"))
     assert (c.resource, c.action, c.unknown) == ("package nvidia-open", "install", None)
-    assert shells([c]) == ["dnf -y install -- nvidia-open"]
+    assert shells([c]) == [f"{DNF} install -- nvidia-open"]
     assert c.diff.before is None and c.diff.after == "nvidia-open 3:580.95.05-1.el9\n"
 
 
 def test_version_change_and_latest() -> None:
     [c] = plan(dnf.packages({"nvidia-driver": "580.95.05"}))
     assert c.action == "upgrade"
-    assert shells([c]) == ["dnf -y install -- nvidia-driver-580.95.05"]
+    assert shells([c]) == [f"{DNF} install -- nvidia-driver-580.95.05"]
     assert c.summary == "upgrade nvidia-driver 3:580.82.07-1.el9 -> 3:580.95.05-1.el9"
     [d] = plan(dnf.packages({"nvidia-driver": "580.65.06-1.el9"}))
     assert d.action == "downgrade"
-    assert shells([d]) == ["dnf -y install -- nvidia-driver-580.65.06-1.el9"]
+    assert shells([d]) == [f"{DNF} install -- nvidia-driver-580.65.06-1.el9"]
     [up] = plan(dnf.packages("nvidia-driver", state="latest"))
-    assert shells([up]) == ["dnf -y install -- nvidia-driver"]
+    assert shells([up]) == [f"{DNF} install -- nvidia-driver"]
 
 
 def test_unknown_without_cache_or_candidate() -> None:
@@ -71,12 +72,12 @@ def test_unknown_without_cache_or_candidate() -> None:
     assert c.unknown.startswith("the dnf cache is empty: depends on")
     [n] = plan(dnf.packages("cuda-toolkit-12-8"))
     assert n.unknown.startswith("not in the enabled repositories' cache: cuda-toolkit-12-8")
-    assert shells([n]) == ["dnf -y install -- cuda-toolkit-12-8"]
+    assert shells([n]) == [f"{DNF} install -- cuda-toolkit-12-8"]
 
 
 def test_absent() -> None:
     [c] = plan(dnf.packages(["kmod-nvidia-open-dkms", "not-there"], state="absent"))
-    assert shells([c]) == ["dnf -y remove -- kmod-nvidia-open-dkms"]
+    assert shells([c]) == [f"{DNF} remove -- kmod-nvidia-open-dkms"]
     assert c.diff.before == "kmod-nvidia-open-dkms 3:580.82.07-1.el9\n"
 
 
@@ -84,23 +85,23 @@ def test_versionlock() -> None:
     assert plan(dnf.versionlock("nvidia-driver")) == []
     assert plan(dnf.versionlock({"nvidia-driver": "580.82.07"})) == []
     [c] = plan(dnf.versionlock({"nvidia-driver": "580.95.05"}))
-    assert shells([c]) == ["dnf -y versionlock delete -- nvidia-driver",
-                           "dnf -y versionlock add -- nvidia-driver-580.95.05"]
+    assert shells([c]) == [f"{DNF} versionlock delete -- nvidia-driver",
+                           f"{DNF} versionlock add -- nvidia-driver-580.95.05"]
     [n] = plan(dnf.versionlock("nvidia-open"), extra={"versionlock": "plugin no\n"})
-    assert shells([n]) == ["dnf -y install -- python3-dnf-plugin-versionlock",
-                           "dnf -y versionlock add -- nvidia-open"]
+    assert shells([n]) == [f"{DNF} install -- python3-dnf-plugin-versionlock",
+                           f"{DNF} versionlock add -- nvidia-open"]
     [r] = plan(dnf.versionlock("nvidia-driver", state="absent"))
-    assert shells([r]) == ["dnf -y versionlock delete -- nvidia-driver"]
+    assert shells([r]) == [f"{DNF} versionlock delete -- nvidia-driver"]
 
 
 def test_module_enable() -> None:
     [c] = plan(dnf.module_enable("nvidia-driver", "580-open"))
-    assert shells([c]) == ["dnf -y module reset nvidia-driver",
-                           "dnf -y module enable nvidia-driver:580-open"]
+    assert shells([c]) == [f"{DNF} module reset nvidia-driver",
+                           f"{DNF} module enable nvidia-driver:580-open"]
     assert c.diff.before == "nvidia-driver:575-open\n" and c.action == "switch"
     assert plan(dnf.module_enable("nvidia-driver", "575-open")) == []
     [f] = plan(dnf.module_enable("postgresql", "16"))   # disabled, not enabled: no reset
-    assert shells([f]) == ["dnf -y module enable postgresql:16"]
+    assert shells([f]) == [f"{DNF} module enable postgresql:16"]
 
 
 def test_repository() -> None:
@@ -157,7 +158,7 @@ def test_missing_requirement_is_a_repair_naming_it_rhel9() -> None:
         "(missing); requires libnvidia-ml.so.1()(64bit) (missing)")
     # dnf installs a provider of each requirement; nvidia-driver stays as it is
     assert shells([c]) == [
-        "dnf -y install -- 'nvidia-driver-libs(x86-64) = 3:580.82.07-1.el9' "
+        f"{DNF} install -- 'nvidia-driver-libs(x86-64) = 3:580.82.07-1.el9' "
         "'libnvidia-ml.so.1()(64bit)'"]
     assert c.diff.before.startswith("nvidia-driver 3:580.82.07-1.el9 (requires ")
     assert c.diff.after == "nvidia-driver 3:580.82.07-1.el9\n"

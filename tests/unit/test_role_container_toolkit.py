@@ -40,6 +40,7 @@ from tests.unit.role_facts import (
     ARMORED_KEY,
     ARMORED_SHA256,
     DEBIAN_FAMILY,
+    DNF,
     KEY_BYTES,
     KEY_SHA256,
     REAL_FPR,
@@ -216,10 +217,10 @@ def converged(distro: str, daemon: str = DAEMON_TEXT) -> dict:
 
 DAEMON_WRITE = write_cmd(DAEMON, validate=VALIDATE)
 DEB_TOOLKIT = [apt_install(*(f"{n}={VERSION}" for n in TOOLKIT)), apt_mark("hold", *TOOLKIT)]
-RHEL_TOOLKIT = ["dnf -y install -- " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT),
+RHEL_TOOLKIT = [f"{DNF} install -- " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT),
                 # the plugin once, with the first lock
-                "dnf -y install -- python3-dnf-plugin-versionlock"]
-RHEL_TOOLKIT += [f"dnf -y versionlock add -- {n}-{VERSION}" for n in TOOLKIT]
+                f"{DNF} install -- python3-dnf-plugin-versionlock"]
+RHEL_TOOLKIT += [f"{DNF} versionlock add -- {n}-{VERSION}" for n in TOOLKIT]
 
 
 def fresh_commands(distro: str) -> list[str]:
@@ -228,7 +229,7 @@ def fresh_commands(distro: str) -> list[str]:
             write_cmd(DOCKER_RPM_KEY, mkdir=True),
             write_cmd(DOCKER_REPO, mkdir=True),
             "dnf -q makecache --repo docker-ce-stable",
-            "dnf -y install -- docker-ce docker-ce-cli containerd.io",
+            f"{DNF} install -- docker-ce docker-ce-cli containerd.io",
             write_cmd(TK_RPM_KEY, mkdir=True),
             write_cmd(TK_REPO, mkdir=True),
             "dnf -q makecache --repo nvidia-container-toolkit",
@@ -489,10 +490,10 @@ def test_toolkit_rhel_version_and_versionlock(key: str) -> None:
                                 *toolkit_rpms("1.17.8"))
     facts[DnfVersionlock()] = VersionlockInfo(True, {n: f"{n}-0:1.17.8-1.*" for n in TOOLKIT})
     plan = run("rhel9", facts, key)
-    expected = ["dnf -y install -- " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT)]
+    expected = [f"{DNF} install -- " + " ".join(f"{n}-{VERSION}" for n in TOOLKIT)]
     for name in TOOLKIT:
-        expected += [f"dnf -y versionlock delete -- {name}",
-                     f"dnf -y versionlock add -- {name}-{VERSION}"]
+        expected += [f"{DNF} versionlock delete -- {name}",
+                     f"{DNF} versionlock add -- {name}-{VERSION}"]
     assert commands(plan) == expected
     assert plan.changes[0].action == "upgrade"
 

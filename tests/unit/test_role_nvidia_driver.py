@@ -42,8 +42,10 @@ from tests.unit.role_facts import (
     ARMORED_KEY,
     ARMORED_SHA256,
     DEBIAN_FAMILY,
+    DNF,
     KEY_BYTES,
     KEY_SHA256,
+    NET,
     REAL_FPR,
     REAL_KEY,
     apt_install,
@@ -90,7 +92,7 @@ RHEL_REPO_TEXT = ("# Managed by gpuprov: local edits are overwritten.\n[cuda-rhe
                   f"gpgkey=file://{RPM_KEY}\n")
 CRB_TEST = RootShellTest("dnf -C repolist --enabled | grep -qiE '^(crb|codeready)'")
 CRB = "subscription-manager repos --enable codeready-builder-for-rhel-9-$(uname -m)-rpms"
-EPEL = "dnf -y install -- https://dl.fedoraproject.org/pub/epel/epel-release-latest-9.noarch.rpm"
+EPEL = f"{DNF} install -- https://dl.fedoraproject.org/pub/epel/epel-release-latest-9.noarch.rpm"
 EPEL_REPO = PathExists("/etc/yum.repos.d/epel.repo")
 RHEL_DEVEL = "5.14.0-427.13.1.el9_4"
 
@@ -109,7 +111,7 @@ def loaded(branch: int) -> LoadedDriver:
 
 
 def headers_install(distro: str) -> str:
-    return (f"{APT} install -y -o DPkg::Lock::Timeout={T} --no-install-recommends -- "
+    return (f"{APT} install -y -o DPkg::Lock::Timeout={T} {NET} --no-install-recommends -- "
             f"linux-headers-{KERNELS[distro]}")
 
 
@@ -258,12 +260,12 @@ FRESH = {
     "rhel9": [
         CRB,
         EPEL,
-        f"dnf -y install -- kernel-devel-{RHEL_DEVEL} kernel-headers",
+        f"{DNF} install -- kernel-devel-{RHEL_DEVEL} kernel-headers",
         write_cmd(RPM_KEY, mkdir=True),
         write_cmd(RHEL_REPO, mkdir=True),
         "dnf -q makecache --repo cuda-rhel9",
-        "dnf -y module enable nvidia-driver:580-open",
-        "dnf -y install -- 'nvidia-open-580.*'",
+        f"{DNF} module enable nvidia-driver:580-open",
+        f"{DNF} install -- 'nvidia-open-580.*'",
     ],
 }
 
@@ -350,8 +352,8 @@ def test_proprietary_modules_and_desktop_driver(key: str) -> None:
     facts = fresh("rhel9")
     facts[DnfAvailable(("cuda-drivers",))] = rpms(rpm("cuda-drivers", "580.95.05", "1"))
     plan = run("rhel9", facts, key, nvidia_driver_open=False)
-    assert commands(plan)[-2:] == ["dnf -y module enable nvidia-driver:580-dkms",
-                                   "dnf -y install -- 'cuda-drivers-580.*'"]
+    assert commands(plan)[-2:] == [f"{DNF} module enable nvidia-driver:580-dkms",
+                                   f"{DNF} install -- 'cuda-drivers-580.*'"]
 
     facts = fresh("ubuntu2404")
     facts[AptCandidates.of(["nvidia-driver-580"])] = policies(
@@ -459,9 +461,9 @@ def test_upgrade_rhel_switches_the_module_stream(key: str) -> None:
     facts = rhel_facts([*DEVEL, *nvidia_rpms(550)], smi=loaded(550), configured=True,
                        stream="550-open")
     plan = run("rhel9", facts, key)
-    assert commands(plan) == ["dnf -y module reset nvidia-driver",
-                              "dnf -y module enable nvidia-driver:580-open",
-                              "dnf -y install -- 'nvidia-open-580.*'"]
+    assert commands(plan) == [f"{DNF} module reset nvidia-driver",
+                              f"{DNF} module enable nvidia-driver:580-open",
+                              f"{DNF} install -- 'nvidia-open-580.*'"]
     module, install = plan.changes
     assert (module.action, module.reboot_required) == ("switch", False)
     assert (install.action, install.reboot_required) == ("upgrade", True)
@@ -654,7 +656,7 @@ def test_rhel_installed_kernel_devel_needs_no_repository(key: str) -> None:
     facts[RpmPackages()] = rpms(DEVEL[0], *nvidia_rpms(580))
     facts[DnfAvailable(("kernel-devel", "kernel-headers"))] = rpms(*newer)
     plan = run("rhel9", facts, key)
-    assert commands(plan) == ["dnf -y install -- kernel-headers"]
+    assert commands(plan) == [f"{DNF} install -- kernel-headers"]
 
 
 def test_rhel_without_dnf_cache_is_unknown(key: str) -> None:
@@ -663,7 +665,7 @@ def test_rhel_without_dnf_cache_is_unknown(key: str) -> None:
     assert headers.resource == "packages kernel-devel, kernel-headers"
     assert headers.unknown == ("the dnf cache is empty: depends on a dnf repository op earlier "
                                "in the play or dnf makecache")
-    assert commands(plan)[2] == f"dnf -y install -- kernel-devel-{RHEL_DEVEL} kernel-headers"
+    assert commands(plan)[2] == f"{DNF} install -- kernel-devel-{RHEL_DEVEL} kernel-headers"
 
 
 # ---------------------------------------------------------------- newer branch installed
@@ -711,9 +713,9 @@ def test_downgrade_when_allowed_debian(key: str) -> None:
 
 def test_downgrade_when_allowed_rhel(key: str) -> None:
     plan = run("rhel9", converged("rhel9", branch=590), key, nvidia_driver_allow_downgrade=True)
-    assert commands(plan) == ["dnf -y module reset nvidia-driver",
-                              "dnf -y module enable nvidia-driver:580-open",
-                              "dnf -y install -- 'nvidia-open-580.*'"]
+    assert commands(plan) == [f"{DNF} module reset nvidia-driver",
+                              f"{DNF} module enable nvidia-driver:580-open",
+                              f"{DNF} install -- 'nvidia-open-580.*'"]
     assert (plan.changes[-1].action, plan.changes[-1].reboot_required) == ("downgrade", True)
 
 

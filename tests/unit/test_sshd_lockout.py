@@ -1078,8 +1078,9 @@ def test_systemd_branch_arms_and_cancels_a_transient_timer(host: ShHost) -> None
     assert not (host.rollback / "timer.pid").exists()     # no background sleep
     assert host.systemd_log.read_text().splitlines() == [
         "systemctl reset-failed gpuprov-sshd-revert.timer gpuprov-sshd-revert.service",
-        f"systemd-run --quiet --unit=gpuprov-sshd-revert --on-active=120 /bin/sh "
-        f"{host.rollback}/restore --from-timer",
+        # on time: systemd's default AccuracySec (1 min) would delay the revert
+        "systemd-run --quiet --unit=gpuprov-sshd-revert --on-active=120 "
+        f"--timer-property=AccuracySec=1s /bin/sh {host.rollback}/restore --from-timer",
     ]
     host.systemd_log.unlink()
     assert host.sh(host.finish()).returncode == 0

@@ -23,11 +23,12 @@ from typing import Any, Protocol
 from gpuprov.connectors.base import Connector
 from gpuprov.engine.connect import ConnectOptions, connector_for
 from gpuprov.engine.hostfacts import HostFacts
-from gpuprov.engine.hostlock import HostLock, default_lock_path
+from gpuprov.engine.hostlock import default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
 from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
 from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult, phase
 from gpuprov.engine.roles import Role, load_role
+from gpuprov.engine.runlocks import RunLocks
 from gpuprov.engine.selection import check_tags, reboot_policy, role_selected, verify_skipped
 from gpuprov.errors import GpuprovError, UnreachableHost
 from gpuprov.facts.system import SystemFacts
@@ -78,12 +79,13 @@ class Executor:
         self.progress = progress
         self._factory = connector_factory
         self._connectors: dict[str, Connector] = {}
-        self._host_locks: dict[str, HostLock] = {}
         #: each host's facts, shared by its plays (a change invalidates what it alters)
         self._host_facts: dict[str, HostFacts] = {}
         self._changed: set[str] = set()  # hosts where a play changed something
         self._members: dict[int, set[str]] = {}  # play index -> its hosts' names
         self._command = "apply"
+        self._locks = RunLocks(self._command, options.lock_timeout, options.lock_path)
+        self._last_play: dict[str, Play] = {}   # a host's lock is let go after it
         self._lock = threading.Lock()
         # Load every role up front: a broken tasks.py fails the run before any host is touched.
         self._roles: dict[Path, Role] = {}
@@ -97,11 +99,12 @@ class Executor:
     def run(self, command: str) -> RunResult:
         run = RunResult(command, self.options.check, started=time.time())
         self._command = command
+        self._locks = RunLocks(command, self.options.lock_timeout, self.options.lock_path)
         dead: set[str] = set()
         try:
+            self._plan_locks()
             for play in self.plays:
-                hosts = [h for h in self.inventory.select(play.hosts, allow_empty=True)
-                         if h.name in self.allowed and h.name not in dead]
+                hosts = [h for h in self._play_hosts(play) if h.name not in dead]
                 if not hosts:
                     continue
                 if self.progress:
@@ -112,6 +115,22 @@ class Executor:
             self.close()
             run.finished = time.time()
         return run
+
+    def _play_hosts(self, play: Play) -> list[Host]:
+        return [h for h in self.inventory.select(play.hosts, allow_empty=True)
+                if h.name in self.allowed]
+
+    def _plan_locks(self) -> None:
+        """Which play is each host's last (its lock goes after it) and, when this
+        run may wait for others over several plays, every lock up front (runlocks.py)."""
+        hosts: dict[str, Host] = {}
+        for play in self.plays:
+            for host in self._play_hosts(play):
+                self._last_play[host.name] = play
+                hosts.setdefault(host.name, host)
+        if self.options.lock_timeout > 0 and len(self.plays) > 1 and len(hosts) > 1:
+            self._locks.take_in_order([(name, self._connector(h)) for name, h in hosts.items()],
+                                      self.options.forks)
 
     def _run_play(self, play: Play, hosts: list[Host], run: RunResult, dead: set[str]) -> bool:
         """Run one play in batches; False when max-fail aborted the run."""
@@ -155,6 +174,8 @@ class Executor:
                 result = HostResult(host.name, tasks=[TaskResult(
                     play.name, "play skipped: nothing changed on this host (verify: on-change)",
                     SKIPPED)])
+                if self._last_play.get(host.name) is play:
+                    self._locks.release(host.name)
                 self._finished(result)
                 return result
             roles, skipped = self._role_runs(play, host)
@@ -165,17 +186,20 @@ class Executor:
             connector.connect()
             if connector.stats.connections > before:
                 pre.append(phase("connect", started, play.name))
-            started = time.monotonic()
-            if self._lock_host(host, connector):
+            started, trips = time.monotonic(), connector.stats.round_trips
+            self._lock_host(host, connector)
+            if connector.stats.round_trips > trips:  # taken now, not by an earlier play
                 pre.append(phase("lock", started, play.name))
         except UnreachableHost as exc:
             result = HostResult(host.name, unreachable=str(exc),
                                 secrets=self._secrets(host, roles))
+            self._locks.release(host.name)   # one taken up front (runlocks.py)
             result.mask()
             self._finished(result)
             return result
         except GpuprovError as exc:
             result = HostResult(host.name, error=str(exc), secrets=self._secrets(host, roles))
+            self._locks.release(host.name)   # one taken up front (runlocks.py)
             result.mask()
             self._finished(result)
             return result
@@ -198,6 +222,8 @@ class Executor:
         result.secrets |= secrets
         if result.reboot_pending and not self.options.check and not result.failed:
             self._maybe_reboot(play, host, connector, result)
+        if result.failed or result.unreachable or self._last_play.get(host.name) is play:
+            self._locks.release(host.name)
         result.mask()
         self._finished(result)
         return result
@@ -230,8 +256,7 @@ class Executor:
             if other.verify is not None:
                 continue
             if i not in self._members:
-                self._members[i] = {h.name for h in self.inventory.select(other.hosts,
-                                                                        allow_empty=True)}
+                self._members[i] = {h.name for h in self._play_hosts(other)}
             if host.name in self._members[i]:
                 # an error here is the later play's own, on its turn
                 with contextlib.suppress(GpuprovError):
@@ -276,8 +301,7 @@ class Executor:
         with self._lock:  # nothing read before the reboot holds
             self._host_facts.pop(host.name, None)
         # The reboot ended the lock's holder: take it again for the plays that follow.
-        with self._lock:
-            self._host_locks.pop(host.name, None)
+        self._locks.forget(host.name)
         try:
             self._lock_host(host, connector)
         except UnreachableHost as exc:
@@ -292,20 +316,10 @@ class Executor:
         if self.progress:
             self.progress.host_finished(result)
 
-    def _lock_host(self, host: Host, connector: Connector) -> bool:
-        """Take the host's run lock on its first play; it is held until close(),
-        so later plays and a reboot stay inside the same run. True when it was
-        taken now."""
-        with self._lock:
-            if host.name in self._host_locks:
-                return False
-        lock = HostLock(connector, self._command, self.options.lock_timeout,
-                        self.options.lock_path)
-        if lock.acquire():
-            with self._lock:
-                self._host_locks[host.name] = lock
-            return True
-        return False
+    def _lock_host(self, host: Host, connector: Connector) -> None:
+        """Take the host's run lock on its first play; it is held until its last
+        play ends, so later plays and a reboot stay inside the same run."""
+        self._locks.take(host.name, connector)
 
     def _connector(self, host: Host) -> Connector:
         with self._lock:
@@ -314,11 +328,8 @@ class Executor:
             return self._connectors[host.name]
 
     def close(self) -> None:
+        self._locks.release_all()
         with self._lock:
-            for lock in self._host_locks.values():
-                with contextlib.suppress(Exception):
-                    lock.release()
-            self._host_locks.clear()
             for connector in self._connectors.values():
                 # Closing must not hide the run's own outcome.
                 with contextlib.suppress(Exception):

@@ -33,7 +33,7 @@ from gpuprov.engine.results import (
     TaskResult,
     phase,
 )
-from gpuprov.engine.roleops import secrets_marked, settle_blocked, where_in_role
+from gpuprov.engine.roleops import explain_failure, secrets_marked, settle_blocked, where_in_role
 from gpuprov.engine.roles import Role
 from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
 from gpuprov.facts.base import Fact, FactError, FactView
@@ -354,8 +354,12 @@ class HostRun:
         else:
             res = self.connector.run(step.command, sudo=step.sudo, stdin=step.stdin)
         if res.exit_code != 0 and res.exit_code not in step.ok_codes:
+            explained = explain_failure(self.connector, step, res.exit_code, res.stdout,
+                                        res.stderr)
             raise TaskFailed(self.host.name, task, step.command.display(), res.exit_code,
-                             res.stderr or res.stdout)
+                             res.stderr or res.stdout,
+                             reason=explained.reason if explained else None,
+                             hint=explained.hint if explained else None)
 
     def _unknown_handlers(self, names: list[str]) -> list[str]:
         handlers = {f"{r.role.name}:{h}" for r in self.roles for h in r.role.handlers}

@@ -1,15 +1,18 @@
-"""Helpers of planning a role's ops on one host: blocked changes, secret
-marking, where a role's bug is."""
+"""Helpers of planning and running a role's ops on one host: blocked changes,
+secret marking, where a role's bug is, a failed step's own explanation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import traceback
 from collections.abc import Sequence
 
 from gpuprov import templating
+from gpuprov.connectors.base import Connector
 from gpuprov.engine.roles import Role
-from gpuprov.ops.base import Change, Op
+from gpuprov.errors import GpuprovError
+from gpuprov.ops.base import Change, Explained, Failure, Op, Step
 
 
 def settle_blocked(changes: Sequence[Change], check: bool) -> str | None:
@@ -52,3 +55,18 @@ def secrets_marked(ops: list[Op], secrets: list[str]) -> list[Op]:
                 templating.contains_secret(getattr(op, "patch", None)):
             op.secret = True  # type: ignore[attr-defined]
     return ops
+
+
+def explain_failure(connector: Connector, step: Step, code: int, stdout: str,
+                    stderr: str) -> Explained | None:
+    """The step's own reading of its failure (see Step.explain), with its
+    diagnosis read first; a diagnosis that cannot be read is None."""
+    if step.explain is None:
+        return None
+    diagnosis = None
+    if step.diagnose is not None:
+        fact = step.diagnose
+        with contextlib.suppress(GpuprovError, ValueError, IndexError):
+            probe = connector.run(fact.command(), sudo=fact.sudo)
+            diagnosis = fact.process(probe.stdout, probe.exit_code)
+    return step.explain(Failure(code, stdout, stderr, diagnosis))

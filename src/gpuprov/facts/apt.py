@@ -166,7 +166,8 @@ class DpkgInterrupted(Fact[bool]):
 
 @dataclass(frozen=True)
 class DpkgLock:
-    holders: tuple[tuple[str, int, str], ...] = ()   # (lock file, pid, command name)
+    #: (lock file, pid, command line: its first 120 characters, or the process name)
+    holders: tuple[tuple[str, int, str], ...] = ()
 
     @property
     def held(self) -> bool:
@@ -200,8 +201,9 @@ class DpkgLocked(Fact[DpkgLock]):
             "set -- $(ls -di \"$f\"); "
             f"awk -v f=\"$f\" -v ino=\"$1\" '{awk}' /proc/locks; "
             "done | while read -r f pid; do "
-            "printf 'held %s %s %s\\n' \"$f\" \"$pid\" "
-            "\"$(cat /proc/$pid/comm 2>/dev/null)\"; done")
+            "c=$(tr '\\000\\n' '  ' </proc/$pid/cmdline 2>/dev/null | cut -c1-120); "
+            "[ -n \"${c% }\" ] || c=$(cat /proc/$pid/comm 2>/dev/null); "
+            "printf 'held %s %s %s\\n' \"$f\" \"$pid\" \"${c% }\"; done")
 
     def process(self, output: str, exit_code: int) -> DpkgLock:
         holders = []

@@ -14,19 +14,15 @@ How the apt cache is kept fresh (no blind `apt-get update` on every run):
   full `apt-get update` to the install, so a half-done earlier run heals.
 - apt_update(cache_valid_time): the explicit, age-based refresh.
 Every apt/dpkg call waits for the lock (unattended-upgrades on fresh VMs)
-for `lock_timeout` seconds instead of failing at once.
+for `lock_timeout` seconds instead of failing at once, gives up on a silent
+repository after `net_timeout` seconds, and says who held the lock or which
+repository failed (ops/apt_commands.py).
 """
 
 from __future__ import annotations
 
-from gpuprov.ops.apt_packages import (
-    APT_CACHE_FACTS,
-    LOCK_TIMEOUT,
-    AptPackages,
-    AptUpdate,
-    apt_get,
-    apt_mark,
-)
+from gpuprov.ops.apt_commands import LOCK_TIMEOUT, NET_TIMEOUT, apt_get, apt_mark, apt_step
+from gpuprov.ops.apt_packages import APT_CACHE_FACTS, AptPackages, AptUpdate
 from gpuprov.ops.apt_repos import AptPin, AptRepository
 from gpuprov.ops.openpgp import dearmor
 
@@ -39,6 +35,6 @@ apt_repository = AptRepository
 #: apt_pin(name, package, pin, priority=1001): see AptPin
 apt_pin = AptPin
 
-__all__ = ["APT_CACHE_FACTS", "LOCK_TIMEOUT", "AptPackages", "AptPin", "AptRepository",
-           "AptUpdate", "apt_get", "apt_mark", "apt_pin", "apt_repository", "apt_update",
-           "dearmor", "packages"]
+__all__ = ["APT_CACHE_FACTS", "LOCK_TIMEOUT", "NET_TIMEOUT", "AptPackages", "AptPin",
+           "AptRepository", "AptUpdate", "apt_get", "apt_mark", "apt_pin", "apt_repository",
+           "apt_step", "apt_update", "dearmor", "packages"]

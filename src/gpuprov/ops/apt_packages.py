@@ -1,6 +1,7 @@
 """apt packages: install, upgrade, downgrade, hold, remove in one apt-get
-transaction each; the age-based `apt-get update`; apt_get() for every apt
-command (non-interactive, waiting for the dpkg lock).
+transaction each; the age-based `apt-get update`. The apt commands
+themselves (lock wait, network timeouts, failures explained) are in
+ops/apt_commands.py.
 
 How the apt cache is kept fresh is told in ops/apt.py.
 """
@@ -8,11 +9,10 @@ How the apt cache is kept fresh is told in ops/apt.py.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
-from gpuprov.command import Command
 from gpuprov.facts.apt import (
     AptCacheAge,
     AptCandidates,
@@ -24,6 +24,12 @@ from gpuprov.facts.apt import (
 )
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.versions import deb_version_compare
+from gpuprov.ops.apt_commands import (
+    LOCK_TIMEOUT,
+    NET_TIMEOUT,
+    apt_mark,
+    apt_step,
+)
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
 from gpuprov.ops.dpkg_repair import CONFIGURE_PENDING, finish_interrupted_dpkg
 from gpuprov.ops.package_specs import (
@@ -33,29 +39,9 @@ from gpuprov.ops.package_specs import (
     package_versions,
 )
 
-LOCK_TIMEOUT = 120
 #: what a refresh of the apt lists changes
 APT_CACHE_FACTS = (AptCandidates, AptCacheAge)
 _HOLD_INVALIDATES = (DebHeld, DebPackages)
-
-
-def apt_get(*args: str, packages: Sequence[str] = (),
-            lock_timeout: int = LOCK_TIMEOUT) -> Command:
-    """apt-get, non-interactive, waiting up to lock_timeout s for the dpkg lock;
-    `packages` go after `--`, so none is ever read as an option.
-
-    NEEDRESTART_MODE=l: Ubuntu's needrestart would otherwise restart services
-    (sshd, docker) behind the play's back; gpuprov restarts via handlers.
-    """
-    return Command("env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=l", "apt-get",
-                   *args[:1], "-y", "-o", f"DPkg::Lock::Timeout={lock_timeout}", *args[1:],
-                   *(("--", *packages) if packages else ()))
-
-
-def apt_mark(action: str, names: Iterable[str], lock_timeout: int = LOCK_TIMEOUT) -> Step:
-    return Step(Command("apt-mark", "-o", f"DPkg::Lock::Timeout={lock_timeout}", action,
-                        "--", *names))
-
 
 
 # ---------------------------------------------------------------- packages
@@ -81,6 +67,8 @@ class AptPackages(Op):
     purge: bool = False
     install_recommends: bool = False
     lock_timeout: int = LOCK_TIMEOUT
+    #: seconds apt waits on a silent repository (see apt_commands)
+    net_timeout: int = NET_TIMEOUT
     depends_on: str | None = None
     source: str = "apt packages"
     #: `names` as {name: version or None}
@@ -164,7 +152,8 @@ class AptPackages(Op):
         if unknown:
             # No candidate in the local cache: a full update first heals a
             # host whose lists are empty or predate its repositories.
-            steps.append(Step(apt_get("update", lock_timeout=self.lock_timeout)))
+            steps.append(apt_step("update", lock_timeout=self.lock_timeout,
+                                  net_timeout=self.net_timeout))
         if configure and any(w.kind == "repair" for w in moves):
             # An interrupted dpkg run makes every apt-get refuse until this runs
             # (configure=False: the op's dpkg repair runs it first).
@@ -198,19 +187,19 @@ class AptPackages(Op):
         a package already at the version asked for (`install pkg=ver` leaves its
         missing dependencies missing), and never removes one (--no-remove)."""
         opts = [] if self.install_recommends else ["--no-install-recommends"]
-        return Step(apt_get("install", "--fix-broken", "--no-remove", *opts,
-                            "-o", "Dpkg::Options::=--force-confdef",
-                            "-o", "Dpkg::Options::=--force-confold",
-                            lock_timeout=self.lock_timeout))
+        return apt_step("install", "--fix-broken", "--no-remove", *opts,
+                        "-o", "Dpkg::Options::=--force-confdef",
+                        "-o", "Dpkg::Options::=--force-confold",
+                        lock_timeout=self.lock_timeout, net_timeout=self.net_timeout)
 
     def _install_step(self, moves: list[_Wanted]) -> Step:
         opts = [] if self.install_recommends else ["--no-install-recommends"]
         if any(w.kind == "downgrade" for w in moves):
             opts.append("--allow-downgrades")
-        return Step(apt_get(
+        return apt_step(
             "install", *opts, "-o", "Dpkg::Options::=--force-confdef",
             "-o", "Dpkg::Options::=--force-confold", packages=[w.arg for w in moves],
-            lock_timeout=self.lock_timeout))
+            lock_timeout=self.lock_timeout, net_timeout=self.net_timeout)
 
     def _hold_change(self, action: str, names: list[str]) -> Change:
         """apt-mark hold/unhold alone, for packages already at the wanted version."""
@@ -241,7 +230,7 @@ class AptPackages(Op):
         unhold = [n for n in gone if n in held]
         if unhold:
             steps.append(apt_mark("unhold", unhold, self.lock_timeout))
-        steps.append(Step(apt_get(verb, packages=gone, lock_timeout=self.lock_timeout)))
+        steps.append(apt_step(verb, packages=gone, lock_timeout=self.lock_timeout))
         return [Change(
             resource=package_resource(gone), action=verb,
             summary=f"{verb} " + ", ".join(f"{n} {dpkg[n].version}" for n in gone),
@@ -376,6 +365,7 @@ class AptUpdate(Op):
 
     cache_valid_time: int = 3600
     lock_timeout: int = LOCK_TIMEOUT
+    net_timeout: int = NET_TIMEOUT
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -390,5 +380,6 @@ class AptUpdate(Op):
             return []
         why = "never updated" if age is None else f"{age}s old > {self.cache_valid_time}s"
         return [Change(resource="apt cache", action="update", summary=f"apt-get update ({why})",
-                       steps=[Step(apt_get("update", lock_timeout=self.lock_timeout))],
+                       steps=[apt_step("update", lock_timeout=self.lock_timeout,
+                                       net_timeout=self.net_timeout)],
                        invalidates=APT_CACHE_FACTS)]

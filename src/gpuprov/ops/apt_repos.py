@@ -11,7 +11,8 @@ from typing import Any, cast
 
 from gpuprov.facts.apt import AptCandidates, AptKeyring, AptPreferences, AptSources
 from gpuprov.facts.base import Fact, FactView
-from gpuprov.ops.apt_packages import APT_CACHE_FACTS, LOCK_TIMEOUT, apt_get
+from gpuprov.ops.apt_commands import LOCK_TIMEOUT, NET_TIMEOUT, apt_step
+from gpuprov.ops.apt_packages import APT_CACHE_FACTS
 from gpuprov.ops.atomic import remove_file_step, write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
 from gpuprov.ops.keys import SigningKey
@@ -43,6 +44,7 @@ class AptRepository(Op):
     format: str = "list"
     arch: str | None = None
     lock_timeout: int = LOCK_TIMEOUT
+    net_timeout: int = NET_TIMEOUT
     state: str = "present"
     path: str = field(init=False)
     #: the same source in the other format, removed: apt would read the repo twice
@@ -106,9 +108,9 @@ class AptRepository(Op):
     def update_step(self) -> Step:
         # Refresh this source only: seconds instead of a full update, and a
         # broken unrelated repo on the host cannot fail this change.
-        return Step(apt_get("update", "-o", f"Dir::Etc::sourcelist={self.path}",
-                            "-o", "Dir::Etc::sourceparts=-", "-o", "APT::Get::List-Cleanup=0",
-                            lock_timeout=self.lock_timeout))
+        return apt_step("update", "-o", f"Dir::Etc::sourcelist={self.path}",
+                        "-o", "Dir::Etc::sourceparts=-", "-o", "APT::Get::List-Cleanup=0",
+                        lock_timeout=self.lock_timeout, net_timeout=self.net_timeout)
 
     def plan(self, facts: FactView) -> list[Change]:
         sources: dict[str, str] = facts[AptSources()]

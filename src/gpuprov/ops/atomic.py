@@ -17,12 +17,17 @@ import posixpath
 from typing import Any
 
 from gpuprov.command import Command, Raw
-from gpuprov.ops.base import Step
+from gpuprov.ops.base import Explain, Explained, Failure, Step
 
 __all__ = [
     "as_user", "not_symlink", "received_intact", "remove_file_step", "safe_dirs_check",
-    "temp_file_filled", "temp_file_installed", "write_command", "write_file_step",
+    "temp_file_filled", "temp_file_installed", "write_command", "write_failure",
+    "write_file_step", "write_step",
 ]
+
+#: what the tools print (strerror) when the filesystem refuses a write -> its errno name
+_WRITE_ERRORS = {"No space left on device": "ENOSPC", "Disk quota exceeded": "EDQUOT",
+                 "Read-only file system": "EROFS", "File too large": "EFBIG"}
 
 
 def _q(text: str) -> str:
@@ -161,13 +166,39 @@ def write_command(path: str, content: bytes, owner: str, group: str, mode: str, 
     return as_user(Command(*parts, *temp_file_installed(path)), user)
 
 
+def write_failure(path: str) -> Explain:
+    """explain() for a write of `path`: a filesystem that refused it (full, over
+    quota, read-only) named with its errno, and what the failure left behind
+    (nothing: the temp file is removed, the target untouched)."""
+
+    def explain(failure: Failure) -> Explained | None:
+        text = f"{failure.stderr}\n{failure.stdout}"
+        for message, errno_name in _WRITE_ERRORS.items():
+            if message in text:
+                directory = posixpath.dirname(path) or "/"
+                return Explained(
+                    f"{message.lower()} ({errno_name}) writing {path}; {path} was left "
+                    "unchanged and no temp file remains",
+                    f"free space on the filesystem of {directory} (`df -h {directory}` on the "
+                    "host), then run again" if errno_name in ("ENOSPC", "EDQUOT", "EFBIG")
+                    else f"{directory} is on a read-only filesystem: remount it read-write")
+        return None
+
+    return explain
+
+
+def write_step(path: str, command: Command, data: bytes) -> Step:
+    """A Step running a write_command() of `path` with `data` on its stdin."""
+    return Step(command, stdin=data, explain=write_failure(path))
+
+
 def write_file_step(path: str, data: bytes, mode: str = "0644") -> Step:
     """One root step writing `data` (fed on stdin) to a root-owned `path`,
     creating its directory: write_command's atomic, verified write."""
     directory = posixpath.dirname(path)
     cmd = Command.join([Command("mkdir", "-p", directory),
                         write_command(path, data, "root", "root", mode)])
-    return Step(cmd, stdin=data)
+    return write_step(path, cmd, data)
 
 
 def remove_file_step(path: str) -> Step:

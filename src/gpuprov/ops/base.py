@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +22,31 @@ else:  # 3.10: the marker only tells type checkers that @operation makes a datac
 
 from gpuprov.command import MASK, Command
 from gpuprov.facts.base import Fact, FactView, Selector, check_selectors
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A step that failed, as its explain() sees it."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    #: the value of the step's `diagnose` fact, read right after the failure
+    #: (None without one, or when it could not be read)
+    diagnosis: Any = None
+
+
+@dataclass(frozen=True)
+class Explained:
+    """What a failure means for a person: why, and what to do."""
+
+    reason: str
+    hint: str | None = None
+
+
+#: reads a failed step's output (apt's "Could not get lock", cat's "No space
+#: left on device") into words a person acts on; None when it does not know it
+Explain = Callable[[Failure], "Explained | None"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +63,12 @@ class Step:
     #: run over a brand-new connection instead of the long-lived one: proves a
     #: fresh login (+ sudo) still works after sshd changed
     new_connection: bool = False
+    #: turns a failure of this step into a reason and a hint (not part of what
+    #: the step does: two steps running the same command are equal)
+    explain: Explain | None = field(default=None, compare=False, repr=False)
+    #: a read-only probe run after a failure, its value handed to explain
+    #: (who holds the dpkg lock now)
+    diagnose: Fact[Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

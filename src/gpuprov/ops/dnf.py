@@ -4,7 +4,8 @@ Candidates come from dnf's cache only (DnfAvailable, `dnf -C`), so check
 mode never downloads metadata; with no cache it reports "unknown" and apply
 lets dnf fetch metadata itself. `dnf install NAME-VERSION` installs exactly
 that version whether it is higher or lower than the installed one (dnf's
-documented behaviour), so no separate downgrade path is needed.
+documented behaviour), so no separate downgrade path is needed. The dnf
+command line itself (network limits, failures explained) is ops/dnf_commands.py.
 """
 
 from __future__ import annotations
@@ -29,16 +30,12 @@ from gpuprov.facts.dnf import (
 from gpuprov.facts.versions import rpm_version_compare
 from gpuprov.ops.atomic import write_file_step
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
+from gpuprov.ops.dnf_commands import dnf as dnf  # roles and tests call dnf.dnf()
+from gpuprov.ops.dnf_commands import dnf_step
 from gpuprov.ops.keys import SigningKey
 from gpuprov.ops.package_specs import PackageSpecs, package_resource, package_versions
 
 VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
-
-
-def dnf(*args: str, packages: Sequence[str] = ()) -> Command:
-    """dnf -y ARGS; `packages` go after `--`, so none is ever read as an option."""
-    return Command("dnf", "-y", *args, *(("--", *packages) if packages else ()))
-
 
 
 
@@ -96,7 +93,7 @@ class DnfPackages(Op):
                 return []
             return [Change(package_resource(gone), "remove",
                            "remove " + ", ".join(f"{n} {rpms[n][0].evr}" for n in gone),
-                           [Step(dnf("remove", packages=gone))],
+                           [dnf_step("remove", packages=gone)],
                            Diff("rpm", "".join(f"{n} {rpms[n][0].evr}\n" for n in gone), None),
                            invalidates=None)]
         avail: dict[str, tuple[RpmPackage, ...]] | None = facts[
@@ -118,7 +115,7 @@ class DnfPackages(Op):
             summary="; ".join(f"repair {p.name}: {'; '.join(p.unmet)}" for p in broken),
             # a requirement as rpm names it ("libfoo >= 1.2", "libbar.so.1()(64bit)"):
             # dnf resolves it to the package providing it
-            steps=[Step(dnf("install", packages=needs))],
+            steps=[dnf_step("install", packages=needs)],
             diff=Diff("rpm", "".join(f"{p.name} {p.evr} ({'; '.join(p.unmet)})\n"
                                      for p in broken),
                       "".join(f"{p.name} {p.evr}\n" for p in broken)),
@@ -168,7 +165,7 @@ class DnfPackages(Op):
             resource=package_resource(names),
             action=firsts.pop() if len(firsts) == 1 else "install",
             summary="; ".join(verbs),
-            steps=[Step(dnf("install", packages=args))],
+            steps=[dnf_step("install", packages=args)],
             diff=Diff("rpm", "".join(b + "\n" for b in before)
                       if any("(not installed)" not in b for b in before) else None,
                       "".join(a + "\n" for a in after)),
@@ -231,7 +228,7 @@ class DnfVersionlockOp(Op):
             if self.state == "absent":
                 if entry is not None:
                     changes.append(Change(f"versionlock {name}", "delete", f"unlock {entry}",
-                                          [Step(dnf("versionlock", "delete", packages=[name]))],
+                                          [dnf_step("versionlock", "delete", packages=[name])],
                                           Diff("versionlock", entry + "\n", None),
                                           invalidates=(DnfVersionlock,)))
                 continue
@@ -240,11 +237,11 @@ class DnfVersionlockOp(Op):
             steps = []
             plugin_missing = not info.plugin and not changes   # installed once, first
             if plugin_missing:
-                steps.append(Step(dnf("install", packages=[VERSIONLOCK_PLUGIN])))
+                steps.append(dnf_step("install", packages=[VERSIONLOCK_PLUGIN]))
             if entry is not None:
-                steps.append(Step(dnf("versionlock", "delete", packages=[name])))
+                steps.append(dnf_step("versionlock", "delete", packages=[name]))
             target = f"{name}-{spec}" if spec else name
-            steps.append(Step(dnf("versionlock", "add", packages=[target])))
+            steps.append(dnf_step("versionlock", "add", packages=[target]))
             changes.append(Change(
                 f"versionlock {name}", "create" if entry is None else "update",
                 f"lock {target}" + ("" if spec else " at its installed version")
@@ -284,8 +281,8 @@ class DnfModuleEnable(Op):
         steps = []
         if current is not None:
             # dnf refuses to switch an enabled stream without a reset first.
-            steps.append(Step(dnf("module", "reset", self.name)))
-        steps.append(Step(dnf("module", "enable", f"{self.name}:{self.stream}")))
+            steps.append(dnf_step("module", "reset", self.name))
+        steps.append(dnf_step("module", "enable", f"{self.name}:{self.stream}"))
         return [Change(
             self.label, "enable" if current is None else "switch",
             f"enable module stream {self.name}:{self.stream}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gpuprov.command import MASK, Command
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.files import FileInfo, FileState
-from gpuprov.ops.atomic import as_user, not_symlink, safe_dirs_check, write_command
+from gpuprov.ops.atomic import as_user, not_symlink, safe_dirs_check, write_command, write_step
 from gpuprov.ops.base import Change, Diff, Step
 
 ROOT_ONLY_PREFIXES = ("/etc/ssh/", "/etc/sudoers", "/etc/shadow", "/etc/gshadow",
@@ -168,10 +168,10 @@ def plan_write(path: str, cur: FileInfo | None, content: bytes, *, owner: str, g
         return [Change(f"file {path}", "update", "; ".join(notes), steps=[Step(cmd)],
                        diff=NoteDiff(label, note="content unchanged"), notify=notify,
                        invalidates=invalidates)]
-    step = Step(write_command(path, content, owner, group, mode, validate=validate,
-                              backup=backup and cur is not None and cur.type == "file",
-                              secret=secret, user=user),
-                stdin=content)
+    step = write_step(path, write_command(path, content, owner, group, mode, validate=validate,
+                                          backup=backup and cur is not None
+                                          and cur.type == "file", secret=secret, user=user),
+                      content)
     if cur is None:
         action, summary = "create", f"create ({len(content)} bytes, {owner}:{group} {mode})"
     elif cur.type == "link":

@@ -72,14 +72,14 @@ class DebKernelHeaders(Op):
             unknown = (f"{self.package} is not in the apt cache "
                        f"({'never updated' if age is None else 'older than a day'}): "
                        "apply updates it first and stops if the package does not exist")
-            steps.append(Step(apt.apt_get("update", lock_timeout=self.lock_timeout)))
+            steps.append(apt.apt_step("update", lock_timeout=self.lock_timeout))
             steps.append(Step(Command(
                 "apt-cache", "show", self.package, Raw(">/dev/null 2>&1 ||"), Raw("{"), "echo",
                 f"gpuprov: {_missing(self.package, self.kernel)}. {_HINT}", Raw(">&2;"),
                 "exit", "1", Raw(";"), Raw("}"))))
-        steps.append(Step(apt.apt_get(
+        steps.append(apt.apt_step(
             "install", "--no-install-recommends", packages=[self.package],
-            lock_timeout=self.lock_timeout)))
+            lock_timeout=self.lock_timeout))
         return repair + [Change(self.label, "install",
                                 f"install {self.package} (headers of the running kernel, "
                                 "for DKMS)", steps, unknown=unknown, invalidates=None)]
