@@ -13,13 +13,12 @@ from typing import Any
 import yaml
 
 from benchmarks.measure import Sample
+from tests.fleet.site import IMAGE, site_vars
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 # The image and digest the docker double's registry serves (as in
 # tests/fleet/test_gpu_stack.py).
-IMAGE = "ghcr.io/example-lab/pytorch-cuda:2.9.0-cuda12.8"
-DIGEST = "sha256:efe8a913f49d151f4b3da994537ba0842230fe70321e685acf0f7876e9f5d6b0"
 
 
 @dataclass
@@ -49,22 +48,6 @@ class Run:
             "peak_rss_mib": round(s.peak_rss_mib, 1),
             "connections": s.connections, "round_trips": self.round_trips, "note": self.note,
         }
-
-
-def fleet_vars(repo_url: str) -> dict[str, Any]:
-    """The site.yml variables for the fleet: the stand-in repositories (plain
-    http on the fleet's bridge) and the image the docker double knows."""
-    return {
-        "base_ntp_servers": [repo_url.split("//")[1].split(":")[0]],
-        "nvidia_driver_repo": {"url": f"{repo_url}/cuda/", "key": f"{repo_url}/keys/cuda.asc",
-                               "insecure": True},
-        "container_toolkit_repo": {"url": f"{repo_url}/libnvidia-container/stable/deb/$(ARCH)",
-                                   "key": f"{repo_url}/libnvidia-container/gpgkey",
-                                   "insecure": True},
-        "docker_repo": "none",   # docker-ce is in the stand-in archive
-        "gpu_image": IMAGE,
-        "gpu_image_digest": DIGEST,
-    }
 
 
 # Run inside a host after a converge (untimed, not over SSH): the same desired
@@ -140,7 +123,7 @@ class Gpuprov(Tool):
 
     def prepare(self) -> None:
         inventory = self.fleet.inventory(self.hosts)
-        inventory["all"]["vars"].update(fleet_vars(self.fleet.repo_url))
+        inventory["all"]["vars"].update(site_vars(self.fleet.repo_url))
         (self.work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
 
     def _cli(self, *args: str) -> list[str]:

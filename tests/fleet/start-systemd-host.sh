@@ -30,19 +30,9 @@ mount -t proc -o nosuid,nodev,noexec proc /proc
 mount -t overlay overlay -o "lowerdir=$base,upperdir=$upper,workdir=$work" "$merged"
 hostname "$name"
 
-# The fleet creates our veth end (eth0) once this namespace exists. The
-# container shares this network namespace (no --private-network), so the
+# The container shares this network namespace (no --private-network), so the
 # address survives the container's reboots like a real NIC's config would.
-i=0
-while ! ip link show eth0 >/dev/null 2>&1; do
-    i=$((i + 1))
-    if [ "$i" -gt 400 ]; then echo "fleet: no eth0 for $name" >&2; exit 1; fi
-    sleep 0.05
-done
-echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null || true
-ip link set lo up
-ip addr add "$addr" dev eth0
-ip link set eth0 up
+. "$(dirname "$0")/host-net.sh"
 
 # A reboot inside the host (systemctl reboot) ends nspawn with 133: boot the
 # same disk again, with a fresh /run (nspawn mounts one at every start).

@@ -42,7 +42,7 @@ from tests.fleet.faults import (
 )
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
-from tests.fleet.test_gpu_stack import DIGEST, IMAGE
+from tests.fleet.site import site_vars
 
 SEED = int(os.environ.get("GPUPROV_FAULT_SEED", "15015"))
 POINTS = 20
@@ -70,17 +70,7 @@ def workdir(fleet: Fleet, hosts: list[FleetHost], tmp_path_factory: pytest.TempP
     work = tmp_path_factory.mktemp("sigkill")
     url = fleet.repo_url
     inventory = fleet.inventory(hosts)
-    inventory["all"]["vars"].update({
-        "base_ntp_servers": [url.split("//")[1].split(":")[0]],
-        "nvidia_driver_repo": {"url": f"{url}/cuda/", "key": f"{url}/keys/cuda.asc",
-                               "insecure": True},
-        "container_toolkit_repo": {"url": f"{url}/libnvidia-container/stable/deb/$(ARCH)",
-                                   "key": f"{url}/libnvidia-container/gpgkey",
-                                   "insecure": True},
-        "docker_repo": "none",
-        "gpu_image": IMAGE,
-        "gpu_image_digest": DIGEST,
-    })
+    inventory["all"]["vars"].update(site_vars(url))
     (work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
     return work
 

@@ -16,10 +16,9 @@ import yaml
 from tests.doubles.make_image_archive import make_image_archive
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
+from tests.fleet.site import DIGEST, IMAGE, site_vars
 from tests.fleet.test_engine import changed_resources, gpuprov, report
 
-IMAGE = "ghcr.io/example-lab/pytorch-cuda:2.9.0-cuda12.8"
-DIGEST = "sha256:efe8a913f49d151f4b3da994537ba0842230fe70321e685acf0f7876e9f5d6b0"
 TOOLKIT = ("nvidia-container-toolkit", "nvidia-container-toolkit-base",
            "libnvidia-container-tools", "libnvidia-container1")
 
@@ -53,19 +52,7 @@ def workdir(fleet: Fleet, hosts: list[FleetHost], roles: dict[str, FleetHost],
     work = tmp_path_factory.mktemp("gpu-stack")
     url = fleet.repo_url
     inventory = fleet.inventory(hosts)
-    inventory["all"]["vars"].update({
-        # The hosts reach only the fleet's bridge: the stand-in repositories,
-        # served over plain http (insecure: keys over http are refused otherwise).
-        "base_ntp_servers": [url.split("//")[1].split(":")[0]],
-        "nvidia_driver_repo": {"url": f"{url}/cuda/", "key": f"{url}/keys/cuda.asc",
-                               "insecure": True},
-        "container_toolkit_repo": {"url": f"{url}/libnvidia-container/stable/deb/$(ARCH)",
-                                   "key": f"{url}/libnvidia-container/gpgkey",
-                                   "insecure": True},
-        "docker_repo": "none",   # docker-ce is in the stand-in archive
-        "gpu_image": IMAGE,
-        "gpu_image_digest": DIGEST,
-    })
+    inventory["all"]["vars"].update(site_vars(url))
     children = inventory["all"]["children"]
     children["lab"]["vars"] = {"gpu_devices": "0"}
     children["cluster"]["vars"] = {"container_runtime": "containerd"}

@@ -24,10 +24,9 @@ import yaml
 
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
+from tests.fleet.site import site_vars
 from tests.fleet.test_engine import gpuprov, report
 
-IMAGE = "ghcr.io/example-lab/pytorch-cuda:2.9.0-cuda12.8"
-DIGEST = "sha256:efe8a913f49d151f4b3da994537ba0842230fe70321e685acf0f7876e9f5d6b0"
 REVERT = "gpuprov-sshd-revert"
 JUPYTER = "gpuprov-jupyter"
 
@@ -50,18 +49,7 @@ def workdir(fleet: Fleet, hosts: list[FleetHost], tmp_path_factory: pytest.TempP
     work = tmp_path_factory.mktemp("systemd")
     url = fleet.repo_url
     inventory = fleet.inventory(hosts)
-    inventory["all"]["vars"].update({
-        # as in test_gpu_stack: the stand-in repositories on the fleet's bridge
-        "base_ntp_servers": [url.split("//")[1].split(":")[0]],
-        "nvidia_driver_repo": {"url": f"{url}/cuda/", "key": f"{url}/keys/cuda.asc",
-                               "insecure": True},
-        "container_toolkit_repo": {"url": f"{url}/libnvidia-container/stable/deb/$(ARCH)",
-                                   "key": f"{url}/libnvidia-container/gpgkey",
-                                   "insecure": True},
-        "docker_repo": "none",
-        "gpu_image": IMAGE,
-        "gpu_image_digest": DIGEST,
-    })
+    inventory["all"]["vars"].update(site_vars(url))
     (work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
     return work
 
