@@ -29,7 +29,9 @@ SNAPSHOT = ("cd / && find etc var/lib/gpuprov var/lib/dpkg run/gpuprov run/chron
             "| sort > /tmp/.snap-list; "
             "xargs -r stat -c '%n %a %U %G %Y %s' < /tmp/.snap-list; "
             "xargs -r sha256sum < /tmp/.snap-list 2>/dev/null; rm -f /tmp/.snap-list; "
-            "ps -eo comm= | sort")
+            # ps alone, not in a pipeline: a pipeline's other member shows as
+            # `sh` or as itself depending on when ps reads /proc
+            "ps -eo comm= > /tmp/.snap-ps; sort /tmp/.snap-ps; rm -f /tmp/.snap-ps")
 
 
 def gpuprov(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:

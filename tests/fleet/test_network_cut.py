@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,14 @@ def test_a_host_cut_off_mid_apply_is_unreachable_fast_and_nothing_is_lost(
                                check=False).returncode == 0:
                     victim.exec("ip link set eth0 down")
                     cut = True
+                    # Back before the controller's closed socket gives up
+                    # retransmitting (its FIN is how the host learns the
+                    # session is dead; the run itself may go on for a while
+                    # with the other host): restored once -T 5 has declared
+                    # the host unreachable.
+                    restore = threading.Timer(10, victim.exec, ("ip link set eth0 up",),
+                                              {"check": False})
+                    restore.start()
                     break
                 time.sleep(0.02)
             assert cut, "the run finished before the network could be cut"
@@ -79,6 +88,8 @@ def test_a_host_cut_off_mid_apply_is_unreachable_fast_and_nothing_is_lost(
         finally:
             if proc.poll() is None:
                 proc.kill()
+            if cut:
+                restore.join()
             victim.exec("ip link set eth0 up", check=False)
         assert took < 60, f"the run took {took:.0f}s after the cut"
         assert proc.returncode == 4, output
