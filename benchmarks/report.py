@@ -119,6 +119,8 @@ def write_profile(path: Path, results: dict[str, list[Run]]) -> None:
                                                                    sort_keys=True))
             if run.note:
                 parts.append(f"note: {run.note}")
+            if run.profile:
+                parts.append(run.profile)
             if tool == "gpuprov" or not run.ok:
                 parts += ["--- stdout", s.stdout.rstrip(), "--- stderr", s.stderr.rstrip()]
             parts.append("")

@@ -31,6 +31,7 @@ class Run:
     changed: int | None            # changes the tool reported (None: not known)
     round_trips: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    profile: str = ""              # gpuprov drift-check: its per-host profile
 
     @property
     def no_change(self) -> bool:
@@ -149,7 +150,7 @@ class Gpuprov(Tool):
             changed = sum(len(h["drift"]) for h in hosts.values())
             trips = {n: h["round_trips"] for n, h in hosts.items() if "round_trips" in h}
             return Run(label, sample, ok=sample.returncode in (0, 3), changed=changed,
-                       round_trips=trips)
+                       round_trips=trips, profile=drift_profile(hosts))
         reports = data["hosts"]
         changed = sum(h["changed"] for h in reports)
         trips = {h["host"]: h["round_trips"] for h in reports}
@@ -159,6 +160,17 @@ class Gpuprov(Tool):
         from importlib.metadata import version
 
         return version("gpuprov")
+
+
+def drift_profile(hosts: dict[str, Any]) -> str:
+    """drift-check's per-host profile (its JSON's), as apply -v prints it."""
+    from gpuprov.engine.results import HostResult
+    from gpuprov.output.report import profile_text
+
+    return "\n".join(profile_text(HostResult(name, connections=h.get("connections", 0),
+                                              round_trips=h.get("round_trips", 0),
+                                              profile=h.get("profile", [])))
+                     for name, h in hosts.items())
 
 
 def slug(label: str) -> str:

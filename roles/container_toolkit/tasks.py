@@ -15,6 +15,7 @@ Checklist, per host:
 """
 
 from gpuprov.command import Command
+from gpuprov.facts.docker import ContainerState
 from gpuprov.facts.files import FileState
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.command import command
@@ -150,7 +151,11 @@ def docker_engine(ctx):
         yield apt.packages(DOCKER_PACKAGES, depends_on="the docker repository")
 
 
+# A daemon restart stops the containers: a later play (Jupyter) must read their
+# state afresh, not the one cached from the first batch of the run.
 HANDLERS = {
-    "restart docker": lambda ctx: [service("docker", state="restarted")],
-    "restart containerd": lambda ctx: [service("containerd", state="restarted")],
+    "restart docker": lambda ctx: [service("docker", state="restarted",
+                                           also_invalidates=(ContainerState,))],
+    "restart containerd": lambda ctx: [service("containerd", state="restarted",
+                                               also_invalidates=(ContainerState,))],
 }

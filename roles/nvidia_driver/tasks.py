@@ -136,7 +136,9 @@ def with_reboot(ctx, op, branch):
 
 def debian(ctx, wanted, source):
     timeout = int(ctx.vars["nvidia_driver_apt_lock_timeout"])
-    installed = installed_drivers_deb(ctx.fact(DebPackages()))
+    # NvidiaSmi asked with the packages: every path reads it (branch_loaded), one batch
+    packages, _ = ctx.facts(DebPackages(), NvidiaSmi())
+    installed = installed_drivers_deb(packages)
     branch = keep_branch(ctx, installed, wanted)
     check_secure_boot(ctx, branch)
     yield kernel_headers(ctx.os, ctx.system.kernel, timeout)
@@ -186,7 +188,8 @@ def epel_release(ctx):
 
 
 def rhel(ctx, wanted):
-    installed = installed_drivers_rpm(ctx.fact(RpmPackages()))
+    packages, _ = ctx.facts(RpmPackages(), NvidiaSmi())  # one batch, as on Debian
+    installed = installed_drivers_rpm(packages)
     branch = keep_branch(ctx, installed, wanted)
     check_secure_boot(ctx, branch)
     if ctx.vars["nvidia_driver_rhel_epel"]:

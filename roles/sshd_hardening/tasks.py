@@ -149,14 +149,14 @@ def reload_command(ctx):
 
 def tasks(ctx):
     ctx.require_supported_os()
-    main = ctx.fact(FileState(SSHD_CONFIG, sudo=True))
+    # asked together (one batch): `sshd -T` answers nothing harmful where there is no sshd
+    main, info = ctx.facts(FileState(SSHD_CONFIG, sudo=True), sshd_state())
     if main is None:
         # No SSH server (a local run on a machine without one): nothing to
         # harden, and installing one would open a new door, not close one.
         return
     if main.content is None:
         raise ctx.fail(f"{SSHD_CONFIG} is not a readable text file")
-    info = ctx.fact(sshd_state())
     values = settings(ctx, info)
     files = [SshdFile(str(ctx.vars["sshd_dropin"]), dropin(ctx, values).encode())]
     wanted_main = include_first(main.content.decode(), INCLUDE)

@@ -105,3 +105,18 @@ def test_table_and_ratios_come_from_the_same_runs() -> None:
     text = report.summary(meta, results)
     assert "12-13" in text and "CHANGED 2" in text and "no change" in text
     assert "2 hosts" in text and "forks: 10" in text and "2.00x" in text
+
+
+def test_drift_checks_profile_reaches_the_profile_file(tmp_path: Path) -> None:
+    from benchmarks.report import write_profile
+
+    tool = Gpuprov(None, [], tmp_path, None)
+    (tmp_path / "drift-check-1.json").write_text(json.dumps({"in_sync": True, "hosts": {
+        "a": {"drift": [], "connections": 1, "round_trips": 4, "profile": [
+            {"phase": "facts", "play": "GPU host", "seconds": 0.7, "why": "ops", "count": 30,
+             "slowest": [["NvidiaSmi()", 0.23]]}]}}}))
+    drift = tool.judge("drift-check 1", sample())
+    write_profile(tmp_path / "p.txt", {"gpuprov": [drift]})
+    text = (tmp_path / "p.txt").read_text()
+    assert "profile a: 1 connection(s), 4 round trip(s)" in text
+    assert "ops: 30 facts; slowest: NvidiaSmi() 0.23s" in text

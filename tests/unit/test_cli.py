@@ -304,6 +304,8 @@ def _comparable(fmt: str, text: str) -> Any:
     if fmt == "json":
         data = json.loads(text)
         data.pop("checked_at")
+        for host in data["hosts"].values():
+            host.pop("profile")  # durations
         return data
     if fmt == "prometheus":
         return [ln for ln in text.splitlines()

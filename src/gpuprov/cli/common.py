@@ -73,6 +73,7 @@ def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
         tags=frozenset(split_csv(ctx["tags"])), skip_tags=frozenset(split_csv(ctx["skip_tags"])),
         extra_vars=parse_extra_vars(ctx["extra_vars"]), reboot=ctx.get("reboot", False),
         lock_timeout=ctx.get("lock_timeout", 0.0),
+        profile=ctx.get("verbose", 0) >= 1,
         connect=ConnectOptions(host_key_checking=host_key_checking(ctx),
                                confirm_host_key=confirm_host_key(),
                                become_password=password,

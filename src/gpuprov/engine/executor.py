@@ -14,7 +14,7 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,20 +22,19 @@ from typing import Any, Protocol
 
 from gpuprov.connectors.base import Connector
 from gpuprov.engine.connect import ConnectOptions, connector_for
+from gpuprov.engine.hostfacts import HostFacts
 from gpuprov.engine.hostlock import default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
 from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
-from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult
+from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult, phase
 from gpuprov.engine.roles import Role, load_role
 from gpuprov.engine.runlocks import RunLocks
-from gpuprov.errors import GpuprovError, PlaybookError, UnreachableHost
+from gpuprov.engine.selection import check_tags, reboot_policy, role_selected, verify_skipped
+from gpuprov.errors import GpuprovError, UnreachableHost
 from gpuprov.facts.system import SystemFacts
 from gpuprov.model.inventory import Host, Inventory
-from gpuprov.model.playbook import REBOOT_CHOICES, REBOOT_IF_NEEDED, REBOOT_NEVER, Play, RoleRef
+from gpuprov.model.playbook import REBOOT_IF_NEEDED, Play
 from gpuprov.model.vars import build_host_vars
-
-ALWAYS = "always"  # a role tagged `always` runs unless skipped by name
-NEVER = "never"    # a role tagged `never` runs only when another of its tags is asked for
 
 
 class ProgressSink(Protocol):
@@ -62,6 +61,7 @@ class RunOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     lock_timeout: float = 0.0                 # --lock-timeout: wait for another run's lock
     lock_path: str = field(default_factory=default_lock_path)  # the host's run lock
+    profile: bool = False                     # -v: time each probe inside the facts script
 
 
 ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
@@ -79,6 +79,10 @@ class Executor:
         self.progress = progress
         self._factory = connector_factory
         self._connectors: dict[str, Connector] = {}
+        #: each host's facts, shared by its plays (a change invalidates what it alters)
+        self._host_facts: dict[str, HostFacts] = {}
+        self._changed: set[str] = set()  # hosts where a play changed something
+        self._members: dict[int, set[str]] = {}  # play index -> its hosts' names
         self._command = "apply"
         self._locks = RunLocks(self._command, options.lock_timeout, options.lock_path)
         self._last_play: dict[str, Play] = {}   # a host's lock is let go after it
@@ -141,6 +145,8 @@ class Executor:
             failed = 0
             for result in results:
                 merge(run.host(result.host), result)
+                if result.changed:
+                    self._changed.add(result.host)
                 if result.failed or result.unreachable:
                     dead.add(result.host)
                     failed += 1
@@ -159,23 +165,31 @@ class Executor:
         host = host.with_extra_vars(self.options.extra_vars) if self.options.extra_vars else host
         if self.progress:
             self.progress.host_started(host.name)
-        skipped: list[TaskResult] = []
         roles: list[RoleRun] = []
-        # every role's defaults, also of roles skipped by tags (Ansible's behaviour)
-        play_defaults = [self._roles[r.path].defaults for r in play.roles]  # type: ignore[index]
+        pre: list[dict[str, Any]] = []  # the profile's phases before HostRun
         try:
-            for ref in play.roles:
-                role = self._roles[ref.path]  # type: ignore[index]
-                if not role_selected(play, ref, self.options.tags, self.options.skip_tags):
-                    skipped.append(TaskResult(role.name, "role skipped by tags", SKIPPED))
-                    continue
-                roles.append(RoleRun(role, build_host_vars(
-                    host, role_defaults=role.defaults, play_vars=play.vars, role_vars=ref.vars,
-                    extra_vars=self.options.extra_vars, role=role.name,
-                    play_defaults=play_defaults)))
+            if play.verify is not None and verify_skipped(
+                    play, host, self.options.extra_vars, host.name in self._changed,
+                    self.options.tags):
+                result = HostResult(host.name, tasks=[TaskResult(
+                    play.name, "play skipped: nothing changed on this host (verify: on-change)",
+                    SKIPPED)])
+                if self._last_play.get(host.name) is play:
+                    self._locks.release(host.name)
+                self._finished(result)
+                return result
+            roles, skipped = self._role_runs(play, host)
             secrets = self._secrets(host, roles)
             connector = self._connector(host)
+            before = connector.stats.connections
+            started = time.monotonic()
+            connector.connect()
+            if connector.stats.connections > before:
+                pre.append(phase("connect", started, play.name))
+            started, trips = time.monotonic(), connector.stats.round_trips
             self._lock_host(host, connector)
+            if connector.stats.round_trips > trips:  # taken now, not by an earlier play
+                pre.append(phase("lock", started, play.name))
         except UnreachableHost as exc:
             result = HostResult(host.name, unreachable=str(exc),
                                 secrets=self._secrets(host, roles))
@@ -197,9 +211,13 @@ class Executor:
                 progress.task_finished(host.name, task)
 
         try:
-            result = HostRun(host, connector, roles, self.options.check, on_task=on_task).run()
+            result = HostRun(host, connector, roles, self.options.check, on_task=on_task,
+                             play=play.name, timed=self.options.profile,
+                             cache=self._facts_of(host, connector),
+                             later=self._later(play, host)).run()
         except Exception as exc:  # a bug must cost one host, not the whole fleet's run
             result = HostResult(host.name, error=internal_error(exc))
+        result.profile[:0] = pre
         result.tasks[:0] = skipped
         result.secrets |= secrets
         if result.reboot_pending and not self.options.check and not result.failed:
@@ -209,6 +227,45 @@ class Executor:
         result.mask()
         self._finished(result)
         return result
+
+    def _role_runs(self, play: Play, host: Host) -> tuple[list[RoleRun], list[TaskResult]]:
+        """The play's roles that run on the host (tags), each with its vars;
+        and a skipped result for each role left out."""
+        skipped: list[TaskResult] = []
+        roles: list[RoleRun] = []
+        # every role's defaults, also of roles skipped by tags (Ansible's behaviour)
+        play_defaults = [self._roles[r.path].defaults for r in play.roles]  # type: ignore[index]
+        for ref in play.roles:
+            role = self._roles[ref.path]  # type: ignore[index]
+            if not role_selected(play, ref, self.options.tags, self.options.skip_tags):
+                skipped.append(TaskResult(role.name, "role skipped by tags", SKIPPED))
+                continue
+            roles.append(RoleRun(role, build_host_vars(
+                host, role_defaults=role.defaults, play_vars=play.vars, role_vars=ref.vars,
+                extra_vars=self.options.extra_vars, role=role.name,
+                play_defaults=play_defaults)))
+        return roles, skipped
+
+    def _later(self, play: Play, host: Host) -> list[list[RoleRun]]:
+        """The roles of the plays after `play` on this host, for HostRun to
+        prefetch their facts; verification plays run only after a change, so
+        their facts are not worth a guess."""
+        later: list[list[RoleRun]] = []
+        start = next(i for i, p in enumerate(self.plays) if p is play) + 1
+        for i, other in enumerate(self.plays[start:], start):
+            if other.verify is not None:
+                continue
+            if i not in self._members:
+                self._members[i] = {h.name for h in self._play_hosts(other)}
+            if host.name in self._members[i]:
+                # an error here is the later play's own, on its turn
+                with contextlib.suppress(GpuprovError):
+                    later.append(self._role_runs(other, host)[0])
+        return later
+
+    def _facts_of(self, host: Host, connector: Connector) -> HostFacts:
+        with self._lock:
+            return self._host_facts.setdefault(host.name, HostFacts(host.name, connector))
 
     def _secrets(self, host: Host, roles: list[RoleRun]) -> set[str]:
         """The host's known secret values, which no output may show: its secret
@@ -241,6 +298,8 @@ class Executor:
             result.error = str(exc)
             return
         result.rebooted, result.reboot_pending = True, False
+        with self._lock:  # nothing read before the reboot holds
+            self._host_facts.pop(host.name, None)
         # The reboot ended the lock's holder: take it again for the plays that follow.
         self._locks.forget(host.name)
         try:
@@ -324,48 +383,6 @@ def batches(hosts: Sequence[Host], serial: int | str | None) -> list[list[Host]]
     return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]
 
 
-def role_tags(play: Play, ref: RoleRef) -> set[str]:
-    """A role's tags: its own, its play's, and its name (so `-t nvidia_driver` works)."""
-    return {*ref.tags, *play.tags, ref.name}
-
-
-def role_selected(play: Play, ref: RoleRef, tags: Iterable[str], skip: Iterable[str]) -> bool:
-    mine = role_tags(play, ref)
-    if mine & set(skip):
-        return False
-    tags = set(tags)
-    if NEVER in mine:
-        # Ansible's `never`: only when one of the role's other tags is asked for.
-        return bool((mine - {NEVER}) & tags)
-    return not tags or bool(mine & tags) or ALWAYS in mine
-
-
-def check_tags(plays: Sequence[Play], asked: Iterable[str]) -> None:
-    """A tag that nothing carries is a typo: say so instead of silently doing nothing."""
-    known = {t for p in plays for r in p.roles for t in role_tags(p, r)}
-    known |= {t for p in plays for t in p.tags} | {ALWAYS, NEVER}
-    unknown = sorted(set(asked) - known)
-    if unknown:
-        raise PlaybookError(f"unknown tag(s): {', '.join(unknown)}",
-                            hint="tags in this playbook: " + ", ".join(sorted(known)))
-
-
-def reboot_policy(play: Play, host: Host, options: RunOptions) -> str:
-    """--reboot > -e reboot > the play's `reboot:` > the host's `reboot` var > never."""
-    if options.reboot:
-        return REBOOT_IF_NEEDED
-    for value, where in ((options.extra_vars.get("reboot"), "-e reboot"),
-                         (play.reboot, f"play {play.name!r}"),
-                         (host.vars.get("reboot"), f"inventory var reboot of {host.name}")):
-        if value is None:
-            continue
-        if value not in REBOOT_CHOICES:
-            raise GpuprovError(f"{host.name}: {where} is {value!r}; expected "
-                               + " or ".join(REBOOT_CHOICES))
-        return str(value)
-    return REBOOT_NEVER
-
-
 def merge(total: HostResult, part: HostResult) -> None:
     """Add one play's result for a host to its whole-run result."""
     total.tasks.extend(part.tasks)
@@ -378,4 +395,5 @@ def merge(total: HostResult, part: HostResult) -> None:
     total.round_trips = max(total.round_trips, part.round_trips)
     total.seconds += part.seconds
     total.warnings.extend(part.warnings)
+    total.profile.extend(part.profile)
     total.secrets |= part.secrets

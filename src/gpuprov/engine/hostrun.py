@@ -9,14 +9,11 @@ which also proves each changed op converged.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuprov import templating
 from gpuprov.connectors.base import Connector
 from gpuprov.engine.context import NeedFacts, RoleFailed, TaskContext
 from gpuprov.engine.handlers import (
@@ -26,14 +23,24 @@ from gpuprov.engine.handlers import (
     persist_step,
     reboot_required_step,
 )
-from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, HostResult, TaskResult
+from gpuprov.engine.hostfacts import HostFacts
+from gpuprov.engine.results import (
+    CHANGED,
+    FAILED,
+    OK,
+    SKIPPED,
+    HostResult,
+    TaskResult,
+    phase,
+)
+from gpuprov.engine.roleops import explain_failure, secrets_marked, settle_blocked, where_in_role
 from gpuprov.engine.roles import Role
 from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
-from gpuprov.facts.base import Fact, FactError, FactView, gather_script, parse_batch, selects
+from gpuprov.facts.base import Fact, FactError, FactView
 from gpuprov.facts.system import SystemFacts
 from gpuprov.model.inventory import Host
 from gpuprov.model.vars import HostVars
-from gpuprov.ops.base import Change, Explained, Failure, Op, Step
+from gpuprov.ops.base import Change, Op, Step
 
 MAX_DISCOVERY_PASSES = 5
 
@@ -61,39 +68,42 @@ class HostRun:
     check: bool
     #: called with each TaskResult as it completes (live progress)
     on_task: Callable[[TaskResult], None] | None = None
+    #: the play's name, for the profile
+    play: str = ""
+    #: -v: time each probe inside the facts script, to name the slowest
+    timed: bool = False
+    #: the host's facts for the whole run (shared by its plays); a new one if None
+    cache: HostFacts | None = None
+    #: the roles of the plays after this one on this host: their facts are
+    #: prefetched in this play's batches (never a probe that runs something)
+    later: Sequence[Sequence[RoleRun]] = ()
     result: HostResult = field(init=False)
-    _facts: dict[Fact[Any], Any] = field(default_factory=dict, init=False)
+    #: seconds spent in tasks() and plan() since the last profile entry of them
+    _planning: float = field(default=0.0, init=False)
     #: handler notifications found persisted on the host when the run began
     _pending_before: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.result = HostResult(self.host.name)
+        if self.cache is None:
+            self.cache = HostFacts(self.host.name, self.connector)
+        self.cache.timed, self.cache.play = self.timed, self.play
+        self.cache.profile = self.result.profile
 
     # -- facts ---------------------------------------------------------------
-    def gather(self, facts: Iterable[Fact[Any]]) -> None:
+    @property
+    def _facts(self) -> dict[Fact[Any], Any]:
+        assert self.cache is not None
+        return self.cache.values
+
+    def gather(self, facts: Iterable[Fact[Any]], why: str = "") -> None:
         """Answer every given fact not known yet, in ONE round trip."""
-        wanted = list(dict.fromkeys(f for f in facts if f not in self._facts))
-        if not wanted:
-            return
-        script, marker = gather_script(wanted)
-        sudo = any(getattr(f, "sudo", False) for f in wanted)
-        res = self.connector.run("sh -s", sudo=sudo, stdin=script.encode())
-        if res.exit_code != 0 and marker not in res.stdout:
-            raise TaskFailed(self.host.name, "gather facts", "sh -s (facts script)",
-                             res.exit_code, res.stderr)
-        try:
-            self._facts.update(parse_batch(wanted, res.stdout, marker))
-        except FactError as exc:
-            raise exc.on_host(self.host.name) from exc
+        assert self.cache is not None
+        self.cache.gather(facts, why)
 
     def invalidate(self, changes: Sequence[Change]) -> None:
-        for change in changes:
-            if change.invalidates is None:
-                self._facts.clear()
-                return
-            for fact in list(self._facts):
-                if any(selects(sel, fact) for sel in change.invalidates):
-                    del self._facts[fact]
+        assert self.cache is not None
+        self.cache.invalidate(changes)
 
     @property
     def facts(self) -> FactView:
@@ -104,27 +114,30 @@ class HostRun:
     def run(self) -> HostResult:
         start = time.monotonic()
         try:
+            before, started = self.connector.stats.connections, time.monotonic()
             self.connector.connect()
+            if self.connector.stats.connections > before:
+                self.result.profile.append(phase("connect", started, self.play))
             self._run()
         except UnreachableHost as exc:
             self.result.unreachable = str(exc)
         except GpuprovError as exc:  # a FactError too: e.g. a system fact of an odd target
             self.result.error = str(exc)
         finally:
+            # tasks() and plan() of every op, in one entry: no single one is worth a line
+            self.result.profile.append({"phase": "plan", "play": self.play,
+                                        "seconds": round(self._planning, 4), "why": ""})
             self.result.connections = self.connector.stats.connections
             self.result.round_trips = self.connector.stats.round_trips
             self.result.seconds = time.monotonic() - start
         return self.result
 
     def _run(self) -> None:
-        self.gather([*SystemFacts.facts(), PendingHandlers(), RebootRequired()])
+        self.gather([*SystemFacts.facts(), PendingHandlers(), RebootRequired()], "system")
         system = SystemFacts.from_facts(self._facts)
         # read now: a change that invalidates every fact drops it from the cache
         reason = self._facts[RebootRequired()]
-        plan = self._build_ops(system)
-        # On a parse error each op re-gathers its own facts in _do: the error lands on its op.
-        with contextlib.suppress(FactError):
-            self.gather(f for p in plan for f in p.op.facts() if self._may_gather(f))
+        plan = self._plan(system)
         notified: list[str] = list(self._facts[PendingHandlers()])
         self._pending_before = set(notified)
         for item in plan:
@@ -140,33 +153,78 @@ class HostRun:
         if self.on_task is not None:
             self.on_task(task)
 
-    def _build_ops(self, system: SystemFacts) -> list[PlannedOp]:
-        ops: list[PlannedOp] = []
-        for role_run in self.roles:
-            ops.extend(PlannedOp(role_run.role.name, op)
-                       for op in self._role_ops(role_run, system,
-                                                lambda ctx, r=role_run: r.role.tasks(ctx)))
-        return ops
-
-    def _role_ops(self, role_run: RoleRun, system: SystemFacts, produce: Any) -> list[Op]:
-        """Run a role's tasks(), gathering facts it asks for, until it completes."""
+    def _plan(self, system: SystemFacts) -> list[PlannedOp]:
+        """Every role's ops, this play's and (to prefetch their facts) the later
+        plays': the roles' tasks() run in lockstep, and each round trip answers
+        what any role asked for plus the facts of every op known so far."""
+        jobs = [(True, r) for r in self.roles] + [(False, r) for p in self.later for r in p]
+        ops: dict[int, list[Op]] = {}
+        pending, prefetch = list(range(len(jobs))), True
         for _ in range(MAX_DISCOVERY_PASSES):
+            need: dict[int, list[Fact[Any]]] = {}
+            for j in pending:
+                mine, role_run = jobs[j]
+                try:
+                    ops[j] = self._role_ops(role_run, system, _tasks_of(role_run), passes=1)
+                except NeedFacts as exc:
+                    need[j] = exc.facts
+                except Exception:
+                    if mine:
+                        raise
+                    # a later play's role fails in its own play, not in this prefetch
+            pending = list(need)
+            known = [f for j, o in ops.items() for op in o for f in op.facts()
+                     if prefetch and self._may_gather(f) and (jobs[j][0] or not f.runs)]
+            asked = [f for j in need for f in need[j] if jobs[j][0] or not f.runs]
+            try:
+                self.gather([*asked, *known], "ops" if not need else
+                            ", ".join(jobs[j][1].role.name for j in need) + " asked")
+            except FactError:
+                # One role at a time, so the error names its role; no more prefetch:
+                # each op re-gathers its own facts in _do, so an error lands on its op.
+                prefetch = False
+                pending = [j for j in pending if jobs[j][0]]
+                for j in pending:
+                    self._discover(jobs[j][1], need[j])
+            if not need:
+                break
+        for j in pending:
+            if jobs[j][0]:
+                raise RoleFailed(f"{self.host.name}: role {jobs[j][1].role.name} keeps asking "
+                                 f"for new facts after {MAX_DISCOVERY_PASSES} passes")
+        return [PlannedOp(jobs[j][1].role.name, op)
+                for j in range(len(self.roles)) for op in ops[j]]
+
+    def _discover(self, role_run: RoleRun, facts: list[Fact[Any]]) -> None:
+        try:
+            self.gather(facts, f"role {role_run.role.name} asked")
+        except FactError as exc:
+            raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
+                             f"{exc.detail}") from exc
+
+    def _role_ops(self, role_run: RoleRun, system: SystemFacts, produce: Any,
+                  passes: int = MAX_DISCOVERY_PASSES) -> list[Op]:
+        """Run a role's tasks(), gathering facts it asks for, until it completes;
+        with passes=1, NeedFacts goes to the caller."""
+        for _ in range(passes):
             ctx = TaskContext(self.host, role_run.vars, system, FactView(self._facts),
                               role_run.role.name, role_run.role.path,
                               session=self.connector.session())
+            started = time.monotonic()
             try:
-                return _secrets_marked(list(produce(ctx)), role_run.vars.secret_values())
+                ops = list(produce(ctx))
+                self._planning += time.monotonic() - started
+                return secrets_marked(ops, role_run.vars.secret_values())
             except NeedFacts as need:
-                try:
-                    self.gather(need.facts)
-                except FactError as exc:
-                    raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
-                                     f"{exc.detail}") from exc
+                self._planning += time.monotonic() - started
+                if passes == 1:
+                    raise
+                self._discover(role_run, need.facts)
             except GpuprovError:
                 raise
             except Exception as exc:  # the role author's bug: say where, not our stack
                 raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
-                                 f"{_where(exc, role_run.role)}{type(exc).__name__}: {exc}"
+                                 f"{where_in_role(exc, role_run.role)}{type(exc).__name__}: {exc}"
                                  ) from exc
         raise RoleFailed(f"{self.host.name}: role {role_run.role.name} keeps asking for "
                          f"new facts after {MAX_DISCOVERY_PASSES} passes")
@@ -191,8 +249,11 @@ class HostRun:
                               f"{', '.join(dict.fromkeys(running))})", SKIPPED,
                               handler=item.handler)
         try:
-            self.gather(op.facts())  # re-reads only what earlier changes invalidated
+            # re-reads only what earlier changes invalidated
+            self.gather(op.facts(), f"re-read for {op.label}")
+            started = time.monotonic()
             changes = op.plan(FactView(self._facts))
+            self._planning += time.monotonic() - started
         except UnreachableHost:
             raise
         except GpuprovError as exc:
@@ -221,10 +282,12 @@ class HostRun:
         try:
             if new_names:
                 self._exec("persist handler notification", persist_step(new_names))
+                self._written(PendingHandlers)
             for change in changes:
                 self._apply(op.label, change)
                 if change.reboot_required:
                     self._exec("record reboot required", reboot_required_step(change.summary))
+                    self._written(RebootRequired)
         except TaskFailed as exc:
             self.invalidate(changes)
             return TaskResult(item.role, op.label, FAILED, changes, error=str(exc),
@@ -258,7 +321,19 @@ class HostRun:
             return f"ROLLBACK FAILED: {exc}"
         return "rolled back: the host is as before this change"
 
+    def _written(self, kind: type[Fact[Any]]) -> None:
+        """gpuprov's own state file changed: a later play reads it afresh."""
+        assert self.cache is not None
+        self.cache.drop(kind)
+
     def _exec(self, task: str, step: Step) -> None:
+        started = time.monotonic()
+        try:
+            self._exec_step(task, step)
+        finally:
+            self.result.profile.append(phase("step", started, self.play, task))
+
+    def _exec_step(self, task: str, step: Step) -> None:
         if step.new_connection:
             try:
                 res = self.connector.run_on_new_connection(step.command, sudo=step.sudo)
@@ -279,24 +354,12 @@ class HostRun:
         else:
             res = self.connector.run(step.command, sudo=step.sudo, stdin=step.stdin)
         if res.exit_code != 0 and res.exit_code not in step.ok_codes:
-            explained = self._explain(step, res.exit_code, res.stdout, res.stderr)
+            explained = explain_failure(self.connector, step, res.exit_code, res.stdout,
+                                        res.stderr)
             raise TaskFailed(self.host.name, task, step.command.display(), res.exit_code,
                              res.stderr or res.stdout,
                              reason=explained.reason if explained else None,
                              hint=explained.hint if explained else None)
-
-    def _explain(self, step: Step, code: int, stdout: str, stderr: str) -> Explained | None:
-        """The step's own reading of its failure (see Step.explain), with its
-        diagnosis read first; a diagnosis that cannot be read is None."""
-        if step.explain is None:
-            return None
-        diagnosis = None
-        if step.diagnose is not None:
-            fact = step.diagnose
-            with contextlib.suppress(GpuprovError, ValueError, IndexError):
-                probe = self.connector.run(fact.command(), sudo=fact.sudo)
-                diagnosis = fact.process(probe.stdout, probe.exit_code)
-        return step.explain(Failure(code, stdout, stderr, diagnosis))
 
     def _unknown_handlers(self, names: list[str]) -> list[str]:
         handlers = {f"{r.role.name}:{h}" for r in self.roles for h in r.role.handlers}
@@ -324,48 +387,11 @@ class HostRun:
             if not self.check:
                 try:
                     self._exec("clear handler notification", clear_step(name))
+                    self._written(PendingHandlers)
                 except TaskFailed as exc:
                     self.result.error = str(exc)
                     return
 
 
-def settle_blocked(changes: Sequence[Change], check: bool) -> str | None:
-    """What becomes of changes that cannot be done (Change.blocked): check mode
-    reports each as unknown, saying apply stops there; apply gets the reasons,
-    to fail the task before it runs any step (or persists a notification)."""
-    reasons = [c.blocked for c in changes if c.blocked]
-    if not reasons:
-        return None
-    if check:
-        for change in changes:
-            if change.blocked and not change.unknown:
-                change.unknown = f"{change.blocked}; apply would stop here"
-        return None
-    return "; ".join(reasons)
-
-
-def _where(exc: BaseException, role: Role) -> str:
-    """"tasks.py:12: " for the innermost frame of the role's own code, or ""."""
-    role_dir = str(role.path) + "/"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename.startswith(role_dir)]
-    if not frames:
-        return ""
-    return f"{frames[-1].filename[len(role_dir):]}:{frames[-1].lineno}: "
-
-
-def _secrets_marked(ops: list[Op], secrets: list[str]) -> list[Op]:
-    """An op that writes a known secret value of the host is made secret (diff
-    masked, no digest in the report), however the role built the content
-    ("token=" + value is a plain str): the renderer's marking, once more."""
-    values = [v.encode() for v in secrets if v]
-    for op in ops:
-        if getattr(op, "secret", None) is not False:
-            continue
-        content = getattr(op, "content", None)
-        if content is None and getattr(op, "patch", None) is not None:
-            content = json.dumps(op.patch, ensure_ascii=False, default=str).encode()  # type: ignore[attr-defined]
-        if (isinstance(content, bytes) and any(v in content for v in values)) or \
-                templating.contains_secret(getattr(op, "patch", None)):
-            op.secret = True  # type: ignore[attr-defined]
-    return ops
+def _tasks_of(role_run: RoleRun) -> Callable[[TaskContext], Iterable[Op]]:
+    return lambda ctx: role_run.role.tasks(ctx)

@@ -7,6 +7,7 @@ output layer renders results and never reaches down to ops/ for it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "HostResult",
     "RunResult",
     "TaskResult",
+    "phase",
 ]
 
 OK, CHANGED, FAILED, SKIPPED, UNREACHABLE = "ok", "changed", "failed", "skipped", "unreachable"
@@ -79,6 +81,9 @@ class HostResult:
     round_trips: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: where the host's time went, in order: {"phase": connect|lock|facts|plan|step,
+    #: "play", "seconds", "why", and for facts "count" and "slowest" (-v: [key, seconds])}
+    profile: list[dict[str, Any]] = field(default_factory=list)
     #: the host's known secret values (its secret variables, -K): masked in
     #: everything shown or written about it (mask(), to_json())
     secrets: set[str] = field(default_factory=set, repr=False, compare=False)
@@ -133,6 +138,7 @@ class HostResult:
             "round_trips": self.round_trips,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
+            "profile": self.profile,
             "tasks": [t.to_json() for t in self.tasks],
         }
 
@@ -215,3 +221,10 @@ def _mask_change(change: Change, secrets: set[str]) -> Change:
         summary=mask_text(change.summary, secrets), diff=diff,
         unknown=mask_text(change.unknown, secrets) if change.unknown else change.unknown,
         blocked=mask_text(change.blocked, secrets) if change.blocked else change.blocked)
+
+
+def phase(name: str, started: float, play: str, why: str = "") -> dict[str, Any]:
+    """A profile entry (HostResult.profile) for a phase that began at `started`
+    (time.monotonic())."""
+    return {"phase": name, "play": play, "seconds": round(time.monotonic() - started, 4),
+            "why": why}

@@ -8,6 +8,7 @@ splits the output back, so one round trip answers everything a play needs.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -99,23 +100,40 @@ def _shell(cmd: Command | str) -> str:
     return cmd.shell() if isinstance(cmd, Command) else cmd
 
 
-def gather_script(facts: Iterable[Fact[Any]], marker: str | None = None) -> tuple[str, str]:
+def gather_script(facts: Iterable[Fact[Any]], marker: str | None = None,
+                  timed: bool = False) -> tuple[str, str]:
     """One POSIX sh script answering every fact; returns (script, marker).
 
     Each fact runs in a subshell with stdin from /dev/null and stderr
-    discarded, so one failing probe never breaks the others.
+    discarded, so one failing probe never breaks the others. `timed` (-v):
+    each end line also carries /proc/uptime before and after the probe; `read`
+    is a shell builtin, so timing costs no process (10 ms resolution, enough
+    to name a slow probe).
     """
     marker = marker or "@@gpuprov-" + secrets.token_hex(8)
     lines = ["#!/bin/sh", "LC_ALL=C; export LC_ALL"]
     for i, fact in enumerate(facts):
         lines.append(f"printf '%s\\n' '{marker} begin {i}'")
+        if timed:
+            lines.append(_UPTIME.format(var="_gp_t0"))
         lines.append(f"( {_shell(fact.command())}\n) </dev/null 2>/dev/null")
-        lines.append(f"printf '\\n{marker} end {i} %s\\n' \"$?\"")
+        if timed:
+            lines.append("_gp_rc=$?; " + _UPTIME.format(var="_gp_t1"))
+            lines.append(f"printf '\\n{marker} end {i} %s %s %s\\n' \"$_gp_rc\" "
+                         "\"$_gp_t0\" \"$_gp_t1\"")
+        else:
+            lines.append(f"printf '\\n{marker} end {i} %s\\n' \"$?\"")
     return "\n".join(lines) + "\n", marker
 
 
-def parse_batch(facts: list[Fact[Any]], output: str, marker: str) -> dict[Fact[Any], Any]:
-    """Split a gather_script's output and process each fact's part."""
+#: seconds since boot into a variable, without a fork; "-" where unreadable
+_UPTIME = "{var}=-; read {var} _gp_x </proc/uptime 2>/dev/null || {var}=-"
+
+
+def parse_batch(facts: list[Fact[Any]], output: str, marker: str,
+                timings: dict[Fact[Any], float] | None = None) -> dict[Fact[Any], Any]:
+    """Split a gather_script's output and process each fact's part; with
+    `timings`, the seconds each probe took (a timed script) are put there."""
     results: dict[Fact[Any], Any] = {}
     pos = 0
     for i, fact in enumerate(facts):
@@ -129,11 +147,15 @@ def parse_batch(facts: list[Fact[Any]], output: str, marker: str) -> dict[Fact[A
         if end < 0:
             raise FactError(f"fact {fact.key}: output not terminated")
         eol = output.find("\n", end + len(end_tag))
-        code_text = output[end + len(end_tag): eol if eol >= 0 else None].strip()
+        words = output[end + len(end_tag): eol if eol >= 0 else None].split()
+        code_text = words[0] if words else ""
         try:
             exit_code = int(code_text)
         except ValueError as exc:
             raise FactError(f"fact {fact.key}: bad exit status {code_text!r}") from exc
+        if timings is not None and len(words) == 3:
+            with contextlib.suppress(ValueError):
+                timings[fact] = max(0.0, float(words[2]) - float(words[1]))
         try:
             results[fact] = fact.process(output[start:end], exit_code)
         except FactError:

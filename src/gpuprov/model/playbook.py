@@ -26,6 +26,9 @@ from gpuprov.model.yamlfile import Location, did_you_mean, load_yaml, location
 
 __all__ = [
     "REBOOT_CHOICES",
+    "VERIFY_ALWAYS",
+    "VERIFY_CHOICES",
+    "VERIFY_ON_CHANGE",
     "REBOOT_IF_NEEDED",
     "REBOOT_NEVER",
     "Play",
@@ -44,8 +47,13 @@ __all__ = [
 # A play's, the inventory's or -e's `reboot:`; the executor reads the same names.
 REBOOT_NEVER, REBOOT_IF_NEEDED = "never", "if-needed"
 REBOOT_CHOICES = (REBOOT_NEVER, REBOOT_IF_NEEDED)
+# A play with `verify:` checks what the plays before it did: `on-change` runs it
+# on a host only when this run changed something there; the inventory's or -e's
+# `verify` overrides it.
+VERIFY_ALWAYS, VERIFY_ON_CHANGE = "always", "on-change"
+VERIFY_CHOICES = (VERIFY_ALWAYS, VERIFY_ON_CHANGE)
 _PLAY_KEYS = ("name", "hosts", "roles", "vars", "tags", "serial", "max_fail_percentage",
-              "reboot")
+              "reboot", "verify")
 _ROLE_KEYS = ("role", "name", "vars", "tags")
 # Ansible play keys people will carry over, with what to do instead.
 _ANSIBLE_HINTS = {
@@ -85,6 +93,7 @@ class Play:
     serial: int | str | None = None  # int hosts per batch, or "30%"
     max_fail_percentage: float | None = None
     reboot: str | None = None  # None: not set in the play (default never applies later)
+    verify: str | None = None  # None: not a verification play (it always runs)
     file: str | None = None
     line: int | None = None
 
@@ -157,7 +166,8 @@ def _play(data: Any, where: Location) -> Play:
         roles=[_role(item, location(roles_data, i)) for i, item in enumerate(roles_data)],
         vars=_vars(data, "vars"), tags=_tags(data, "tags"),
         serial=_serial(data), max_fail_percentage=_max_fail(data),
-        reboot=_reboot(data), file=where.file, line=where.line,
+        reboot=_choice(data, "reboot", REBOOT_CHOICES),
+        verify=_choice(data, "verify", VERIFY_CHOICES), file=where.file, line=where.line,
     )
     return play
 
@@ -256,15 +266,14 @@ def _max_fail(data: Mapping[str, Any]) -> float | None:
     return float(value)
 
 
-def _reboot(data: Mapping[str, Any]) -> str | None:
-    value = data.get("reboot")
+def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str | None:
+    value = data.get(key)
     if value is None:
         return None
-    if value not in REBOOT_CHOICES:
-        raise PlaybookError(f"reboot must be one of {', '.join(REBOOT_CHOICES)}, got {value!r}",
-                            *location(data, "reboot"),
-                            hint=did_you_mean(str(value), REBOOT_CHOICES))
-    return value
+    if value not in choices:
+        raise PlaybookError(f"{key} must be one of {', '.join(choices)}, got {value!r}",
+                            *location(data, key), hint=did_you_mean(str(value), choices))
+    return str(value)
 
 
 def role_search_path(playbook: str | Path | None, bundled: Path | None,

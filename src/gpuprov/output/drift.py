@@ -123,6 +123,7 @@ def drift_data(run: RunResult) -> dict[str, Any]:
             # what the check cost (benchmarks/ reads these; apply's --report has them too)
             "connections": h.connections,
             "round_trips": h.round_trips,
+            "profile": h.profile,
         }
     return {
         "in_sync": all(v["status"] == IN_SYNC for v in hosts.values()),

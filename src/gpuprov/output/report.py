@@ -99,6 +99,9 @@ def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
         table.add_row(*row)
     console.print(table)
     console.print(_totals(run), soft_wrap=True)
+    if verbose >= 1:
+        for h in run.hosts.values():
+            console.print(Text(profile_text(h)), soft_wrap=True, highlight=False, markup=False)
 
     for h in run.hosts.values():
         if h.unreachable:
@@ -122,6 +125,21 @@ def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
                           soft_wrap=True)
     if run.aborted:
         console.print(Text.assemble(("run aborted: ", "bold red"), run.aborted), soft_wrap=True)
+
+
+def profile_text(h: HostResult) -> str:
+    """-v: where a host's time went, one line per phase; every facts, lock and
+    step line is one round trip, said with what caused it."""
+    lines = [f"profile {h.host}: {h.connections} connection(s), {h.round_trips} round trip(s)"]
+    for p in h.profile:
+        line = f"  {p.get('play', '')[:20]:<20} {p['phase']:<7} {p['seconds']:8.3f}s"
+        what = p.get("why", "")
+        if p["phase"] == "facts":
+            what = f"{what}: {p.get('count', 0)} facts"
+            if p.get("slowest"):
+                what += "; slowest: " + ", ".join(f"{k} {s:.2f}s" for k, s in p["slowest"])
+        lines.append(f"{line}  {what}".rstrip())
+    return "\n".join(lines)
 
 
 def _host_style(h: HostResult) -> str:

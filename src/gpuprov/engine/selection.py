@@ -1,0 +1,99 @@
+"""Which roles of a play run on a host (tags), and whether a verification
+play runs at all (`verify: always|on-change`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from gpuprov.errors import GpuprovError, PlaybookError
+from gpuprov.model.inventory import Host
+from gpuprov.model.playbook import (
+    REBOOT_CHOICES,
+    REBOOT_IF_NEEDED,
+    REBOOT_NEVER,
+    VERIFY_CHOICES,
+    VERIFY_ON_CHANGE,
+    Play,
+    RoleRef,
+)
+
+
+class RebootOptions(Protocol):
+    """What reboot_policy() reads of the run's options (RunOptions)."""
+
+    reboot: bool
+    extra_vars: dict[str, Any]
+
+
+ALWAYS = "always"  # a role tagged `always` runs unless skipped by name
+NEVER = "never"    # a role tagged `never` runs only when another of its tags is asked for
+
+
+def role_tags(play: Play, ref: RoleRef) -> set[str]:
+    """A role's tags: its own, its play's, and its name (so `-t nvidia_driver` works)."""
+    return {*ref.tags, *play.tags, ref.name}
+
+
+def role_selected(play: Play, ref: RoleRef, tags: Iterable[str], skip: Iterable[str]) -> bool:
+    mine = role_tags(play, ref)
+    if mine & set(skip):
+        return False
+    tags = set(tags)
+    if NEVER in mine:
+        # Ansible's `never`: only when one of the role's other tags is asked for.
+        return bool((mine - {NEVER}) & tags)
+    return not tags or bool(mine & tags) or ALWAYS in mine
+
+
+def check_tags(plays: Sequence[Play], asked: Iterable[str]) -> None:
+    """A tag that nothing carries is a typo: say so instead of silently doing nothing."""
+    known = {t for p in plays for r in p.roles for t in role_tags(p, r)}
+    known |= {t for p in plays for t in p.tags} | {ALWAYS, NEVER}
+    unknown = sorted(set(asked) - known)
+    if unknown:
+        raise PlaybookError(f"unknown tag(s): {', '.join(unknown)}",
+                            hint="tags in this playbook: " + ", ".join(sorted(known)))
+
+
+def verify_policy(play: Play, host: Host, extra_vars: dict[str, Any]) -> str | None:
+    """None for a play that is not a verification play (no `verify:`); else
+    -e verify > the host's `verify` var > the play's `verify:`."""
+    if play.verify is None:
+        return None
+    for value, where in ((extra_vars.get("verify"), "-e verify"),
+                         (host.vars.get("verify"), f"inventory var verify of {host.name}")):
+        if value is None:
+            continue
+        if value not in VERIFY_CHOICES:
+            raise GpuprovError(f"{host.name}: {where} is {value!r}; expected "
+                               + " or ".join(VERIFY_CHOICES))
+        return str(value)
+    return play.verify
+
+
+def verify_skipped(play: Play, host: Host, extra_vars: dict[str, Any], changed: bool,
+                   tags: Iterable[str]) -> bool:
+    """A verification play is left out on a host where nothing changed, under
+    `on-change`, unless its roles were asked for by tag."""
+    if verify_policy(play, host, extra_vars) != VERIFY_ON_CHANGE or changed:
+        return False
+    asked = set(tags)
+    return not (asked and any(role_tags(play, r) & asked - {ALWAYS, NEVER}
+                              for r in play.roles if NEVER not in r.tags))
+
+
+def reboot_policy(play: Play, host: Host, options: RebootOptions) -> str:
+    """--reboot > -e reboot > the play's `reboot:` > the host's `reboot` var > never."""
+    if options.reboot:
+        return REBOOT_IF_NEEDED
+    for value, where in ((options.extra_vars.get("reboot"), "-e reboot"),
+                         (play.reboot, f"play {play.name!r}"),
+                         (host.vars.get("reboot"), f"inventory var reboot of {host.name}")):
+        if value is None:
+            continue
+        if value not in REBOOT_CHOICES:
+            raise GpuprovError(f"{host.name}: {where} is {value!r}; expected "
+                               + " or ".join(REBOOT_CHOICES))
+        return str(value)
+    return REBOOT_NEVER
