@@ -137,7 +137,10 @@ def assert_nothing_lost(fleet: Fleet, hosts: Sequence[FleetHost], work: Path,
         while (left := temp_leftovers(host)) and time.monotonic() < deadline:
             time.sleep(1)
         if left:
-            raise Lost(f"{host.name}: temp files left: {left}")
+            # who still has them open: a session the host never saw end?
+            seen = host.exec("ss -tnpo state all; ps -eo pid,ppid,stat,etime,args",
+                             check=False).stdout
+            raise Lost(f"{host.name}: temp files left: {left}\n{seen}")
     again = gpuprov("apply", inventory, *apply_args, cwd=work)
     if again.returncode != 0:
         raise Lost(f"the next apply did not converge (exit {again.returncode}):\n"
