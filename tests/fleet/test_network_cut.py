@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,16 @@ def tasks(ctx):
 """
 
 
+#: How the host itself finds out that its controller is gone when the link comes
+#: back but the controller's FIN never arrives (its kernel drops an orphaned
+#: socket early once ARP for the host fails): sshd's ClientAlive, which ends
+#: the session, so the shells' traps remove their temp files and the run lock
+#: goes. sshd_hardening sets it (300 s x 3, access-hardening.md); seconds here.
+CLIENT_ALIVE = "/etc/ssh/sshd_config.d/00-test-clientalive.conf"
+
+
 @pytest.fixture
-def workdir(fleet: Fleet, tmp_path: Path) -> tuple[Path, list[FleetHost]]:
+def workdir(fleet: Fleet, tmp_path: Path) -> Iterator[tuple[Path, list[FleetHost]]]:
     chosen = [h for h in fleet.hosts if h.variant == "default"][:2]
     assert len(chosen) == 2
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(fleet.inventory(chosen),
@@ -51,7 +60,11 @@ def workdir(fleet: Fleet, tmp_path: Path) -> tuple[Path, list[FleetHost]]:
         "- name: big files\n  hosts: all\n  roles: [bigfiles]\n")
     for host in chosen:
         host.exec("rm -rf /srv/cuttest && mkdir -p /srv/cuttest")
-    return tmp_path, chosen
+        host.write_file(CLIENT_ALIVE, "ClientAliveInterval 2\nClientAliveCountMax 3\n")
+        host.exec("service ssh reload >/dev/null")
+    yield tmp_path, chosen
+    for host in chosen:
+        host.exec(f"rm -f {CLIENT_ALIVE} && service ssh reload >/dev/null", check=False)
 
 
 def test_a_host_cut_off_mid_apply_is_unreachable_fast_and_nothing_is_lost(
@@ -71,11 +84,8 @@ def test_a_host_cut_off_mid_apply_is_unreachable_fast_and_nothing_is_lost(
                                check=False).returncode == 0:
                     victim.exec("ip link set eth0 down")
                     cut = True
-                    # Back before the controller's closed socket gives up
-                    # retransmitting (its FIN is how the host learns the
-                    # session is dead; the run itself may go on for a while
-                    # with the other host): restored once -T 5 has declared
-                    # the host unreachable.
+                    # Back once -T 5 has declared the host unreachable (the
+                    # run itself may go on for a while with the other host).
                     restore = threading.Timer(10, victim.exec, ("ip link set eth0 up",),
                                               {"check": False})
                     restore.start()
@@ -100,9 +110,9 @@ def test_a_host_cut_off_mid_apply_is_unreachable_fast_and_nothing_is_lost(
         assert other.exec("ls /srv/cuttest").stdout.split() == [f"f{i}" for i in range(6)]
 
         # Nothing lost: once the link is back the host answers, its sshd config
-        # is valid, the interrupted write left no temp file (the host's shell
-        # notices the dead connection and its EXIT trap removes it), and a
-        # plain run finishes.
+        # is valid, the interrupted write left no temp file (the dead session
+        # ends, by the controller's FIN or by ClientAlive, and the shell's
+        # EXIT trap removes it), and a plain run finishes.
         assert_nothing_lost(fleet, [victim, other], work)
     for host in (victim, other):
         host.exec("rm -rf /srv/cuttest")
