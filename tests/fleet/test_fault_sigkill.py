@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.fleet.faults import (
     Lost,
@@ -42,7 +41,7 @@ from tests.fleet.faults import (
 )
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
-from tests.fleet.site import site_vars
+from tests.fleet.site import write_site_inventory
 
 SEED = int(os.environ.get("GPUPROV_FAULT_SEED", "15015"))
 POINTS = 20
@@ -68,10 +67,7 @@ def hosts(fleet: Fleet) -> Iterator[list[FleetHost]]:
 def workdir(fleet: Fleet, hosts: list[FleetHost], tmp_path_factory: pytest.TempPathFactory
             ) -> Path:
     work = tmp_path_factory.mktemp("sigkill")
-    url = fleet.repo_url
-    inventory = fleet.inventory(hosts)
-    inventory["all"]["vars"].update(site_vars(url))
-    (work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    write_site_inventory(fleet, hosts, work)
     return work
 
 

@@ -24,7 +24,7 @@ import yaml
 
 from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
-from tests.fleet.site import site_vars
+from tests.fleet.site import write_site_inventory
 from tests.fleet.test_engine import gpuprov, report
 
 REVERT = "gpuprov-sshd-revert"
@@ -47,10 +47,7 @@ def hosts(fleet: Fleet, systemd_hosts: list[FleetHost]):
 def workdir(fleet: Fleet, hosts: list[FleetHost], tmp_path_factory: pytest.TempPathFactory
             ) -> Path:
     work = tmp_path_factory.mktemp("systemd")
-    url = fleet.repo_url
-    inventory = fleet.inventory(hosts)
-    inventory["all"]["vars"].update(site_vars(url))
-    (work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    write_site_inventory(fleet, hosts, work)
     return work
 
 

@@ -61,15 +61,9 @@ def verify_policy(play: Play, host: Host, extra_vars: dict[str, Any]) -> str | N
     -e verify > the host's `verify` var > the play's `verify:`."""
     if play.verify is None:
         return None
-    for value, where in ((extra_vars.get("verify"), "-e verify"),
-                         (host.vars.get("verify"), f"inventory var verify of {host.name}")):
-        if value is None:
-            continue
-        if value not in VERIFY_CHOICES:
-            raise GpuprovError(f"{host.name}: {where} is {value!r}; expected "
-                               + " or ".join(VERIFY_CHOICES))
-        return str(value)
-    return play.verify
+    return _first_set(host, VERIFY_CHOICES, play.verify,
+                      (extra_vars.get("verify"), "-e verify"),
+                      (host.vars.get("verify"), f"inventory var verify of {host.name}"))
 
 
 def verify_skipped(play: Play, host: Host, extra_vars: dict[str, Any], changed: bool,
@@ -87,13 +81,21 @@ def reboot_policy(play: Play, host: Host, options: RebootOptions) -> str:
     """--reboot > -e reboot > the play's `reboot:` > the host's `reboot` var > never."""
     if options.reboot:
         return REBOOT_IF_NEEDED
-    for value, where in ((options.extra_vars.get("reboot"), "-e reboot"),
-                         (play.reboot, f"play {play.name!r}"),
-                         (host.vars.get("reboot"), f"inventory var reboot of {host.name}")):
+    return _first_set(host, REBOOT_CHOICES, REBOOT_NEVER,
+                      (options.extra_vars.get("reboot"), "-e reboot"),
+                      (play.reboot, f"play {play.name!r}"),
+                      (host.vars.get("reboot"), f"inventory var reboot of {host.name}"))
+
+
+def _first_set(host: Host, choices: Sequence[str], default: str,
+               *candidates: tuple[Any, str]) -> str:
+    """The first candidate value that is set (highest precedence first), which
+    must be one of `choices`; `default` when none is."""
+    for value, where in candidates:
         if value is None:
             continue
-        if value not in REBOOT_CHOICES:
+        if value not in choices:
             raise GpuprovError(f"{host.name}: {where} is {value!r}; expected "
-                               + " or ".join(REBOOT_CHOICES))
+                               + " or ".join(choices))
         return str(value)
-    return REBOOT_NEVER
+    return default
