@@ -4,6 +4,9 @@ A fact is one question with a POSIX sh `command()` and a `process()` that
 parses its output on the controller (no Python on targets). `gather_script`
 joins many facts into one script with per-fact markers, `parse_batch`
 splits the output back, so one round trip answers everything a play needs.
+Facts of one kind that a single command can answer together (one `docker
+inspect` for an image and a container) declare the same `Joint`: the script
+runs that command once for all of them and each fact gets its own part.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -32,8 +35,12 @@ class Fact(Generic[T]):
     #: what the probe runs besides reading (e.g. "starts a container"): check
     #: mode and drift-check never run it, and skip the op that needs it
     runs: ClassVar[str | None] = None
+    #: a command several facts of this kind share in one script (see Joint)
+    joint: ClassVar[Joint | None] = None
 
     def command(self) -> Command | str:
+        if self.joint is not None:
+            return self.joint.command([self])
         raise NotImplementedError
 
     def process(self, output: str, exit_code: int) -> T:
@@ -45,6 +52,69 @@ class Fact(Generic[T]):
         args = [repr(getattr(self, f.name)) for f in fields(self) if not f.kw_only]
         args += [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.kw_only]
         return f"{type(self).__name__}({', '.join(args)})"
+
+
+class Joint(ABC):
+    """One command that answers several facts at once, where each would
+    otherwise start the same costly program (`docker inspect A B` instead of
+    `docker inspect A` and `docker inspect B`). Facts whose class names the
+    same Joint are gathered by one `command(members)`; `split` gives every
+    member the output and exit status its own run would have given, so a
+    member's `process()` is its only parser and a fact gathered alone (its
+    `command()` is the joint command of itself) reads the same. A member the
+    command cannot answer (a missing object) must not spoil the others' parts.
+    """
+
+    #: how the shared command is named to people (-v profile)
+    name: ClassVar[str] = "joint"
+
+    @abstractmethod
+    def command(self, members: Sequence[Fact[Any]]) -> Command | str:
+        """One command answering every member, in order."""
+
+    @abstractmethod
+    def split(self, members: Sequence[Fact[Any]], output: str,
+              exit_code: int) -> list[tuple[str, int]]:
+        """Each member's part of the output and its exit status, in order; a
+        FactError when the output cannot be attributed to them."""
+
+
+@dataclass(frozen=True)
+class JointProbe(Fact[None]):
+    """How a joint command is named in a timed batch: the time it took is
+    the members' together, so the profile names all of them."""
+
+    members: tuple[Fact[Any], ...]
+
+    @property
+    def key(self) -> str:
+        joint = self.members[0].joint
+        name = joint.name if joint is not None else "joint"
+        return f"{name}: {', '.join(m.key for m in self.members)}"
+
+
+def _probes(facts: Iterable[Fact[Any]]) -> list[tuple[Fact[Any], ...]]:
+    """The script's probes in order: a fact alone, or every fact of one Joint
+    together, where the first of them stood (two or more share it)."""
+    groups: dict[object, list[Fact[Any]]] = {}
+    for fact in facts:
+        key: object = fact if fact.joint is None else fact.joint
+        groups.setdefault(key, []).append(fact)
+    out: list[tuple[Fact[Any], ...]] = []
+    for key, members in groups.items():
+        if isinstance(key, Joint) and len(members) > 1:
+            out.append(tuple(members))
+        else:
+            out.extend((m,) for m in members)
+    return out
+
+
+def _probe_command(probe: tuple[Fact[Any], ...]) -> Command | str:
+    if len(probe) == 1:
+        return probe[0].command()
+    joint = probe[0].joint
+    assert joint is not None
+    return joint.command(probe)
 
 
 class FactSelector(ABC):
@@ -105,18 +175,19 @@ def gather_script(facts: Iterable[Fact[Any]], marker: str | None = None,
     """One POSIX sh script answering every fact; returns (script, marker).
 
     Each fact runs in a subshell with stdin from /dev/null and stderr
-    discarded, so one failing probe never breaks the others. `timed` (-v):
+    discarded, so one failing probe never breaks the others; facts sharing a
+    Joint run as one such probe. `timed` (-v):
     each end line also carries /proc/uptime before and after the probe; `read`
     is a shell builtin, so timing costs no process (10 ms resolution, enough
     to name a slow probe).
     """
     marker = marker or "@@gpuprov-" + secrets.token_hex(8)
     lines = ["#!/bin/sh", "LC_ALL=C; export LC_ALL"]
-    for i, fact in enumerate(facts):
+    for i, probe in enumerate(_probes(facts)):
         lines.append(f"printf '%s\\n' '{marker} begin {i}'")
         if timed:
             lines.append(_UPTIME.format(var="_gp_t0"))
-        lines.append(f"( {_shell(fact.command())}\n) </dev/null 2>/dev/null")
+        lines.append(f"( {_shell(_probe_command(probe))}\n) </dev/null 2>/dev/null")
         if timed:
             lines.append("_gp_rc=$?; " + _UPTIME.format(var="_gp_t1"))
             lines.append(f"printf '\\n{marker} end {i} %s %s %s\\n' \"$_gp_rc\" "
@@ -133,37 +204,62 @@ _UPTIME = "{var}=-; read {var} _gp_x </proc/uptime 2>/dev/null || {var}=-"
 def parse_batch(facts: list[Fact[Any]], output: str, marker: str,
                 timings: dict[Fact[Any], float] | None = None) -> dict[Fact[Any], Any]:
     """Split a gather_script's output and process each fact's part; with
-    `timings`, the seconds each probe took (a timed script) are put there."""
+    `timings`, the seconds each probe took (a timed script) are put there
+    (a joint command's under its JointProbe)."""
     results: dict[Fact[Any], Any] = {}
     pos = 0
-    for i, fact in enumerate(facts):
+    for i, probe in enumerate(_probes(facts)):
+        name = probe[0].key if len(probe) == 1 else JointProbe(probe).key
         begin = f"{marker} begin {i}\n"
         start = output.find(begin, pos)
         if start < 0:
-            raise FactError(f"fact {fact.key}: no output (script cut short?)")
+            raise FactError(f"fact {name}: no output (script cut short?)")
         start += len(begin)
         end_tag = f"\n{marker} end {i} "
         end = output.find(end_tag, start)
         if end < 0:
-            raise FactError(f"fact {fact.key}: output not terminated")
+            raise FactError(f"fact {name}: output not terminated")
         eol = output.find("\n", end + len(end_tag))
         words = output[end + len(end_tag): eol if eol >= 0 else None].split()
         code_text = words[0] if words else ""
         try:
             exit_code = int(code_text)
         except ValueError as exc:
-            raise FactError(f"fact {fact.key}: bad exit status {code_text!r}") from exc
+            raise FactError(f"fact {name}: bad exit status {code_text!r}") from exc
         if timings is not None and len(words) == 3:
             with contextlib.suppress(ValueError):
-                timings[fact] = max(0.0, float(words[2]) - float(words[1]))
-        try:
-            results[fact] = fact.process(output[start:end], exit_code)
-        except FactError:
-            raise
-        except Exception as exc:  # a parser bug must name the fact it came from
-            raise FactError(f"fact {fact.key}: cannot parse output: {exc}") from exc
+                timings[probe[0] if len(probe) == 1 else JointProbe(probe)] = \
+                    max(0.0, float(words[2]) - float(words[1]))
+        parts = [(output[start:end], exit_code)] if len(probe) == 1 else \
+            _split(probe, output[start:end], exit_code)
+        for fact, (text, code) in zip(probe, parts, strict=True):
+            results[fact] = _process(fact, text, code)
         pos = end + len(end_tag)
     return results
+
+
+def _split(probe: tuple[Fact[Any], ...], output: str, exit_code: int) -> list[tuple[str, int]]:
+    joint = probe[0].joint
+    assert joint is not None
+    try:
+        parts = joint.split(probe, output, exit_code)
+    except FactError:
+        raise
+    except Exception as exc:  # a parser bug must name the facts it came from
+        raise FactError(f"fact {JointProbe(probe).key}: cannot split output: {exc}") from exc
+    if len(parts) != len(probe):
+        raise FactError(f"fact {JointProbe(probe).key}: {len(parts)} answers for "
+                        f"{len(probe)} facts")
+    return parts
+
+
+def _process(fact: Fact[Any], output: str, exit_code: int) -> Any:
+    try:
+        return fact.process(output, exit_code)
+    except FactError:
+        raise
+    except Exception as exc:  # a parser bug must name the fact it came from
+        raise FactError(f"fact {fact.key}: cannot parse output: {exc}") from exc
 
 
 class FactView(Mapping[Fact[Any], Any]):
