@@ -390,3 +390,61 @@ def test_docker_run_records_labels_like_docker(gpu_host: Host) -> None:
     spec = gpu_host.run("docker", "inspect", "--format",
                         '{{.State.Running}} {{index .Config.Labels "gpuprov.spec"}}', "lab")
     assert spec.stdout == "true abc\n"
+
+
+def test_docker_inspect_answers_images_and_containers_in_one_call(gpu_host: Host) -> None:
+    """Like the real CLI: one template for every object, each found object printed in
+    the order asked, then one error line per name not found, and exit status 1."""
+    gpu_host.run("docker", "pull", IMAGE)
+    gpu_host.run("docker", "run", "-d", "--name", "lab", "-p", "127.0.0.1:8888:8888",
+                 "-e", "TOKEN=s3cret", "--label", "gpuprov.spec=abc", IMAGE)
+    fmt = ('{{index $ "Id"}} {{with index $ "State"}}{{index . "Status"}}{{else}}image'
+           '{{end}} {{json (index $ "RepoTags")}}')
+    out = gpu_host.run("docker", "inspect", "--format", fmt, "--", "nope", IMAGE, "lab", "gone")
+    assert out.returncode == 1
+    image_line, container_line = out.stdout.splitlines()
+    image = json.loads(gpu_host.run("docker", "image", "inspect", IMAGE).stdout)[0]
+    assert image_line == f"{image['Id']} image [\"{IMAGE}\"]"
+    assert container_line.endswith(" running null"), "a key the object lacks: index gives nil"
+    assert out.stderr == "Error: No such object: nope\nError: No such object: gone\n"
+    # `.Key` of a missing key is an error for that object only (missingkey=error)
+    bad = gpu_host.run("docker", "inspect", "--format", "{{.State.Status}}", "lab", IMAGE)
+    assert (bad.returncode, bad.stdout) == (1, "running\n")
+    assert bad.stderr.startswith("template parsing error: ")
+    # nothing found: the template's output is one empty line
+    none = gpu_host.run("docker", "inspect", "--format", "{{.Id}}", "nope")
+    assert (none.returncode, none.stdout) == (1, "\n")
+    typed = gpu_host.run("docker", "inspect", "--type=container", "--format", "{{.Id}}", IMAGE)
+    assert typed.stderr == f"Error response from daemon: No such container: {IMAGE}\n"
+
+
+def test_docker_facts_share_one_inspect_on_the_double(gpu_host: Host) -> None:
+    """DockerImage and ContainerState gathered together: one docker call, each its answer,
+    never the container's environment."""
+    from gpuprov.facts.base import gather_script, parse_batch
+    from gpuprov.facts.docker import ContainerState, DockerImage
+
+    gpu_host.run("docker", "pull", IMAGE)
+    gpu_host.run("docker", "run", "-d", "--name", "lab", "-p", "127.0.0.1:8888:8888",
+                 "-e", "TOKEN=s3cret", "--label", "gpuprov.spec=abc", IMAGE)
+    calls = gpu_host.path("/var/lib/gpuprov-test-double/docker/calls.log")
+    before = len(calls.read_text().splitlines())
+    facts = [DockerImage(IMAGE), ContainerState("lab"), ContainerState("gone"),
+             DockerImage(IMAGE_OLD)]
+    script, marker = gather_script(facts)
+    bin_dir = gpu_host.path("/bin-shims")
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"#!/bin/sh\nexec {sys.executable} {DOUBLES}/bin/docker "
+                                    "\"$@\"\n")
+    (bin_dir / "docker").chmod(0o755)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
+                         env=gpu_host.env(PATH=f"{bin_dir}:/usr/bin:/bin"))
+    assert "s3cret" not in out.stdout
+    got = parse_batch(facts, out.stdout, marker)
+    assert got[facts[0]].image.repo_tags == (IMAGE,)
+    lab = got[facts[1]].container
+    assert lab.running and lab.label("gpuprov.spec") == "abc"
+    assert lab.ports == {"127.0.0.1:8888->8888/tcp"}
+    assert got[facts[2]].docker == "ok" and got[facts[2]].container is None
+    assert got[facts[3]].docker == "ok" and got[facts[3]].image is None
+    assert len(calls.read_text().splitlines()) == before + 1

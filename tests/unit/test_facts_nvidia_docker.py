@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.facts.base import gather_script, parse_batch
+from gpuprov.facts.base import FactError, gather_script, parse_batch
 from gpuprov.facts.docker import (
     VERIFY_SCRIPT,
     ContainerGpu,
@@ -210,37 +210,56 @@ def test_mok_enrolled_probe_without_key(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- DockerImage
 
-INSPECT = [{"Id": "sha256:" + "5a" * 32, "RepoTags": ["pytorch/pytorch:2.9.0-cuda12.8"],
-            "RepoDigests": ["pytorch/pytorch@sha256:" + "d1" * 32], "Os": "linux"}]
+# what DockerInspect's template prints for an image (one line per object)
+INSPECT = {"id": "sha256:" + "5a" * 32, "tags": ["pytorch/pytorch:2.9.0-cuda12.8"],
+           "digests": ["pytorch/pytorch@sha256:" + "d1" * 32], "state": None,
+           "labels": {"org.opencontainers.image.title": "x"}, "ports": None}
+INSPECT_LINE = json.dumps(INSPECT, separators=(",", ":")) + "\n"
 
 
 @pytest.mark.parametrize(("output", "code", "expected"), [
     ("no-docker\n", 0, DockerImageState("absent", message="docker is not installed")),
-    ("[]\nError response from daemon: No such image: pytorch/pytorch:2.9.0-cuda12.8\n", 1,
-     DockerImageState("ok")),
-    ("Error: No such image: pytorch/pytorch:2.9.0-cuda12.8\n", 1, DockerImageState("ok")),
-    ("[]\n", 0, DockerImageState("ok")),
+    ("\nError: No such object: pytorch/pytorch:2.9.0-cuda12.8\n", 1, DockerImageState("ok")),
+    ("\nerror: no such object: pytorch/pytorch:2.9.0-cuda12.8\n", 1, DockerImageState("ok")),
     ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker "
      "daemon running?\n", 1,
      DockerImageState("down", message="Cannot connect to the Docker daemon at "
                                       "unix:///var/run/docker.sock. Is the docker daemon "
                                       "running?")),
     ("", 125, DockerImageState("down", message="docker exited 125")),
-    (json.dumps(INSPECT, indent=4), 0,
+    (INSPECT_LINE, 0,
      DockerImageState("ok", ImageInfo("sha256:" + "5a" * 32, ("pytorch/pytorch:2.9.0-cuda12.8",),
                                       ("pytorch/pytorch@sha256:" + "d1" * 32,)))),
+    # a container (or a network: no sha256 id) by that name is not the image
+    ('{"id":"' + "ab" * 32 + '","tags":null,"digests":null,"state":{"status":"running",'
+     '"running":true},"labels":{},"ports":{}}\n', 0, DockerImageState("ok")),
+    ('{"id":"' + "ab" * 32 + '","tags":null,"digests":null,"state":null,"labels":null,'
+     '"ports":null}\n', 0, DockerImageState("ok")),
 ])
 def test_docker_image(output: str, code: int, expected: DockerImageState) -> None:
     assert DockerImage("pytorch/pytorch:2.9.0-cuda12.8").process(output, code) == expected
 
 
+def test_docker_image_garbage_is_a_fact_error() -> None:
+    with pytest.raises(FactError, match="printed no JSON"):
+        DockerImage("x:1").process("[]junk\n", 0)
+
+
+def test_docker_image_command_is_one_inspect_of_it() -> None:
+    shell = DockerImage("present:1").command().shell()
+    assert shell.startswith("command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; }; "
+                            "docker inspect --format ")
+    assert shell.endswith(" -- present:1 2>&1")
+
+
 def test_docker_image_probe(tmp_path: Path) -> None:
+    # the last argument is the name, as `docker inspect --format F -- NAME` has it
     fake = tmp_path / "docker"
     fake.write_text("#!/bin/sh\n"
-                    f"if [ \"$3\" = present:1 ]; then cat <<'EOF'\n{json.dumps(INSPECT)}\nEOF\n"
+                    "for a; do ref=$a; done\n"
+                    f"if [ \"$ref\" = present:1 ]; then printf '%s' '{INSPECT_LINE}'\n"
                     "exit 0; fi\n"
-                    "echo '[]'; echo \"Error response from daemon: No such image: $3\" >&2; "
-                    "exit 1\n")
+                    "echo; echo \"Error: No such object: $ref\" >&2; exit 1\n")
     fake.chmod(0o755)
     path = f"{tmp_path}:/usr/bin:/bin"
     assert gather(DockerImage("present:1"), path).image.id == "sha256:" + "5a" * 32

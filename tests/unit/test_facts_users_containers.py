@@ -102,35 +102,44 @@ def test_parse_publish() -> None:
             parse_publish(bad)
 
 
-INSPECT = {"running": True, "status": "running",
+# what DockerInspect's template prints for a container (one line per object)
+INSPECT = {"id": "cd" * 32, "tags": None, "digests": None,
+           "state": {"running": True, "status": "running"},
            "labels": {"gpuprov.spec": "ab" * 32, "org.opencontainers.image.title": "x"},
            "ports": {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8888"}],
                      "22/tcp": [{"HostIp": "", "HostPort": "2222"}]}}
+
+
+def line(state: dict | None, labels: dict | None = None, ports: dict | None = None) -> str:
+    return json.dumps({"id": "cd" * 32, "tags": None, "digests": None, "state": state,
+                       "labels": labels, "ports": ports}) + "\n"
 
 
 def test_container_state_reads_state_labels_and_ports_only() -> None:
     fact = ContainerState("gpuprov-jupyter")
     shell = fact.command().shell()
     assert shell.startswith("command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; }; "
-                            "docker inspect --type=container --format ")
+                            "docker inspect --format ")
+    assert shell.endswith(" -- gpuprov-jupyter 2>&1")
     assert "Env" not in shell and fact.sudo
     state = fact.process(json.dumps(INSPECT, separators=(",", ":")) + "\n", 0)
     assert state == ContainerStatus("ok", ContainerInfo(
         True, "running", (("gpuprov.spec", "ab" * 32), ("org.opencontainers.image.title", "x")),
         frozenset({"127.0.0.1:8888->8888/tcp", "0.0.0.0:2222->22/tcp"})))
     assert state.container.label("gpuprov.spec") == "ab" * 32
-    stopped = fact.process('{"running":false,"status":"exited","labels":null,"ports":{}}', 0)
+    stopped = fact.process(line({"running": False, "status": "exited"}, None, {}), 0)
     assert stopped.container == ContainerInfo(False, "exited", (), frozenset())
     # docker says Running while a crashing container waits to be restarted
-    looping = fact.process('{"running":true,"status":"restarting","labels":{},"ports":{}}', 0)
+    looping = fact.process(line({"running": True, "status": "restarting"}, {}, {}), 0)
     assert looping.container == ContainerInfo(False, "restarting", (), frozenset())
+    # docker inspect without --type finds an image (or a network) by that name: no container
+    assert fact.process(line(None, {"a": "b"}), 0) == ContainerStatus("ok")
 
 
 @pytest.mark.parametrize(("output", "code", "expected"), [
     ("no-docker\n", 0, ContainerStatus("absent", message="docker is not installed")),
-    ("Error: No such object: gpuprov-jupyter\n", 1, ContainerStatus("ok")),
-    ("\nError response from daemon: No such container: gpuprov-jupyter\n", 1,
-     ContainerStatus("ok")),
+    ("\nError: No such object: gpuprov-jupyter\n", 1, ContainerStatus("ok")),
+    ("\nerror: no such object: gpuprov-jupyter\n", 1, ContainerStatus("ok")),
     ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon "
      "running?\n", 1, ContainerStatus("down", message="Cannot connect to the Docker daemon at "
                                       "unix:///var/run/docker.sock. Is the docker daemon "

@@ -1,18 +1,22 @@
-"""Docker facts: a local image (never pulled to answer), and whether the
-GPU works inside an image (`gpuprov verify`).
+"""Docker facts: a local image (never pulled to answer), a container's
+state, and whether the GPU works inside an image (`gpuprov verify`).
 
-Both talk to the Docker daemon, whose socket is root's: they run with sudo.
+All talk to the Docker daemon, whose socket is root's: they run with sudo.
+DockerImage and ContainerState share one `docker inspect` per facts script
+(DockerInspect): each docker CLI start costs a host a tenth of a second or
+more, however little it is asked.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gpuprov.command import Command, Raw
-from gpuprov.facts.base import Fact, FactError
+from gpuprov.facts.base import Fact, FactError, Joint
 
 _GPU_DEVICE = re.compile(r"^(?:\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-fA-F-]+)$")
 
@@ -83,35 +87,112 @@ class DockerImageState:
     message: str = ""
 
 
+# ---------------------------------------------------------------- one docker inspect
+
+_NO_DOCKER = "command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; };"
+
+# One JSON line per object found, the same fields for an image and a
+# container (null where the object has none), and never a container's
+# Config.Env, where a secret passed with `-e NAME` (the Jupyter token) sits
+# in clear text. Only `index` reads the object: on docker's typed inspect
+# structs it fails, and docker then runs the template on the object's API
+# JSON (inspect's documented raw fallback), where a key an image lacks is
+# null instead of an error, so images and containers share one template.
+_INSPECT_FORMAT = (
+    '{"id":{{json (index $ "Id")}},"tags":{{json (index $ "RepoTags")}},'
+    '"digests":{{json (index $ "RepoDigests")}},'
+    '"state":{{with index $ "State"}}{"status":{{json (index . "Status")}},'
+    '"running":{{json (index . "Running")}}}{{else}}null{{end}},'
+    '"labels":{{with index $ "Config"}}{{json (index . "Labels")}}{{else}}null{{end}},'
+    '"ports":{{with index $ "HostConfig"}}{{json (index . "PortBindings")}}{{else}}null{{end}}}')
+
+#: docker <= 27 "Error: No such object: X", later "error: no such object: X"
+_NO_SUCH = re.compile(r"no such (?:object|image|container): (?P<ref>\S+)\s*$", re.IGNORECASE)
+
+
+def _inspected(fact: Fact[Any]) -> str:
+    if isinstance(fact, DockerImage):
+        return fact.ref
+    if isinstance(fact, ContainerState):
+        return fact.name
+    raise TypeError(f"docker inspect cannot answer {fact.key}")
+
+
+class DockerInspect(Joint):
+    """`docker inspect --format ... -- A B ...`: images and containers in one
+    docker start. docker goes on past an object it does not find (it says
+    "no such object: X" on stderr, after every object found, and exits 1),
+    so a missing container leaves the image's answer whole."""
+
+    name: ClassVar[str] = "docker inspect"
+
+    def command(self, members: Sequence[Fact[Any]]) -> Command:
+        return Command(Raw(_NO_DOCKER), "docker", "inspect", "--format", _INSPECT_FORMAT, "--",
+                       *(_inspected(m) for m in members), Raw("2>&1"))
+
+    def split(self, members: Sequence[Fact[Any]], output: str,
+              exit_code: int) -> list[tuple[str, int]]:
+        if output.strip() == "no-docker":
+            return [(output, 0)] * len(members)
+        lines = [ln for ln in output.splitlines() if ln.strip()]
+        objects = [ln for ln in lines if ln.startswith("{")]
+        missing = {m["ref"]: ln for ln in lines if (m := _NO_SUCH.search(ln))}
+        found = [m for m in members if _inspected(m) not in missing]
+        if not objects and exit_code != 0 and len(missing) < len(members):
+            # docker itself failed (daemon down, no permission): the members it
+            # did not call missing get its words
+            failure = "\n".join(ln for ln in lines if not _NO_SUCH.search(ln)) + "\n"
+            return [(missing.get(_inspected(m), failure), exit_code) for m in members]
+        if len(objects) != len(found):
+            raise FactError(f"docker inspect printed {len(objects)} objects for "
+                            f"{len(found)} found: {output.strip()[-300:]!r}")
+        answers = iter(objects)
+        return [(missing[_inspected(m)], exit_code or 1) if _inspected(m) in missing
+                else (next(answers), 0) for m in members]
+
+
+DOCKER_INSPECT = DockerInspect()
+
+
+def _inspect_object(fact: Fact[Any], output: str) -> dict[str, Any]:
+    try:
+        data = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise FactError(f"{fact.key}: docker inspect printed no JSON: {output[:200]!r}") from exc
+    if not isinstance(data, dict):
+        raise FactError(f"{fact.key}: docker inspect printed {output[:200]!r}")
+    return data
+
+
+def _docker_failure(output: str, exit_code: int) -> tuple[bool, str]:
+    """(no such object, the message) of a failed docker inspect."""
+    text = output.strip()
+    if "no such" in text.lower():
+        return True, ""
+    return False, text.splitlines()[-1] if text else f"docker exited {exit_code}"
+
+
 @dataclass(frozen=True)
 class DockerImage(Fact[DockerImageState]):
-    """`docker image inspect REF`: the local image, without pulling."""
+    """The local image `ref` (`docker inspect`), without pulling."""
 
     ref: str
     sudo: ClassVar[bool] = True
-
-    def command(self) -> Command:
-        return Command(Raw("command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; };"),
-                       "docker", "image", "inspect", self.ref, Raw("2>&1"))
+    joint: ClassVar[Joint | None] = DOCKER_INSPECT
 
     def process(self, output: str, exit_code: int) -> DockerImageState:
-        text = output.strip()
-        if text == "no-docker":
+        if output.strip() == "no-docker":
             return DockerImageState("absent", message="docker is not installed")
         if exit_code != 0:
-            if "no such image" in text.lower():
-                return DockerImageState("ok")
-            return DockerImageState("down", message=text.splitlines()[-1] if text else
-                                    f"docker exited {exit_code}")
-        try:
-            items = json.loads(text)
-        except ValueError as exc:
-            raise FactError(f"docker image inspect printed no JSON: {text[:200]!r}") from exc
-        if not items:
+            missing, message = _docker_failure(output, exit_code)
+            return DockerImageState("ok") if missing else DockerImageState("down",
+                                                                           message=message)
+        data = _inspect_object(self, output)
+        # a container, network or volume by that name is no image (image ids are digests)
+        if data.get("state") is not None or not str(data.get("id") or "").startswith("sha256:"):
             return DockerImageState("ok")
-        item = items[0]
-        return DockerImageState("ok", ImageInfo(item["Id"], tuple(item.get("RepoTags") or ()),
-                                                tuple(item.get("RepoDigests") or ())))
+        return DockerImageState("ok", ImageInfo(data["id"], tuple(data.get("tags") or ()),
+                                                tuple(data.get("digests") or ())))
 
 
 # ---------------------------------------------------------------- GPU in a container
@@ -217,13 +298,6 @@ class ContainerStatus:
     message: str = ""
 
 
-# Only these fields: a full `docker inspect` carries Config.Env, where a
-# secret passed with `-e NAME` (the Jupyter token) sits in clear text.
-_CONTAINER_FORMAT = ('{"running":{{json .State.Running}},"status":{{json .State.Status}},'
-                     '"labels":{{json .Config.Labels}},'
-                     '"ports":{{json .HostConfig.PortBindings}}}')
-
-
 @dataclass(frozen=True)
 class ContainerState(Fact[ContainerStatus]):
     """`docker inspect` of one container: running or not, its labels and the
@@ -231,31 +305,24 @@ class ContainerState(Fact[ContainerStatus]):
 
     name: str
     sudo: ClassVar[bool] = True
-
-    def command(self) -> Command:
-        return Command(Raw("command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; };"),
-                       "docker", "inspect", "--type=container", "--format", _CONTAINER_FORMAT,
-                       self.name, Raw("2>&1"))
+    joint: ClassVar[Joint | None] = DOCKER_INSPECT
 
     def process(self, output: str, exit_code: int) -> ContainerStatus:
-        text = output.strip()
-        if text == "no-docker":
+        if output.strip() == "no-docker":
             return ContainerStatus("absent", message="docker is not installed")
         if exit_code != 0:
-            if "no such" in text.lower():
-                return ContainerStatus("ok")
-            return ContainerStatus("down", message=text.splitlines()[-1] if text else
-                                   f"docker exited {exit_code}")
-        try:
-            data = json.loads(text.splitlines()[-1])
-        except (ValueError, IndexError) as exc:
-            raise FactError(f"docker inspect printed no JSON: {text[:200]!r}") from exc
+            missing, message = _docker_failure(output, exit_code)
+            return ContainerStatus("ok") if missing else ContainerStatus("down", message=message)
+        data = _inspect_object(self, output)
+        state = data.get("state")
+        if not isinstance(state, dict):
+            return ContainerStatus("ok")   # an image, network or volume by that name
         ports = frozenset(_binding(b.get("HostIp", ""), b.get("HostPort", ""), port)
                           for port, binds in (data.get("ports") or {}).items()
                           for b in binds or ())
         labels = tuple(sorted((data.get("labels") or {}).items()))
-        status = str(data.get("status") or "")
+        status = str(state.get("status") or "")
         # State.Running stays true while a crashing container is "restarting"
         # (or "paused"): only "running" serves anything
-        running = bool(data.get("running")) and status in ("running", "")
+        running = bool(state.get("running")) and status in ("running", "")
         return ContainerStatus("ok", ContainerInfo(running, status, labels, ports))

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from gpuprov_double import all_gpus, doubles_home, dpkg_status, host_path, nvml_state
+from gpuprov_double_docker_format import TemplateError, render
 from gpuprov_double_docker_images import format_option, print_objects, pull
 from gpuprov_double_docker_state import (
     default_runtime,
@@ -317,22 +318,53 @@ def cmd_ps(args: list[str]) -> int:
 
 
 def cmd_inspect(args: list[str]) -> int:
-    """docker inspect / container inspect: containers first, then images (as real)."""
-    fmt, refs = format_option([a for a in args if a not in ("--type=container",)])
-    containers, images = load_containers(), load_images()
-    found, missing = [], []
-    for ref in refs:
-        container = find_container(containers, ref)
-        image = None if container else find_image(images, ref)
-        if container or image:
-            found.append(view(container) if container else image)
+    """docker inspect / container inspect: containers first, then images (as real).
+
+    Like the real CLI: every object found is printed (a template runs once per
+    object), then one error line per name not found or not rendered, in the
+    order given, and the exit status is 1 if there was any; `--type` restricts
+    the search; `--` ends the options."""
+    kind, rest = None, []
+    it = iter(args)
+    for arg in it:
+        if arg == "--":
+            rest.extend(it)
+        elif arg == "--type":
+            kind = next(it, "")
+        elif arg.startswith("--type="):
+            kind = arg.split("=", 1)[1]
         else:
-            missing.append(ref)
-    if (found or fmt is None) and (code := print_objects(found, fmt)):
-        return code
-    for ref in missing:
-        sys.stderr.write(f"Error: No such object: {ref}\n")
-    return 1 if missing else 0
+            rest.append(arg)
+    if kind not in (None, "container", "image"):
+        sys.stderr.write(f'unknown type: "{kind}"\n')
+        return 1
+    fmt, refs = format_option(rest)
+    containers, images = load_containers(), load_images()
+    found, errors, rendered = [], [], 0
+    for ref in refs:
+        container = find_container(containers, ref) if kind != "image" else None
+        image = find_image(images, ref) if kind != "container" and not container else None
+        if not (container or image):
+            # --type asks the daemon once and shows its answer; without, the CLI's own
+            errors.append(f"Error response from daemon: No such {kind}: {ref}" if kind
+                          else f"Error: No such object: {ref}")
+            continue
+        obj = view(container) if container else image
+        if fmt is None or fmt == "json":
+            found.append(obj)
+            continue
+        try:
+            sys.stdout.write(render(fmt, obj) + "\n")
+            rendered += 1
+        except TemplateError as err:
+            errors.append(f"template parsing error: template: :1: {err}")
+    if fmt is None or fmt == "json":
+        print_objects(found, fmt)
+    elif not rendered:
+        sys.stdout.write("\n")   # the real CLI's template output when nothing was found
+    for line in errors:
+        sys.stderr.write(line + "\n")
+    return 1 if errors else 0
 
 
 def cmd_stop_rm(verb: str, args: list[str]) -> int:
