@@ -21,7 +21,6 @@ jupyter_enabled false: stopped, disabled, unit and script removed, data kept.
 """
 
 from gpuprov.command import Command
-from gpuprov.facts.docker import ContainerState
 from gpuprov.facts.services import ServiceState
 from gpuprov.ops.command import command
 from gpuprov.ops.docker import container, container_absent
@@ -88,9 +87,9 @@ def tasks(ctx):
     else:
         yield template(INIT_SCRIPT, templates / "gpuprov-jupyter.init.j2", names,
                        mode="0755", notify=RESTART)
-    # Starting the service starts the container: its state is re-read after.
-    yield service(NAME, state="started", enabled=True,
-                  also_invalidates=(ContainerState,))
+    # The service runs the container (under sysvinit its running state is the
+    # container's, one docker inspect for both ops); starting it re-reads the container.
+    yield service(NAME, state="started", enabled=True, container=NAME)
     yield container(NAME, spec=launch.spec_hash(s), publish=s.publish,
                     fix=Command(SCRIPT, "restart"))
 
@@ -98,8 +97,7 @@ def tasks(ctx):
 def removed(ctx):
     systemd = ctx.system.init == "systemd"
     # sysvinit: the rc links go with `update-rc.d remove` once the script is gone
-    yield service(NAME, state="stopped", enabled=False if systemd else None,
-                  also_invalidates=(ContainerState,))
+    yield service(NAME, state="stopped", enabled=False if systemd else None, container=NAME)
     yield container_absent(NAME)
     yield absent(SCRIPT)
     if systemd:
@@ -123,8 +121,7 @@ def restart(ctx):
     if not enabled(ctx.vars):
         return []   # a notification left pending before jupyter was disabled
     # the unit file may have changed: systemd must read it before the restart
-    return [*daemon_reload(ctx), service(NAME, state="restarted",
-                                         also_invalidates=(ContainerState,))]
+    return [*daemon_reload(ctx), service(NAME, state="restarted", container=NAME)]
 
 
 HANDLERS = {

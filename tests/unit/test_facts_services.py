@@ -73,3 +73,30 @@ def test_probe_runs_here() -> None:
         assert missing.init == "sysvinit"
         dbus = got[ServiceState("dbus")]
         assert dbus.exists == Path("/etc/init.d/dbus").exists()
+
+
+def test_sysvinit_without_status_asks_no_init_script() -> None:
+    """sysv_status=False: the script's presence and its rc links, never `status`
+    (a wrapper's status would start docker once more); running is left unknown."""
+    fact = ServiceState("gpuprov-jupyter", sysv_status=False)
+    text = fact.command().shell()
+    assert " status" not in text and "systemctl show" in text
+    info = fact.process("init=sysvinit\nscript=yes\nlink=/etc/rc2.d/S01gpuprov-jupyter\n"
+                        "link=/etc/rc0.d/K01gpuprov-jupyter\n", 0)
+    assert (info.exists, info.running, info.enabled, info.status_code) == (True, None, True, None)
+    missing = fact.process("init=sysvinit\n", 0)
+    assert (missing.exists, missing.running, missing.enabled) == (False, None, None)
+    # systemd answers without any init script: running is systemd's word
+    systemd = fact.process((DATA / "systemctl.docker-running").read_text(), 0)
+    assert (systemd.exists, systemd.running, systemd.enabled) == (True, True, True)
+
+
+def test_sysvinit_without_status_probe_runs_here(tmp_path: Path) -> None:
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("this machine runs systemd: the sysvinit branch is not taken")
+    facts = [ServiceState("no-such-service-xyz", sysv_status=False)]
+    script, marker = gather_script(facts)
+    out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    got = parse_batch(facts, out, marker)[facts[0]]
+    assert (got.init, got.exists, got.running) == ("sysvinit", False, None)

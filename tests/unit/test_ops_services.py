@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpuprov.facts.base import FactView
-from gpuprov.facts.docker import ContainerState
-from gpuprov.facts.services import ServiceState
+from gpuprov.facts.docker import ContainerInfo, ContainerState, ContainerStatus
+from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.ops.services import service
 
 DATA = Path(__file__).parent / "data" / "facts"
@@ -104,3 +104,57 @@ def test_also_invalidates_names_what_starting_it_changes() -> None:
                            also_invalidates=(ContainerState,)),
                    "systemctl.containerd-stopped-disabled")
     assert [c.invalidates for c in changes] == [(ServiceState, ContainerState)] * 2
+
+
+# ---------------------------------------------------------------- a service that runs a container
+
+LINKS = ("/etc/rc2.d/S01app", "/etc/rc0.d/K01app")
+SYSV = ServiceInfo("app", "sysvinit", True, None, True, links=LINKS)
+
+
+def container(running: bool | None, docker: str = "ok") -> ContainerStatus:
+    if running is None:
+        return ContainerStatus(docker)
+    return ContainerStatus(docker, ContainerInfo(running, "running" if running else "exited",
+                                                 (), frozenset()))
+
+
+def plan_with(op, info: ServiceInfo, state: ContainerStatus):
+    return op.plan(FactView({ServiceState("app", sysv_status=False): info,
+                             ContainerState("app"): state}))
+
+
+def test_container_service_reads_no_init_script_status() -> None:
+    op = service("app", "started", enabled=True, container="app")
+    assert op.facts() == [ServiceState("app", sysv_status=False), ContainerState("app")]
+    assert op.invalidates == (ServiceState, ContainerState)
+    also = service("app", "started", container="app", also_invalidates=(ContainerState,))
+    assert also.invalidates == (ServiceState, ContainerState)
+
+
+def test_container_service_under_sysvinit_runs_when_its_container_does() -> None:
+    op = service("app", "started", enabled=True, container="app")
+    assert plan_with(op, SYSV, container(True)) == []
+    for state in (container(False), container(None), container(None, "down"),
+                  ContainerStatus("absent", message="docker is not installed")):
+        [start] = plan_with(op, SYSV, state)
+        assert shells([start]) == ["service app start"]
+        assert start.diff.before == "stopped\n"
+        assert start.invalidates == (ServiceState, ContainerState)
+    stop = service("app", "stopped", container="app")
+    assert plan_with(stop, SYSV, container(False)) == []
+    assert shells(plan_with(stop, SYSV, container(True))) == ["service app stop"]
+    disabled = ServiceInfo("app", "sysvinit", True, None, False, links=("/etc/rc2.d/K01app",))
+    assert shells(plan_with(op, disabled, container(True))) == ["update-rc.d app enable"]
+
+
+def test_container_service_under_systemd_is_systemds_word() -> None:
+    op = service("app", "started", enabled=True, container="app")
+    active = ServiceState("app", sysv_status=False).process(
+        (DATA / "systemctl.docker-running").read_text(), 0)
+    # the unit is what systemd starts at boot; the container's own op recreates it
+    assert plan_with(op, active, container(False)) == []
+    stopped = ServiceState("app", sysv_status=False).process(
+        (DATA / "systemctl.containerd-stopped-disabled").read_text(), 0)
+    assert shells(plan_with(op, stopped, container(True))) == [
+        "systemctl enable app", "systemctl start app"]

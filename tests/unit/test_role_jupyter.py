@@ -20,7 +20,7 @@ import pytest
 
 from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.base import FactView, gather_script, parse_batch
-from gpuprov.facts.docker import ContainerInfo, ContainerState, ContainerStatus
+from gpuprov.facts.docker import ContainerInfo, ContainerState, ContainerStatus, DockerImage
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.facts.system import ShellTest
@@ -58,7 +58,8 @@ CONFIG_F = FileState(CONFIG, sudo=True)
 SCRIPT_F = FileState(SCRIPT)
 UNIT_F = FileState(UNIT)
 INIT_F = FileState(INIT)
-SERVICE = ServiceState(NAME)
+# under sysvinit the service's running state is the container's: no init script status
+SERVICE = ServiceState(NAME, sysv_status=False)
 CONTAINER = ContainerState(NAME)
 GROUP_F = GroupMembers(GROUP)
 RC_LINKS = ShellTest(f"ls /etc/rc[0-6S].d/[SK][0-9][0-9]{NAME}")
@@ -105,15 +106,15 @@ def token_info(size: int = 64, mode: str = "0640", owner: str = "root",
 def missing_service(init: str) -> ServiceInfo:
     if init == "systemd":
         return service_info(NAME, exists=False)
-    return ServiceInfo(NAME, "sysvinit", False, False, None)
+    return ServiceInfo(NAME, "sysvinit", False, None, None)
 
 
 def running_service(init: str, running: bool = True) -> ServiceInfo:
+    """Under sysvinit, `running` is the container's (the probe leaves it None)."""
     if init == "systemd":
         return service_info(NAME, running=running)
     links = (f"/etc/rc2.d/S01{NAME}", f"/etc/rc0.d/K01{NAME}")
-    return ServiceInfo(NAME, "sysvinit", True, running, True, status_code=0 if running else 3,
-                       links=links)
+    return ServiceInfo(NAME, "sysvinit", True, None, True, links=links)
 
 
 def fresh(init: str = "systemd", docker: str = "ok") -> dict:
@@ -329,7 +330,7 @@ def test_no_token_is_ever_read_shown_or_passed_on_a_command_line() -> None:
                    "JUPYTER_TOKEN_FILE=/etc/gpuprov/jupyter_token"]
     # the container fact asks docker for state, labels and ports only, never Config.Env
     command = CONTAINER.command().shell()
-    assert "--format" in command and ".Config.Labels" in command and "Env" not in command
+    assert "--format" in command and '"Labels"' in command and "Env" not in command
 
 
 def test_token_readers_are_exactly_the_members_of_the_dedicated_group() -> None:
@@ -518,10 +519,31 @@ def test_container_not_running_is_restarted(distro: str, init: str) -> None:
     facts[CONTAINER] = running(spec_of(run(fresh(init), distro, init)),
                                "127.0.0.1:8888->8888/tcp", status="exited")
     plan = run(facts, distro, init)
-    assert commands(plan) == [f"{SCRIPT} restart"]
-    [change] = plan.changes
+    changes = plan.changes
+    if init == "sysvinit":
+        # the service runs when its container does (what the init script's status
+        # says): it is started first, and the container op reads the container again
+        service_start, *changes = changes
+        assert [s.command.display() for s in service_start.steps] == [f"service {NAME} start"]
+        assert ContainerState in service_start.invalidates
+    assert [s.command.display() for c in changes for s in c.steps] == [f"{SCRIPT} restart"]
+    [change] = changes
     assert (change.action, change.summary) == ("recreate", f"{NAME} is exited")
     assert change.diff.before.startswith("state: exited\n")
+
+
+@pytest.mark.parametrize(("distro", "init"), HOSTS)
+def test_a_converged_host_costs_one_docker_call(distro: str, init: str) -> None:
+    """The service, the container and the image (gpu_image) share one docker inspect;
+    no init script status, which would start docker once more."""
+    plan = run(converged(distro, init), distro, init)
+    assert plan.changes == []
+    facts = [f for p in plan.ops for f in p.op.facts()] + [DockerImage(IMAGE)]
+    script, _ = gather_script(list(dict.fromkeys(facts)))
+    # every docker word but `command -v docker` (is it installed?) is that one call
+    assert script.count("docker ") - script.count("command -v docker ") == 1
+    assert "docker inspect --format" in script
+    assert '"/etc/init.d/$n" status' not in script
 
 
 def test_container_published_on_every_address_is_recreated() -> None:
@@ -666,7 +688,7 @@ def test_disabled_on_a_host_without_jupyter_changes_nothing(distro: str, init: s
     ("sysvinit", ["service gpuprov-jupyter restart"]),
 ])
 def test_restart_handler(init: str, expected: list[str]) -> None:
-    facts = {SERVICE: running_service(init)}
+    facts = {SERVICE: running_service(init), CONTAINER: ContainerStatus("ok")}
     plan = run(facts, "debian12", init, handler="restart jupyter")
     assert plan.commands == expected
     restart = plan.changes[-1]

@@ -8,7 +8,7 @@ host whose PID 1 is not systemd (containers, the sysvinit test fleet).
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 from gpuprov.command import Command
@@ -26,7 +26,8 @@ class ServiceInfo:
     name: str
     init: str                       # systemd | sysvinit
     exists: bool
-    running: bool
+    #: None where the probe did not ask (sysvinit, ServiceState(sysv_status=False))
+    running: bool | None
     #: True/False; None when the init cannot enable it (static unit) or it does not exist
     enabled: bool | None
     load_state: str = ""            # systemd: loaded | not-found | masked
@@ -44,6 +45,11 @@ class ServiceInfo:
 @dataclass(frozen=True)
 class ServiceState(Fact[ServiceInfo]):
     name: str
+    _: KW_ONLY
+    #: sysvinit: run the init script's `status`. False where the caller reads
+    #: the running state elsewhere: the status of a service that wraps a
+    #: container asks docker, which the caller's ContainerState asks anyway.
+    sysv_status: bool = True
 
     # sysvinit `status` checks the daemon's pid with kill -0, which fails
     # with EPERM for a root daemon when asked as an ordinary user.
@@ -51,6 +57,8 @@ class ServiceState(Fact[ServiceInfo]):
 
     def command(self) -> Command:
         # The name is quoted once into a variable; everything after is fixed text.
+        status = ('    "/etc/init.d/$n" status >/dev/null 2>&1; echo "status=$?"\n'
+                  if self.sysv_status else '    echo script=yes\n')
         return Command.script(
             f"n={shlex.quote(self.name)}\n"
             "if [ -d /run/systemd/system ]; then\n"
@@ -61,7 +69,7 @@ class ServiceState(Fact[ServiceInfo]):
             "else\n"
             "  echo init=sysvinit\n"
             "  if [ -x \"/etc/init.d/$n\" ]; then\n"
-            "    \"/etc/init.d/$n\" status >/dev/null 2>&1; echo \"status=$?\"\n"
+            + status +
             "  fi\n"
             "  for l in /etc/rc[0-6S].d/[SK][0-9][0-9]\"$n\"; do\n"
             "    [ -e \"$l\" ] && echo \"link=$l\"\n"
@@ -101,9 +109,10 @@ class ServiceState(Fact[ServiceInfo]):
 
     def _sysvinit(self, v: dict[str, str], links: tuple[str, ...]) -> ServiceInfo:
         code = int(v["status"]) if v.get("status", "").isdigit() else None
-        exists = code is not None
+        exists = code is not None or v.get("script") == "yes"
         # Enabled = started in a multi-user runlevel (2-5), as update-rc.d sets it up.
         enabled = any(ln.split("/")[2][2] in "2345" and ln.split("/")[3].startswith("S")
                       for ln in links) if exists else None
-        return ServiceInfo(self.name, "sysvinit", exists, code == 0, enabled,
+        running = code == 0 if self.sysv_status else None
+        return ServiceInfo(self.name, "sysvinit", exists, running, enabled,
                            status_code=code, links=links)

@@ -8,11 +8,12 @@ they are always a change.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import KW_ONLY
+from dataclasses import KW_ONLY, replace
 from typing import Any
 
 from gpuprov.command import Command
 from gpuprov.facts.base import Fact, FactView, Selector
+from gpuprov.facts.docker import ContainerState, ContainerStatus
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
 
@@ -44,6 +45,12 @@ class Service(Op):
     also_invalidates: Fact classes or selectors of facts that starting or
     stopping it changes besides ServiceState (e.g. ContainerState for a
     service that runs a container).
+
+    container: the docker container the service keeps running. Under
+    sysvinit the service runs when the container does, read from
+    ContainerState (which the container's own op reads too) rather than from
+    the init script's `status`, which would start docker once more per run;
+    ContainerState is invalidated with ServiceState.
     """
 
     name: str
@@ -51,19 +58,37 @@ class Service(Op):
     enabled: bool | None = None
     _: KW_ONLY
     also_invalidates: tuple[Selector, ...] = ()
+    container: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.state is not None and self.state not in _STATES:
             raise ValueError(f"service {self.name}: state must be one of {', '.join(_STATES)}")
-        self.invalidates = (ServiceState, *self.also_invalidates)
+        extra = (ContainerState,) if self.container and ContainerState not in \
+            self.also_invalidates else ()
+        self.invalidates = (ServiceState, *self.also_invalidates, *extra)
         self.label = f"service {self.name}"
 
     def facts(self) -> Sequence[Fact[Any]]:
+        if self.container:
+            return [ServiceState(self.name, sysv_status=False), ContainerState(self.container)]
         return [ServiceState(self.name)]
 
+    def _info(self, facts: FactView) -> ServiceInfo:
+        if not self.container:
+            info: ServiceInfo = facts[ServiceState(self.name)]
+            return info
+        info = facts[ServiceState(self.name, sysv_status=False)]
+        if info.running is not None:
+            return info   # systemd said
+        state: ContainerStatus = facts[ContainerState(self.container)]
+        # what the wrapper's status says: the container is running (no docker: it is not)
+        running = state.docker == "ok" and state.container is not None \
+            and state.container.running
+        return replace(info, running=running)
+
     def plan(self, facts: FactView) -> list[Change]:
-        info: ServiceInfo = facts[ServiceState(self.name)]
+        info = self._info(facts)
         unknown = None
         if not info.exists:
             # Probably installed by an earlier op of this play: say so in check
