@@ -101,3 +101,12 @@ def test_gathered_together_through_a_fake_docker(tmp_path) -> None:
                    FACTS[1]: ContainerStatus("ok")}
     [call] = (tmp_path / "docker.calls").read_text().splitlines()
     assert call.startswith("inspect --format ") and call.endswith(f"-- {IMAGE} gpuprov-jupyter")
+
+
+def test_a_label_that_reads_like_an_error_is_still_an_object() -> None:
+    line = json.dumps({"id": "cd" * 32, "tags": None, "digests": None,
+                       "state": {"status": "running", "running": True},
+                       "labels": {"note": f"Error: No such object: {IMAGE}"}, "ports": {}})
+    image, container = answers(f"{IMAGE_LINE}\n{line}\n", 0)
+    assert image == DockerImageState("ok", IMAGE_INFO)
+    assert container.container.label("note") == f"Error: No such object: {IMAGE}"

@@ -136,7 +136,8 @@ class DockerInspect(Joint):
             return [(output, 0)] * len(members)
         lines = [ln for ln in output.splitlines() if ln.strip()]
         objects = [ln for ln in lines if ln.startswith("{")]
-        missing = {m["ref"]: ln for ln in lines if (m := _NO_SUCH.search(ln))}
+        missing = {m["ref"]: ln for ln in lines
+                   if not ln.startswith("{") and (m := _NO_SUCH.search(ln))}
         found = [m for m in members if _inspected(m) not in missing]
         if not objects and exit_code != 0 and len(missing) < len(members):
             # docker itself failed (daemon down, no permission): the members it
