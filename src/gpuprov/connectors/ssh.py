@@ -376,9 +376,10 @@ class SshConnector(Connector):
                 self._live_transport(), line, display, chunks, timeout))
         return CommandResult(display, code, out, err)
 
-    def hold(self, command: Command, *, sudo: bool = False) -> Held:
+    def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
         line, prefix = self._sudo.prepare(command.shell(), sudo)
-        return self._channels.hold(self._live_transport(), line, command.display(), prefix)
+        return self._channels.hold(self._live_transport(), line, command.display(),
+                                   prefix + stdin)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
         return self._channels.execute(self._live_transport(), line, "(sudo check)",
