@@ -65,8 +65,9 @@ class LocalConnector(Connector):
 
     def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
         self.connect()
-        line, prefix = self._sudo.prepare(command.shell(), sudo)
-        prefix += stdin
+        return self._sudo.hold(command.shell(), sudo, stdin, self._hold)
+
+    def _hold(self, line: str, prefix: bytes) -> Held:
         self.stats.round_trips += 1
         # Its own session, so release() can end sudo, sh and what they started together.
         proc = subprocess.Popen(["/bin/sh", "-c", line], stdin=subprocess.PIPE,
