@@ -110,6 +110,10 @@ class Tool:
     def env(self) -> dict[str, str]:
         env = {**os.environ, "COLUMNS": "160"}
         env.pop("TERM", None)
+        # as on a user's machine: Python caches compiled modules (a sandbox or CI
+        # may turn that off, which makes every run compile gpuprov's editable
+        # source and the roles afresh; the peers' wheels were compiled by pip)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
 
     def judge(self, label: str, sample: Sample) -> Run:
