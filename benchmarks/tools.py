@@ -147,6 +147,11 @@ class Gpuprov(Tool):
             (self.work / "inventory-unreachable.yml").write_text(
                 yaml.safe_dump(with_dead_hosts(inventory, self.unreachable), sort_keys=False))
 
+    def env(self) -> dict[str, str]:
+        # the hosts' fact plans (engine/prefetch.py) start empty in every benchmark:
+        # the converge learns them as a first run does
+        return {**super().env(), "GPUPROV_CACHE_DIR": str(self.work / "cache")}
+
     def _cli(self, *args: str) -> list[str]:
         forks = ["--forks", str(self.forks)] if self.forks else []
         return [sys.executable, "-m", "gpuprov.cli", *args, *forks]
