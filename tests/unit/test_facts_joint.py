@@ -112,3 +112,15 @@ def test_timed_batch_names_the_joint_command_with_its_members() -> None:
     assert got[facts[2]] == ("line b", 0)
     assert set(timings) == {JointProbe((facts[0], facts[2])), facts[1]}
     assert JointProbe((facts[0], facts[2])).key == "lines: Word('a'), Word('b')"
+
+
+def test_lenient_leaves_out_only_what_it_cannot_read() -> None:
+    """A guessed batch (lenient): a joint command docker could not attribute leaves its
+    members unknown, asked again later; the other probes' answers stay."""
+    facts = [Word("a"), Shell("echo ok"), Word("b")]
+    script, marker = gather_script(facts)
+    output = run(script).replace("line b\n", "")
+    got = parse_batch(facts, output, marker, lenient=True)
+    assert got == {facts[1]: ("ok", 0)}
+    with pytest.raises(FactError):
+        parse_batch(facts, output, marker)

@@ -226,7 +226,7 @@ class SshConnector(Connector):
                              "may also reject it; try: nc -vz " + f"{hop.address} {hop.port}",
                              retry=True) from exc
         except TimeoutError as exc:
-            raise SetupError("timeout", f"no answer from {where} within {timeout:g}s",
+            raise SetupError("timeout", f"no answer from {where} within {timeout:.3g}s",
                              "the host may be down or a firewall drops SSH; check the address",
                              retry=True) from exc
         except OSError as exc:
@@ -376,9 +376,9 @@ class SshConnector(Connector):
                 self._live_transport(), line, display, chunks, timeout))
         return CommandResult(display, code, out, err)
 
-    def hold(self, command: Command, *, sudo: bool = False) -> Held:
-        line, prefix = self._sudo.prepare(command.shell(), sudo)
-        return self._channels.hold(self._live_transport(), line, command.display(), prefix)
+    def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
+        return self._sudo.hold(command.shell(), sudo, stdin, lambda line, data: (
+            self._channels.hold(self._live_transport(), line, command.display(), data)))
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
         return self._channels.execute(self._live_transport(), line, "(sudo check)",

@@ -38,6 +38,10 @@ class Fact(Generic[T]):
     #: a command several facts of this kind share in one script (see Joint)
     joint: ClassVar[Joint | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _CLASSES[f"{cls.__module__}:{cls.__qualname__}"] = cls
+
     def command(self) -> Command | str:
         if self.joint is not None:
             return self.joint.command([self])
@@ -52,6 +56,16 @@ class Fact(Generic[T]):
         args = [repr(getattr(self, f.name)) for f in fields(self) if not f.kw_only]
         args += [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.kw_only]
         return f"{type(self).__name__}({', '.join(args)})"
+
+
+#: every Fact class defined so far, by "module:qualname" (see fact_class)
+_CLASSES: dict[str, type[Fact[Any]]] = {}
+
+
+def fact_class(name: str) -> type[Fact[Any]] | None:
+    """The Fact class named "module:qualname" (engine/prefetch.py stores facts
+    by that name); None when no loaded module defines it."""
+    return _CLASSES.get(name)
 
 
 class Joint(ABC):
@@ -202,10 +216,13 @@ _UPTIME = "{var}=-; read {var} _gp_x </proc/uptime 2>/dev/null || {var}=-"
 
 
 def parse_batch(facts: list[Fact[Any]], output: str, marker: str,
-                timings: dict[Fact[Any], float] | None = None) -> dict[Fact[Any], Any]:
+                timings: dict[Fact[Any], float] | None = None,
+                lenient: bool = False) -> dict[Fact[Any], Any]:
     """Split a gather_script's output and process each fact's part; with
     `timings`, the seconds each probe took (a timed script) are put there
-    (a joint command's under its JointProbe)."""
+    (a joint command's under its JointProbe).
+    `lenient`: a fact whose part is missing or cannot be parsed is left out
+    of the answer instead of raising (a guessed fact, asked again if needed)."""
     results: dict[Fact[Any], Any] = {}
     pos = 0
     for i, probe in enumerate(_probes(facts)):
@@ -213,29 +230,48 @@ def parse_batch(facts: list[Fact[Any]], output: str, marker: str,
         begin = f"{marker} begin {i}\n"
         start = output.find(begin, pos)
         if start < 0:
+            if lenient:
+                break
             raise FactError(f"fact {name}: no output (script cut short?)")
         start += len(begin)
         end_tag = f"\n{marker} end {i} "
         end = output.find(end_tag, start)
         if end < 0:
+            if lenient:
+                break
             raise FactError(f"fact {name}: output not terminated")
-        eol = output.find("\n", end + len(end_tag))
-        words = output[end + len(end_tag): eol if eol >= 0 else None].split()
-        code_text = words[0] if words else ""
-        try:
-            exit_code = int(code_text)
-        except ValueError as exc:
-            raise FactError(f"fact {name}: bad exit status {code_text!r}") from exc
-        if timings is not None and len(words) == 3:
-            with contextlib.suppress(ValueError):
-                timings[probe[0] if len(probe) == 1 else JointProbe(probe)] = \
-                    max(0.0, float(words[2]) - float(words[1]))
-        parts = [(output[start:end], exit_code)] if len(probe) == 1 else \
-            _split(probe, output[start:end], exit_code)
-        for fact, (text, code) in zip(probe, parts, strict=True):
-            results[fact] = _process(fact, text, code)
         pos = end + len(end_tag)
+        try:
+            exit_code = _exit_code(probe, name, output, end, end_tag, timings)
+            parts = [(output[start:end], exit_code)] if len(probe) == 1 else \
+                _split(probe, output[start:end], exit_code)
+        except FactError:
+            if not lenient:
+                raise
+            continue
+        for fact, (text, code) in zip(probe, parts, strict=True):
+            try:
+                results[fact] = _process(fact, text, code)
+            except FactError:
+                if not lenient:
+                    raise
     return results
+
+
+def _exit_code(probe: tuple[Fact[Any], ...], name: str, output: str, end: int, end_tag: str,
+               timings: dict[Fact[Any], float] | None) -> int:
+    eol = output.find("\n", end + len(end_tag))
+    words = output[end + len(end_tag): eol if eol >= 0 else None].split()
+    code_text = words[0] if words else ""
+    try:
+        exit_code = int(code_text)
+    except ValueError as exc:
+        raise FactError(f"fact {name}: bad exit status {code_text!r}") from exc
+    if timings is not None and len(words) == 3:
+        with contextlib.suppress(ValueError):
+            timings[probe[0] if len(probe) == 1 else JointProbe(probe)] = \
+                max(0.0, float(words[2]) - float(words[1]))
+    return exit_code
 
 
 def _split(probe: tuple[Fact[Any], ...], output: str, exit_code: int) -> list[tuple[str, int]]:
