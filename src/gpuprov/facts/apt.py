@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from gpuprov.command import Command, Raw
 from gpuprov.facts.base import Fact
+from gpuprov.facts.debdeps import DebEntry, unmet_dependencies
 from gpuprov.facts.dumps import dump_files_script, parse_dumped_files
 
 __all__ = [
     "AptCacheAge", "AptCandidates", "AptKeyring", "AptPolicy", "AptPreferences", "AptSources",
     "AptVersion", "DebHeld", "DebPackage", "DebPackages", "DpkgInterrupted", "DpkgLock",
     "DpkgLocked",
-    "parse_apt_check", "parse_apt_policy",
+    "parse_apt_policy",
 ]
 
 # ---------------------------------------------------------------- dpkg
@@ -35,7 +36,7 @@ class DebPackage:
     arch: str
     want: str = "install"       # install | hold | deinstall | purge | unknown
     status: str = "installed"   # installed | config-files | half-installed | unpacked | ...
-    #: its dependencies apt finds unmet, e.g. "depends on libfoo (not installed)"
+    #: its unmet dependencies, in apt-get check's words: "depends on libfoo (not installed)"
     unmet: tuple[str, ...] = ()
     #: names in its Pre-Depends and Depends (alternatives included, versions dropped)
     depends: tuple[str, ...] = ()
@@ -50,39 +51,6 @@ class DebPackage:
         return self.status in {"half-installed", "unpacked", "half-configured"}
 
 
-_CHECK_HEAD = re.compile(r"^ (\S+) : (\w[\w-]*): (.*)$")
-_CHECK_MORE = re.compile(r"^ +(\w[\w-]*): (.*)$")
-_CHECK_VERB = {"Depends": "depends on", "PreDepends": "pre-depends on", "Breaks": "breaks",
-               "Conflicts": "conflicts with"}
-
-
-def _alternative(text: str) -> str:
-    """apt's "libfoo (>= 1) but it is not installed" as "libfoo (>= 1) (not installed)"."""
-    dep, _, why = text.removesuffix(" or").partition(" but ")
-    why = why.removeprefix("it is ").strip()
-    return f"{dep.strip()} ({why})" if why else dep.strip()
-
-
-def parse_apt_check(lines: list[str]) -> dict[str, tuple[str, ...]]:
-    """`apt-get check`'s list of unmet dependencies: package -> what is unmet, in
-    words a person acts on ("depends on libfoo (not installed)")."""
-    unmet: dict[str, list[str]] = {}
-    name = ""
-    for line in lines:
-        if m := _CHECK_HEAD.match(line):
-            name = m[1]
-            unmet.setdefault(name, []).append(f"{_CHECK_VERB.get(m[2], m[2].lower())} "
-                                              f"{_alternative(m[3])}")
-        elif name and (m := _CHECK_MORE.match(line)):
-            unmet[name].append(f"{_CHECK_VERB.get(m[1], m[1].lower())} {_alternative(m[2])}")
-        elif name and line.startswith("    ") and line.strip():
-            # the next alternative of an or-group ("a but it is not installed or")
-            unmet[name][-1] += f" or {_alternative(line.strip())}"
-        elif not line.startswith(" "):
-            name = ""
-    return {n: tuple(u) for n, u in unmet.items()}
-
-
 def _dependency_names(field: list[str]) -> tuple[str, ...]:
     """"libc6 (>= 2.34), a | b:any" -> ("libc6", "a", "b")."""
     names = (alt.split("(")[0].strip().split(":")[0]
@@ -90,48 +58,49 @@ def _dependency_names(field: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
+#: dpkg-query's columns, in DebPackages' order
+_DPKG_FIELDS = ("Package", "Architecture", "Version", "Status", "Multi-Arch", "Pre-Depends",
+                "Depends", "Provides", "Breaks", "Conflicts")
+
+
 @dataclass(frozen=True)
 class DebPackages(Fact[dict[str, DebPackage]]):
     """Every package dpkg knows, with its state: key is the name, or
     name:arch for a foreign-architecture (multi-arch) package.
 
-    `apt-get check` runs with it (read-only; Debug::NoLocking, so it never
-    waits for or takes the dpkg lock): a package whose dependency was
-    force-removed looks "installed" to dpkg-query, only apt sees it is broken.
+    A package whose dependency was force-removed looks "installed" to
+    dpkg-query; its unmet dependencies (what `apt-get check` would say) are
+    computed on the controller from dpkg's own fields (facts/debdeps.py), so
+    the probe costs one dpkg-query, not a load of apt's whole package cache.
     """
 
     def command(self) -> Command:
+        columns = "\\t".join(f"${{{f}}}" for f in _DPKG_FIELDS)
         return Command.script(
             "command -v dpkg-query >/dev/null 2>&1 || exit 0; "
             "printf 'native\\t%s\\n' \"$(dpkg --print-architecture)\"; "
-            "dpkg-query -W -f='${Package}\\t${Architecture}\\t${Version}\\t${Status}"
-            "\\t${Pre-Depends}, ${Depends}\\n'; "
-            "command -v apt-get >/dev/null 2>&1 || exit 0; "
-            "apt-get -q -o Debug::NoLocking=1 check 2>&1 | sed 's/^/check\\t/'; true")
+            f"dpkg-query -W -f='{columns}\\n'")
 
     def process(self, output: str, exit_code: int) -> dict[str, DebPackage]:
         native = ""
-        packages: dict[str, DebPackage] = {}
-        check: list[str] = []
+        rows: list[tuple[DebEntry, str]] = []     # each package with its selection (want)
         for line in output.splitlines():
-            if line.startswith("check\t"):
-                check.append(line[6:])
-                continue
             fields = line.split("\t")
             if fields[0] == "native" and len(fields) == 2:
                 native = fields[1]
                 continue
-            if len(fields) not in (4, 5):
+            if len(fields) < 4:
                 continue
+            fields += [""] * (len(_DPKG_FIELDS) - len(fields))
             name, arch, version, status = fields[:4]
             want, _flag, state = (status.split() + ["", "", ""])[:3]
             key = name if arch in (native, "all", "") else f"{name}:{arch}"
-            packages[key] = DebPackage(name, version, arch, want, state,
-                                       depends=_dependency_names(fields[4:]))
-        for key, unmet in parse_apt_check(check).items():
-            if key in packages:
-                packages[key] = replace(packages[key], unmet=unmet)
-        return packages
+            rows.append((DebEntry(key, name, arch, version, state, *fields[4:10]), want))
+        unmet = unmet_dependencies((e for e, _ in rows), native)
+        return {e.key: DebPackage(e.name, e.version, e.arch, want, e.status,
+                                  unmet=unmet.get(e.key, ()),
+                                  depends=_dependency_names([e.pre_depends, e.depends]))
+                for e, want in rows}
 
 
 @dataclass(frozen=True)
@@ -153,8 +122,7 @@ DPKG_UPDATES = "/var/lib/dpkg/updates"
 class DpkgInterrupted(Fact[bool]):
     """Was a dpkg run killed mid-way (a reboot, a lost connection)? Its journal
     then holds numbered entries never folded in, and every apt-get install or
-    remove refuses ("dpkg was interrupted") until `dpkg --configure -a` runs.
-    (apt-get check refuses too, so DebPackages cannot see broken ones then.)"""
+    remove refuses ("dpkg was interrupted") until `dpkg --configure -a` runs."""
 
     def command(self) -> Command:
         return Command.script(f"ls -A {DPKG_UPDATES} 2>/dev/null; true")
