@@ -21,6 +21,7 @@ from gpuprov.facts.apt import (
 from gpuprov.facts.base import FactView
 from gpuprov.ops import apt
 from gpuprov.ops.openpgp import _crc24
+from tests.unit.role_harness import candidates_answer
 from tests.unit.shell_helpers import without_upload_check
 
 DATA = Path(__file__).parent / "data" / "facts"
@@ -48,7 +49,10 @@ def plan(op, distro: str = "ubuntu2204", held: set[str] | None = None, extra=Non
             values[fact] = frozenset(held if held is not None else
                                      {n for n, p in dpkg.items() if p.want == "hold"})
         elif isinstance(fact, AptCandidates):
-            values[fact] = fact.process((DATA / f"apt-cache-policy.{distro}").read_text(), 0)
+            full = fact.process((DATA / f"apt-cache-policy.{distro}").read_text(), 0)
+            path = DATA / f"dpkg-query.{distro}"
+            dpkg = DebPackages().process(path.read_text() if path.exists() else "", 0)
+            values[fact] = candidates_answer(fact, dpkg, full)
         elif isinstance(fact, DpkgInterrupted):
             values[fact] = (extra or {}).get("DpkgInterrupted", False)
         else:
@@ -319,7 +323,8 @@ def plan_broken(op, distro: str):
         elif isinstance(fact, DebHeld):
             values[fact] = frozenset(n for n, p in dpkg.items() if p.want == "hold")
         elif isinstance(fact, AptCandidates):
-            values[fact] = fact.process((DATA / f"apt-cache-policy.{distro}").read_text(), 0)
+            full = fact.process((DATA / f"apt-cache-policy.{distro}").read_text(), 0)
+            values[fact] = candidates_answer(fact, dpkg, full)
         elif isinstance(fact, DpkgInterrupted):
             values[fact] = False
     return op.plan(FactView(values))
@@ -418,7 +423,7 @@ def test_half_configured_dependency_of_a_managed_package_debian12() -> None:
     assert dpkg["gpuprov-test-doubles"].depends == ("libc6", "musl")
     op = apt.packages(["docker-ce", "bash"])
     values = {DebPackages(): dpkg, DebHeld(): frozenset(), DpkgInterrupted(): False,
-              AptCandidates.of(op.packages): {}}
+              AptCandidates.unless(op.packages): {}}
     [c] = op.plan(FactView(values))
     assert c.resource == "package docker-ce"
     assert c.summary == "repair docker-ce: depends on gpuprov-test-doubles (half-configured)"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gpuprov.command import Command, Raw
+from gpuprov.command import Arg, Command, Raw
 from gpuprov.facts.base import Fact
 from gpuprov.facts.debdeps import DebEntry, unmet_dependencies
 from gpuprov.facts.dumps import dump_files_script, parse_dumped_files
@@ -246,19 +247,48 @@ def parse_apt_policy(output: str) -> dict[str, AptPolicy]:
     return result
 
 
+#: a version pattern the probe's shell `case` matches as fnmatch does (no [...] sets)
+_PLAIN_PATTERN = re.compile(r"[A-Za-z0-9.+~:*?-]*")
+
+#: the probe's own shell test: is $1 installed (native or all) at a version $2 matches?
+_SETTLED_SH = (
+    "a=$(dpkg --print-architecture 2>/dev/null); "
+    "settled() ( dpkg-query -W -f='${Architecture} ${Status} ${Version}\\n' -- \"$1\" "
+    "2>/dev/null | { while read -r arch _want _flag state version; do "
+    "[ \"$arch\" = \"$a\" ] || [ \"$arch\" = all ] || continue; "
+    "case $state in installed|triggers-pending|triggers-awaited) ;; *) continue ;; esac; "
+    "case $version in $2) exit 0 ;; esac; done; exit 1; } ); ")
+
+
 @dataclass(frozen=True)
 class AptCandidates(Fact[dict[str, AptPolicy]]):
     """`apt-cache policy NAMES` from the local cache (no network). A name
     apt has never heard of is missing from the answer: its repository is
-    not configured or `apt-get update` has not run since."""
+    not configured or `apt-get update` has not run since.
+
+    `unless_installed` ((name, version pattern) pairs, "*" for any version):
+    when dpkg has every one of them installed at a matching version, the
+    probe answers {} without asking apt-cache, whose every call loads apt's
+    whole package cache (0.3-1 s of CPU on a host with full archive lists).
+    An op passes it only where such a package's plan never reads the
+    candidate (see AptPackages). dpkg-query decides on the host, in the same
+    round trip: an op cannot ask for a fact after reading another.
+    """
 
     names: tuple[str, ...]
+    unless_installed: tuple[tuple[str, str], ...] = ()
 
     def command(self) -> Command:
         if not self.names:
             return Command("true")
-        return Command(Raw("command -v apt-cache >/dev/null 2>&1 || exit 0;"),
-                       "apt-cache", "policy", "--", *self.names)
+        policy = ("apt-cache", "policy", "--", *self.names)
+        if not self.unless_installed:
+            return Command(Raw("command -v apt-cache >/dev/null 2>&1 || exit 0;"), *policy)
+        tests: list[Arg] = []
+        for name, pattern in self.unless_installed:
+            tests += [Raw("&&") if tests else Raw("if"), "settled", name, pattern]
+        return Command(Raw(f"command -v apt-cache >/dev/null 2>&1 || exit 0; {_SETTLED_SH}"),
+                       *tests, Raw("; then echo settled; else"), *policy, Raw("; fi"))
 
     def process(self, output: str, exit_code: int) -> dict[str, AptPolicy]:
         return parse_apt_policy(output)
@@ -267,6 +297,17 @@ class AptCandidates(Fact[dict[str, AptPolicy]]):
     def of(cls, names: object) -> AptCandidates:
         """Sorted and deduplicated, so two ops asking the same set share one probe."""
         return cls(tuple(sorted(set(names))))  # type: ignore[call-overload]
+
+    @classmethod
+    def unless(cls, packages: Mapping[str, str | None]) -> AptCandidates:
+        """The candidates of `packages` ({name: version pattern or None}), not
+        asked when dpkg has each installed at a matching version (None: any).
+        A name with :arch, or a pattern the shell would read differently,
+        makes the probe ask unconditionally."""
+        wanted = tuple(sorted((name, spec or "*") for name, spec in packages.items()))
+        if any(":" in name or not _PLAIN_PATTERN.fullmatch(spec) for name, spec in wanted):
+            wanted = ()
+        return cls(tuple(sorted(set(packages))), wanted)
 
 
 @dataclass(frozen=True)
