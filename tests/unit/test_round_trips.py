@@ -217,11 +217,17 @@ def test_site_yml_drift_check_reads_every_play_in_three_batches(
         assert result.error is None and result.status == CHANGED  # a fresh host drifts
         # system; every role's first questions (both plays) with the ops' facts known
         # so far; the remaining ops' facts (a real connector adds the run lock's one).
-        # Was 12 before: three plays, each with its own batches.
-        assert (result.connections, result.round_trips) == (1, 3)
-        assert [why for _, why in batches(result)] == [
-            "system", "sshd_hardening, nouveau, nvidia_driver asked", "ops"]
-        assert {play for play, _ in batches(result)} == {"GPU host"}
+        # Was 12 before: three plays, each with its own batches. Then the verify play
+        # (on-change: this fresh host drifts) asks NvidiaSmi alone for its op, which
+        # check mode then skips (the op's docker run); it was 3 while nvidia_driver
+        # asked NvidiaSmi too, which cost nvidia-smi on every host, drifted or not.
+        assert (result.connections, result.round_trips) == (1, 4)
+        assert batches(result) == [
+            ("GPU host", "system"),
+            ("GPU host", "sshd_hardening, nouveau, nvidia_driver asked"),
+            ("GPU host", "ops"), ("verify GPU", "ops")]
+        verify_batch = [p for p in result.profile if p["phase"] == "facts"][-1]
+        assert verify_batch["count"] == 1
 
 
 @pytest.mark.parametrize("handler", ["restart docker", "restart containerd"])
