@@ -127,6 +127,11 @@ class Gpuprov(Tool):
         inventory["all"]["vars"].update(site_vars(self.fleet.repo_url))
         (self.work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
 
+    def env(self) -> dict[str, str]:
+        # the hosts' fact plans (engine/prefetch.py) start empty in every benchmark:
+        # the converge learns them as a first run does
+        return {**super().env(), "GPUPROV_CACHE_DIR": str(self.work / "cache")}
+
     def _cli(self, *args: str) -> list[str]:
         forks = ["--forks", str(self.forks)] if self.forks else []
         return [sys.executable, "-m", "gpuprov.cli", *args, *forks]

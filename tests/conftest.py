@@ -4,7 +4,9 @@ session (see tests/fleet/README.md) and always tears them down."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +27,12 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # gpuprov's controller-side cache (engine/prefetch.py) of every run the tests
+    # start goes to a directory of this session, never the user's ~/.cache
+    if "GPUPROV_CACHE_DIR" not in os.environ:
+        os.environ["GPUPROV_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpuprov-test-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("GPUPROV_CACHE_DIR"),
+                                                 ignore_errors=True))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -272,9 +272,9 @@ def test_the_run_lock_is_held_for_the_whole_run_and_let_go_after(project: Path) 
     ex = executor(project, CountingFactory(), forks=1)
     original = ex._lock_host
 
-    def lock_then_probe(host: Host, connector: Connector) -> None:
+    def lock_then_probe(host: Host, connector: Connector, cache: object = None) -> None:
         # once the run holds the host, anybody else finds it busy
-        original(host, connector)
+        original(host, connector, cache)  # type: ignore[arg-type]
         try:
             HostLock(LocalConnector(host.name, Become(enabled=False)), "drift-check", 0,
                      default_lock_path()).acquire()

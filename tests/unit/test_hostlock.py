@@ -47,7 +47,7 @@ def test_lock_command_quotes_its_values_and_holds_on_stdin() -> None:
     assert shell.startswith("sh -c '")
     assert "flock -w" in shell and "flock -n" in shell and "exec cat >/dev/null" in shell
     assert shell.endswith(" gpuprov-lock /run/gpuprov/run.lock -x 5 "
-                          "'command=apply who=ann@ctl since=1700000000 pid=42'")
+                          "'command=apply who=ann@ctl since=1700000000 pid=42' 0 ''")
     shared = lock_command(LockInfo("drift-check", "a@b", 0, 1), 0, "/tmp/x").shell()
     assert " gpuprov-lock /tmp/x -s 0 'command=drift-check " in shared
 
@@ -69,15 +69,17 @@ def test_an_unreadable_holder_line_still_says_busy(line: str) -> None:
 
 class FakeHeld(Held):
     def __init__(self, answer: str | None) -> None:
+        super().__init__()
         self.answer = answer
         self.released = 0
         self.timeouts: list[float] = []
 
-    def first_line(self, timeout: float) -> str:
+    def _receive(self, timeout: float) -> bytes:
         self.timeouts.append(timeout)
         if self.answer is None:
-            raise TimeoutError(f"no answer within {timeout:g}s")
-        return self.answer
+            raise TimeoutError
+        answer, self.answer = self.answer, ""
+        return answer.encode() + b"\n" if answer else b""
 
     def release(self) -> None:
         self.released += 1
@@ -96,7 +98,7 @@ class FakeConnector(Connector):
             timeout: float | None = None) -> CommandResult:
         raise AssertionError("the lock is taken by hold(), never run()")
 
-    def hold(self, command: Command, *, sudo: bool = False) -> Held:
+    def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
         self.commands.append((command, sudo))
         return self.held
 
@@ -133,7 +135,7 @@ def test_the_host_may_take_the_lock_timeout_plus_a_grace_to_answer() -> None:
     conn = FakeConnector(None)
     with pytest.raises(GpuprovError, match="no answer while taking the run lock"):
         HostLock(conn, "apply", wait=12).acquire()
-    assert conn.held.timeouts == [42.0]
+    assert conn.held.timeouts == [pytest.approx(42.0)]
     assert conn.held.released == 1
 
 
@@ -146,7 +148,7 @@ def test_a_host_without_flock_is_an_error_not_busy() -> None:
 
 def test_a_connector_that_cannot_hold_runs_without_a_lock() -> None:
     class NoHold(FakeConnector):
-        def hold(self, command: Command, *, sudo: bool = False) -> Held:
+        def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
             raise NotImplementedError
 
     assert HostLock(NoHold("locked"), "apply").acquire() is False
@@ -269,9 +271,34 @@ def test_held_channel_reads_its_first_line_across_packets_and_ends_with_eof() ->
 
     chan = FakeChannel([b"loc", b"ked\nmore", b""])
     held = HeldChannel(chan)  # type: ignore[arg-type]
-    assert held.first_line(5) == "locked"
+    assert held.next_line(5) == "locked"
+    assert held.next_line(5) == "more"  # what came with the first line is kept
     held.release()
     assert chan.calls[-2:] == ["eof", "close"]
-    assert HeldChannel(FakeChannel([b"busy x", b""])).first_line(5) == "busy x"  # type: ignore[arg-type]
+    assert HeldChannel(FakeChannel([b"busy x", b""])).next_line(5) == "busy x"  # type: ignore[arg-type]
     with pytest.raises(TimeoutError, match="no answer within 5s"):
-        HeldChannel(FakeChannel([None])).first_line(5)  # type: ignore[arg-type]
+        HeldChannel(FakeChannel([None])).next_line(5)  # type: ignore[arg-type]
+
+
+def test_the_script_fed_to_the_lock_runs_once_it_is_held(tmp_path: Path) -> None:
+    from gpuprov.facts.base import gather_script, parse_batch
+    from gpuprov.facts.system import KernelRelease
+
+    path = str(tmp_path / "run.lock")
+    script, marker = gather_script([KernelRelease()])
+    lock = HostLock(local(), "drift-check", 0, path)
+    assert lock.acquire(script)
+    assert lock.exit_code == 0
+    assert parse_batch([KernelRelease()], lock.output, marker)[KernelRelease()]
+    # the lock is still held after the script: an apply finds it busy
+    with pytest.raises(HostBusy):
+        HostLock(local(), "apply", 0, path).acquire("echo never")
+    lock.release()
+    # a busy host runs nothing of the script it was fed
+    first = HostLock(local(), "apply", 0, path)
+    assert first.acquire()
+    marker_file = tmp_path / "ran"
+    with pytest.raises(HostBusy):
+        HostLock(local(), "apply", 0, path).acquire(f"touch {marker_file}")
+    assert not marker_file.exists()
+    first.release()

@@ -6,6 +6,7 @@ drift-check in a handful of round trips per host with canned facts."""
 from __future__ import annotations
 
 import re
+import shlex
 import textwrap
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -14,7 +15,7 @@ import pytest
 
 import gpuprov.engine.hostfacts as hostfacts
 from gpuprov.command import Command
-from gpuprov.connectors.base import Become, CommandResult, Connector, Session
+from gpuprov.connectors.base import Become, CommandResult, Connector, Held, Session
 from gpuprov.connectors.local import LocalConnector
 from gpuprov.engine.executor import Executor, RunOptions
 from gpuprov.engine.results import CHANGED, SKIPPED, HostResult, RunResult
@@ -120,22 +121,46 @@ def test_later_plays_are_prefetched_and_reread_only_what_a_change_invalidated(
     first = apply(project).hosts["h1"]
     # write and verify changed; the read play found its line (it read the file afresh)
     assert first.error is None and first.changed == 2
-    # one system batch for the whole run; the read play's facts came with the write
-    # play's; the write play changed the file, so the read play reads it again
-    assert batches(first)[:2] == [("write", "system"), ("write", "ops")]
+    # the system facts come with the run lock, once for the whole run; the read
+    # play's facts came with the write play's; the write play changed the file,
+    # so the read play reads it again
+    assert batches(first)[:2] == [("write", "with the run lock"), ("write", "ops")]
     assert [b for b in batches(first) if b[0] == "read"] == [("read", "ops")]
     assert verify_log(project) == ["checked"]
 
     second = apply(project).hosts["h1"]
     assert second.error is None and second.changed == 0
-    assert batches(second) == [("write", "system"), ("write", "ops")]
-    # the host's run lock, then the two batches: nothing for the read play
-    assert second.round_trips == 3
+    assert batches(second) == [("write", "with the run lock"), ("write", "ops")]
+    # the host's run lock with the system facts, then the ops' batch: nothing for
+    # the read play (no fact plans here: see the next test)
+    assert second.round_trips == 2
+    # the lock's round trip is its facts' entry
     assert [p["phase"] for p in second.profile if p["phase"] != "plan"] == [
-        "connect", "lock", "facts", "facts"]
+        "connect", "facts", "facts"]
     assert verify_log(project) == ["checked"]  # nothing changed: not verified again
     [skipped] = [t for t in second.tasks if t.status == SKIPPED]
     assert skipped.task == "play skipped: nothing changed on this host (verify: on-change)"
+
+
+def test_a_host_asks_its_last_runs_facts_with_the_lock_one_round_trip(
+        project: Path, tmp_path: Path) -> None:
+    plans = tmp_path / "cache"
+    first = apply(project, fact_plans=plans).hosts["h1"]
+    assert first.error is None and first.changed == 2
+    [saved] = (plans / "prefetch").glob("*.json")
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert (plans / "prefetch").stat().st_mode & 0o777 == 0o700
+
+    second = apply(project, fact_plans=plans).hosts["h1"]
+    assert second.error is None and second.changed == 0
+    # every fact of both plays came with the lock: one round trip for the host
+    assert batches(second) == [("write", "with the run lock")]
+    assert second.round_trips == 1
+    # a change is still seen: the guess is only a guess
+    (project / "out" / "shared.conf").write_text("a=2\n")
+    third = apply(project, fact_plans=plans).hosts["h1"]
+    assert third.error is None and third.changed >= 1
+    assert (project / "out" / "shared.conf").read_text() == "a=1\n"
 
 
 @pytest.mark.parametrize("how", ["extra", "host", "tag"])
@@ -185,9 +210,35 @@ class Canned(Connector):
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:
         self.stats.round_trips += 1
         text = stdin.decode() if isinstance(stdin, bytes) else ""
-        out = "".join(f"{m[1]} begin {m[2]}\n\n{m[1]} end {m[2]} 1\n"
-                      for m in re.finditer(r"'(@@gpuprov-\w+) begin (\d+)'", text))
-        return CommandResult(str(command), 0, out, "")
+        return CommandResult(str(command), 0, every_probe_failed(text), "")
+
+
+def every_probe_failed(script: str) -> str:
+    return "".join(f"{m[1]} begin {m[2]}\n\n{m[1]} end {m[2]} 1\n"
+                   for m in re.finditer(r"'(@@gpuprov-\w+) begin (\d+)'", script))
+
+
+class CannedLock(Canned):
+    """Canned, and takes the run lock: the lock script's answer, then what the
+    facts script fed to it prints, then the end line the lock command names."""
+
+    def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
+        end = shlex.split(command.shell())[-1]
+        self.stats.round_trips += 1
+        return Answer(f"locked\n{every_probe_failed(stdin.decode())}{end} 0\n".encode())
+
+
+class Answer(Held):
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+    def _receive(self, timeout: float) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+    def release(self) -> None:
+        pass
 
 
 def _absent(fact: Fact[Any]) -> Any:
@@ -200,14 +251,23 @@ def _absent(fact: Fact[Any]) -> Any:
     return None
 
 
-def test_site_yml_drift_check_reads_every_play_in_three_batches(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def canned_debian12(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every facts batch answers as a fresh Debian 12 host would."""
     system = system_for("debian12")
     canned: dict[Fact[Any], Any] = {
         OsRelease(): system.os, KernelRelease(): system.kernel, Arch(): system.arch,
         InitSystem(): system.init, SecureBoot(): system.secure_boot}
-    monkeypatch.setattr(hostfacts, "parse_batch", lambda facts, out, marker, timings=None: {
-        f: canned[f] if f in canned else _absent(f) for f in facts})
+
+    def parse(facts: list[Fact[Any]], out: str, marker: str, timings: Any = None,
+              lenient: bool = False) -> dict[Fact[Any], Any]:
+        return {f: canned[f] if f in canned else _absent(f) for f in facts}
+
+    monkeypatch.setattr(hostfacts, "parse_batch", parse)
+
+
+def test_site_yml_drift_check_reads_every_play_in_three_batches(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    canned_debian12(monkeypatch)
     (tmp_path / "inventory.yml").write_text("all:\n  hosts:\n    gpu-01:\n    gpu-02:\n")
     inventory = Inventory.load(tmp_path / "inventory.yml")
     run = Executor(inventory, load_plays(None), list(inventory.hosts.values()),
@@ -228,6 +288,27 @@ def test_site_yml_drift_check_reads_every_play_in_three_batches(
             ("GPU host", "ops"), ("verify GPU", "ops")]
         verify_batch = [p for p in result.profile if p["phase"] == "facts"][-1]
         assert verify_batch["count"] == 1
+
+
+def test_site_yml_drift_check_again_is_one_round_trip_with_the_lock(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    canned_debian12(monkeypatch)
+    (tmp_path / "inventory.yml").write_text("all:\n  hosts:\n    gpu-01:\n    gpu-02:\n")
+    inventory = Inventory.load(tmp_path / "inventory.yml")
+
+    def drift_check() -> RunResult:
+        return Executor(inventory, load_plays(None), list(inventory.hosts.values()),
+                        RunOptions(check=True, fact_plans=tmp_path / "cache"),
+                        connector_factory=lambda h, o: CannedLock(h.name)).run("drift-check")
+
+    for result in drift_check().hosts.values():
+        # the lock with the system facts, then the roles' questions, then the ops'
+        assert result.error is None and result.round_trips == 3
+    for result in drift_check().hosts.values():
+        # the same drift, from one round trip: the last run's facts came with the lock
+        assert result.error is None and result.status == CHANGED
+        assert (result.connections, result.round_trips) == (1, 1)
+        assert [why for _, why in batches(result)] == ["with the run lock"]
 
 
 @pytest.mark.parametrize("handler", ["restart docker", "restart containerd"])

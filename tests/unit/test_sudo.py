@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuprov.command import Command
 from gpuprov.connectors.base import Become
 from gpuprov.connectors.local import LocalConnector
 from gpuprov.connectors.sudo import (
@@ -321,3 +322,30 @@ def test_marker_guard_refuses_anything_but_its_marker() -> None:
 def test_password_with_a_line_break_is_refused() -> None:
     with pytest.raises(UnreachableHost, match="line break"):
         sudo_for(FakeHost("password"), password="a\ntouch x").prepare("true", sudo=True)
+
+
+def test_a_held_command_finds_out_how_to_become_root_in_its_own_round_trip(
+        changing_sudo: Path) -> None:
+    changing_sudo.touch()  # NOPASSWD
+    with LocalConnector(become=Become()) as conn:
+        held = conn.hold(Command("sh", "-s"), sudo=True, stdin=b"echo held; exit\n")
+        assert held.next_line(5) == "held"
+        held.release()
+        assert conn.stats.round_trips == 1  # no probe of its own
+        assert conn.run("echo again", sudo=True).stdout == "again\n"
+        assert conn.stats.round_trips == 2
+
+
+def test_a_held_command_where_sudo_wants_a_password_is_run_after_the_usual_probe(
+        changing_sudo: Path) -> None:
+    password = os.environ["FAKE_SUDO_PASSWORD"]
+    with LocalConnector(become=Become(password=password)) as conn:
+        held = conn.hold(Command("sh", "-s"), sudo=True, stdin=b"echo held; exit\n")
+        assert held.next_line(5) == "held"
+        held.release()
+        # the try (ran nothing), the probe, the password check, the command
+        assert conn.stats.round_trips == 4
+    assert not changing_sudo.with_name("pwned").exists()
+    with LocalConnector(become=Become()) as conn, \
+            pytest.raises(UnreachableHost, match="needs a password"):
+        conn.hold(Command("sh", "-s"), sudo=True, stdin=b"echo never\n")

@@ -21,6 +21,7 @@ from gpuprov.cli.exit_codes import EXIT_ERROR
 from gpuprov.connectors.hostkeys import ACCEPT_NEW, STRICT, Confirm
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import RunOptions
+from gpuprov.engine.prefetch import default_cache_dir
 from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Host, Inventory, load_inventory
 from gpuprov.model.playbook import Play, load_plays, parse_serial
@@ -74,6 +75,7 @@ def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
         extra_vars=parse_extra_vars(ctx["extra_vars"]), reboot=ctx.get("reboot", False),
         lock_timeout=ctx.get("lock_timeout", 0.0),
         profile=ctx.get("verbose", 0) >= 1,
+        fact_plans=default_cache_dir(),
         connect=ConnectOptions(host_key_checking=host_key_checking(ctx),
                                confirm_host_key=confirm_host_key(),
                                become_password=password,

@@ -9,7 +9,7 @@ import click
 
 from gpuprov.cli.common import connect_options, guarded, load_target, run_options
 from gpuprov.cli.exit_codes import EXIT_OK, EXIT_UNREACHABLE
-from gpuprov.engine.executor import collect_facts
+from gpuprov.engine.collect import collect_facts
 
 
 @click.command()

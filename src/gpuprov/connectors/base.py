@@ -8,6 +8,7 @@ there is no separate put().
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -87,9 +88,10 @@ class Connector(ABC):
         Raises UnreachableHost when the new connection cannot be set up."""
         return self.run(command, sudo=sudo)
 
-    def hold(self, command: Command, *, sudo: bool = False) -> Held:
-        """Start `command` with its stdin held open (see Held). A connector that
-        cannot hold one (a unit test's fake) raises NotImplementedError."""
+    def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
+        """Start `command`, feed it `stdin`, and hold its stdin open (see Held).
+        A connector that cannot hold one (a unit test's fake) raises
+        NotImplementedError."""
         raise NotImplementedError
 
     @abstractmethod
@@ -112,12 +114,45 @@ class Held(ABC):
     """A command kept running for as long as the controller holds it (the host's
     run lock): its stdin stays open until release(); it ends when that closes,
     or when the connection or the controller dies, so the kernel frees what it
-    holds and no timeout has to guess."""
+    holds and no timeout has to guess.
+
+    Its output (stdout and stderr together) is read line by line; what was
+    received beyond a line waits for the next read."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._eof = False
 
     @abstractmethod
-    def first_line(self, timeout: float) -> str:
-        """The first line it prints (stdout and stderr together), without the
-        newline; "" when it ended first. Raises TimeoutError after `timeout`."""
+    def _receive(self, timeout: float) -> bytes:
+        """The next bytes of output; b"" when it ended. TimeoutError after `timeout`."""
+
+    def next_line(self, timeout: float) -> str:
+        """The next line it prints, without the newline; "" (or the unterminated
+        rest) when it ended first. Raises TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer and not self._eof:
+            try:
+                block = self._receive(max(0.0, deadline - time.monotonic()))
+            except TimeoutError as exc:
+                raise TimeoutError(f"no answer within {timeout:g}s") from exc
+            self._eof = not block
+            self._buffer += block
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8", errors="replace")
+
+    def read_until(self, end: str, timeout: float) -> tuple[str, str]:
+        """(the lines before the first line that starts with `end`, each with its
+        newline; the rest of that line). ValueError when the output ends first."""
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        while True:
+            if self._eof and not self._buffer:
+                raise ValueError(f"the output ended before {end!r}")
+            line = self.next_line(max(0.0, deadline - time.monotonic()))
+            if line.startswith(end):
+                return "".join(lines), line[len(end):]
+            lines.append(line + "\n")
 
     @abstractmethod
     def release(self) -> None:

@@ -15,7 +15,6 @@ import select
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -64,9 +63,11 @@ class LocalConnector(Connector):
             shell, sudo, stdin, lambda line, chunks: self._execute(line, chunks, timeout))
         return CommandResult(display, code, out, err)
 
-    def hold(self, command: Command, *, sudo: bool = False) -> Held:
+    def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
         self.connect()
-        line, prefix = self._sudo.prepare(command.shell(), sudo)
+        return self._sudo.hold(command.shell(), sudo, stdin, self._hold)
+
+    def _hold(self, line: str, prefix: bytes) -> Held:
         self.stats.round_trips += 1
         # Its own session, so release() can end sudo, sh and what they started together.
         proc = subprocess.Popen(["/bin/sh", "-c", line], stdin=subprocess.PIPE,
@@ -142,22 +143,15 @@ class _HeldProcess(Held):
     closes the pipe and the command sees the end of its stdin."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__()
         self._proc = proc
 
-    def first_line(self, timeout: float) -> str:
+    def _receive(self, timeout: float) -> bytes:
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        data = b""
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError(f"no answer within {timeout:g}s")
-            block = os.read(fd, 4096)
-            if not block:
-                break
-            data += block
-        return data.decode("utf-8", errors="replace").split("\n", 1)[0]
+        if not select.select([fd], [], [], timeout)[0]:
+            raise TimeoutError
+        return os.read(fd, 65536)
 
     def release(self) -> None:
         proc = self._proc

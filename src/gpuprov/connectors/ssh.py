@@ -376,9 +376,9 @@ class SshConnector(Connector):
                 self._live_transport(), line, display, chunks, timeout))
         return CommandResult(display, code, out, err)
 
-    def hold(self, command: Command, *, sudo: bool = False) -> Held:
-        line, prefix = self._sudo.prepare(command.shell(), sudo)
-        return self._channels.hold(self._live_transport(), line, command.display(), prefix)
+    def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
+        return self._sudo.hold(command.shell(), sudo, stdin, lambda line, data: (
+            self._channels.hold(self._live_transport(), line, command.display(), data)))
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
         return self._channels.execute(self._live_transport(), line, "(sudo check)",

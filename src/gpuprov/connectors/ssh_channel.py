@@ -122,7 +122,8 @@ class ChannelRunner:
 
     def hold(self, transport: paramiko.Transport, line: str, display: str,
              prefix: bytes) -> Held:
-        """Start `line` on a channel of its own whose stdin stays open (see Held)."""
+        """Start `line` on a channel of its own whose stdin stays open (see Held),
+        fed `prefix` first."""
         try:
             chan = transport.open_session(timeout=self.open_timeout)
             self.stats.round_trips += 1
@@ -162,21 +163,12 @@ class HeldChannel(Held):
     stdin, when the channel or the whole connection closes."""
 
     def __init__(self, chan: paramiko.Channel) -> None:
+        super().__init__()
         self._chan = chan
 
-    def first_line(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        data = b""
-        while b"\n" not in data:
-            self._chan.settimeout(_remaining(deadline))
-            try:
-                block = self._chan.recv(4096)
-            except TimeoutError as exc:
-                raise TimeoutError(f"no answer within {timeout:g}s") from exc
-            if not block:
-                break
-            data += block
-        return data.decode("utf-8", errors="replace").split("\n", 1)[0]
+    def _receive(self, timeout: float) -> bytes:
+        self._chan.settimeout(timeout)
+        return bytes(self._chan.recv(65536))
 
     def release(self) -> None:
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):

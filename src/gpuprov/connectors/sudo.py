@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
 from gpuprov.command import Command
-from gpuprov.connectors.base import Become
+from gpuprov.connectors.base import Become, Held
 from gpuprov.errors import UnreachableHost
 
 # A command that runs longer than its timeout is interrupted and reported as a
@@ -71,6 +71,19 @@ _PROBE = (
     "else echo password; fi"
 )
 _VALIDATE = "LC_ALL=C sudo -S -k -p '' true"
+
+# A held command (the run lock) is usually a host's first sudo use: it becomes
+# root the way the probe would find, without a round trip of its own, where
+# that needs no password. Its first line says how; any other first line (sudo
+# wants a password, no sudo) and it ran nothing: the probe runs as usual.
+_TAG = "@@gpuprov-sudo "
+_TRY_ROOT = (
+    f'if [ "$(id -u)" = 0 ]; then echo "{_TAG}root"; exec sh -c "$1"; fi; '
+    f'command -v sudo >/dev/null 2>&1 || {{ echo "{_TAG}nosudo"; exit 1; }}; '
+    f"exec sudo -n -- sh -c 'echo \"{_TAG}nopasswd\"; exec sh -c \"$1\"' gpuprov-sudo \"$1\""
+)
+#: how long the host may take to say how it became root
+TRY_ROOT_TIMEOUT = 30.0
 _WRONG_PASSWORD_MARKERS = ("incorrect password", "Sorry, try again")
 
 ROOT, NOPASSWD, PASSWORD = "root", "nopasswd", "password"
@@ -167,6 +180,26 @@ class Sudo:
         marker = f"gpuprov-marker-{secrets.token_hex(16)}"
         return (f"sudo -S -k -p '' -- sh -c {shlex.quote(_guarded(shell, marker))}",
                 self.become.password.encode() + b"\n" + marker.encode() + b"\n")
+
+    def hold(self, shell: str, sudo: bool, stdin: bytes,
+             start: Callable[[str, bytes], Held]) -> Held:
+        """Start `shell` through `start` (the connector's: line, stdin -> Held),
+        as root if `sudo`; the first use of root finds out how as it goes."""
+        if sudo and self.become.enabled and self._mode is None:
+            held = start(f"sh -c {shlex.quote(_TRY_ROOT)} gpuprov-sudo {shlex.quote(shell)}",
+                         stdin)
+            try:
+                answer = held.next_line(TRY_ROOT_TIMEOUT)
+            except BaseException:
+                held.release()
+                raise
+            with self._lock:
+                if answer in (_TAG + ROOT, _TAG + NOPASSWD):
+                    self._mode = answer[len(_TAG):]
+                    return held
+            held.release()  # it ran nothing: ask the usual way
+        line, prefix = self.prepare(shell, sudo)
+        return start(line, prefix + stdin)
 
     def check(self, exit_code: int, stderr: str) -> None:
         """Turn a password rejected mid-run (changed since validation) into an error."""

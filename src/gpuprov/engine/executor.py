@@ -9,7 +9,6 @@ unreachable in one play are left out of the later plays, as in Ansible.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import threading
 import time
@@ -22,16 +21,16 @@ from typing import Any, Protocol
 
 from gpuprov.connectors.base import Connector
 from gpuprov.engine.connect import ConnectOptions, connector_for
-from gpuprov.engine.hostfacts import HostFacts
+from gpuprov.engine.hostfacts import HostFacts, first_facts
 from gpuprov.engine.hostlock import default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
+from gpuprov.engine.prefetch import FactPlans
 from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
 from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult, phase
 from gpuprov.engine.roles import Role, load_role
 from gpuprov.engine.runlocks import RunLocks
 from gpuprov.engine.selection import check_tags, reboot_policy, role_selected, verify_skipped
 from gpuprov.errors import GpuprovError, UnreachableHost
-from gpuprov.facts.system import SystemFacts
 from gpuprov.model.inventory import Host, Inventory
 from gpuprov.model.playbook import REBOOT_IF_NEEDED, Play
 from gpuprov.model.vars import build_host_vars
@@ -62,6 +61,8 @@ class RunOptions:
     lock_timeout: float = 0.0                 # --lock-timeout: wait for another run's lock
     lock_path: str = field(default_factory=default_lock_path)  # the host's run lock
     profile: bool = False                     # -v: time each probe inside the facts script
+    #: where each host's last asked facts are kept (engine/prefetch.py); None: nowhere
+    fact_plans: Path | None = None
 
 
 ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
@@ -94,6 +95,8 @@ class Executor:
                 assert ref.path is not None, "resolve_roles() first"
                 self._roles.setdefault(ref.path, load_role(ref.name, ref.path))
         check_tags(self.plays, options.tags | options.skip_tags)
+        self._plans = FactPlans(options.fact_plans, [*self._roles, *sorted(options.tags),
+                                                     *(f"-{t}" for t in sorted(options.skip_tags))])
 
     # -- the run ----------------------------------------------------------------
     def run(self, command: str) -> RunResult:
@@ -144,7 +147,7 @@ class Executor:
                 results = list(pool.map(lambda h: self._run_host(play, h), batch))
             failed = 0
             for result in results:
-                merge(run.host(result.host), result)
+                run.host(result.host).add(result)
                 if result.changed:
                     self._changed.add(result.host)
                 if result.failed or result.unreachable:
@@ -187,8 +190,13 @@ class Executor:
             if connector.stats.connections > before:
                 pre.append(phase("connect", started, play.name))
             started, trips = time.monotonic(), connector.stats.round_trips
-            self._lock_host(host, connector)
-            if connector.stats.round_trips > trips:  # taken now, not by an earlier play
+            cache = self._facts_of(host, connector)
+            cache.learning = play.verify is None  # verification facts are not worth a guess
+            cache.profile, cache.play, cache.timed = pre, play.name, self.options.profile
+            entries = len(pre)
+            self._lock_host(host, connector, cache)
+            # taken now (not by an earlier play), and not in the facts' entry already
+            if connector.stats.round_trips > trips and len(pre) == entries:
                 pre.append(phase("lock", started, play.name))
         except UnreachableHost as exc:
             result = HostResult(host.name, unreachable=str(exc),
@@ -224,6 +232,8 @@ class Executor:
             self._maybe_reboot(play, host, connector, result)
         if result.failed or result.unreachable or self._last_play.get(host.name) is play:
             self._locks.release(host.name)
+        if self._last_play.get(host.name) is play and not (result.failed or result.unreachable):
+            self._plans.save(host.name, self._facts_of(host, connector).asked)
         result.mask()
         self._finished(result)
         return result
@@ -316,10 +326,17 @@ class Executor:
         if self.progress:
             self.progress.host_finished(result)
 
-    def _lock_host(self, host: Host, connector: Connector) -> None:
+    def _lock_host(self, host: Host, connector: Connector, cache: HostFacts | None = None
+                   ) -> None:
         """Take the host's run lock on its first play; it is held until its last
-        play ends, so later plays and a reboot stay inside the same run."""
-        self._locks.take(host.name, connector)
+        play ends, so later plays and a reboot stay inside the same run. With
+        `cache`, the first facts and what the host's last run asked (prefetch.py)
+        are read in the lock's own round trip; never a probe that runs something."""
+        if cache is not None:
+            guess = [f for f in (*first_facts(), *self._plans.load(host.name)) if not f.runs]
+            cache.gather_with(guess, "with the run lock",
+                              lambda script: self._locks.take(host.name, connector, script))
+        self._locks.take(host.name, connector)  # held already, unless nothing was to read
 
     def _connector(self, host: Host) -> Connector:
         with self._lock:
@@ -335,31 +352,6 @@ class Executor:
                 with contextlib.suppress(Exception):
                     connector.close()
             self._connectors.clear()
-
-
-def collect_facts(hosts: Sequence[Host], options: RunOptions,
-                  connector_factory: ConnectorFactory = connector_for) -> dict[str, Any]:
-    """`gpuprov facts`: the system facts of each host (one round trip each), as JSON data."""
-    def one(host: Host) -> tuple[str, Any]:
-        connector = connector_factory(host, options.connect)
-        try:
-            run = HostRun(host, connector, [], check=True)
-            result = run.run()
-            if result.unreachable or result.error:
-                return host.name, {"unreachable": result.unreachable, "error": result.error}
-            system = SystemFacts.from_facts(run.facts)
-            return host.name, {**dataclasses.asdict(system),
-                               "os_family": system.os.family, "supported": system.os.supported,
-                               "reboot_pending": result.reboot_pending,
-                               "connections": result.connections,
-                               "round_trips": result.round_trips}
-        except Exception as exc:
-            return host.name, {"error": internal_error(exc)}
-        finally:
-            connector.close()
-
-    with ThreadPoolExecutor(max(1, min(options.forks, len(hosts) or 1))) as pool:
-        return dict(pool.map(one, hosts))
 
 
 def internal_error(exc: BaseException) -> str:
@@ -381,19 +373,3 @@ def batches(hosts: Sequence[Host], serial: int | str | None) -> list[list[Host]]
     else:
         size = max(1, int(serial))
     return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]
-
-
-def merge(total: HostResult, part: HostResult) -> None:
-    """Add one play's result for a host to its whole-run result."""
-    total.tasks.extend(part.tasks)
-    total.unreachable = total.unreachable or part.unreachable
-    total.error = total.error or part.error
-    total.reboot_pending = part.reboot_pending or (total.reboot_pending and not part.rebooted)
-    total.rebooted = total.rebooted or part.rebooted
-    # Connection stats are cumulative per connector, which lives for the whole run.
-    total.connections = max(total.connections, part.connections)
-    total.round_trips = max(total.round_trips, part.round_trips)
-    total.seconds += part.seconds
-    total.warnings.extend(part.warnings)
-    total.profile.extend(part.profile)
-    total.secrets |= part.secrets

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -39,16 +40,22 @@ BUSY_EXIT = 75
 #: beyond --lock-timeout, how long the host may take to answer (sudo, a slow login)
 ANSWER_GRACE = 30.0
 
-# $1 the lock file, $2 -x or -s, $3 seconds to wait, $4 the line to write.
-# fd 9 is inherited by `cat`, which holds the lock until its stdin ends.
+# $1 the lock file, $2 -x or -s, $3 seconds to wait, $4 the line to write,
+# $5 the bytes of a script on stdin to run once the lock is held (0: none),
+# $6 the line that ends its output. fd 9 is inherited by `cat`, which holds
+# the lock until its stdin ends; head -c reads exactly the script's bytes.
 _SCRIPT = (
     'command -v flock >/dev/null 2>&1 || { echo "error: flock (util-linux) is not installed"; '
     "exit 1; }; "
     'mkdir -p -m 0755 "${1%/*}" && exec 9>>"$1" || { echo "error: cannot open $1"; exit 1; }; '
     'if [ "$3" = 0 ]; then flock -n "$2" 9; else flock -w "$3" "$2" 9; fi || '
     f'{{ printf "busy %s\\n" "$(head -n 1 "$1")"; exit {BUSY_EXIT}; }}; '
-    "printf '%s\\n' \"$4\" >\"$1\"; echo locked; exec cat >/dev/null"
+    "printf '%s\\n' \"$4\" >\"$1\"; echo locked; "
+    'if [ "$5" -gt 0 ]; then head -c "$5" | sh -s 9>&-; printf \'%s %s\\n\' "$6" "$?"; fi; '
+    "exec cat >/dev/null"
 )
+#: how long the script run with the lock (the first facts batch) may take
+SCRIPT_TIMEOUT = 600.0
 
 
 class HostBusy(GpuprovError):
@@ -92,10 +99,13 @@ def lock_mode(command: str) -> str:
     return SHARED if command in SHARED_COMMANDS else EXCLUSIVE
 
 
-def lock_command(info: LockInfo, wait: float, path: str = LOCK_PATH) -> Command:
-    """The command that takes the lock, says "locked", then holds it until stdin ends."""
+def lock_command(info: LockInfo, wait: float, path: str = LOCK_PATH, script_bytes: int = 0,
+                 end: str = "") -> Command:
+    """The command that takes the lock, says "locked", runs the `script_bytes`
+    of script it is fed (their output ends with a line `end` EXIT), then holds
+    the lock until stdin ends."""
     return Command(Raw("sh -c"), _SCRIPT, "gpuprov-lock", path, Raw(lock_mode(info.command)),
-                   f"{wait:g}", info.line())
+                   f"{wait:g}", info.line(), str(script_bytes), end)
 
 
 def busy_reason(holder_line: str) -> str:
@@ -118,16 +128,24 @@ class HostLock:
         self.wait = max(0.0, wait)
         self.path = path.replace("{host}", connector.host_name)
         self._held: Held | None = None
+        #: what the script given to acquire() printed, and its exit code
+        self.output = ""
+        self.exit_code: int | None = None
 
-    def acquire(self) -> bool:
-        """Take the lock, waiting up to `wait` seconds. False when the connector
-        cannot hold one (a unit test's fake); HostBusy when another run holds it."""
+    def acquire(self, script: str = "") -> bool:
+        """Take the lock, waiting up to `wait` seconds, then run `script` (sh, as
+        root) in the same round trip; its output is then in `output`. False
+        when the connector cannot hold one (a unit test's fake); HostBusy when
+        another run holds it."""
+        body = script.encode()
+        end = "@@gpuprov-lock-script-end-" + secrets.token_hex(8)
+        command = lock_command(self.info, self.wait, self.path, len(body), end)
         try:
-            held = self.connector.hold(lock_command(self.info, self.wait, self.path), sudo=True)
+            held = self.connector.hold(command, sudo=True, stdin=body)
         except NotImplementedError:
             return False
         try:
-            answer = held.first_line(self.wait + ANSWER_GRACE)
+            answer = held.next_line(self.wait + ANSWER_GRACE)
         except TimeoutError as exc:
             held.release()
             raise GpuprovError(f"{self.connector.host_name}: no answer while taking the run "
@@ -137,6 +155,8 @@ class HostLock:
             raise
         if answer == "locked":
             self._held = held
+            if body:
+                self._read_output(held, end)
             return True
         held.release()
         if answer.startswith("busy"):
@@ -145,6 +165,15 @@ class HostLock:
                            hint="wait for it to finish, or rerun with --lock-timeout SECONDS")
         raise GpuprovError(f"{self.connector.host_name}: could not take the run lock "
                            f"{self.path}: {answer or '(no output)'}")
+
+    def _read_output(self, held: Held, end: str) -> None:
+        try:
+            self.output, code = held.read_until(end + " ", SCRIPT_TIMEOUT)
+        except (TimeoutError, ValueError) as exc:
+            self.release()
+            raise GpuprovError(f"{self.connector.host_name}: the facts read with the run "
+                               f"lock did not finish: {exc}") from exc
+        self.exit_code = int(code) if code.strip().isdigit() else -1
 
     def release(self) -> None:
         held, self._held = self._held, None

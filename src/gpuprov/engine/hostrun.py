@@ -23,7 +23,7 @@ from gpuprov.engine.handlers import (
     persist_step,
     reboot_required_step,
 )
-from gpuprov.engine.hostfacts import HostFacts
+from gpuprov.engine.hostfacts import HostFacts, first_facts
 from gpuprov.engine.results import (
     CHANGED,
     FAILED,
@@ -133,7 +133,7 @@ class HostRun:
         return self.result
 
     def _run(self) -> None:
-        self.gather([*SystemFacts.facts(), PendingHandlers(), RebootRequired()], "system")
+        self.gather(first_facts(), "system")
         system = SystemFacts.from_facts(self._facts)
         # read now: a change that invalidates every fact drops it from the cache
         reason = self._facts[RebootRequired()]

@@ -100,6 +100,21 @@ class HostResult:
                             else self.unreachable)
         self.warnings = [mask_text(w, self.secrets) for w in self.warnings]
 
+    def add(self, part: HostResult) -> None:
+        """Add one play's result for the host to this, its whole-run result."""
+        self.tasks.extend(part.tasks)
+        self.unreachable = self.unreachable or part.unreachable
+        self.error = self.error or part.error
+        self.reboot_pending = part.reboot_pending or (self.reboot_pending and not part.rebooted)
+        self.rebooted = self.rebooted or part.rebooted
+        # Connection stats are cumulative per connector, which lives for the whole run.
+        self.connections = max(self.connections, part.connections)
+        self.round_trips = max(self.round_trips, part.round_trips)
+        self.seconds += part.seconds
+        self.warnings.extend(part.warnings)
+        self.profile.extend(part.profile)
+        self.secrets |= part.secrets
+
     def count(self, status: str) -> int:
         return sum(1 for t in self.tasks if t.status == status)
 

@@ -35,19 +35,23 @@ class RunLocks:
         self._failed: dict[str, GpuprovError] = {}
         self._mutex = threading.Lock()
 
-    def take(self, name: str, connector: Connector) -> None:
+    def take(self, name: str, connector: Connector, script: str = "") -> str | None:
         """Take the host's lock unless this run holds it already (HostBusy when
-        another run keeps it longer than `wait`)."""
+        another run keeps it longer than `wait`). `script` runs right after the
+        lock is taken, in the same round trip: its output is returned (None
+        when it did not run: the lock was held already, or cannot be taken)."""
         with self._mutex:
             if name in self._held:
-                return
+                return None
             failed = self._failed.pop(name, None)
         if failed is not None:
             raise failed
         lock = HostLock(connector, self.command, self.wait, self.path)
-        if lock.acquire():
-            with self._mutex:
-                self._held[name] = lock
+        if not lock.acquire(script):
+            return None
+        with self._mutex:
+            self._held[name] = lock
+        return lock.output if script else None
 
     def take_in_order(self, hosts: Sequence[tuple[str, Connector]], forks: int) -> None:
         """Every host's lock before the first play: connect in parallel, then

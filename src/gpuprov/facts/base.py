@@ -33,6 +33,10 @@ class Fact(Generic[T]):
     #: mode and drift-check never run it, and skip the op that needs it
     runs: ClassVar[str | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _CLASSES[f"{cls.__module__}:{cls.__qualname__}"] = cls
+
     def command(self) -> Command | str:
         raise NotImplementedError
 
@@ -45,6 +49,16 @@ class Fact(Generic[T]):
         args = [repr(getattr(self, f.name)) for f in fields(self) if not f.kw_only]
         args += [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.kw_only]
         return f"{type(self).__name__}({', '.join(args)})"
+
+
+#: every Fact class defined so far, by "module:qualname" (see fact_class)
+_CLASSES: dict[str, type[Fact[Any]]] = {}
+
+
+def fact_class(name: str) -> type[Fact[Any]] | None:
+    """The Fact class named "module:qualname" (engine/prefetch.py stores facts
+    by that name); None when no loaded module defines it."""
+    return _CLASSES.get(name)
 
 
 class FactSelector(ABC):
@@ -131,39 +145,55 @@ _UPTIME = "{var}=-; read {var} _gp_x </proc/uptime 2>/dev/null || {var}=-"
 
 
 def parse_batch(facts: list[Fact[Any]], output: str, marker: str,
-                timings: dict[Fact[Any], float] | None = None) -> dict[Fact[Any], Any]:
+                timings: dict[Fact[Any], float] | None = None,
+                lenient: bool = False) -> dict[Fact[Any], Any]:
     """Split a gather_script's output and process each fact's part; with
-    `timings`, the seconds each probe took (a timed script) are put there."""
+    `timings`, the seconds each probe took (a timed script) are put there.
+    `lenient`: a fact whose part is missing or cannot be parsed is left out
+    of the answer instead of raising (a guessed fact, asked again if needed)."""
     results: dict[Fact[Any], Any] = {}
     pos = 0
     for i, fact in enumerate(facts):
         begin = f"{marker} begin {i}\n"
         start = output.find(begin, pos)
         if start < 0:
+            if lenient:
+                break
             raise FactError(f"fact {fact.key}: no output (script cut short?)")
         start += len(begin)
         end_tag = f"\n{marker} end {i} "
         end = output.find(end_tag, start)
         if end < 0:
+            if lenient:
+                break
             raise FactError(f"fact {fact.key}: output not terminated")
-        eol = output.find("\n", end + len(end_tag))
-        words = output[end + len(end_tag): eol if eol >= 0 else None].split()
-        code_text = words[0] if words else ""
-        try:
-            exit_code = int(code_text)
-        except ValueError as exc:
-            raise FactError(f"fact {fact.key}: bad exit status {code_text!r}") from exc
-        if timings is not None and len(words) == 3:
-            with contextlib.suppress(ValueError):
-                timings[fact] = max(0.0, float(words[2]) - float(words[1]))
-        try:
-            results[fact] = fact.process(output[start:end], exit_code)
-        except FactError:
-            raise
-        except Exception as exc:  # a parser bug must name the fact it came from
-            raise FactError(f"fact {fact.key}: cannot parse output: {exc}") from exc
         pos = end + len(end_tag)
+        try:
+            results[fact] = _process(fact, output, start, end, end_tag, timings)
+        except FactError:
+            if not lenient:
+                raise
     return results
+
+
+def _process(fact: Fact[Any], output: str, start: int, end: int, end_tag: str,
+             timings: dict[Fact[Any], float] | None) -> Any:
+    eol = output.find("\n", end + len(end_tag))
+    words = output[end + len(end_tag): eol if eol >= 0 else None].split()
+    code_text = words[0] if words else ""
+    try:
+        exit_code = int(code_text)
+    except ValueError as exc:
+        raise FactError(f"fact {fact.key}: bad exit status {code_text!r}") from exc
+    if timings is not None and len(words) == 3:
+        with contextlib.suppress(ValueError):
+            timings[fact] = max(0.0, float(words[2]) - float(words[1]))
+    try:
+        return fact.process(output[start:end], exit_code)
+    except FactError:
+        raise
+    except Exception as exc:  # a parser bug must name the fact it came from
+        raise FactError(f"fact {fact.key}: cannot parse output: {exc}") from exc
 
 
 class FactView(Mapping[Fact[Any], Any]):
