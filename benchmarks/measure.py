@@ -1,5 +1,5 @@
 """One timed run of a tool: wall, the tool's own CPU, the whole machine's CPU,
-its peak memory and the SSH connections each fleet host accepted."""
+its peak memory and open files, and the SSH connections each fleet host accepted."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Sample:
     stdout: str
     stderr: str
     connections: dict[str, int] = field(default_factory=dict)   # host -> accepted TCP
+    peak_fds: int = 0              # largest sum of open fds of the tool's process tree seen
 
 
 def machine_busy_seconds() -> float:
@@ -66,17 +67,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def tree_rss_kib(root: int) -> int:
-    """Resident memory of a process and all its descendants."""
-    total, todo = 0, [root]
+def tree_usage(root: int) -> tuple[int, int]:
+    """Resident memory (KiB) and open file descriptors of a process and all its
+    descendants: what gpuprov's auto forks bounds per host (engine/forks.py)."""
+    rss, fds, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
         todo.extend(_children(pid))
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
         except (OSError, IndexError, ValueError):
             continue
-    return total
+    return rss, fds
 
 
 class _RssPoller(threading.Thread):
@@ -85,12 +88,13 @@ class _RssPoller(threading.Thread):
 
     def __init__(self, pid: int, interval: float) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval, self.peak = pid, interval, 0
+        self.pid, self.interval, self.peak, self.peak_fds = pid, interval, 0, 0
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.peak = max(self.peak, tree_rss_kib(self.pid))
+            rss, fds = tree_usage(self.pid)
+            self.peak, self.peak_fds = max(self.peak, rss), max(self.peak_fds, fds)
             self.done.wait(self.interval)
 
 
@@ -127,4 +131,4 @@ def measure(argv: list[str], cwd: Path, env: dict[str, str], hosts: dict[str, in
     conns = {name: passive_opens(pid) - before_conn[name] for name, pid in hosts.items()}
     return Sample(wall=wall, controller_cpu=cpu, machine_cpu=busy,
                   peak_rss_mib=poller.peak / 1024, returncode=proc.returncode,
-                  stdout=out, stderr=err, connections=conns)
+                  stdout=out, stderr=err, connections=conns, peak_fds=poller.peak_fds)

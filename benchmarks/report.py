@@ -85,6 +85,26 @@ def ratios(results: dict[str, list[Run]]) -> dict[str, float]:
     return out
 
 
+def unreachable_effect(runs: list[Run], timeout: float) -> list[str]:
+    """What the dead hosts of `--unreachable` added to gpuprov's no-change
+    apply and drift-check: the run with them against the mean of the two
+    without, next to the connect timeout they are each allowed."""
+    out = []
+    for what in ("no-change", "drift-check"):
+        base = [r.sample.wall for r in runs if r.label.startswith(what) and r.ok]
+        dead = [r for r in runs if r.label.startswith("+") and r.label.endswith(what)]
+        if not base or not dead:
+            continue
+        without, run = statistics.mean(base), dead[0]
+        added = run.sample.wall - without
+        verdict = "less than" if added < timeout else "NOT less than"
+        out.append(f"gpuprov {what}: {without:.2f} s without, {run.sample.wall:.2f} s with "
+                   f"{run.label.split(':')[0].lstrip('+')} hosts: +{added:.2f} s, {verdict} "
+                   f"the connect timeout ({timeout:g} s)"
+                   + ("" if run.ok else f"; FAILED: {run.note}"))
+    return out
+
+
 def summary(meta: dict[str, Any], results: dict[str, list[Run]]) -> str:
     head = [f"gpuprov benchmark  {meta['date']}  {meta['hosts']} hosts  "
             f"machine: {meta['machine']}  forks: {meta['forks']}",
@@ -112,7 +132,8 @@ def write_profile(path: Path, results: dict[str, list[Run]]) -> None:
     for tool, runs in results.items():
         for run in runs:
             s = run.sample
-            parts.append(f"===== {tool} {run.label}: wall {s.wall:.2f} s, exit {s.returncode}")
+            parts.append(f"===== {tool} {run.label}: wall {s.wall:.2f} s, exit {s.returncode}, "
+                         f"peak RSS {s.peak_rss_mib:.0f} MiB, peak open fds {s.peak_fds}")
             parts.append("connections per host: " + json.dumps(s.connections, sort_keys=True))
             if run.round_trips:
                 parts.append("round trips per host: " + json.dumps(run.round_trips,

@@ -3,6 +3,7 @@
 
     sudo .venv/bin/python benchmarks/run.py --hosts 16
     sudo .venv/bin/python benchmarks/run.py --quick --tools gpuprov,pyinfra
+    sudo .venv/bin/python benchmarks/run.py --hosts 16 --tools gpuprov --unreachable 2
 
 Brings up the fleet (tests/fleet), then per tool: every host reset to a fresh
 disk, a converge, two runs that must change nothing (gpuprov: two drift-checks
@@ -52,6 +53,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--forks", type=int, default=None,
                    help="gpuprov --forks (default: gpuprov's own default); "
                         "pyinfra --parallel and ansible --forks are always the host count")
+    p.add_argument("--unreachable", type=int, default=0, metavar="N",
+                   help="gpuprov also runs a no-change apply and a drift-check with N more "
+                        "hosts that do not answer, and reports what they add")
     p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     if args.quick:
@@ -63,6 +67,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 f"choose from {', '.join(TOOLS)}")
     if args.hosts < 1:
         p.error("--hosts must be at least 1")
+    if args.unreachable < 0:
+        p.error("--unreachable must be 0 or more")
     return args
 
 
@@ -109,12 +115,31 @@ def _timed_runs(tool: Any, hosts: list[Any]) -> list[Any]:
     return runs
 
 
-def gpuprov_default_forks() -> object:
-    """What `gpuprov apply` uses without --forks (read from its CLI, so a new
-    default shows here without an edit)."""
+def gpuprov_default(option: str) -> Any:
+    """What `gpuprov apply` uses without that option (read from its CLI, so a
+    new default shows here without an edit)."""
     from gpuprov.cli.run import apply
 
-    return next((p.default for p in apply.params if p.name == "forks"), "?")
+    return next((p.default for p in apply.params if p.name == option), "?")
+
+
+def forks_line(forks: int | None, hosts: int) -> str:
+    """The forks gpuprov runs with, as its -v says it: `auto (16)` or `10`.
+    gpuprov inherits this process's limits, so it resolves auto the same way."""
+    from gpuprov.engine.forks import resolve_forks
+
+    value = forks or gpuprov_default("forks")
+    chosen = str(resolve_forks(value, hosts))
+    return chosen if forks else f"{chosen} (default)"
+
+
+def dead_addresses(fleet: Any, count: int) -> list[str]:
+    """Addresses on the fleet's bridge subnet past its last host: nothing
+    answers there (ARP gets no reply), so a connect waits, never is refused."""
+    from tests.fleet.network import host_address
+
+    first = max((h.index for h in fleet.hosts), default=-1) + 1
+    return [host_address(first + i) for i in range(count)]
 
 
 def log(message: str) -> None:
@@ -150,7 +175,11 @@ def main(argv: list[str]) -> int:
         for name in args.tools:
             work = scratch / name
             work.mkdir()
-            tool = classes[name](fleet, hosts, work, args.forks)
+            if name == "gpuprov":
+                tool = Gpuprov(fleet, hosts, work, args.forks,
+                               dead_addresses(fleet, args.unreachable))
+            else:
+                tool = classes[name](fleet, hosts, work, args.forks)
             versions[name] = tool.version()
             try:
                 results[name] = bench_tool(tool, fleet, hosts)
@@ -161,6 +190,8 @@ def main(argv: list[str]) -> int:
                 continue
             notes += getattr(tool, "notes", [])
             notes += [f"{name} {r.label}: {r.note}" for r in results[name] if r.note]
+            if name == "gpuprov" and args.unreachable:
+                notes += report.unreachable_effect(results[name], gpuprov_default("timeout"))
     finally:
         fleet.down()
         log("fleet down")
@@ -168,7 +199,9 @@ def main(argv: list[str]) -> int:
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "hosts": args.hosts,
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
-        "cores": os.cpu_count(), "forks": args.forks or f"{gpuprov_default_forks()} (default)",
+        "cores": os.cpu_count(), "forks": forks_line(args.forks, args.hosts),
+        "unreachable": args.unreachable,
+        "connect_timeout_s": gpuprov_default("timeout"),
         "command": "benchmarks/run.py " + " ".join(argv), "versions": versions, "notes": notes,
     }
     text = report.summary(meta, results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ class Run:
             "wall_s": round(s.wall, 3), "controller_cpu_s": round(s.controller_cpu, 3),
             "machine_cpu_s": round(s.machine_cpu, 3),
             "machine_cpu_per_host_s": round(s.machine_cpu / hosts, 4),
-            "peak_rss_mib": round(s.peak_rss_mib, 1),
+            "peak_rss_mib": round(s.peak_rss_mib, 1), "peak_fds": s.peak_fds,
             "connections": s.connections, "round_trips": self.round_trips, "note": self.note,
         }
 
@@ -110,6 +111,10 @@ class Tool:
     def env(self) -> dict[str, str]:
         env = {**os.environ, "COLUMNS": "160"}
         env.pop("TERM", None)
+        # as on a user's machine: Python caches compiled modules (a sandbox or CI
+        # may turn that off, which makes every run compile gpuprov's editable
+        # source and the roles afresh; the peers' wheels were compiled by pip)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
 
     def judge(self, label: str, sample: Sample) -> Run:
@@ -119,13 +124,32 @@ class Tool:
         return ""
 
 
+#: the group of the hosts that do not answer (--unreachable)
+DEAD_GROUP = "unreachable"
+
+
+def unreachable_label(count: int, run: str) -> str:
+    """A run with `count` dead hosts added; its own prefix, so the plain
+    no-change and drift-check means (the ratios) never include it."""
+    return f"+{count} unreachable: {run}"
+
+
 class Gpuprov(Tool):
     name = "gpuprov"
+
+    def __init__(self, fleet: Any, hosts: list[Any], work: Path, forks: int | None,
+                 unreachable: list[str] | None = None) -> None:
+        super().__init__(fleet, hosts, work, forks)
+        #: addresses with no host behind them (fleet.dead_addresses): no SYN-ACK, no ARP reply
+        self.unreachable = list(unreachable or [])
 
     def prepare(self) -> None:
         inventory = self.fleet.inventory(self.hosts)
         inventory["all"]["vars"].update(site_vars(self.fleet.repo_url))
         (self.work / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+        if self.unreachable:
+            (self.work / "inventory-unreachable.yml").write_text(
+                yaml.safe_dump(with_dead_hosts(inventory, self.unreachable), sort_keys=False))
 
     def env(self) -> dict[str, str]:
         # the hosts' fact plans (engine/prefetch.py) start empty in every benchmark:
@@ -142,6 +166,15 @@ class Gpuprov(Tool):
         out += [(label, self._cli("drift-check", "inventory.yml", "-v", "--format", "json",
                                   "-o", f"{slug(label)}.json"))
                 for label in ("drift-check 1", "drift-check 2")]
+        if self.unreachable:
+            # the same no-change runs with dead hosts added: what they cost the others
+            n, inventory = len(self.unreachable), "inventory-unreachable.yml"
+            label = unreachable_label(n, "no-change")
+            out.append((label, self._cli("apply", inventory, "-v", "--report",
+                                         f"{slug(label)}.json")))
+            label = unreachable_label(n, "drift-check")
+            out.append((label, self._cli("drift-check", inventory, "-v", "--format", "json",
+                                         "-o", f"{slug(label)}.json")))
         return out
 
     def judge(self, label: str, sample: Sample) -> Run:
@@ -150,16 +183,36 @@ class Gpuprov(Tool):
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return Run(label, sample, ok=False, changed=None, note=f"no report {path.name}")
-        if label.startswith("drift-check"):
+        if "drift-check" in label:
             hosts = data["hosts"]
+            dead = {n for n, h in hosts.items() if h.get("unreachable")}
             changed = sum(len(h["drift"]) for h in hosts.values())
-            trips = {n: h["round_trips"] for n, h in hosts.items() if "round_trips" in h}
-            return Run(label, sample, ok=sample.returncode in (0, 3), changed=changed,
-                       round_trips=trips, profile=drift_profile(hosts))
+            trips = {n: h["round_trips"] for n, h in hosts.items()
+                     if "round_trips" in h and n not in dead}
+            return self._with_dead(Run(label, sample, ok=sample.returncode in (0, 3),
+                                       changed=changed, round_trips=trips,
+                                       profile=drift_profile(hosts)), dead)
         reports = data["hosts"]
+        dead = {h["host"] for h in reports if h.get("unreachable")}
         changed = sum(h["changed"] for h in reports)
-        trips = {h["host"]: h["round_trips"] for h in reports}
-        return Run(label, sample, ok=sample.returncode == 0, changed=changed, round_trips=trips)
+        trips = {h["host"]: h["round_trips"] for h in reports if h["host"] not in dead}
+        return self._with_dead(Run(label, sample, ok=sample.returncode == 0, changed=changed,
+                                   round_trips=trips), dead)
+
+    def _with_dead(self, run: Run, dead: set[str]) -> Run:
+        """A run with dead hosts: ok when exactly they, and no other, were
+        unreachable (exit 4: unreachable, nothing else wrong)."""
+        expected = {f"dead-{i + 1:02d}" for i in range(len(self.unreachable))}
+        if not run.label.startswith("+"):
+            if dead:
+                run.ok, run.note = False, f"unreachable: {', '.join(sorted(dead))}"
+            return run
+        run.ok = run.sample.returncode == 4 and dead == expected
+        if not run.ok:
+            run.note = (f"expected exactly {', '.join(sorted(expected))} unreachable (exit 4), "
+                        f"got {', '.join(sorted(dead)) or 'none'} (exit "
+                        f"{run.sample.returncode})")
+        return run
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -178,5 +231,15 @@ def drift_profile(hosts: dict[str, Any]) -> str:
                      for name, h in hosts.items())
 
 
+def with_dead_hosts(inventory: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
+    """The inventory plus one host per address, dead-01 ..., in their own group
+    (site.yml's plays are `hosts: all`, so every play tries them)."""
+    out = json.loads(json.dumps(inventory))   # a deep copy: the base inventory stays
+    out["all"]["children"][DEAD_GROUP] = {"hosts": {
+        f"dead-{i + 1:02d}": {"ansible_host": address} for i, address in enumerate(addresses)}}
+    return out
+
+
 def slug(label: str) -> str:
-    return label.replace(" ", "-")
+    """A run's label as a file name: no-change 1 -> no-change-1."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")

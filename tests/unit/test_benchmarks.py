@@ -120,3 +120,94 @@ def test_drift_checks_profile_reaches_the_profile_file(tmp_path: Path) -> None:
     text = (tmp_path / "p.txt").read_text()
     assert "profile a: 1 connection(s), 4 round trip(s)" in text
     assert "ops: 30 facts; slowest: NvidiaSmi() 0.23s" in text
+
+
+def test_measure_counts_the_open_files_of_the_tool() -> None:
+    hold = "import os, time\nfds = [os.open('/dev/null', os.O_RDONLY) for _ in range(40)]\n" \
+           "time.sleep(0.4)\n"
+    got = measure([sys.executable, "-c", hold], Path("."), dict(os.environ), {}, poll=0.05)
+    assert got.returncode == 0 and got.peak_fds >= 40
+
+
+def test_slug_makes_every_label_a_plain_file_name() -> None:
+    from benchmarks.tools import slug, unreachable_label
+
+    assert slug("no-change 1") == "no-change-1"
+    assert slug(unreachable_label(2, "drift-check")) == "2-unreachable-drift-check"
+
+
+def test_unreachable_hosts_add_runs_on_an_inventory_with_dead_hosts(tmp_path: Path) -> None:
+    from benchmarks.tools import with_dead_hosts
+
+    base = {"all": {"vars": {"ansible_user": "admin"},
+                    "children": {"lab": {"hosts": {"lab-01": {"ansible_host": "10.0.0.11"}}}}}}
+    inv = with_dead_hosts(base, ["10.0.0.30", "10.0.0.31"])
+    assert inv["all"]["children"]["unreachable"]["hosts"] == {
+        "dead-01": {"ansible_host": "10.0.0.30"}, "dead-02": {"ansible_host": "10.0.0.31"}}
+    assert "unreachable" not in base["all"]["children"], "the base inventory is left as it was"
+    plain = [label for label, _ in Gpuprov(None, [], tmp_path, None).runs()]
+    runs = Gpuprov(None, [], tmp_path, None, ["10.0.0.30", "10.0.0.31"]).runs()
+    assert [label for label, _ in runs] == plain + ["+2 unreachable: no-change",
+                                                    "+2 unreachable: drift-check"]
+    assert all("inventory-unreachable.yml" in argv for _, argv in runs[-2:])
+    assert all("inventory.yml" in argv for _, argv in runs[:-2])
+
+
+def test_a_run_with_dead_hosts_is_ok_when_exactly_they_were_unreachable(tmp_path: Path) -> None:
+    tool = Gpuprov(None, [], tmp_path, None, ["10.0.0.30", "10.0.0.31"])
+    dead = {"dead-01": {"drift": [], "unreachable": "timeout", "round_trips": 0},
+            "dead-02": {"drift": [], "unreachable": "timeout", "round_trips": 0}}
+    live = {"a": {"drift": [], "unreachable": None, "round_trips": 2}}
+    (tmp_path / "2-unreachable-drift-check.json").write_text(json.dumps(
+        {"hosts": {**live, **dead}}))
+    run = tool.judge("+2 unreachable: drift-check", sample(rc=4))
+    assert run.no_change and run.round_trips == {"a": 2}
+    (tmp_path / "2-unreachable-drift-check.json").write_text(json.dumps(
+        {"hosts": {**live, "dead-01": dead["dead-01"]}}))
+    short = tool.judge("+2 unreachable: drift-check", sample(rc=4))
+    assert not short.ok and "got dead-01" in short.note
+    (tmp_path / "2-unreachable-no-change.json").write_text(json.dumps({"hosts": [
+        {"host": "a", "changed": 0, "round_trips": 5, "unreachable": None},
+        {"host": "dead-01", "changed": 0, "round_trips": 0, "unreachable": "timeout"},
+        {"host": "dead-02", "changed": 0, "round_trips": 0, "unreachable": "timeout"}]}))
+    assert tool.judge("+2 unreachable: no-change", sample(rc=4)).no_change
+    assert not tool.judge("+2 unreachable: no-change", sample(rc=2)).ok
+    # a fleet host unreachable in a plain run is a failure, named
+    (tmp_path / "no-change-1.json").write_text(json.dumps({"hosts": [
+        {"host": "a", "changed": 0, "round_trips": 5, "unreachable": "timeout"}]}))
+    plain = tool.judge("no-change 1", sample(rc=4))
+    assert not plain.ok and "unreachable: a" in plain.note
+
+
+def test_what_dead_hosts_add_is_set_against_the_connect_timeout() -> None:
+    runs = [Run("no-change 1", sample(wall=9), True, 0),
+            Run("no-change 2", sample(wall=11), True, 0),
+            Run("drift-check 1", sample(wall=6), True, 0),
+            Run("drift-check 2", sample(wall=6), True, 0),
+            Run("+2 unreachable: no-change", sample(wall=14, rc=4), True, 0),
+            Run("+2 unreachable: drift-check", sample(wall=17, rc=4), True, 0)]
+    lines = report.unreachable_effect(runs, 10.0)
+    assert lines == [
+        "gpuprov no-change: 10.00 s without, 14.00 s with 2 unreachable hosts: +4.00 s, "
+        "less than the connect timeout (10 s)",
+        "gpuprov drift-check: 6.00 s without, 17.00 s with 2 unreachable hosts: +11.00 s, "
+        "NOT less than the connect timeout (10 s)"]
+    # the plain means are not moved by the runs with dead hosts
+    assert report.mean_wall(runs, "no-change") == 10.0
+
+
+def test_the_forks_line_says_what_gpuprov_chose() -> None:
+    from benchmarks.run import forks_line
+
+    assert forks_line(10, 16) == "10"
+    assert forks_line(None, 16) == "auto (16) (default)"
+
+
+def test_dead_addresses_lie_past_the_fleets_last_host() -> None:
+    from benchmarks.run import dead_addresses
+    from tests.fleet.network import host_address
+
+    class Fleet:
+        hosts = [type("H", (), {"index": i})() for i in range(3)]
+    assert dead_addresses(Fleet(), 2) == [host_address(3), host_address(4)]
+    assert dead_addresses(Fleet(), 0) == []

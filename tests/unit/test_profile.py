@@ -118,8 +118,8 @@ def test_the_executor_profiles_connect_and_lock_and_v_turns_probe_timing_on() ->
 
     base = {"ask_become_pass": False, "forks": 5, "tags": "", "skip_tags": "",
             "extra_vars": ()}
-    assert run_options({**base, "verbose": 1}, check=True).profile
-    assert not run_options({**base, "verbose": 0}, check=True).profile
+    assert run_options({**base, "verbose": 1}, check=True, hosts=1).profile
+    assert not run_options({**base, "verbose": 0}, check=True, hosts=1).profile
 
 
 def test_a_run_report_holds_each_hosts_profile_from_connect_on(project: Path) -> None:  # noqa: F811

@@ -47,7 +47,7 @@ def test_a_silent_host_gets_one_connect_timeout_in_all() -> None:
     assert timeouts == [10, 6.5, 2.5]
     assert delays == [0.5, 1.0]
     assert clock.now - 100.0 <= 10.0 + 0.5
-    assert retry.tries() == " (after 3 attempts)"
+    assert retry.tries() == " (after 3 attempts in 10.5s)"  # not the last try's 2.5s
 
 
 def test_a_full_timeout_is_not_retried() -> None:

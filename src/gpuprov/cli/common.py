@@ -21,6 +21,7 @@ from gpuprov.cli.exit_codes import EXIT_ERROR
 from gpuprov.connectors.hostkeys import ACCEPT_NEW, STRICT, Confirm
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import RunOptions
+from gpuprov.engine.forks import AUTO, MAX_FORKS, resolve_forks
 from gpuprov.engine.prefetch import default_cache_dir
 from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Host, Inventory, load_inventory
@@ -63,13 +64,19 @@ def stdout() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def run_options(ctx: dict[str, Any], check: bool) -> RunOptions:
+def run_options(ctx: dict[str, Any], check: bool, hosts: int) -> RunOptions:
+    """The run's options from the command's; `hosts`: how many it works on (for auto forks)."""
+    forks = resolve_forks(ctx["forks"], hosts)
+    if ctx.get("verbose", 0) >= 1:
+        # The workers chosen for auto depend on this machine: say them, as pyinfra does.
+        stderr().print(f"{hosts} host{'s' if hosts != 1 else ''}, forks: {forks}",
+                       highlight=False, markup=False)
     password = None
     if ctx["ask_become_pass"]:
         # Asked once per run, kept in memory, fed to sudo on stdin only.
         password = click.prompt("BECOME password", hide_input=True, err=True)
     return RunOptions(
-        check=check, forks=ctx["forks"], serial=ctx.get("serial"),
+        check=check, forks=forks.workers, serial=ctx.get("serial"),
         max_fail_percentage=ctx.get("max_fail_percentage"),
         tags=frozenset(split_csv(ctx["tags"])), skip_tags=frozenset(split_csv(ctx["skip_tags"])),
         extra_vars=parse_extra_vars(ctx["extra_vars"]), reboot=ctx.get("reboot", False),
@@ -174,6 +181,33 @@ def write_file(path: str, write: Callable[[], None]) -> None:
         raise GpuprovError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+class ForksParam(click.ParamType):
+    """-f/--forks: a host count, or auto."""
+
+    name = "forks"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) or str(value).strip().lower() != AUTO:
+            try:
+                count = int(value)
+            except ValueError:
+                self.fail(f"{value!r} is neither a number nor {AUTO}", param, ctx)
+            if not 1 <= count <= MAX_FORKS:
+                self.fail(f"{count} is not in 1-{MAX_FORKS}", param, ctx)
+            return count
+        return AUTO
+
+
+forks_option = click.option(
+    "-f", "--forks", type=ForksParam(), default=AUTO, show_default=True,
+    help=f"Hosts worked on in parallel: N, or {AUTO}: every host at once, up to what this "
+         "machine's open-file limit and memory allow (-v shows the number).")
+
+
 lock_timeout_option = click.option(
     "--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
     help="How long to wait for another gpuprov run on a host to finish (its run lock); "
@@ -192,8 +226,7 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--skip-tags", multiple=True, help="Leave out roles with these tags."),
         click.option("-e", "--extra-vars", multiple=True,
                      help="k=v, 'k=v k2=v2', @file.yml or a YAML mapping; highest precedence."),
-        click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True,
-                     help="Hosts worked on in parallel."),
+        forks_option,
         connect_options,
         click.option("-K", "--ask-become-pass", is_flag=True,
                      help="Ask once for the sudo password (fed on stdin, never argv)."),

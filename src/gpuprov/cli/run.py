@@ -76,7 +76,7 @@ def apply(**opts: Any) -> int:
         if not click.confirm("No inventory given: apply the playbook to THIS machine?",
                              err=True):
             return EXIT_ERROR
-    options = run_options(opts, check=opts["check"])
+    options = run_options(opts, check=opts["check"], hosts=len(target.hosts))
     console = stdout()
     with Progress(console, verbose=opts["verbose"], diff=opts["diff"]) as progress:
         run = Executor(target.inventory, target.plays, target.hosts, options,
@@ -103,7 +103,7 @@ def drift_check(**opts: Any) -> int:
     """What differs from the desired state, per host. Read-only."""
     check_writable(opts["output"], "--output")
     target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
-    options = run_options(opts, check=True)
+    options = run_options(opts, check=True, hosts=len(target.hosts))
     err = stderr()
     # Progress only for a person at a terminal; cron and monitors get the report alone.
     progress = Progress(err, verbose=opts["verbose"]) if err.is_terminal else None

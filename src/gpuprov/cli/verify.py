@@ -9,6 +9,7 @@ import click
 
 from gpuprov.cli.common import (
     connect_options,
+    forks_option,
     guarded,
     load_target,
     lock_timeout_option,
@@ -27,7 +28,7 @@ from gpuprov.output.verify import verify_json, verify_rows, verify_table
 @click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
 @click.option("-e", "--extra-vars", multiple=True,
               help="k=v, @file.yml or a YAML mapping, e.g. gpu_devices=0,1.")
-@click.option("-f", "--forks", type=click.IntRange(1, 500), default=10, show_default=True)
+@forks_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @connect_options
@@ -39,7 +40,8 @@ def verify(**opts: Any) -> int:
     `docker run --gpus` with torch and a matmul. Changes nothing.
     Exit 0 all pass, 2 some host failed, 4 some host unreachable."""
     target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)
-    options = run_options({**opts, "tags": (), "skip_tags": ()}, check=False)
+    options = run_options({**opts, "tags": (), "skip_tags": ()}, check=False,
+                          hosts=len(target.hosts))
     err = stderr()
     progress = Progress(err) if err.is_terminal and opts["fmt"] == "table" else None
     with progress or contextlib.nullcontext():

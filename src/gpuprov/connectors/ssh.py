@@ -226,7 +226,7 @@ class SshConnector(Connector):
                              "may also reject it; try: nc -vz " + f"{hop.address} {hop.port}",
                              retry=True) from exc
         except TimeoutError as exc:
-            raise SetupError("timeout", f"no answer from {where} within {timeout:g}s",
+            raise SetupError("timeout", f"no answer from {where} within {timeout:.3g}s",
                              "the host may be down or a firewall drops SSH; check the address",
                              retry=True) from exc
         except OSError as exc:

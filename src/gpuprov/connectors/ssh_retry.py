@@ -70,4 +70,8 @@ class SetupRetry:
 
     def tries(self) -> str:
         """What the final error adds about the tries made."""
-        return f" (after {self.attempt} attempts)" if self.attempt > 1 else ""
+        if self.attempt <= 1:
+            return ""
+        # the last try's own timeout (in the message) is only what was left of the budget
+        spent = max(self._now() - self.started, self.slept)
+        return f" (after {self.attempt} attempts in {spent:.1f}s)"
