@@ -166,3 +166,12 @@ def test_a_package_to_install_still_reads_its_candidate(distro: str) -> None:
     assert (change.action, change.unknown) == ("install", None)
     assert change.summary == f"install {TO_INSTALL[distro]}"
 
+
+
+def test_the_conditional_probe_survives_the_fact_plan() -> None:
+    """engine/prefetch.py keeps a host's facts as JSON for its next run."""
+    from gpuprov.engine.prefetch import decode, encode
+
+    fact = AptCandidates.unless({"bash": None, "nvidia-utils-580-server": "580.95*"})
+    entry = encode(fact)
+    assert entry is not None and decode(entry) == fact
