@@ -16,8 +16,9 @@ import re
 from gpuprov.facts.apt import DebPackages
 from gpuprov.facts.dnf import RpmPackages
 from gpuprov.facts.nvidia import (
+    LoadedModule,
     MokEnrolled,
-    NvidiaSmi,
+    driver_branch,
     installed_drivers_deb,
     installed_drivers_rpm,
 )
@@ -84,9 +85,11 @@ def cuda_repo(ctx):
 
 
 def branch_loaded(ctx, branch):
-    """Is that branch's module the one the running kernel has loaded?"""
-    loaded = ctx.fact(NvidiaSmi())
-    return loaded.state == "ok" and loaded.branch == branch
+    """Is that branch's module the one the running kernel has loaded? Asked of the
+    kernel (LoadedModule), not nvidia-smi: slow, and once an upgrade awaits a
+    reboot it only says 'version mismatch', not which module is loaded."""
+    loaded = ctx.fact(LoadedModule())
+    return loaded is not None and driver_branch(loaded) == branch
 
 
 def check_secure_boot(ctx, branch):
@@ -128,16 +131,16 @@ def with_reboot(ctx, op, branch):
     """A driver change takes effect at the next boot, unless that branch is loaded already."""
     if branch_loaded(ctx, branch):
         return op
-    loaded = ctx.fact(NvidiaSmi())
+    loaded = ctx.fact(LoadedModule())
     return RebootAfter(op, f"the running kernel has "
-                           f"{'driver ' + loaded.version if loaded.version else 'no nvidia module'}"
+                           f"{'driver ' + loaded if loaded else 'no nvidia module'}"
                            f" loaded, not branch {branch}")
 
 
 def debian(ctx, wanted, source):
     timeout = int(ctx.vars["nvidia_driver_apt_lock_timeout"])
-    # NvidiaSmi asked with the packages: every path reads it (branch_loaded), one batch
-    packages, _ = ctx.facts(DebPackages(), NvidiaSmi())
+    # LoadedModule asked with the packages: every path reads it (branch_loaded), one batch
+    packages, _ = ctx.facts(DebPackages(), LoadedModule())
     installed = installed_drivers_deb(packages)
     branch = keep_branch(ctx, installed, wanted)
     check_secure_boot(ctx, branch)
@@ -188,7 +191,7 @@ def epel_release(ctx):
 
 
 def rhel(ctx, wanted):
-    packages, _ = ctx.facts(RpmPackages(), NvidiaSmi())  # one batch, as on Debian
+    packages, _ = ctx.facts(RpmPackages(), LoadedModule())  # one batch, as on Debian
     installed = installed_drivers_rpm(packages)
     branch = keep_branch(ctx, installed, wanted)
     check_secure_boot(ctx, branch)

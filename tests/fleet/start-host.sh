@@ -9,6 +9,10 @@ mount --make-rprivate /
 mount -t overlay overlay -o "lowerdir=$base,upperdir=$upper,workdir=$work" "$merged"
 mount -t proc -o nosuid,nodev,noexec proc "$merged/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$merged/sys"
+# A writable, empty stand-in for /sys/module: the test doubles "load" the nvidia module
+# there (/sys/module/nvidia/version: boot hook, postinst) and gpuprov reads it as on a
+# real kernel; the real machine's modules stay out of sight (/proc/modules does not).
+mount -t tmpfs -o mode=0755,nosuid,nodev,noexec,size=1m tmpfs "$merged/sys/module"
 mount -t tmpfs -o mode=0755,nosuid,size=4m tmpfs "$merged/dev"
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$merged/run"
 cd "$merged/dev"

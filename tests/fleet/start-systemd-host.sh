@@ -35,7 +35,9 @@ hostname "$name"
 . "$(dirname "$0")/host-net.sh"
 
 # A reboot inside the host (systemctl reboot) ends nspawn with 133: boot the
-# same disk again, with a fresh /run (nspawn mounts one at every start).
+# same disk again, with a fresh /run (nspawn mounts one at every start), and a
+# fresh, empty, writable /sys/module (--tmpfs, over nspawn's read-only sysfs):
+# where the test doubles "load" the nvidia module (see start-host.sh).
 while :; do
     # The container's cgroups of the boot before (nspawn's payload/ and
     # supervisor/, systemd's tree below): a fresh start needs a clean cgroup.
@@ -46,7 +48,8 @@ while :; do
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 SYSTEMD_NSPAWN_TMPFS_TMP=0 \
         systemd-nspawn --quiet -D "$merged" --machine="$name" --register=no --keep-unit \
         --resolv-conf=off --timezone=off --link-journal=no --console=read-only \
-        --drop-capability=CAP_SYS_MODULE,CAP_SYS_TIME -b || rc=$?
+        --drop-capability=CAP_SYS_MODULE,CAP_SYS_TIME \
+        --tmpfs=/sys/module:mode=0755,nosuid,nodev,noexec,size=1m -b || rc=$?
     [ "$rc" = 133 ] || exit "$rc"
     echo "fleet: $name reboots"
 done

@@ -114,6 +114,8 @@ def test_apply_converges_the_mixed_fleet(converged: dict[str, dict], hosts: list
         assert versions.count(" 1.18.0-1") == 4, versions
         assert "580.95.05" in host.exec("nvidia-smi --query-gpu=driver_version "
                                         "--format=csv,noheader").stdout
+        # the module "loaded" where a kernel shows it (what the nvidia_driver role reads)
+        assert host.read_file("/sys/module/nvidia/version") == "580.95.05\n"
         pin = host.read_file("/etc/apt/preferences.d/gpuprov-nvidia-driver") or ""
         assert "Pin: version 580.*" in pin
         daemon = json.loads(host.read_file("/etc/docker/daemon.json") or "{}")

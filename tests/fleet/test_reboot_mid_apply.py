@@ -168,3 +168,9 @@ def test_reboot_mid_driver_install_is_repaired_by_the_next_apply(
                            "nvidia-kernel-open-dkms nvidia-smi").stdout.splitlines()
         assert all(line.endswith(" ok installed") for line in status), status
         assert "nvidia-open" in host.exec("apt-mark showhold").stdout.split()
+        # no module survived the reboot; the finished postinst "loaded" the installed one
+        # where a kernel shows it (what the nvidia_driver role reads), as nvidia-smi says
+        loaded = host.read_file("/sys/module/nvidia/version")
+        assert loaded and loaded == host.read_file(
+            "/var/lib/gpuprov-test-double/nvidia/installed-version"), loaded
+        assert host.exec("nvidia-smi", check=False).returncode == 0

@@ -56,6 +56,16 @@ def journal(host: FleetHost, *units: str) -> list[str]:
     return host.exec(f"journalctl -b --no-pager -o cat {args}").stdout.splitlines()
 
 
+def assert_module_loaded(host: FleetHost, version: str) -> None:
+    """The nvidia module "loaded" where a kernel shows it (what the nvidia_driver role
+    reads): nspawn's --tmpfs gives the host a writable /sys/module of its own."""
+    mount = host.exec("findmnt -no FSTYPE,OPTIONS /sys/module").stdout.split()
+    assert mount[0] == "tmpfs" and "rw" in mount[1].split(","), mount
+    assert host.read_file("/sys/module/nvidia/version") == version + "\n"
+    assert version in host.exec("nvidia-smi --query-gpu=driver_version --format=csv,noheader"
+                                ).stdout
+
+
 def first(lines: list[str], *words: str) -> int:
     for i, line in enumerate(lines):
         if all(w in line for w in words):
@@ -84,6 +94,7 @@ def test_site_yml_converges_and_its_units_are_enabled_and_running(
         # the unit's container runs on the docker double
         assert JUPYTER in host.exec("docker ps --format '{{.Names}}'").stdout
         assert host.exec("systemctl is-system-running", check=False).stdout.strip() == "running"
+        assert_module_loaded(host, "580.95.05")
 
 
 def test_sshd_was_reloaded_by_systemd_under_an_armed_revert_timer(
@@ -125,6 +136,7 @@ def test_systemctl_reboot_and_everything_is_back_in_sync(
         host.wait_ready()
         assert host.exec(f"systemctl is-active docker {JUPYTER}").stdout.split() == \
             ["active", "active"]
+        assert_module_loaded(host, "580.95.05")   # by the boot unit, into a fresh /sys/module
     drift = gpuprov("drift-check", "inventory.yml", cwd=workdir)
     assert drift.returncode == 0, drift.stdout + drift.stderr
 

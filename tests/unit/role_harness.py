@@ -5,7 +5,8 @@ pin is what apply would run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +16,7 @@ from gpuprov.connectors.base import Session
 from gpuprov.engine.context import NeedFacts, TaskContext
 from gpuprov.engine.hostrun import settle_blocked
 from gpuprov.engine.roles import load_role, load_role_module
+from gpuprov.facts.apt import AptCandidates, AptPolicy, DebPackage, DebPackages
 from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.system import ArchInfo, OsInfo, SystemFacts
 from gpuprov.model.inventory import Host
@@ -85,6 +87,35 @@ def system_for(distro: str, *, secure_boot: str = "disabled", kernel: str | None
                        secure_boot)
 
 
+def candidates_answer(fact: AptCandidates, dpkg: Mapping[str, DebPackage],
+                      policy: Mapping[str, AptPolicy]) -> dict[str, AptPolicy]:
+    """What a conditional AptCandidates probe answers on a host whose dpkg
+    has `dpkg` and whose `apt-cache policy` says `policy`: {} when every package
+    is installed (native or all) at a version its pattern matches, as the
+    probe's shell decides (facts/apt.py), else the policy of its names."""
+    def settled(name: str, pattern: str) -> bool:
+        cur = dpkg.get(name)
+        return cur is not None and cur.installed and fnmatch.fnmatchcase(cur.version, pattern)
+
+    if fact.unless_installed and all(settled(n, p) for n, p in fact.unless_installed):
+        return {}
+    return {n: p for n, p in policy.items() if n in fact.names}
+
+
+def with_candidate_probes(ops: Iterable[Op], facts: Mapping[Fact[Any], Any]
+                          ) -> dict[Fact[Any], Any]:
+    """`facts`, plus the answer of each conditional AptCandidates probe an op
+    asks, derived from the test's canned `apt-cache policy` of the same names
+    (AptCandidates(names)) and its canned DebPackages, as the host would give it."""
+    out = dict(facts)
+    for op in ops:
+        for fact in op.facts():
+            plain = AptCandidates(fact.names) if isinstance(fact, AptCandidates) else None
+            if plain is not None and fact not in out and plain in out:
+                out[fact] = candidates_answer(fact, out.get(DebPackages(), {}), out[plain])
+    return out
+
+
 def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
               vars: Mapping[str, Any] | None = None, check: bool = False,
               host: str = "gpu-01", handler: str | None = None,
@@ -113,6 +144,7 @@ def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
     except NeedFacts as need:
         raise MissingFacts(f"role {role} asked for: {', '.join(f.key for f in need.facts)}"
                            ) from None
+    facts = with_candidate_probes(ops, facts)
     plan = RolePlan()
     view = FactView(dict(facts))
     for op in ops:

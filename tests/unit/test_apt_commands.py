@@ -73,7 +73,7 @@ def test_packages_op_commands_per_distro(distro: str) -> None:
     canned = FACTS / f"dpkg-query.{distro}"
     dpkg = DebPackages().process(canned.read_text() if canned.exists() else "", 0)
     facts = FactView({DebPackages(): dpkg, DebHeld(): frozenset(), DpkgInterrupted(): False,
-                      AptCandidates.of(["mokutil"]): {}})
+                      AptCandidates.unless({"mokutil": None}): {}})
     changes = apt.packages("mokutil", lock_timeout=7, net_timeout=3).plan(facts)
     shells = [s.command.shell() for s in changes[0].steps]
     assert shells == [apt_update(7).replace("Timeout=15", "Timeout=3"),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuprov.facts.nvidia import PROC_DRIVER_VERSION, SYS_MODULE_VERSION, LoadedModule
 from tests.doubles.make_image_archive import make_image_archive
 
 DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
@@ -53,7 +54,7 @@ class Host:
 
     def driver(self, installed: str | None, loaded: str | None) -> None:
         for p, value in (("/var/lib/gpuprov-test-double/nvidia/installed-version", installed),
-                         ("/run/gpuprov-test-double/nvidia/loaded-version", loaded)):
+                         ("/sys/module/nvidia/version", loaded)):
             if value:
                 self.write(p, value + "\n")
             else:
@@ -215,19 +216,39 @@ def test_headless_postinst_dkms_build_and_boot_hook(host: Host) -> None:
     assert missing.returncode == 1
     assert (f"Error! Your kernel headers for kernel {kver} cannot be found at "
             f"/lib/modules/{kver}/build or /lib/modules/{kver}/source.") in missing.stderr
+    assert not host.path("/sys/module/nvidia").exists()   # a failed build loads nothing
     host.path(f"/lib/modules/{kver}/build").mkdir(parents=True)
     assert _postinst(host, "nvidia-headless.postinst", "550.163.01", "configure").returncode == 0
+    # first install "loads" the module where a real kernel shows it, nvidia-smi agrees
+    assert host.path("/sys/module/nvidia/version").read_text() == "550.163.01\n"
+    assert LoadedModule().process(_loaded_files(host), 0) == "550.163.01"
     assert host.run("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"
                     ).stdout == "550.163.01\n550.163.01\n"
     # Upgrade: the old module stays loaded until the (simulated) reboot.
     assert _postinst(host, "nvidia-headless.postrm", "550.163.01", "remove").returncode == 0
     assert _postinst(host, "nvidia-headless.postinst", "580.95.05", "configure").returncode == 0
+    assert host.path("/sys/module/nvidia/version").read_text() == "550.163.01\n"
     assert host.run("nvidia-smi").returncode == 18
     host.write("/etc/gpuprov-test-double/boot.d/nvidia", (DOUBLES / "boot.d/nvidia").read_text())
     host.path("/etc/gpuprov-test-double/boot.d/nvidia").chmod(0o755)
     boot = subprocess.run(["sh", str(DOUBLES / "boot")], env=host.env(), check=False)
     assert boot.returncode == 0
+    assert host.path("/sys/module/nvidia/version").read_text() == "580.95.05\n"
+    assert LoadedModule().process(_loaded_files(host), 0) == "580.95.05"
     assert "Driver Version: 580.95.05" in host.run("nvidia-smi").stdout
+    # Removed, then rebooted: no module loaded, no /sys/module/nvidia (as on a real kernel)
+    assert _postinst(host, "nvidia-headless.postrm", "580.95.05", "purge").returncode == 0
+    assert subprocess.run(["sh", str(DOUBLES / "boot")], env=host.env(), check=False
+                          ).returncode == 0
+    assert not host.path("/sys/module/nvidia").exists()
+    assert LoadedModule().process(_loaded_files(host), 1) is None
+    assert host.run("nvidia-smi").returncode == 9
+
+
+def _loaded_files(host: Host) -> str:
+    """What LoadedModule's cat prints on the host: the double writes /sys/module only."""
+    files = [host.path(SYS_MODULE_VERSION), host.path(PROC_DRIVER_VERSION)]
+    return "".join(f.read_text() for f in files if f.exists())
 
 
 def test_mokutil(host: Host) -> None:

@@ -75,7 +75,7 @@ def test_a_repair_of_a_half_configured_package_configures_once() -> None:
     [broken] = plan_broken(op, "ubuntu2404")
     assert CONFIGURE in shells(broken)
     dpkg = DebPackages().process((DATA / "dpkg-check.ubuntu2404-broken").read_text(), 0)
-    candidates = AptCandidates.of(op.packages)
+    candidates = AptCandidates.unless(op.packages)
     values = {DebPackages(): dpkg, DebHeld(): frozenset(), DpkgInterrupted(): True,
               candidates: candidates.process((DATA / "apt-cache-policy.ubuntu2404").read_text(),
                                              0)}

@@ -32,7 +32,7 @@ from gpuprov.facts.dnf import (
     RpmPackages,
 )
 from gpuprov.facts.files import FileState
-from gpuprov.facts.nvidia import Gpu, LoadedDriver, MokEnrolled, NvidiaSmi
+from gpuprov.facts.nvidia import LoadedModule, MokEnrolled
 from gpuprov.facts.system import OsInfo, PathExists, RootShellTest
 from gpuprov.ops import keys
 from gpuprov.ops.kernel import MissingHeaders
@@ -98,16 +98,15 @@ RHEL_DEVEL = "5.14.0-427.13.1.el9_4"
 
 DRIVER = {535: "535.274.02", 550: "550.163.01", 580: "580.95.05", 590: "590.44.01"}
 HEADERS = {"ubuntu2204": "5.15.0-125.135", "ubuntu2404": "6.8.0-48.48", "debian12": "6.1.112-1"}
-NO_SMI = LoadedDriver("no-smi", message="nvidia-smi is not installed")
-A100 = (Gpu(0, "NVIDIA A100-SXM4-80GB", 81920, "GPU-5e1c6b0a-91a4-4b1c-9d0e-3f6c2a8b7d10"),)
 
 
 def pin_text(branch: int) -> str:
     return f"Package: *nvidia* cuda-drivers*\nPin: version {branch}.*\nPin-Priority: 1001\n"
 
 
-def loaded(branch: int) -> LoadedDriver:
-    return LoadedDriver("ok", DRIVER[branch], "13.0", A100)
+def loaded(branch: int) -> str:
+    """What LoadedModule reads from the kernel while that branch's module is loaded."""
+    return DRIVER[branch]
 
 
 def headers_install(distro: str) -> str:
@@ -161,7 +160,7 @@ def headers_pkg(distro: str) -> DebPackage:
     return deb(f"linux-headers-{KERNELS[distro]}", HEADERS[distro])
 
 
-def deb_facts(distro: str, packages: Iterable[DebPackage] = (), *, smi: LoadedDriver = NO_SMI,
+def deb_facts(distro: str, packages: Iterable[DebPackage] = (), *, module: str | None = None,
               configured: bool = False, pin: int = 580, branches: Iterable[int] = (580,),
               headers: bool = True, cache_age: int | None = 3600) -> dict:
     """A Debian-family host: dpkg holds `packages`; `configured` means the
@@ -173,7 +172,7 @@ def deb_facts(distro: str, packages: Iterable[DebPackage] = (), *, smi: LoadedDr
         DebPackages(): {p.name: p for p in packages},
         DebHeld(): held(*packages),
         DpkgInterrupted(): False,
-        NvidiaSmi(): smi,
+        LoadedModule(): module,
         AptCandidates.of([name]): policies(policy(name, HEADERS[distro])) if headers else {},
         AptCacheAge(): cache_age,
         FileState(UU): file_info(UU_TEXT) if configured else None,
@@ -202,12 +201,12 @@ DEVEL = [rpm("kernel-devel", "5.14.0", "427.13.1.el9_4"),
          rpm("kernel-headers", "5.14.0", "427.13.1.el9_4")]
 
 
-def rhel_facts(packages: Iterable[RpmPackage] = (), *, smi: LoadedDriver = NO_SMI,
+def rhel_facts(packages: Iterable[RpmPackage] = (), *, module: str | None = None,
                configured: bool = False, stream: str | None = None,
                available_devel: Iterable[RpmPackage] | None = DEVEL) -> dict:
     return {
         RpmPackages(): rpms(rpm("bash", "5.1.8", "9.el9"), *packages),
-        NvidiaSmi(): smi,
+        LoadedModule(): module,
         CRB_TEST: configured,
         EPEL_REPO: configured,
         DnfAvailable(("kernel-devel", "kernel-headers")):
@@ -227,10 +226,10 @@ def fresh(distro: str) -> dict:
 
 def converged(distro: str, branch: int = 580) -> dict:
     if distro == "rhel9":
-        return rhel_facts([*DEVEL, *nvidia_rpms(branch)], smi=loaded(branch), configured=True,
+        return rhel_facts([*DEVEL, *nvidia_rpms(branch)], module=loaded(branch), configured=True,
                           stream=f"{branch}-open")
     driver = cuda_driver(branch) if distro == "debian12" else ubuntu_driver(distro, branch)
-    return deb_facts(distro, [headers_pkg(distro), *driver], smi=loaded(branch),
+    return deb_facts(distro, [headers_pkg(distro), *driver], module=loaded(branch),
                      configured=True, pin=branch, branches=(branch,))
 
 
@@ -422,7 +421,7 @@ def test_converged_but_not_held_only_holds(distro: str, key: str) -> None:
 @pytest.mark.parametrize("distro", ["ubuntu2204", "ubuntu2404"])
 def test_upgrade_ubuntu_removes_the_old_branch_first(distro: str, key: str) -> None:
     old = ubuntu_driver(distro, 550)
-    facts = deb_facts(distro, [headers_pkg(distro), *old], smi=loaded(550), configured=True)
+    facts = deb_facts(distro, [headers_pkg(distro), *old], module=loaded(550), configured=True)
     plan = run(distro, facts, key)
     old_names = ubuntu_names(550)
     assert commands(plan) == [
@@ -441,7 +440,7 @@ def test_upgrade_ubuntu_removes_the_old_branch_first(distro: str, key: str) -> N
 
 def test_upgrade_debian_moves_pin_and_package(key: str) -> None:
     facts = deb_facts("debian12", [headers_pkg("debian12"), *cuda_driver(550)],
-                      smi=loaded(550), configured=True, pin=550)
+                      module=loaded(550), configured=True, pin=550)
     plan = run("debian12", facts, key)
     assert commands(plan) == [
         write_cmd(PIN, mkdir=True),
@@ -458,7 +457,7 @@ def test_upgrade_debian_moves_pin_and_package(key: str) -> None:
 
 
 def test_upgrade_rhel_switches_the_module_stream(key: str) -> None:
-    facts = rhel_facts([*DEVEL, *nvidia_rpms(550)], smi=loaded(550), configured=True,
+    facts = rhel_facts([*DEVEL, *nvidia_rpms(550)], module=loaded(550), configured=True,
                        stream="550-open")
     plan = run("rhel9", facts, key)
     assert commands(plan) == [f"{DNF} module reset nvidia-driver",
@@ -476,8 +475,27 @@ def test_upgrade_rhel_switches_the_module_stream(key: str) -> None:
 def test_installed_branch_awaiting_reboot_has_no_change(distro: str, key: str) -> None:
     # 580 installed, 550 still loaded (reboot pending): nothing to do now
     facts = converged(distro)
-    facts[NvidiaSmi()] = LoadedDriver("mismatch", message="Driver/library version mismatch")
+    facts[LoadedModule()] = loaded(550)
     assert run(distro, facts, key).changes == []
+
+
+@pytest.mark.parametrize("distro", ALL_DISTROS)
+def test_loaded_module_is_asked_of_the_kernel_not_nvidia_smi(distro: str, key: str) -> None:
+    # the role's facts carry no NvidiaSmi (asking for it would raise MissingFacts)
+    facts = fresh(distro)
+    del facts[LoadedModule()]
+    with pytest.raises(MissingFacts, match=r"LoadedModule\(\)") as exc:
+        run(distro, facts, key)
+    assert "NvidiaSmi" not in str(exc.value)
+
+
+@pytest.mark.parametrize("distro", ALL_DISTROS)
+def test_another_build_of_the_branch_loaded_is_the_branch(distro: str, key: str) -> None:
+    # 580.95.05 installed, 580.82.07 still loaded (nvidia-smi: version mismatch): the
+    # branch is loaded, so Secure Boot needs no key check (no MokEnrolled in the facts)
+    facts = converged(distro)
+    facts[LoadedModule()] = "580.82.07"
+    assert run(distro, facts, key, secure_boot="enabled").changes == []
 
 
 # ---------------------------------------------------------------- refusals

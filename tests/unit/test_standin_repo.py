@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standin_repo import BuiltRepos, build_repos, ensure_repos, input_hash
+from tests.standin_repo import BuiltRepos, build, build_repos, ensure_repos, input_hash
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("dpkg-deb", "dpkg-scanpackages", "gpg", "gpgv")),
@@ -119,6 +119,18 @@ def test_input_hash_and_cache(tmp_path: Path) -> None:
     stamp = (first.archive_dir / "Packages").stat().st_mtime_ns
     again = ensure_repos(tmp_path, KVER, CUDA_URL)
     assert again == first and (again.archive_dir / "Packages").stat().st_mtime_ns == stamp
+
+
+def test_input_hash_covers_the_doubles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the doubles reach the fleet hosts only through these packages (the fleet's base root
+    # has none of them), so a changed double must mean a rebuilt repository
+    copy = tmp_path / "doubles"
+    shutil.copytree(build.DOUBLES, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(build, "DOUBLES", copy)
+    before = input_hash(KVER, CUDA_URL)
+    hook = copy / "boot.d" / "nvidia"
+    hook.write_text(hook.read_text() + "# changed\n")
+    assert input_hash(KVER, CUDA_URL) != before
 
 
 def test_chrony_package(built: BuiltRepos, tmp_path: Path) -> None:

@@ -173,8 +173,9 @@ class HostRun:
                         raise
                     # a later play's role fails in its own play, not in this prefetch
             pending = list(need)
-            known = [f for j, o in ops.items() for op in o for f in op.facts()
-                     if prefetch and self._may_gather(f) and (jobs[j][0] or not f.runs)]
+            # an op check mode skips (a probe of it runs something) reads nothing
+            known = [f for j, o in ops.items() for op in o if not self._skipped(op)
+                     for f in op.facts() if prefetch and (jobs[j][0] or not f.runs)]
             asked = [f for j in need for f in need[j] if jobs[j][0] or not f.runs]
             try:
                 self.gather([*asked, *known], "ops" if not need else
@@ -237,14 +238,14 @@ class HostRun:
                 task.data = item.op.report(FactView(self._facts))
         return task
 
-    def _may_gather(self, fact: Fact[Any]) -> bool:
-        """Check mode only reads: a probe that runs something is left out."""
-        return not (self.check and fact.runs)
+    def _skipped(self, op: Op) -> bool:
+        """Check mode only reads: an op with a probe that runs something is skipped."""
+        return self.check and any(f.runs for f in op.facts())
 
     def _do_op(self, item: PlannedOp, notified: list[str]) -> TaskResult:
         op = item.op
-        running = [f.runs for f in op.facts() if f.runs and not self._may_gather(f)]
-        if running:
+        if self._skipped(op):
+            running = [f.runs for f in op.facts() if f.runs]
             return TaskResult(item.role, f"{op.label} (not run in check mode: it "
                               f"{', '.join(dict.fromkeys(running))})", SKIPPED,
                               handler=item.handler)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from gpuprov.command import Command, Raw
+from gpuprov.command import Arg, Command, Raw
 from gpuprov.facts.base import Fact
+from gpuprov.facts.debdeps import DebEntry, unmet_dependencies
 from gpuprov.facts.dumps import dump_files_script, parse_dumped_files
 
 __all__ = [
     "AptCacheAge", "AptCandidates", "AptKeyring", "AptPolicy", "AptPreferences", "AptSources",
     "AptVersion", "DebHeld", "DebPackage", "DebPackages", "DpkgInterrupted", "DpkgLock",
     "DpkgLocked",
-    "parse_apt_check", "parse_apt_policy",
+    "parse_apt_policy",
 ]
 
 # ---------------------------------------------------------------- dpkg
@@ -35,7 +37,7 @@ class DebPackage:
     arch: str
     want: str = "install"       # install | hold | deinstall | purge | unknown
     status: str = "installed"   # installed | config-files | half-installed | unpacked | ...
-    #: its dependencies apt finds unmet, e.g. "depends on libfoo (not installed)"
+    #: its unmet dependencies, in apt-get check's words: "depends on libfoo (not installed)"
     unmet: tuple[str, ...] = ()
     #: names in its Pre-Depends and Depends (alternatives included, versions dropped)
     depends: tuple[str, ...] = ()
@@ -50,39 +52,6 @@ class DebPackage:
         return self.status in {"half-installed", "unpacked", "half-configured"}
 
 
-_CHECK_HEAD = re.compile(r"^ (\S+) : (\w[\w-]*): (.*)$")
-_CHECK_MORE = re.compile(r"^ +(\w[\w-]*): (.*)$")
-_CHECK_VERB = {"Depends": "depends on", "PreDepends": "pre-depends on", "Breaks": "breaks",
-               "Conflicts": "conflicts with"}
-
-
-def _alternative(text: str) -> str:
-    """apt's "libfoo (>= 1) but it is not installed" as "libfoo (>= 1) (not installed)"."""
-    dep, _, why = text.removesuffix(" or").partition(" but ")
-    why = why.removeprefix("it is ").strip()
-    return f"{dep.strip()} ({why})" if why else dep.strip()
-
-
-def parse_apt_check(lines: list[str]) -> dict[str, tuple[str, ...]]:
-    """`apt-get check`'s list of unmet dependencies: package -> what is unmet, in
-    words a person acts on ("depends on libfoo (not installed)")."""
-    unmet: dict[str, list[str]] = {}
-    name = ""
-    for line in lines:
-        if m := _CHECK_HEAD.match(line):
-            name = m[1]
-            unmet.setdefault(name, []).append(f"{_CHECK_VERB.get(m[2], m[2].lower())} "
-                                              f"{_alternative(m[3])}")
-        elif name and (m := _CHECK_MORE.match(line)):
-            unmet[name].append(f"{_CHECK_VERB.get(m[1], m[1].lower())} {_alternative(m[2])}")
-        elif name and line.startswith("    ") and line.strip():
-            # the next alternative of an or-group ("a but it is not installed or")
-            unmet[name][-1] += f" or {_alternative(line.strip())}"
-        elif not line.startswith(" "):
-            name = ""
-    return {n: tuple(u) for n, u in unmet.items()}
-
-
 def _dependency_names(field: list[str]) -> tuple[str, ...]:
     """"libc6 (>= 2.34), a | b:any" -> ("libc6", "a", "b")."""
     names = (alt.split("(")[0].strip().split(":")[0]
@@ -90,48 +59,49 @@ def _dependency_names(field: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
+#: dpkg-query's columns, in DebPackages' order
+_DPKG_FIELDS = ("Package", "Architecture", "Version", "Status", "Multi-Arch", "Pre-Depends",
+                "Depends", "Provides", "Breaks", "Conflicts")
+
+
 @dataclass(frozen=True)
 class DebPackages(Fact[dict[str, DebPackage]]):
     """Every package dpkg knows, with its state: key is the name, or
     name:arch for a foreign-architecture (multi-arch) package.
 
-    `apt-get check` runs with it (read-only; Debug::NoLocking, so it never
-    waits for or takes the dpkg lock): a package whose dependency was
-    force-removed looks "installed" to dpkg-query, only apt sees it is broken.
+    A package whose dependency was force-removed looks "installed" to
+    dpkg-query; its unmet dependencies (what `apt-get check` would say) are
+    computed on the controller from dpkg's own fields (facts/debdeps.py), so
+    the probe costs one dpkg-query, not a load of apt's whole package cache.
     """
 
     def command(self) -> Command:
+        columns = "\\t".join(f"${{{f}}}" for f in _DPKG_FIELDS)
         return Command.script(
             "command -v dpkg-query >/dev/null 2>&1 || exit 0; "
             "printf 'native\\t%s\\n' \"$(dpkg --print-architecture)\"; "
-            "dpkg-query -W -f='${Package}\\t${Architecture}\\t${Version}\\t${Status}"
-            "\\t${Pre-Depends}, ${Depends}\\n'; "
-            "command -v apt-get >/dev/null 2>&1 || exit 0; "
-            "apt-get -q -o Debug::NoLocking=1 check 2>&1 | sed 's/^/check\\t/'; true")
+            f"dpkg-query -W -f='{columns}\\n'")
 
     def process(self, output: str, exit_code: int) -> dict[str, DebPackage]:
         native = ""
-        packages: dict[str, DebPackage] = {}
-        check: list[str] = []
+        rows: list[tuple[DebEntry, str]] = []     # each package with its selection (want)
         for line in output.splitlines():
-            if line.startswith("check\t"):
-                check.append(line[6:])
-                continue
             fields = line.split("\t")
             if fields[0] == "native" and len(fields) == 2:
                 native = fields[1]
                 continue
-            if len(fields) not in (4, 5):
+            if len(fields) < 4:
                 continue
+            fields += [""] * (len(_DPKG_FIELDS) - len(fields))
             name, arch, version, status = fields[:4]
             want, _flag, state = (status.split() + ["", "", ""])[:3]
             key = name if arch in (native, "all", "") else f"{name}:{arch}"
-            packages[key] = DebPackage(name, version, arch, want, state,
-                                       depends=_dependency_names(fields[4:]))
-        for key, unmet in parse_apt_check(check).items():
-            if key in packages:
-                packages[key] = replace(packages[key], unmet=unmet)
-        return packages
+            rows.append((DebEntry(key, name, arch, version, state, *fields[4:10]), want))
+        unmet = unmet_dependencies((e for e, _ in rows), native)
+        return {e.key: DebPackage(e.name, e.version, e.arch, want, e.status,
+                                  unmet=unmet.get(e.key, ()),
+                                  depends=_dependency_names([e.pre_depends, e.depends]))
+                for e, want in rows}
 
 
 @dataclass(frozen=True)
@@ -153,8 +123,7 @@ DPKG_UPDATES = "/var/lib/dpkg/updates"
 class DpkgInterrupted(Fact[bool]):
     """Was a dpkg run killed mid-way (a reboot, a lost connection)? Its journal
     then holds numbered entries never folded in, and every apt-get install or
-    remove refuses ("dpkg was interrupted") until `dpkg --configure -a` runs.
-    (apt-get check refuses too, so DebPackages cannot see broken ones then.)"""
+    remove refuses ("dpkg was interrupted") until `dpkg --configure -a` runs."""
 
     def command(self) -> Command:
         return Command.script(f"ls -A {DPKG_UPDATES} 2>/dev/null; true")
@@ -278,19 +247,48 @@ def parse_apt_policy(output: str) -> dict[str, AptPolicy]:
     return result
 
 
+#: a version pattern the probe's shell `case` matches as fnmatch does (no [...] sets)
+_PLAIN_PATTERN = re.compile(r"[A-Za-z0-9.+~:*?-]*")
+
+#: the probe's own shell test: is $1 installed (native or all) at a version $2 matches?
+_SETTLED_SH = (
+    "a=$(dpkg --print-architecture 2>/dev/null); "
+    "settled() ( dpkg-query -W -f='${Architecture} ${Status} ${Version}\\n' -- \"$1\" "
+    "2>/dev/null | { while read -r arch _want _flag state version; do "
+    "[ \"$arch\" = \"$a\" ] || [ \"$arch\" = all ] || continue; "
+    "case $state in installed|triggers-pending|triggers-awaited) ;; *) continue ;; esac; "
+    "case $version in $2) exit 0 ;; esac; done; exit 1; } ); ")
+
+
 @dataclass(frozen=True)
 class AptCandidates(Fact[dict[str, AptPolicy]]):
     """`apt-cache policy NAMES` from the local cache (no network). A name
     apt has never heard of is missing from the answer: its repository is
-    not configured or `apt-get update` has not run since."""
+    not configured or `apt-get update` has not run since.
+
+    `unless_installed` ((name, version pattern) pairs, "*" for any version):
+    when dpkg has every one of them installed at a matching version, the
+    probe answers {} without asking apt-cache, whose every call loads apt's
+    whole package cache (0.3-1 s of CPU on a host with full archive lists).
+    An op passes it only where such a package's plan never reads the
+    candidate (see AptPackages). dpkg-query decides on the host, in the same
+    round trip: an op cannot ask for a fact after reading another.
+    """
 
     names: tuple[str, ...]
+    unless_installed: tuple[tuple[str, str], ...] = ()
 
     def command(self) -> Command:
         if not self.names:
             return Command("true")
-        return Command(Raw("command -v apt-cache >/dev/null 2>&1 || exit 0;"),
-                       "apt-cache", "policy", "--", *self.names)
+        policy = ("apt-cache", "policy", "--", *self.names)
+        if not self.unless_installed:
+            return Command(Raw("command -v apt-cache >/dev/null 2>&1 || exit 0;"), *policy)
+        tests: list[Arg] = []
+        for name, pattern in self.unless_installed:
+            tests += [Raw("&&") if tests else Raw("if"), "settled", name, pattern]
+        return Command(Raw(f"command -v apt-cache >/dev/null 2>&1 || exit 0; {_SETTLED_SH}"),
+                       *tests, Raw("; then echo settled; else"), *policy, Raw("; fi"))
 
     def process(self, output: str, exit_code: int) -> dict[str, AptPolicy]:
         return parse_apt_policy(output)
@@ -299,6 +297,17 @@ class AptCandidates(Fact[dict[str, AptPolicy]]):
     def of(cls, names: object) -> AptCandidates:
         """Sorted and deduplicated, so two ops asking the same set share one probe."""
         return cls(tuple(sorted(set(names))))  # type: ignore[call-overload]
+
+    @classmethod
+    def unless(cls, packages: Mapping[str, str | None]) -> AptCandidates:
+        """The candidates of `packages` ({name: version pattern or None}), not
+        asked when dpkg has each installed at a matching version (None: any).
+        A name with :arch, or a pattern the shell would read differently,
+        makes the probe ask unconditionally."""
+        wanted = tuple(sorted((name, spec or "*") for name, spec in packages.items()))
+        if any(":" in name or not _PLAIN_PATTERN.fullmatch(spec) for name, spec in wanted):
+            wanted = ()
+        return cls(tuple(sorted(set(packages))), wanted)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """NVIDIA facts: the driver the kernel runs, the driver packages installed,
 the GPUs nvidia-smi sees, and whether the DKMS signing key is enrolled.
 
-What is installed (package manager) and what is loaded (nvidia-smi) differ
-after an upgrade until the next reboot; roles need both, so they are two
-questions, and the loaded one never needs root.
+What is installed (package manager) and what is loaded (the kernel module)
+differ after an upgrade until the next reboot; roles need both, so they are
+two questions, and the loaded one never needs root. Which module is loaded
+is read from the kernel's own files (LoadedModule); nvidia-smi (NvidiaSmi),
+slow without persistence mode, is asked only for what needs the GPUs.
 """
 
 from __future__ import annotations
@@ -92,6 +94,38 @@ class NvidiaSmi(Fact[LoadedDriver]):
             gpus.append(Gpu(int(index), name, int(memory) if memory.isdigit() else None, uuid))
         cuda = re.search(r"CUDA Version: *([0-9.]+)", banner)
         return LoadedDriver("ok", version, cuda.group(1) if cuda else None, tuple(gpus))
+
+
+# ---------------------------------------------------------------- loaded module
+
+SYS_MODULE_VERSION = "/sys/module/nvidia/version"
+PROC_DRIVER_VERSION = "/proc/driver/nvidia/version"
+_VERSION = re.compile(r"\d+\.\d+(?:\.\d+)*")
+# pNVRM_ID after "NVRM version: ", e.g. "NVIDIA UNIX Open Kernel Module for x86_64
+# 580.95.05  Release Build  (...)" or "NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat ...".
+_NVRM = re.compile(r"^NVRM version:.*?\s(\d+\.\d+(?:\.\d+)*)(?:\s|$)")
+
+
+@dataclass(frozen=True)
+class LoadedModule(Fact["str | None"]):
+    """The version of the nvidia kernel module the running kernel has loaded
+    ('580.95.05'), None when none is. Two files the module itself provides:
+    /sys/module/nvidia/version (MODULE_VERSION, a bare version) and
+    /proc/driver/nvidia/version ('NVRM version: ...'); one cat, no nvidia-smi."""
+
+    def command(self) -> Command:
+        # Both in one cat: their lines tell them apart; a missing one only makes cat exit 1.
+        return Command("cat", SYS_MODULE_VERSION, PROC_DRIVER_VERSION)
+
+    def process(self, output: str, exit_code: int) -> str | None:
+        from_sys = from_proc = None
+        for line in output.splitlines():
+            text = line.strip()
+            if from_sys is None and _VERSION.fullmatch(text):
+                from_sys = text
+            elif from_proc is None and (match := _NVRM.match(text)):
+                from_proc = match.group(1)
+        return from_sys or from_proc
 
 
 # ---------------------------------------------------------------- installed driver

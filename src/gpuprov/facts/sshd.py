@@ -146,13 +146,17 @@ class SshdEffective(Fact["EffectiveSshd | None"]):
 
     def command(self) -> Command:
         user = Command(self.user).shell()
+        # The ancestors' pids by the shell's own `read` (no process per ancestor),
+        # then ONE sed over their environments, nearest first: the first match wins.
         return Command.script(
-            "p=$$; c=\n"
-            "while [ -z \"$c\" ] && [ \"${p:-1}\" -gt 1 ] 2>/dev/null; do\n"
-            "  c=$(tr '\\0' '\\n' <\"/proc/$p/environ\" 2>/dev/null | "
-            "sed -n 's/^SSH_CONNECTION=//p')\n"
-            "  p=$(awk '/^PPid:/ {print $2}' \"/proc/$p/status\" 2>/dev/null)\n"
+            "p=$$; envs=\n"
+            "while [ \"${p:-1}\" -gt 1 ] 2>/dev/null; do\n"
+            "  envs=\"$envs /proc/$p/environ\"; q=\n"
+            "  while read -r k v; do [ \"$k\" = PPid: ] && q=$v; done "
+            "<\"/proc/$p/status\" 2>/dev/null\n"
+            "  p=$q\n"
             "done\n"
+            "c=$(sed -z -n '/^SSH_CONNECTION=/{s///p;q}' $envs 2>/dev/null | tr '\\0' ' ')\n"
             f"set -- ${{c:-{_NO_LOGIN}}}\n"
             f'echo "@@connection {self.user} $1 $3 $4"\n'
             "$(command -v sshd || echo /usr/sbin/sshd) -T "

@@ -90,8 +90,16 @@ class AptPackages(Op):
     def facts(self) -> Sequence[Fact[Any]]:
         wanted: list[Fact[Any]] = [DebPackages(), DebHeld(), DpkgInterrupted()]
         if self.state != "absent":
-            wanted.append(AptCandidates.of(self.packages))
+            wanted.append(self._candidates())
         return wanted
+
+    def _candidates(self) -> AptCandidates:
+        """state=present reads a package's candidate only where dpkg does not have
+        it installed as wanted (see _classify): the probe skips apt-cache when
+        dpkg has every one. latest compares with the candidate always."""
+        if self.state == "latest":
+            return AptCandidates.of(self.packages)
+        return AptCandidates.unless(self.packages)
 
     def plan(self, facts: FactView) -> list[Change]:
         dpkg: dict[str, DebPackage] = facts[DebPackages()]
@@ -99,7 +107,7 @@ class AptPackages(Op):
         repair = finish_interrupted_dpkg(facts)
         if self.state == "absent":
             return repair + self._plan_absent(dpkg, held)
-        policy: dict[str, AptPolicy] = facts[AptCandidates.of(self.packages)]
+        policy: dict[str, AptPolicy] = facts[self._candidates()]
         return repair + self._plan_present(dpkg, held, policy, configure=not repair)
 
     # -- install / upgrade / pin -------------------------------------------

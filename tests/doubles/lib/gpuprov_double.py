@@ -102,7 +102,9 @@ def upstream_version(debian_version: str) -> str:
 
 # ---------------------------------------------------------------- NVIDIA state
 NVIDIA_INSTALLED = f"{STATE_DIR}/nvidia/installed-version"
-NVIDIA_LOADED = f"{RUN_DIR}/nvidia/loaded-version"
+# The loaded module's version where a real kernel shows it (MODULE_VERSION); the fleet
+# gives each host a writable /sys/module, the boot hook and the postinst write it.
+NVIDIA_LOADED = "/sys/module/nvidia/version"
 GPUS_FILE = f"{ETC_DIR}/gpus.json"
 
 # CUDA version each driver branch reports (nvidia-smi header).
