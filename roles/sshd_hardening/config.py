@@ -153,6 +153,15 @@ class SshdConfig(Op):
                 "(sshd -t), reload sshd", checks=[Step(SSHD_CHECK)], invalidates=SSHD_FACTS)
         if not changes:
             return blocked or self._not_in_effect(facts)
+        if info.rollback_pending:
+            # An earlier change never confirmed, and more to do: its restore (the
+            # arming step's first act) would undo what this plan found done
+            # already. Undo it alone first; the engine then plans this op again.
+            undo = Change("service sshd", "restore", "roll back an earlier sshd change that "
+                          "was never confirmed (its run ended first), then plan again",
+                          steps=armed_revert(self.reload, self.revert_after).rollback(),
+                          invalidates=(*SSHD_FACTS, FileState), replan=True)
+            return [*blocked, undo]
         if self.preflight:
             groups = facts[g] if (g := self._groups_fact()) is not None else None
             risks = lockout_risks(self.settings, self.session, groups, regenerated)

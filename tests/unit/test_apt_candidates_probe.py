@@ -36,13 +36,13 @@ def test_a_name_with_arch_asks_apt_unconditionally() -> None:
     assert AptCandidates.unless({"libc6:i386": None, "bash": None}) == AptCandidates(
         ("bash", "libc6:i386"))
     assert AptCandidates.unless({}) == AptCandidates(())
-    assert AptCandidates(()).command().shell() == "true"
+    assert AptCandidates(()).command().shell().endswith("exit 0; true;")  # asks nothing
 
 
-def test_the_unconditional_probe_is_unchanged() -> None:
+def test_the_unconditional_probe_asks_apt_cache_alone() -> None:
     assert AptCandidates(("nvidia-utils-580-server",)).command().shell() == (
         "command -v apt-cache >/dev/null 2>&1 || exit 0; "
-        "apt-cache policy -- nvidia-utils-580-server")
+        "apt-cache policy -- nvidia-utils-580-server ;")
 
 
 # ---------------------------------------------------------------- the shell, with stand-ins
@@ -64,9 +64,11 @@ def stand_ins(tmp_path: Path) -> Path:
     (tmp_path / "host").write_text(HOST)
     scripts = {
         "dpkg": "#!/bin/sh\necho amd64\n",
-        # prints the -f fields the probe asks for (arch, status, version) of "$last"
-        "dpkg-query": '#!/bin/sh\nfor a; do n=$a; done\n'
-                      f'awk -v n="$n" \'$1 == n {{ print $2, $3, $4, $5, $6 }}\' {tmp_path}/host\n',
+        # prints the -f fields the probe asks for (name, arch, status, version) of
+        # every name after --, and counts its calls
+        "dpkg-query": f'#!/bin/sh\necho x >> {tmp_path}/queried\n'
+                      'while [ "$1" != -- ]; do shift; done; shift\n'
+                      f'for n; do awk -v n="$n" \'$1 == n\' {tmp_path}/host; done\n',
         "apt-cache": f'#!/bin/sh\necho "$@" >> {tmp_path}/asked\n'
                      'shift 2; for n; do printf \'%s:\\n  Installed: (none)\\n'
                      '  Candidate: 9.9\\n  Version table:\\n     9.9 500\\n\' "$n"; done\n',
@@ -119,6 +121,27 @@ def test_the_shell_skips_apt_cache_exactly_when_dpkg_settles_every_package(
         assert set(answer) == set(fact.names)
     # the role tests' model of the probe decides the same
     assert (candidates_answer(fact, host_dpkg(), answer) == {}) == skipped
+
+
+def test_ops_of_a_play_share_one_dpkg_query_and_ask_apt_cache_where_needed(
+        stand_ins: Path) -> None:
+    from gpuprov.facts.base import gather_script, parse_batch
+
+    settled = AptCandidates.unless({"bash": None, "tzdata": None})
+    unsettled = AptCandidates.unless({"bash": "5.2.15-2+b9"})
+    always = AptCandidates.of(["half"])
+    empty = AptCandidates(())
+    facts = [settled, unsettled, always, empty]
+    script, marker = gather_script(facts)
+    env = {**os.environ, "PATH": f"{stand_ins}:{os.environ['PATH']}", "LC_ALL": "C"}
+    out = subprocess.run(["/bin/sh", "-s"], input=script, capture_output=True, text=True,
+                         env=env, timeout=30, check=True).stdout
+    got = parse_batch(facts, out, marker)
+    assert got[settled] == {} and got[empty] == {}
+    assert set(got[unsettled]) == {"bash"} and set(got[always]) == {"half"}
+    assert (stand_ins / "queried").read_text() == "x\n"          # one dpkg-query
+    assert (stand_ins / "asked").read_text().splitlines() == [   # apt-cache where needed
+        "policy -- bash", "policy -- half"]
 
 
 def test_the_unconditional_probe_always_asks(stand_ins: Path) -> None:

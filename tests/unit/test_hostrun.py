@@ -1100,3 +1100,52 @@ def test_a_dropped_connection_still_tries_the_rollback(env: Env) -> None:
     # the first connect is not told to expect a refusal; the rollback's reconnect
     # is (the change may have restarted sshd)
     assert conn.connects[0] is False and conn.connects[-1] is True
+
+
+# -------------------------------------------------------- a change that undoes what was read
+
+LEFTOVER = '''\
+"""Test role: an earlier run's leftover (a marker file) is undone alone, then planned again."""
+from gpuprov.command import Command
+from gpuprov.facts.files import FileState
+from gpuprov.ops.base import Change, Op, Step, operation
+
+
+@operation
+class Tidy(Op):
+    base: str
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.label = "tidy thing"
+
+    def facts(self):
+        return [FileState(self.base + "/leftover"), FileState(self.base + "/done")]
+
+    def plan(self, facts):
+        if facts[FileState(self.base + "/leftover")] is not None:
+            return [Change("tidy thing", "restore", "undo the leftover",
+                           steps=[Step(Command("rm", self.base + "/leftover"))],
+                           invalidates=(FileState,), replan=True)]
+        if facts[FileState(self.base + "/done")] is None:
+            return [Change("tidy thing", "create", "write done",
+                           steps=[Step(Command("touch", self.base + "/done"))],
+                           invalidates=(FileState,))]
+        return []
+
+
+def tasks(ctx):
+    yield Tidy(ctx.vars["base"])
+'''
+
+
+def test_a_change_that_undoes_what_the_plan_read_is_followed_by_a_fresh_plan(env: Env) -> None:
+    (env.target / "leftover").write_text("x\n")
+    tidy = env.role("tidy", LEFTOVER)
+    result, conn = env.run([tidy])
+    [task] = result.tasks
+    assert task.status == CHANGED
+    assert [c.summary for c in task.changes] == ["undo the leftover", "write done"]
+    assert sorted(p.name for p in env.target.iterdir()) == ["done"]
+    again, _ = env.run([tidy])
+    assert statuses(again) == [("tidy thing", "ok")]

@@ -596,13 +596,15 @@ def test_fresh_host_changes_in_one_armed_transaction() -> None:
 
 def test_revert_delay_and_pending_rollback_are_shown() -> None:
     op = make_op(revert_after=45)
-    [write, final] = plan(op, op_facts(sshd_info(rollback=True), {DROPIN: None}))
+    [write, final] = plan(op, op_facts(sshd_info(), {DROPIN: None}))
     assert write.steps[0] == Step(Command.script(
         armed(RELOAD, 45).prepare_script([DROPIN])))
     assert "--on-active=45 " in write.steps[0].command.shell()
     assert "sleep 45;" in write.steps[0].command.shell()
-    assert final.summary.endswith(
-        "(armed: 45s) (an earlier interrupted change is rolled back first)")
+    assert final.summary.endswith("(armed: 45s)")
+    # an earlier change never confirmed: undone alone, then the op is planned again
+    [undo] = plan(op, op_facts(sshd_info(rollback=True), {DROPIN: None}))
+    assert undo.replan and undo.steps == armed(RELOAD, 45).rollback()
 
 
 def test_missing_ed25519_host_key_is_generated_and_saved() -> None:

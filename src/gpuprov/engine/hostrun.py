@@ -97,8 +97,7 @@ class HostRun:
         return self.cache.values
 
     def gather(self, facts: Iterable[Fact[Any]], why: str = "") -> None:
-        """Answer every given fact not known yet, in ONE round trip."""
-        assert self.cache is not None
+        assert self.cache is not None   # what is not known yet, in ONE round trip
         self.cache.gather(facts, why)
 
     def invalidate(self, changes: Sequence[Change]) -> None:
@@ -107,8 +106,7 @@ class HostRun:
 
     @property
     def facts(self) -> FactView:
-        """Every fact known for this host so far."""
-        return FactView(self._facts)
+        return FactView(self._facts)   # every fact known for this host so far
 
     # -- the run ---------------------------------------------------------------
     def run(self) -> HostResult:
@@ -242,7 +240,7 @@ class HostRun:
         """Check mode only reads: an op with a probe that runs something is skipped."""
         return self.check and any(f.runs for f in op.facts())
 
-    def _do_op(self, item: PlannedOp, notified: list[str]) -> TaskResult:
+    def _do_op(self, item: PlannedOp, notified: list[str], again: bool = True) -> TaskResult:
         op = item.op
         if self._skipped(op):
             running = [f.runs for f in op.facts() if f.runs]
@@ -294,6 +292,10 @@ class HostRun:
             return TaskResult(item.role, op.label, FAILED, changes, error=str(exc),
                               handler=item.handler)
         self.invalidate(changes)
+        if again and any(c.replan for c in changes):   # what the plan read was undone: again
+            task = self._do_op(item, notified, again=False)
+            task.changes[:0], task.status = changes, FAILED if task.status == FAILED else CHANGED
+            return task
         return TaskResult(item.role, op.label, CHANGED, changes, handler=item.handler)
 
     def _apply(self, task: str, change: Change) -> None:

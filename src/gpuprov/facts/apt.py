@@ -12,9 +12,11 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-from gpuprov.command import Arg, Command, Raw
-from gpuprov.facts.base import Fact
+from gpuprov.command import Command, Raw
+from gpuprov.facts.apt_joint import APT_CANDIDATES
+from gpuprov.facts.base import Fact, Joint
 from gpuprov.facts.debdeps import DebEntry, unmet_dependencies
 from gpuprov.facts.dumps import dump_files_script, parse_dumped_files
 
@@ -250,16 +252,6 @@ def parse_apt_policy(output: str) -> dict[str, AptPolicy]:
 #: a version pattern the probe's shell `case` matches as fnmatch does (no [...] sets)
 _PLAIN_PATTERN = re.compile(r"[A-Za-z0-9.+~:*?-]*")
 
-#: the probe's own shell test: is $1 installed (native or all) at a version $2 matches?
-_SETTLED_SH = (
-    "a=$(dpkg --print-architecture 2>/dev/null); "
-    "settled() ( dpkg-query -W -f='${Architecture} ${Status} ${Version}\\n' -- \"$1\" "
-    "2>/dev/null | { while read -r arch _want _flag state version; do "
-    "[ \"$arch\" = \"$a\" ] || [ \"$arch\" = all ] || continue; "
-    "case $state in installed|triggers-pending|triggers-awaited) ;; *) continue ;; esac; "
-    "case $version in $2) exit 0 ;; esac; done; exit 1; } ); ")
-
-
 @dataclass(frozen=True)
 class AptCandidates(Fact[dict[str, AptPolicy]]):
     """`apt-cache policy NAMES` from the local cache (no network). A name
@@ -277,18 +269,8 @@ class AptCandidates(Fact[dict[str, AptPolicy]]):
 
     names: tuple[str, ...]
     unless_installed: tuple[tuple[str, str], ...] = ()
-
-    def command(self) -> Command:
-        if not self.names:
-            return Command("true")
-        policy = ("apt-cache", "policy", "--", *self.names)
-        if not self.unless_installed:
-            return Command(Raw("command -v apt-cache >/dev/null 2>&1 || exit 0;"), *policy)
-        tests: list[Arg] = []
-        for name, pattern in self.unless_installed:
-            tests += [Raw("&&") if tests else Raw("if"), "settled", name, pattern]
-        return Command(Raw(f"command -v apt-cache >/dev/null 2>&1 || exit 0; {_SETTLED_SH}"),
-                       *tests, Raw("; then echo settled; else"), *policy, Raw("; fi"))
+    #: the packages ops of a play share one probe (facts/apt_joint.py)
+    joint: ClassVar[Joint | None] = APT_CANDIDATES
 
     def process(self, output: str, exit_code: int) -> dict[str, AptPolicy]:
         return parse_apt_policy(output)

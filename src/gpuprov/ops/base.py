@@ -117,6 +117,9 @@ class Change:
     reboot_required: bool = False
     #: run (best effort) when one of `steps` fails, to put the host back as it was
     rollback: list[Step] = field(default_factory=list)
+    #: applying it undoes what the op's plan read (an earlier run's leftovers): the
+    #: engine re-reads the op's facts and plans it once more, in the same run
+    replan: bool = False
 
     def __post_init__(self) -> None:
         if self.invalidates is not None:
