@@ -332,7 +332,7 @@ class Executor:
         play ends, so later plays and a reboot stay inside the same run. With
         `cache`, the first facts and what the host's last run asked (prefetch.py)
         are read in the lock's own round trip; never a probe that runs something."""
-        if cache is not None:
+        if cache is not None and not self._locks.holds(host.name):  # a later play: no read
             guess = [f for f in (*first_facts(), *self._plans.load(host.name)) if not f.runs]
             cache.gather_with(guess, "with the run lock",
                               lambda script: self._locks.take(host.name, connector, script))

@@ -75,6 +75,11 @@ class RunLocks:
                 with self._mutex:
                     self._failed[name] = exc
 
+    def holds(self, name: str) -> bool:
+        """Whether this run holds the host's lock already."""
+        with self._mutex:
+            return name in self._held
+
     def forget(self, name: str) -> None:
         """The host rebooted: its holder is gone with it, nothing to let go."""
         with self._mutex:
