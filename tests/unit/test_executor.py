@@ -149,9 +149,18 @@ def test_failures_without_max_fail_let_the_rest_finish(project: Path) -> None:
 
 
 def test_tags_skip_roles_and_say_so(project: Path) -> None:
+    # a second role, so that skipping greet still leaves something to run
+    (project / "roles" / "quiet").mkdir()
+    (project / "roles" / "quiet" / "tasks.py").write_text("def tasks(ctx):\n    return []\n")
+    with (project / "site.yml").open("a") as book:
+        book.write("    - quiet\n")
     run = executor(project, CountingFactory(), skip_tags=frozenset({"hello"})).run("apply")
     assert [t.status for t in run.hosts["h1"].tasks] == [SKIPPED]
     assert list((project / "out").iterdir()) == []
+    assert [n.to_json() for n in run.hosts["h1"].not_reached()] == [
+        {"role": "greet", "play": "greet", "why": "skipped by --skip-tags hello",
+         "kind": "tags"}]
+    assert run.hosts["h1"].reached == {"quiet"}
     with pytest.raises(PlaybookError, match="unknown tag.*helo"):
         executor(project, CountingFactory(), tags=frozenset({"helo"}))
 
