@@ -260,7 +260,8 @@ def test_recap_rows_and_errors() -> None:
     assert row_of(text, "chg-1") == ["chg-1", "1", "2", "0", "0", "yes", "2.5"]
     assert row_of(text, "bad-1") == ["bad-1", "1", "0", "1", "0", "3.0"]
     assert row_of(text, "gone-1") == ["gone-1", "0", "0", "0", "yes", "0", "10.0"]
-    assert "4 hosts, 1 changed, 1 failed, 1 unreachable in 12.5s" in text
+    # the summary line (output/summary.py; issue 17: counts of every outcome)
+    assert "4 hosts: 1 ok, 1 changed (2 tasks), 1 failed, 1 unreachable in 12.5s" in text
     # The full error: command, exit code and stderr tail, markup kept literal.
     assert "command: apt-get install -y x" in text
     assert "exit code: 100" in text
@@ -375,7 +376,7 @@ def test_drift_json_structure() -> None:
     assert list(hosts) == ["ok-1", "chg-1", "bad-1", "gone-1"]
     assert hosts["ok-1"] == {"status": "in_sync", "drift": [], "reboot_pending": False,
                              "error": None, "unreachable": None, "connections": 1,
-                             "round_trips": 3, "profile": []}
+                             "round_trips": 3, "profile": [], "not_reached": []}
     assert (hosts["chg-1"]["connections"], hosts["chg-1"]["round_trips"]) == (1, 7)
     assert hosts["gone-1"]["status"] == "unreachable"
     assert hosts["gone-1"]["unreachable"] == UNREACHABLE_ERROR
@@ -414,7 +415,8 @@ def test_drift_table() -> None:
     assert "            exit code: 100" in lines
     assert "              E: [bold]no[/bold] such thing" in lines
     assert "gone-1  unreachable: gone-1: unreachable (timeout): no answer after 10s" in lines
-    assert lines[-1] == "4 hosts: 1 in sync, 1 drift, 1 unreachable, 1 failed"
+    # every count, also the zeros, and the drifted resources (issue 17)
+    assert lines[-1] == "4 hosts: 1 in sync, 1 drifted (3 resources), 1 failed, 1 unreachable"
 
 
 def test_drift_table_text() -> None:
@@ -423,7 +425,8 @@ def test_drift_table_text() -> None:
     assert text.splitlines()[0] == "ok-1    in sync"
 
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{host="((?:[^"\\\n]|\\[\\"n])*)"\})? (\S+)$')
+SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:host|status)="((?:[^"\\\n]|\\[\\"n])*)"\})? (\S+)$')
 
 
 def parse_prometheus(text: str) -> dict[str, dict[str | None, float]]:

@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from gpuprov.cli.common import connect_options, forks_option, guarded, load_target, run_options
-from gpuprov.cli.exit_codes import EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.cli.exit_codes import EXIT_OK, epilog, host_code, worst
 from gpuprov.engine.collect import collect_facts
 
 
-@click.command()
+@click.command(epilog=epilog("facts"))
 @click.argument("inventory", required=False, type=click.Path(dir_okay=False))
 @click.option("-l", "--limit")
 @forks_option
@@ -26,8 +26,8 @@ def facts(**opts: Any) -> int:
                           hosts=len(target.hosts))
     data = collect_facts(target.hosts, options)
     click.echo(json.dumps(data, indent=2, sort_keys=True))
-    failed = any("error" in v or "unreachable" in v for v in data.values())
-    return EXIT_UNREACHABLE if failed else EXIT_OK
+    return worst(host_code(failed=bool(v.get("error")), unreachable=bool(v.get("unreachable")))
+                 for v in data.values())
 
 
 @click.command("inventory")

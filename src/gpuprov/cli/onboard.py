@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from gpuprov.cli.common import guarded, stderr, stdout
-from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, epilog
 from gpuprov.cli.role_commands import role_host_notes
 from gpuprov.connectors.hostkeys import STRICT
 from gpuprov.engine.connect import ConnectOptions
@@ -34,7 +34,7 @@ from gpuprov.output.report import render_recap
 from gpuprov.output.verify import verify_rows, verify_table
 
 
-@click.command()
+@click.command(epilog=epilog("onboard"))
 @click.argument("host")
 @click.argument("inventory", required=False, type=click.Path(dir_okay=False))
 @click.option("-g", "--group", required=True, help="Inventory group: lab, cloud, cluster...")

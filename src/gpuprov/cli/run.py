@@ -4,12 +4,14 @@ compared."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Any
 
 import click
 
 from gpuprov.cli.common import (
+    Target,
     check_writable,
     common_options,
     guarded,
@@ -22,8 +24,9 @@ from gpuprov.cli.common import (
     stdout,
     write_file,
 )
-from gpuprov.cli.exit_codes import EXIT_ERROR, apply_exit_code, drift_exit_code
-from gpuprov.engine.executor import Executor
+from gpuprov.cli.exit_codes import EXIT_ERROR, apply_outcome, drift_outcome, epilog
+from gpuprov.engine.executor import Executor, RunOptions
+from gpuprov.engine.selection import selected_roles
 from gpuprov.errors import GpuprovError
 from gpuprov.output.drift import drift_json, drift_prometheus, drift_table, drift_table_text
 from gpuprov.output.progress import Progress
@@ -34,6 +37,7 @@ from gpuprov.output.report import (
     write_json_report,
     write_text_atomic,
 )
+from gpuprov.output.summary import header_line
 
 
 def _report_mode(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -49,7 +53,17 @@ report_mode_option = click.option(
     help="File mode of the report written (0640: also its group, e.g. node_exporter's).")
 
 
-@click.command()
+def header(command: str, target: Target, options: RunOptions) -> str:
+    """The run's first line: playbook, roles and tags selected, host count."""
+    book = target.plays[0].file if target.plays and target.plays[0].file else "the playbook"
+    relative = os.path.relpath(book)   # shorter where the playbook is under the cwd
+    book = book if relative.startswith("..") else relative
+    roles = selected_roles(target.plays, options.tags, options.skip_tags)
+    return header_line(command, book, roles, sorted(options.tags), sorted(options.skip_tags),
+                       len(target.hosts))
+
+
+@click.command(epilog=epilog("apply"))
 @common_options
 @click.option("--check", is_flag=True, help="Compute every change, run none of them.")
 @click.option("--diff", is_flag=True, help="Show a unified diff per changed file (secrets masked).")
@@ -77,20 +91,28 @@ def apply(**opts: Any) -> int:
                              err=True):
             return EXIT_ERROR
     options = run_options(opts, check=opts["check"], hosts=len(target.hosts))
+    command = "check" if opts["check"] else "apply"
     console = stdout()
+    # built first: tags that select nothing fail here, before the header and any host
+    executor = Executor(target.inventory, target.plays, target.hosts, options)
+    console.print(header("apply --check" if opts["check"] else "apply", target, options),
+                  soft_wrap=True, highlight=False, markup=False)
     with Progress(console, verbose=opts["verbose"], diff=opts["diff"]) as progress:
-        run = Executor(target.inventory, target.plays, target.hosts, options,
-                       progress).run("check" if opts["check"] else "apply")
+        executor.progress = progress
+        run = executor.run(command)
     if opts["diff"] and console.is_terminal:
         console.print(render_diffs(run), highlight=False, markup=False)
-    render_recap(run, console, verbose=opts["verbose"])
+    outcome = apply_outcome(run)
+    render_recap(run, console, verbose=opts["verbose"], outcome=outcome)
     if opts["report_file"]:
+        extra = {**report_extra(target, opts), "exit_code": outcome.code,
+                 "status": outcome.status}
         write_file(opts["report_file"], lambda: write_json_report(
-            opts["report_file"], run, report_extra(target, opts), opts["report_mode"]))
-    return apply_exit_code(run)
+            opts["report_file"], run, extra, opts["report_mode"]))
+    return outcome.code
 
 
-@click.command("drift-check")
+@click.command("drift-check", epilog=epilog("drift-check"))
 @common_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "prometheus"]),
               default="table", show_default=True)
@@ -104,23 +126,29 @@ def drift_check(**opts: Any) -> int:
     check_writable(opts["output"], "--output")
     target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
     options = run_options(opts, check=True, hosts=len(target.hosts))
+    executor = Executor(target.inventory, target.plays, target.hosts, options)
     err = stderr()
+    # stderr: stdout is the report, which a machine format must have to itself
+    err.print(header("drift-check", target, options), soft_wrap=True, highlight=False,
+              markup=False)
     # Progress only for a person at a terminal; cron and monitors get the report alone.
-    progress = Progress(err, verbose=opts["verbose"]) if err.is_terminal else None
-    with progress or contextlib.nullcontext():
-        run = Executor(target.inventory, target.plays, target.hosts, options,
-                       progress).run("drift-check")
+    executor.progress = Progress(err, verbose=opts["verbose"]) if err.is_terminal else None
+    with executor.progress or contextlib.nullcontext():
+        run = executor.run("drift-check")
+    outcome = drift_outcome(run)
     if opts["fmt"] == "table" and not opts["output"]:
-        drift_table(run, stdout())
+        drift_table(run, stdout(), outcome)
     else:
         if opts["fmt"] == "table":
-            text = drift_table_text(run)
+            text = drift_table_text(run, outcome=outcome)
+        elif opts["fmt"] == "json":
+            text = drift_json(run, outcome)
         else:
-            text = drift_json(run) if opts["fmt"] == "json" else drift_prometheus(run)
+            text = drift_prometheus(run, outcome)
         if opts["output"]:
             # atomic: a monitor never reads half a file
             write_file(opts["output"], lambda: write_text_atomic(opts["output"], text,
                                                                   opts["report_mode"]))
         else:
             click.echo(text, nl=not text.endswith("\n"))
-    return drift_exit_code(run)
+    return outcome.code

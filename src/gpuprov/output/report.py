@@ -35,6 +35,7 @@ from gpuprov.engine.results import (
     TaskResult,
     mask_json,
 )
+from gpuprov.output.summary import Outcome, render_summary
 
 
 def task_label(task: TaskResult) -> str:
@@ -69,7 +70,8 @@ def _count_cell(n: int, style: str) -> Text:
     return Text(str(n), style=style if n else "")
 
 
-def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
+def render_recap(run: RunResult, console: Console, verbose: int = 0,
+                 outcome: Outcome | None = None) -> None:
     """The table at the end of every run, then what a person must act on."""
     table = Table(box=box.SIMPLE_HEAD, title=f"gpuprov {run.command} recap"
                   + (" (check mode)" if run.check and run.command != "drift-check" else ""),
@@ -98,7 +100,6 @@ def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
             row += [Text(str(h.connections)), Text(str(h.round_trips))]
         table.add_row(*row)
     console.print(table)
-    console.print(_totals(run), soft_wrap=True)
     if verbose >= 1:
         for h in run.hosts.values():
             console.print(Text(profile_text(h)), soft_wrap=True, highlight=False, markup=False)
@@ -125,6 +126,7 @@ def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
                           soft_wrap=True)
     if run.aborted:
         console.print(Text.assemble(("run aborted: ", "bold red"), run.aborted), soft_wrap=True)
+    render_summary(run, console, outcome)   # roles not reached, the summary line, exit code
 
 
 def profile_text(h: HostResult) -> str:
@@ -146,18 +148,6 @@ def _host_style(h: HostResult) -> str:
     if h.unreachable or h.failed:
         return "bold red"
     return "yellow" if h.changed else "green"
-
-
-def _totals(run: RunResult) -> Text:
-    hosts = list(run.hosts.values())
-    seconds = max(run.finished - run.started, 0.0) if run.finished else 0.0
-    parts = [
-        f"{len(hosts)} hosts",
-        f"{sum(1 for h in hosts if h.changed)} changed",
-        f"{sum(1 for h in hosts if h.failed and not h.unreachable)} failed",
-        f"{sum(1 for h in hosts if h.unreachable)} unreachable",
-    ]
-    return Text(", ".join(parts) + f" in {seconds:.1f}s")
 
 
 # -- diffs ----------------------------------------------------------------------
