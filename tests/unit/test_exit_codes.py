@@ -250,6 +250,26 @@ def test_a_skip_condition_is_named_with_its_reason(project: Project) -> None:
     assert "not reached on h1, h2: toolkit (skipped: toolkit is in skip_roles)" in result.stdout
 
 
+def test_a_verification_play_with_nothing_to_verify_says_so(project: Project) -> None:
+    Path("v.yml").write_text("- name: setup\n  hosts: all\n  roles: [base]\n"
+                             "- name: check\n  hosts: all\n  verify: on-change\n"
+                             "  roles: [app]\n")
+    first = gpuprov("apply", str(project.inventory), "-p", "v.yml")
+    assert first.code == 0 and "not reached" not in first.stdout, first.both
+    second = gpuprov("apply", str(project.inventory), "-p", "v.yml")
+    assert second.code == 0, second.both
+    assert ("not reached on h1, h2: app (skipped: nothing changed on this host, verify: "
+            "on-change)") in second.stdout
+
+
+def test_onboard_and_verify_use_the_same_precedence() -> None:
+    # verify's rows: a failed host beats an unreachable one
+    rows = ["pass", "unreachable", "fail"]
+    assert worst(host_code(failed=r == "fail", unreachable=r == "unreachable")
+                 for r in rows) == EXIT_FAILED
+    assert worst(host_code(unreachable=r == "unreachable") for r in rows[:2]) == EXIT_UNREACHABLE
+
+
 # -- drift-check -------------------------------------------------------------------------
 
 def test_drift_check_codes_0_3_2_4(project: Project) -> None:
@@ -396,6 +416,36 @@ def test_facts_exit_4_on_an_unreachable_host(project: Project) -> None:
     result = gpuprov("facts", str(project.with_dead_host()))
     assert result.code == EXIT_UNREACHABLE, result.both
     assert gpuprov("facts", str(project.inventory)).code == EXIT_OK
+
+
+def test_facts_exit_2_when_a_hosts_facts_failed_also_beside_an_unreachable_one(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gpuprov.cli.info.collect_facts", lambda hosts, options: {
+        "h1": {"unreachable": "no answer", "error": None},
+        "h2": {"error": "internal error at x.py:1"}})
+    assert gpuprov("facts", str(project.inventory)).code == EXIT_FAILED
+
+
+@pytest.mark.parametrize(("statuses", "code"), [
+    (("pass", "pass"), EXIT_OK), (("pass", "unreachable"), EXIT_UNREACHABLE),
+    (("fail", "pass"), EXIT_FAILED), (("unreachable", "fail"), EXIT_FAILED)])
+def test_verify_exit_codes(project: Project, monkeypatch: pytest.MonkeyPatch,
+                           statuses: tuple[str, str], code: int) -> None:
+    def checked(inventory: Any, hosts: Any, options: Any, progress: Any) -> RunResult:
+        run = RunResult("verify", check=False)
+        for name, status in zip(("h1", "h2"), statuses, strict=True):
+            host = run.host(name)
+            if status == "unreachable":
+                host.unreachable = "no answer"
+            else:
+                host.tasks.append(TaskResult("verify", "gpu", "ok" if status == "pass" else
+                                             "failed", data={"status": status}))
+        return run
+
+    monkeypatch.setattr("gpuprov.cli.verify.run_verify", checked)
+    for fmt in ("table", "json"):
+        result = gpuprov("verify", str(project.inventory), "--format", fmt)
+        assert result.code == code, result.both
 
 
 def test_interrupted_is_130(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -187,7 +187,7 @@ class Executor:
                     play.name, "play skipped: nothing changed on this host (verify: on-change)",
                     SKIPPED)])
                 selection.left_out(result, play, self.options,
-                                   "nothing changed on this host (verify: on-change)", CONDITION)
+                                   "nothing changed on this host, verify: on-change", CONDITION)
                 if self._last_play.get(host.name) is play:
                     self._locks.release(host.name)
                 self._finished(result)
