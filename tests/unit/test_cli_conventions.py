@@ -134,6 +134,13 @@ def test_every_connecting_command_takes_the_login_options_with_help(command: str
             (option, text)
 
 
+def test_onboard_takes_timeout_inventory_and_new_group() -> None:
+    text = " ".join(gpuprov("onboard", "--help").stdout.split())
+    for option in ("-i, --inventory INVENTORY", "-T, --timeout", "--new-group",
+                   "-k, --ask-pass", "-K, --ask-become-pass"):
+        assert option in text, option
+
+
 def test_user_and_private_key_override_every_host(project: Project, tmp_path: Path) -> None:
     key = tmp_path / "id_test"
     key.write_text("not checked here, only its presence\n")

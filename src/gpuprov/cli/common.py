@@ -201,6 +201,12 @@ def _one_host_key_flag(ctx: click.Context, param: click.Parameter, value: bool) 
 DEFAULT_TIMEOUT = 10.0
 
 
+timeout_option = click.option(
+    "-T", "--timeout", type=click.FloatRange(min=1.0), default=DEFAULT_TIMEOUT,
+    show_default=True, help="Seconds to wait for a host to connect, or to answer keepalives "
+    "during the run, before it is reported unreachable.")
+
+
 def connect_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """How to reach and log in to the hosts, for every command that connects:
     -T/--timeout, -u/--user, --private-key, -k/--ask-pass, and the host key
@@ -214,10 +220,7 @@ def connect_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      "ssh_private_key_file/ansible_ssh_private_key_file)."),
         click.option("-k", "--ask-pass", is_flag=True,
                      help="Ask once for the SSH login password (tried after the keys)."),
-        click.option("-T", "--timeout", type=click.FloatRange(min=1.0),
-                     default=DEFAULT_TIMEOUT, show_default=True,
-                     help="Seconds to wait for a host to connect, or to answer keepalives "
-                     "during the run, before it is reported unreachable."),
+        timeout_option,
         click.option("--strict-host-keys", is_flag=True, callback=_one_host_key_flag,
                      help="Refuse unknown host keys on every host, even where the "
                      "inventory (ssh_host_key_checking) or ssh_config says accept-new."),

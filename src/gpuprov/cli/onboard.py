@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from gpuprov.cli.common import guarded, inventory_argument, stderr, stdout
+from gpuprov.cli.common import guarded, inventory_argument, stderr, stdout, timeout_option
 from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuprov.cli.role_commands import role_host_notes
 from gpuprov.connectors.hostkeys import STRICT
@@ -58,6 +58,7 @@ from gpuprov.output.verify import verify_rows, verify_table
               "when there is no terminal to confirm it).")
 @click.option("--sudo", type=click.Choice(["nopasswd", "password"]), default="nopasswd",
               show_default=True, help="sudo rule for the admin user.")
+@timeout_option
 @click.option("-p", "--playbook", type=click.Path(exists=True, dir_okay=False))
 @click.option("-e", "--extra-vars", multiple=True)
 @click.option("--reboot", is_flag=True, help="Reboot if the new driver needs it, and wait.")
@@ -80,6 +81,7 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
         name=o["host"], group=o["group"], inventory=path, address=o["address"],
         login_user=o["login_user"], user=o["user"], key_file=o["key_file"],
         host_key_fingerprint=o["host_key_fingerprint"], sudo=o["sudo"], reboot=o["reboot"],
+        connect_timeout=o["timeout"],
         extra_vars=parse_extra_vars(o["extra_vars"]),
         confirm=(lambda q: click.confirm(q, err=True)) if sys.stdin.isatty() else None)
     if path.is_file():
@@ -95,7 +97,7 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
 
     out.print(f"1/5 first contact: {first_contact(staged.host, opts)}", markup=False)
     become = _password(o["ask_become_pass"], None, "sudo password")
-    problem = key_login_problem(staged.host, become)
+    problem = key_login_problem(staged.host, become, opts.connect_timeout)
     if problem is None:
         out.print("2/5 access: key login and sudo already work", markup=False)
     else:
@@ -109,7 +111,7 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
                                f"{host_result.unreachable or host_result.error or _errors(setup)}",
                                hint=None if opts.password else "log in with a password: -k "
                                "(asks once) or --password-file")
-        again = key_login_problem(staged.host, become)
+        again = key_login_problem(staged.host, become, opts.connect_timeout)
         if again is not None:
             raise OnboardError(f"{opts.name}: a new key login + sudo still fails after setting "
                                f"up access ({again}); the inventory was not changed")
@@ -129,7 +131,8 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     options = RunOptions(reboot=opts.reboot,
                          extra_vars={**opts.connection_vars(), **opts.extra_vars},
                          connect=ConnectOptions(host_key_checking=STRICT,
-                                                become_password=become))
+                                                become_password=become,
+                                                connect_timeout=opts.connect_timeout))
     book = find_playbook(o["playbook"])
     plays = load_plays(book)
     out.print(f"4/5 site playbook {book}", markup=False)
