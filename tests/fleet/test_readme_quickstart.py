@@ -13,7 +13,8 @@ What the test does for the user:
   PIP_NO_INDEX / PIP_FIND_LINKS in the environment, so the command stays
   literal.
 Command 1 checks THIS machine, read-only, as it does for a user (the one
-thing it writes is the run lock under /run/gpuprov): its exit code is
+thing it writes is the run lock under /run/gpuprov, removed afterwards
+when the test created it): its exit code is
 whatever the exit code table says for this machine's state, so any of
 drift-check's codes for a checked host is accepted, never a usage error or a
 traceback."""
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,8 +95,20 @@ def steps(output: str) -> list[tuple[int, str]]:
     return found
 
 
+@pytest.fixture
+def machine_left_as_found() -> Iterator[None]:
+    """Command 1's run lock is the one trace it leaves on this machine
+    (/run/gpuprov, a tmpfs): removed again unless it was there before."""
+    lock_dir = Path("/run/gpuprov")
+    existed = lock_dir.exists()
+    yield
+    if not existed:
+        shutil.rmtree(lock_dir, ignore_errors=True)
+
+
 def test_command_one_then_the_quick_start_work_literally(
-        fleet: Fleet, hosts: list[FleetHost], tmp_path: Path) -> None:
+        fleet: Fleet, hosts: list[FleetHost], tmp_path: Path,
+        machine_left_as_found: None) -> None:
     readme = README.read_text()
     first, quick = command_one(readme), quick_start(readme)
     clone = fresh_clone(tmp_path / "gpuprov")
