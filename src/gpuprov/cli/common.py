@@ -230,7 +230,9 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         connect_options,
         click.option("-K", "--ask-become-pass", is_flag=True,
                      help="Ask once for the sudo password (fed on stdin, never argv)."),
-        click.option("-v", "--verbose", count=True, help="More detail: ok tasks, round trips."),
+        click.option("-v", "--verbose", count=True, help="More detail: -v ok tasks and round "
+                     "trips, -vv each command run, -vvv facts scripts and raw output "
+                     "(secrets masked)."),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)

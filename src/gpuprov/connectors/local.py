@@ -61,11 +61,14 @@ class LocalConnector(Connector):
         shell, display = split_command(command)
         code, out, err = self._sudo.run(
             shell, sudo, stdin, lambda line, chunks: self._execute(line, chunks, timeout))
+        self._tell(display, code, out, err)
         return CommandResult(display, code, out, err)
 
     def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
         self.connect()
-        return self._sudo.hold(command.shell(), sudo, stdin, self._hold)
+        held = self._sudo.hold(command.shell(), sudo, stdin, self._hold)
+        self._tell(command.display(), None)
+        return held
 
     def _hold(self, line: str, prefix: bytes) -> Held:
         self.stats.round_trips += 1
@@ -80,7 +83,9 @@ class LocalConnector(Connector):
         return _HeldProcess(proc)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
-        return self._execute(line, iter_stdin(None, stdin), timeout=30)
+        code, out, err = self._execute(line, iter_stdin(None, stdin), timeout=30)
+        self._tell("(sudo check)", code, out, err)
+        return code, out, err
 
     def _execute(self, line: str, chunks: Iterator[bytes],
                  timeout: float | None) -> tuple[int, str, str]:

@@ -356,6 +356,7 @@ class SshConnector(Connector):
         # A connector of its own: new transport, agent and sudo probe (proving
         # sudo still works over a new login is the point).
         fresh = SshConnector(self.settings, self.route)
+        fresh.trace = self.trace
         try:
             # retries with backoff: sshd refuses briefly after a reload
             fresh.connect(expect_refusal=True)
@@ -374,15 +375,20 @@ class SshConnector(Connector):
         code, out, err = self._sudo.run(
             shell, sudo, stdin, lambda line, chunks: self._channels.execute(
                 self._live_transport(), line, display, chunks, timeout))
+        self._tell(display, code, out, err)
         return CommandResult(display, code, out, err)
 
     def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
-        return self._sudo.hold(command.shell(), sudo, stdin, lambda line, data: (
+        held = self._sudo.hold(command.shell(), sudo, stdin, lambda line, data: (
             self._channels.hold(self._live_transport(), line, command.display(), data)))
+        self._tell(command.display(), None)
+        return held
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
-        return self._channels.execute(self._live_transport(), line, "(sudo check)",
-                                      iter_stdin(None, stdin), timeout=30)
+        code, out, err = self._channels.execute(self._live_transport(), line, "(sudo check)",
+                                                iter_stdin(None, stdin), timeout=30)
+        self._tell("(sudo check)", code, out, err)
+        return code, out, err
 
     def _live_transport(self) -> paramiko.Transport:
         with self._lock:
