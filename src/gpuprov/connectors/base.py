@@ -76,11 +76,17 @@ class Connector(ABC):
         #: so this layer needs nothing of the layers that print
         self.trace: Trace | None = None
 
-    def _tell(self, display: str, exit_code: int | None, stdout: str = "",
-              stderr: str = "") -> None:
-        """Tell the trace, if any, of a command run (after it counted its round trip)."""
+    def _ran(self, display: str, ran: tuple[int, str, str]) -> tuple[int, str, str]:
+        """`ran` (exit code, stdout, stderr), the trace (if any) told of it."""
         if self.trace is not None:
-            self.trace(display, exit_code, stdout, stderr)
+            self.trace(display, *ran)
+        return ran
+
+    def _started(self, display: str, held: Held) -> Held:
+        """`held`, the trace (if any) told of it: a command still running."""
+        if self.trace is not None:
+            self.trace(display, None, "", "")
+        return held
 
     @abstractmethod
     def connect(self, *, expect_refusal: bool = False) -> None:
