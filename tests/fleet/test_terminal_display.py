@@ -4,13 +4,15 @@ is unknown: the person at the terminal is asked, says no, and gets a 300-odd
 character refusal), run in a pseudo-terminal of 80 and of 120 columns
 (pexpect), its output rendered as the terminal shows it (pyte). The final
 screen: every host name whole, no state word cut, the recap last, nothing of
-the live table left anywhere."""
+the live table left anywhere. Piped, with -vv: a line per host event from the
+start, the commands run over real SSH, and a plain recap not cut to 80 columns."""
 
 from __future__ import annotations
 
 import io
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -121,3 +123,36 @@ def test_the_final_screen_is_the_whole_recap(work: tuple[Path, list[FleetHost]],
     assert f"unreachable {GONE}" in recap, shown
     assert flat.count("refusing to connect") == 1, shown
     assert shown.count(f"{GONE}: unreachable") == 0, shown
+
+
+def test_piped_a_line_per_host_event_then_a_plain_recap_and_vv_commands(
+        work: tuple[Path, list[FleetHost]]) -> None:
+    path, reached = work
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("COLUMNS", "LINES", "GPUPROV_LOCK_PATH", "TERM")}
+    proc = subprocess.run([sys.executable, "-m", "gpuprov.cli", "apply", "inventory.yml", "-p",
+                           "one.yml", "--check", "-vv"], cwd=path, env=env,
+                          capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    out = proc.stdout
+    assert proc.returncode == 4, out + proc.stderr
+    lines = out.splitlines()
+    names = [*(h.name for h in reached), GONE]
+    # life from the first line: each host's start, before anything of a task
+    started = [ln.split(" | ")[0] for ln in lines if ln.endswith(" | started one file")]
+    assert sorted(started) == sorted(names), out
+    # -vv over real SSH: the commands run, numbered by the host's round trips
+    for host in reached:
+        trips = [ln for ln in lines if ln.startswith(f"{host.name} | #")]
+        assert any("(held)" in ln for ln in trips), out          # the run lock
+        done = next(ln for ln in lines if ln.startswith(f"{host.name} | done: "))
+        assert done.endswith("s)") and "round trip" in done, out
+    assert f"{GONE} | unreachable | host-key-unknown: " in out
+    # the recap: plain, one line per host however long (no 80-column table)
+    start = lines.index("gpuprov check recap (check mode)")
+    for name in names:
+        row = next(ln for ln in lines[start:] if ln.split()[:1] == [name]).split()
+        assert [cell.split("=")[0] for cell in row[1:6]] == [
+            "ok", "changed", "failed", "unreachable", "skipped"], out
+    assert "…" not in out and "\x1b" not in out
+    assert "1 unreachable" in lines[start + len(names) + 1]
