@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -103,7 +104,10 @@ def apply(**opts: Any) -> int:
     console.print(header("apply --check" if opts["check"] else "apply", target, options),
                   soft_wrap=True, highlight=False, markup=False)
     with Progress(console, verbose=opts["verbose"], diff=opts["diff"]) as progress:
-        executor.progress = progress
+        options.trace = progress if opts["verbose"] >= 2 else None
+        options.connect = replace(options.connect, confirm_host_key=progress.asking(
+            options.connect.confirm_host_key))
+        executor.progress = progress   # options is the executor's own: it reads them as it runs
         run = executor.run("check" if opts["check"] else "apply")
     if opts["diff"] and console.is_terminal:
         console.print(render_diffs(run), highlight=False, markup=False)
@@ -142,9 +146,16 @@ def drift_check(**opts: Any) -> int:
     # stderr: stdout is the report, which a machine format must have to itself
     err.print(header("drift-check", target, options), soft_wrap=True, highlight=False,
               markup=False)
-    # Progress only for a person at a terminal; cron and monitors get the report alone.
-    executor.progress = Progress(err, verbose=opts["verbose"]) if err.is_terminal else None
-    with executor.progress or contextlib.nullcontext():
+    # Progress only for a person at a terminal, or asked for (-vv: the commands, on
+    # stderr); cron and monitors get the report alone.
+    progress = (Progress(err, verbose=opts["verbose"])
+                if err.is_terminal or opts["verbose"] >= 2 else None)
+    options.trace = progress if opts["verbose"] >= 2 else None
+    if progress is not None:
+        options.connect = replace(options.connect, confirm_host_key=progress.asking(
+            options.connect.confirm_host_key))
+    executor.progress = progress   # options is the executor's own: it reads them as it runs
+    with progress or contextlib.nullcontext():
         run = executor.run("drift-check")
     outcome = drift_outcome(run)
     to_stdout = opts["fmt"] == "table" and not opts["output"]
