@@ -1,4 +1,4 @@
-"""`gpuprov facts` and `gpuprov inventory`: what gpuprov sees, changing nothing."""
+"""`gpuprov inventory`: the inventory as gpuprov reads it, changing nothing."""
 
 from __future__ import annotations
 
@@ -7,27 +7,8 @@ from typing import Any
 
 import click
 
-from gpuprov.cli.common import connect_options, forks_option, guarded, load_target, run_options
-from gpuprov.cli.exit_codes import EXIT_OK, EXIT_UNREACHABLE
-from gpuprov.engine.collect import collect_facts
-
-
-@click.command()
-@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
-@click.option("-l", "--limit")
-@forks_option
-@connect_options
-@click.option("-K", "--ask-become-pass", is_flag=True)
-@guarded
-def facts(**opts: Any) -> int:
-    """System facts of each host as JSON (one round trip per host)."""
-    target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)
-    options = run_options({**opts, "tags": (), "skip_tags": (), "extra_vars": ()}, check=True,
-                          hosts=len(target.hosts))
-    data = collect_facts(target.hosts, options)
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
-    failed = any("error" in v or "unreachable" in v for v in data.values())
-    return EXIT_UNREACHABLE if failed else EXIT_OK
+from gpuprov.cli.common import guarded, load_target
+from gpuprov.cli.exit_codes import EXIT_OK
 
 
 @click.command("inventory")

@@ -1,0 +1,65 @@
+"""`gpuprov facts`: what each host is and has, as JSON, changing nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from gpuprov.cli.common import (
+    connect_options,
+    forks_option,
+    guarded,
+    load_target,
+    run_options,
+    split_csv,
+)
+from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.engine.collect import CATALOGUE, collect_facts, unknown_names
+
+_NAMES = ", ".join(CATALOGUE)
+
+
+def _fact_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    names = list(dict.fromkeys(split_csv(value)))
+    unknown = unknown_names(names)
+    if unknown:
+        raise click.BadParameter(f"unknown fact {', '.join(map(repr, unknown))}; "
+                                 f"valid names: {_NAMES}", ctx, param)
+    return names
+
+
+_HELP = ("""Facts of each host as JSON, one round trip per host: OS, kernel, arch,
+init, Secure Boot, pending reboot, GPUs (nvidia-smi: name, memory, driver,
+CUDA), CPU, memory, disk, docker and containerd versions.
+
+\b
+Names for --fact:
+""" + "\n".join(f"  {name:15} {named.help}" for name, named in CATALOGUE.items()) + """
+
+Exit: 0 every host answered, 2 a host's answer could not be read, 4 a host
+unreachable (2 wins).""")
+
+
+@click.command(help=_HELP)
+@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
+@click.option("--fact", "fact_names", multiple=True, callback=_fact_names, metavar="NAME",
+              help=f"Only these facts (repeat, or a comma list): {_NAMES}. Default: all.")
+@forks_option
+@connect_options
+@click.option("-K", "--ask-become-pass", is_flag=True,
+              help="Ask once for the sudo password (fed on stdin, never argv).")
+@guarded
+def facts(**opts: Any) -> int:
+    target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)
+    options = run_options({**opts, "tags": (), "skip_tags": (), "extra_vars": ()}, check=True,
+                          hosts=len(target.hosts))
+    data = collect_facts(target.hosts, options, opts["fact_names"])
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+    if any(v.get("error") for v in data.values()):
+        return EXIT_FAILED
+    if any(v.get("unreachable") for v in data.values()):
+        return EXIT_UNREACHABLE
+    return EXIT_OK
