@@ -8,7 +8,7 @@ import sys
 import click
 
 from gpuprov import __version__
-from gpuprov.cli import facts, info, onboard, run, verify
+from gpuprov.cli import adhoc, facts, info, onboard, run, verify
 from gpuprov.cli.common import stderr
 from gpuprov.cli.exit_codes import EXIT_ERROR, EXIT_OK
 from gpuprov.cli.role_commands import RoleCommandGroup
@@ -24,7 +24,7 @@ def cli() -> None:
 
 
 for command in (run.apply, run.drift_check, verify.verify, onboard.onboard, facts.facts,
-                info.inventory_cmd):
+                info.inventory_cmd, adhoc.adhoc):
     cli.add_command(command)
 
 
