@@ -232,3 +232,11 @@ def test_threads_do_not_leak() -> None:
     list(run_adhoc(hosts, Command("true"), become=False, forks=2, connect=ConnectOptions(),
                    connector_factory=factory))
     assert threading.active_count() == before
+
+
+def test_cli_without_an_inventory_runs_on_this_machine(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)   # no inventory.yml here
+    result = gpuprov("run", "all", "--", "uname", "-s")
+    assert result.code == 0, result.both
+    assert result.stdout == f"localhost | rc=0 >>\n{os.uname().sysname}\n"
