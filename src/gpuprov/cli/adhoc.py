@@ -40,7 +40,8 @@ class _AdhocCommand(click.Command):
                                    "(gpuprov run PATTERN -- COMMAND)", ctx) from None
 
 
-@click.command("run", cls=_AdhocCommand)
+@click.command("run", cls=_AdhocCommand,
+               short_help="Run a command on the hosts PATTERN selects (ansible -a).")
 @click.argument("pattern")
 @click.argument("command", nargs=-1, required=True)
 @click.option("-i", "--inventory", type=click.Path(dir_okay=False),
