@@ -43,7 +43,7 @@ unreachable (2 wins).""")
 
 
 @click.command(help=_HELP,
-               short_help="Facts of each host as JSON: OS, GPUs, CPU, memory, disk, docker.")
+               short_help="Facts of each host as JSON: OS, GPUs, CPU, memory, disk.")
 @click.argument("inventory", required=False, type=click.Path(dir_okay=False))
 @click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
 @click.option("--fact", "fact_names", multiple=True, callback=_fact_names, metavar="NAME",
