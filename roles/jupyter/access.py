@@ -46,7 +46,9 @@ def jupyter_access(inventory: Inventory, name: str, user: str | None = None) -> 
             raise GpuprovError(f"{name}: Jupyter is disabled there (jupyter_enabled: false)")
         text = access_text(vars, host.address, user or host.ssh_user, host.ssh_port)
     except JupyterVarError as exc:
-        raise GpuprovError(f"{name}: {exc}", exc.hint) from None
+        where = host.var_origins.get(exc.name)
+        at = f"{where}: " if where is not None and where.file else ""
+        raise GpuprovError(f"{at}{name}: {exc}", exc.hint) from None
     return f"JupyterLab on {name}:\n{text}"
 
 

@@ -20,6 +20,10 @@ from .access import jupyter_access
 @click.command("jupyter-url")
 @click.argument("host")
 @click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+# gpuprov's command group merges -i into INVENTORY, as for its own commands
+@click.option("-i", "--inventory", "inventory_opt", metavar="INVENTORY",
+              type=click.Path(dir_okay=False), help="The inventory file, as the INVENTORY "
+              "argument (default: ./inventory.yml, else this machine).")
 @click.option("-u", "--user", help="Your login on the host (default: the inventory's "
               "ansible_user).")
 def jupyter_url(**opts: Any) -> None:

@@ -42,6 +42,10 @@ IN_KEY = "/etc/gpuprov/tls/key.pem"
 IN_AUTHORIZED_KEYS = "/etc/ssh/gpuprov/authorized_keys"
 IN_SSH_DROPIN = "/etc/ssh/sshd_config.d/00-gpuprov-container.conf"
 
+#: how to make a jupyter_password_hash; inventory.example.yml says the same
+HASH_COMMAND = "python3 -c 'from jupyter_server.auth import passwd; print(passwd())'"
+#: what inventory.example.yml holds where a hash goes
+PLACEHOLDER = "REPLACE_ME"
 # What jupyter_server.auth.passwd() produces: argon2:$argon2id$v=19$m=..,t=..,p=..$salt$hash
 _ARGON2 = re.compile(r"argon2:\$argon2(?:id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+"
                      r"\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}")
@@ -116,10 +120,17 @@ def password_hash(vars: Mapping[str, Any]) -> str:
     """jupyter_password_hash, checked: "" or an argon2 hash from passwd()."""
     value = str(vars.get("jupyter_password_hash") or "").strip()
     if value and not _ARGON2.fullmatch(value):
-        raise JupyterVarError(
-            "jupyter_password_hash", "is not an argon2 hash as produced by "
-            "jupyter_server.auth.passwd() (it must start with 'argon2:')",
-            "make one with: python3 -c 'from jupyter_server.auth import passwd; print(passwd())'")
+        if PLACEHOLDER in value:
+            problem = (f"is the example inventory's placeholder ({PLACEHOLDER}), not a hash; "
+                       "put your hash there, or remove the variable to log in with a token")
+        elif value.startswith("argon2:"):
+            problem = ("starts with 'argon2:' but is not a whole argon2 hash as produced by "
+                       "jupyter_server.auth.passwd() (argon2:$argon2id$v=..$m=..,t=..,p=.."
+                       "$SALT$HASH)")
+        else:
+            problem = ("is not an argon2 hash as produced by jupyter_server.auth.passwd() "
+                       "(it must start with 'argon2:')")
+        raise JupyterVarError("jupyter_password_hash", problem, f"make one with: {HASH_COMMAND}")
     return value
 
 

@@ -240,3 +240,16 @@ def test_cli_without_an_inventory_runs_on_this_machine(tmp_path: Path,
     result = gpuprov("run", "all", "--", "uname", "-s")
     assert result.code == 0, result.both
     assert result.stdout == f"localhost | rc=0 >>\n{os.uname().sysname}\n"
+
+
+def test_cli_login_options_are_the_other_commands(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # -u/--private-key come from common.connect_options: a missing key is
+    # refused before any connection, as for apply
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "inventory.yml").write_text(
+        "all:\n  hosts:\n    gpu1: {ansible_host: 127.0.0.1, ansible_port: 1}\n")
+    result = gpuprov("run", "gpu1", "-u", "ops", "--private-key", str(tmp_path / "nope"),
+                     "--", "true")
+    assert result.code == 1 and result.stdout == ""
+    assert "--private-key" in result.stderr and "does not exist" in result.stderr

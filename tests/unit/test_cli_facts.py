@@ -138,3 +138,9 @@ def test_disk_paths_render_data_dir_only_when_the_inventory_sets_it() -> None:
     assert disk_paths(Host("b", vars={"lab": "x", "data_dir": "/srv/{{ lab }}"})) == (
         "/", "/srv/x")
     assert disk_paths(Host("c", vars={"data_dir": "/"})) == ("/",)
+
+
+def test_inventory_by_option(inventory: Path) -> None:
+    result = gpuprov("facts", "-i", str(inventory), "-l", "h2", "--fact", "kernel")
+    assert result.code == 0, result.both
+    assert list(json.loads(result.stdout)) == ["h2"]

@@ -117,7 +117,9 @@ def test_tls_host_on_its_own_address_needs_no_tunnel(inventory: str) -> None:
     ("gpu-99", "error: no host 'gpu-99' in {inv}\n  hint: hosts: gpu-01, gpu-02, gpu-03, "
                "gpu-04, gpu-05\n"),
     ("gpu-04", "error: gpu-04: Jupyter is disabled there (jupyter_enabled: false)\n"),
-    ("gpu-05", "error: gpu-05: jupyter_bind_address: publishing Jupyter on a non-loopback "
+    # where the variable was set: the inventory's line of jupyter_bind_address
+    ("gpu-05", "error: {inv}:20: gpu-05: jupyter_bind_address: publishing Jupyter on a "
+               "non-loopback "
                "address needs TLS\n"),
 ])
 def test_unknown_disabled_or_misconfigured_host_is_one_clear_error(

@@ -5,6 +5,7 @@ host_notes() is what `gpuprov onboard` ends with for a host."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_help_lists_the_bundled_roles_commands_with_the_built_in_ones(project: Path) -> None:
     code, out, err = gpuprov("--help")
     assert (code, err) == (0, "")
-    listed = [line.split()[0] for line in out.split("Commands:\n")[1].splitlines() if line]
+    # one name per command; a long description goes on over indented lines
+    section = out.split("Commands:\n")[1].split("\n\n")[0]
+    listed = [line.split()[0] for line in section.splitlines() if re.match(r"  \S", line)]
     assert listed == sorted(listed)
     assert {"apply", "drift-check", "verify", "onboard", "jupyter-url"} <= set(listed)
     assert "  jupyter-url  How a researcher reaches JupyterLab on HOST" in out

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from gpuprov.cli.common import (
+    become_pass_option,
     connect_options,
     forks_option,
     guarded,
@@ -40,17 +41,16 @@ class _AdhocCommand(click.Command):
                                    "(gpuprov run PATTERN -- COMMAND)", ctx) from None
 
 
-@click.command("run", cls=_AdhocCommand,
-               short_help="Run a command on the hosts PATTERN selects (ansible -a).")
+@click.command("run", cls=_AdhocCommand)
 @click.argument("pattern")
 @click.argument("command", nargs=-1, required=True)
-@click.option("-i", "--inventory", type=click.Path(dir_okay=False),
-              help="Inventory file (default: ./inventory.yml, else this machine).")
+# -i only: the positional argument is the pattern (common.inventory_argument has both)
+@click.option("-i", "--inventory", metavar="INVENTORY", type=click.Path(dir_okay=False),
+              help="The inventory file (default: ./inventory.yml, else this machine).")
 @click.option("-b", "--become", is_flag=True,
               help="Run the command as root (sudo; -K for a password). A host whose "
                    "inventory says become: false runs it as its login user.")
-@click.option("-K", "--ask-become-pass", is_flag=True,
-              help="Ask once for the sudo password (fed on stdin, never argv).")
+@become_pass_option
 @forks_option
 @connect_options
 @guarded

@@ -8,9 +8,11 @@ from typing import Any
 import click
 
 from gpuprov.cli.common import (
+    become_pass_option,
     connect_options,
     forks_option,
     guarded,
+    inventory_argument,
     load_target,
     run_options,
     split_csv,
@@ -30,9 +32,12 @@ def _fact_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
     return names
 
 
-_HELP = ("""Facts of each host as JSON, one round trip per host: OS, kernel, arch,
-init, Secure Boot, pending reboot, GPUs (nvidia-smi: name, memory, driver,
-CUDA), CPU, memory, disk, docker and containerd versions.
+_HELP = ("""Facts of each host as JSON, one round trip per host: OS, GPUs, CPU,
+memory, disk, container runtimes.
+
+All of them by default: OS, kernel, arch, init, Secure Boot, pending reboot,
+GPUs (nvidia-smi: name, memory, driver, CUDA), CPU, memory, disk, docker and
+containerd versions.
 
 \b
 Names for --fact:
@@ -42,16 +47,14 @@ Exit: 0 every host answered, 2 a host's answer could not be read, 4 a host
 unreachable (2 wins).""")
 
 
-@click.command(help=_HELP,
-               short_help="Facts of each host as JSON: OS, GPUs, CPU, memory, disk.")
-@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@click.command(help=_HELP)
+@inventory_argument
 @click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
 @click.option("--fact", "fact_names", multiple=True, callback=_fact_names, metavar="NAME",
               help=f"Only these facts (repeat, or a comma list): {_NAMES}. Default: all.")
 @forks_option
 @connect_options
-@click.option("-K", "--ask-become-pass", is_flag=True,
-              help="Ask once for the sudo password (fed on stdin, never argv).")
+@become_pass_option
 @guarded
 def facts(**opts: Any) -> int:
     target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)

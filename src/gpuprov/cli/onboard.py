@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from gpuprov.cli.common import guarded, stderr, stdout
+from gpuprov.cli.common import guarded, inventory_argument, stderr, stdout, timeout_option
 from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuprov.cli.role_commands import role_host_notes
 from gpuprov.connectors.hostkeys import STRICT
@@ -26,9 +26,11 @@ from gpuprov.engine.onboard import (
     stage,
 )
 from gpuprov.engine.verify import run_verify
+from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import Inventory
 from gpuprov.model.playbook import find_playbook, load_plays
 from gpuprov.model.vars import parse_extra_vars
+from gpuprov.model.yamlfile import close_names
 from gpuprov.output.progress import Progress
 from gpuprov.output.report import render_recap
 from gpuprov.output.verify import verify_rows, verify_table
@@ -36,8 +38,11 @@ from gpuprov.output.verify import verify_rows, verify_table
 
 @click.command()
 @click.argument("host")
-@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
-@click.option("-g", "--group", required=True, help="Inventory group: lab, cloud, cluster...")
+@inventory_argument
+@click.option("-g", "--group", required=True, help="Inventory group: lab, cloud, cluster... "
+              "(one the inventory has, unless --new-group).")
+@click.option("--new-group", is_flag=True, help="Create the group when the inventory has "
+              "none of that name.")
 @click.option("--address", help="IP or DNS name to reach it (default: HOST).")
 @click.option("--login-user", help="User for the first login (default: the inventory's user); "
               "e.g. ubuntu for a cloud image.")
@@ -53,6 +58,7 @@ from gpuprov.output.verify import verify_rows, verify_table
               "when there is no terminal to confirm it).")
 @click.option("--sudo", type=click.Choice(["nopasswd", "password"]), default="nopasswd",
               show_default=True, help="sudo rule for the admin user.")
+@timeout_option
 @click.option("-p", "--playbook", type=click.Path(exists=True, dir_okay=False))
 @click.option("-e", "--extra-vars", multiple=True)
 @click.option("--reboot", is_flag=True, help="Reboot if the new driver needs it, and wait.")
@@ -75,8 +81,11 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
         name=o["host"], group=o["group"], inventory=path, address=o["address"],
         login_user=o["login_user"], user=o["user"], key_file=o["key_file"],
         host_key_fingerprint=o["host_key_fingerprint"], sudo=o["sudo"], reboot=o["reboot"],
+        connect_timeout=o["timeout"],
         extra_vars=parse_extra_vars(o["extra_vars"]),
         confirm=(lambda q: click.confirm(q, err=True)) if sys.stdin.isatty() else None)
+    if path.is_file():
+        _known_group(Inventory.load(path), opts.group, o["new_group"])
     staged = stage(opts)
     if o["dry_run"]:
         out.print(staged.diff or f"{path}: {opts.name} is already in group {opts.group}",
@@ -88,7 +97,7 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
 
     out.print(f"1/5 first contact: {first_contact(staged.host, opts)}", markup=False)
     become = _password(o["ask_become_pass"], None, "sudo password")
-    problem = key_login_problem(staged.host, become)
+    problem = key_login_problem(staged.host, become, opts.connect_timeout)
     if problem is None:
         out.print("2/5 access: key login and sudo already work", markup=False)
     else:
@@ -102,7 +111,7 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
                                f"{host_result.unreachable or host_result.error or _errors(setup)}",
                                hint=None if opts.password else "log in with a password: -k "
                                "(asks once) or --password-file")
-        again = key_login_problem(staged.host, become)
+        again = key_login_problem(staged.host, become, opts.connect_timeout)
         if again is not None:
             raise OnboardError(f"{opts.name}: a new key login + sudo still fails after setting "
                                f"up access ({again}); the inventory was not changed")
@@ -122,7 +131,8 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     options = RunOptions(reboot=opts.reboot,
                          extra_vars={**opts.connection_vars(), **opts.extra_vars},
                          connect=ConnectOptions(host_key_checking=STRICT,
-                                                become_password=become))
+                                                become_password=become,
+                                                connect_timeout=opts.connect_timeout))
     book = find_playbook(o["playbook"])
     plays = load_plays(book)
     out.print(f"4/5 site playbook {book}", markup=False)
@@ -152,6 +162,19 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     for note in role_host_notes(plays, inventory, opts.name):
         out.print(note, markup=False)
     return EXIT_FAILED if any(r["status"] != "pass" for r in rows) else EXIT_OK
+
+
+def _known_group(inventory: Inventory, group: str, new_group: bool) -> None:
+    """A --group the inventory lacks is a typo more often than a plan: a new
+    group is made only when asked for (--new-group)."""
+    if group in inventory.groups or new_group:
+        return
+    near = close_names(group, inventory.groups)
+    raise GpuprovError(
+        f"{inventory.path}: no group {group!r} (groups: "
+        f"{', '.join(g for g in inventory.groups if g not in ('all', 'ungrouped')) or 'none'})",
+        hint=(f"did you mean {' or '.join(repr(n) for n in near)}? " if near else "")
+        + f"pass --new-group to create {group!r}")
 
 
 def _password(ask: bool, path: str | None, what: str) -> str | None:

@@ -23,6 +23,7 @@ from gpuprov.cli.common import (
     write_file,
 )
 from gpuprov.cli.exit_codes import EXIT_ERROR, apply_exit_code, drift_exit_code
+from gpuprov.cli.listing import list_or_check, listing_options
 from gpuprov.engine.executor import Executor
 from gpuprov.errors import GpuprovError
 from gpuprov.output.drift import drift_json, drift_prometheus, drift_table, drift_table_text
@@ -51,8 +52,9 @@ report_mode_option = click.option(
 
 @click.command()
 @common_options
-@click.option("--check", is_flag=True, help="Compute every change, run none of them.")
-@click.option("--diff", is_flag=True, help="Show a unified diff per changed file (secrets masked).")
+@click.option("-C", "--check", is_flag=True, help="Compute every change, run none of them.")
+@click.option("-D", "--diff", is_flag=True,
+              help="Show a unified diff per changed file (secrets masked).")
 @click.option("--serial", callback=serial_option,
               help="Batch size: a host count (5) or a share of the hosts (30%).")
 @click.option("--max-fail-percentage", type=click.FloatRange(0, 100),
@@ -64,9 +66,13 @@ report_mode_option = click.option(
 @report_mode_option
 @lock_timeout_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before changing this machine.")
+@listing_options
 @guarded
 def apply(**opts: Any) -> int:
     """Converge the hosts to the playbook's desired state."""
+    listed = list_or_check(opts)
+    if listed is not None:
+        return listed
     check_writable(opts["report_file"], "--report")
     target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
     if target.embedded and not opts["check"] and not opts["yes"]:
@@ -96,11 +102,17 @@ def apply(**opts: Any) -> int:
               default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the report to FILE (atomically) instead of stdout.")
+@click.option("-D", "--diff", is_flag=True, help="Show a unified diff per drifted file "
+              "after the table (secrets masked).")
 @report_mode_option
 @lock_timeout_option
+@listing_options
 @guarded
 def drift_check(**opts: Any) -> int:
     """What differs from the desired state, per host. Read-only."""
+    listed = list_or_check(opts)
+    if listed is not None:
+        return listed
     check_writable(opts["output"], "--output")
     target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
     options = run_options(opts, check=True, hosts=len(target.hosts))
@@ -110,9 +122,13 @@ def drift_check(**opts: Any) -> int:
     with progress or contextlib.nullcontext():
         run = Executor(target.inventory, target.plays, target.hosts, options,
                        progress).run("drift-check")
-    if opts["fmt"] == "table" and not opts["output"]:
+    to_stdout = opts["fmt"] == "table" and not opts["output"]
+    if to_stdout:
         drift_table(run, stdout())
-    else:
+    if opts["diff"] and (diffs := render_diffs(run)):
+        # after the table; beside a JSON or Prometheus report, on stderr, never inside it
+        click.echo(diffs, nl=False, err=not to_stdout)
+    if not to_stdout:
         if opts["fmt"] == "table":
             text = drift_table_text(run)
         else:

@@ -8,9 +8,11 @@ from typing import Any
 import click
 
 from gpuprov.cli.common import (
+    become_pass_option,
     connect_options,
     forks_option,
     guarded,
+    inventory_argument,
     load_target,
     lock_timeout_option,
     run_options,
@@ -24,7 +26,7 @@ from gpuprov.output.verify import verify_json, verify_rows, verify_table
 
 
 @click.command()
-@click.argument("inventory", required=False, type=click.Path(dir_okay=False))
+@inventory_argument
 @click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
 @click.option("-e", "--extra-vars", multiple=True,
               help="k=v, @file.yml or a YAML mapping, e.g. gpu_devices=0,1.")
@@ -32,7 +34,7 @@ from gpuprov.output.verify import verify_json, verify_rows, verify_table
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @connect_options
-@click.option("-K", "--ask-become-pass", is_flag=True)
+@become_pass_option
 @lock_timeout_option
 @guarded
 def verify(**opts: Any) -> int:

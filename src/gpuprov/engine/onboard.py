@@ -61,6 +61,8 @@ class OnboardOptions:
     confirm: Callable[[str], bool] | None = None
     sudo: str = "nopasswd"
     reboot: bool = False
+    #: -T: seconds a host may take to connect, or stay silent (ConnectOptions')
+    connect_timeout: float = 10.0
     extra_vars: dict[str, Any] = field(default_factory=dict, repr=False)  # -e can hold secrets
     progress: ProgressSink | None = None
 
@@ -129,7 +131,7 @@ def first_contact(host: Host, opts: OnboardOptions) -> str:
     this host, and a known_hosts entry written by someone else (or for an
     old machine at the same address) must not silence the check.
     """
-    conn = _ssh(host)
+    conn = _ssh(host, connect_timeout=opts.connect_timeout)
     key = conn.host_key()
     shown = f"{key.get_name()} {fingerprint(key)}"
     name = conn.target.known_name
@@ -163,9 +165,10 @@ def _fp(text: str) -> str:
 # ---------------------------------------------------------------------------
 # 2. access
 
-def key_login_problem(host: Host, become_password: str | None = None) -> str | None:
+def key_login_problem(host: Host, become_password: str | None = None,
+                      connect_timeout: float = 10.0) -> str | None:
     """None when a brand-new key-only login + sudo works; else why not."""
-    conn = _ssh(host, become_password=become_password)
+    conn = _ssh(host, become_password=become_password, connect_timeout=connect_timeout)
     try:
         conn.connect()
         res = conn.run("true", sudo=True)
@@ -205,7 +208,8 @@ def bootstrap(staged: Staged, opts: OnboardOptions) -> RunResult:
     options = RunOptions(
         extra_vars=extra,
         connect=ConnectOptions(host_key_checking=STRICT, ssh_password=opts.password,
-                               become_password=opts.become_password or opts.password))
+                               become_password=opts.become_password or opts.password,
+                               connect_timeout=opts.connect_timeout))
     return Executor(staged.inventory, load_named_plays(ACCESS_PLAYBOOK), [host], options,
                     opts.progress).run("apply")
 

@@ -82,37 +82,83 @@ class Inventory:
         """Hosts matching an Ansible --limit pattern, in inventory order."""
         return select(self, pattern, allow_empty=allow_empty)
 
-    def to_list_json(self, mask_secrets: bool = True) -> dict[str, Any]:
-        """The shape of `ansible-inventory --list` (secrets masked unless asked)."""
+    def to_list_json(self, mask_secrets: bool = True, only: list[str] | None = None,
+                     export: bool = False) -> dict[str, Any]:
+        """The shape of `ansible-inventory --list` (secrets masked unless asked):
+        `_meta.hostvars` (each host's merged vars), and per group the keys
+        `hosts`, `children` (and with `export`, its own `vars`) that are not
+        empty; a group left empty is left out, `all` never. `only`: these
+        hosts, and the groups that hold them (--limit)."""
+        kept = self._kept_groups(only)
         out: dict[str, Any] = {"_meta": {"hostvars": {}}}
         for host in self.hosts.values():
-            out["_meta"]["hostvars"][host.name] = (_masked_vars(host.vars) if mask_secrets
-                                                   else dict(host.vars))
+            if only is None or host.name in only:
+                out["_meta"]["hostvars"][host.name] = (_masked_vars(host.vars) if mask_secrets
+                                                       else dict(host.vars))
         for group in self.groups.values():
+            if group.name not in kept:
+                continue
             entry: dict[str, Any] = {}
-            if group.children:
-                entry["children"] = list(group.children)
-            if group.hosts and group.name != "all":
-                entry["hosts"] = list(group.hosts)
+            children = [c for c in group.children if c in kept]
+            if children:
+                entry["children"] = children
+            hosts = [h for h in group.hosts if only is None or h in only]
+            if hosts and group.name != "all":
+                entry["hosts"] = hosts
+            group_vars = {k: v for layer in group.vars for k, v in (layer or {}).items()}
+            if export and group_vars:
+                entry["vars"] = _masked_vars(group_vars) if mask_secrets else group_vars
             if entry or group.name == "all":
                 out[group.name] = entry
         return out
 
-    def graph(self, group: str = "all") -> str:
-        """The tree `ansible-inventory --graph` prints (children and hosts sorted)."""
+    def host_json(self, name: str) -> dict[str, Any]:
+        """One host's merged vars, secrets masked (`ansible-inventory --host`)."""
+        host = self.hosts.get(name)
+        if host is None:
+            where = self.path or "the inventory"
+            raise InventoryError(f"no host {name!r} in {where}",
+                                 hint=did_you_mean(name, self.hosts))
+        return _masked_vars(host.vars)
+
+    def _kept_groups(self, only: list[str] | None) -> set[str]:
+        """Groups that hold one of `only` (directly or through a child); all of them
+        when `only` is None. `all` is always kept."""
+        if only is None:
+            return set(self.groups)
+        wanted = set(only)
+        kept: set[str] = {"all"}
+
+        def holds(name: str, seen: frozenset[str]) -> bool:
+            group = self.groups[name]
+            # a child's hosts count for the parent; `seen` guards a cycle
+            found = bool(wanted & set(group.hosts)) | any(
+                [holds(c, seen | {name}) for c in group.children if c not in seen])
+            if found:
+                kept.add(name)
+            return found
+
+        holds("all", frozenset())
+        return kept
+
+    def graph(self, group: str = "all", only: list[str] | None = None) -> str:
+        """The tree `ansible-inventory --graph` prints (children and hosts sorted);
+        `only`: these hosts and the groups that hold them (--limit)."""
         if group not in self.groups:
             raise InventoryError(f"no group named {group!r}",
                                  hint=did_you_mean(group, self.groups))
+        kept = self._kept_groups(only)
         lines: list[str] = []
 
         def walk(name: str, depth: int) -> None:
             prefix = "  |" * depth + "--" if depth else ""
             lines.append(f"{prefix}@{name}:")
             g = self.groups[name]
-            for child in sorted(g.children):
+            for child in sorted(c for c in g.children if c in kept):
                 walk(child, depth + 1)
             if name != "all":
-                lines.extend("  |" * (depth + 1) + "--" + h for h in sorted(g.hosts))
+                lines.extend("  |" * (depth + 1) + "--" + h for h in sorted(g.hosts)
+                             if only is None or h in only)
 
         walk(group, 0)
         return "\n".join(lines)

@@ -94,6 +94,10 @@ class _Loader:
         if data is None:
             self.warnings.append(f"{self.file}: the inventory is empty")
             data = {}
+        if looks_like_playbook(data):
+            # the path leads the message as it was typed: that is what -p takes
+            raise InventoryError(f"{self.file} looks like a playbook, not an inventory: "
+                                 f"did you mean -p {self.file}?")
         if not isinstance(data, Mapping):
             raise InventoryError(f"an inventory must be a mapping with 'all:' at the top, "
                                  f"got {kind_of(data)}", self.file, getattr(data, "line", 1))
@@ -291,6 +295,17 @@ class _Loader:
                 seen.add(name)
                 todo.extend(self.groups[name].parents)
         return sorted(seen, key=lambda n: (self.groups[n].depth, n))
+
+
+def looks_like_playbook(data: Any) -> bool:
+    """A list of plays, or one play (roles:, or hosts: naming a pattern where an
+    inventory's hosts: would be a mapping): what a playbook given where the
+    inventory goes (`gpuprov apply site.yml`) looks like."""
+    if isinstance(data, list):
+        return bool(data) and isinstance(data[0], Mapping) and bool(
+            {"hosts", "roles", "tasks", "import_playbook"} & set(data[0]))
+    return isinstance(data, Mapping) and ("roles" in data or isinstance(data.get("hosts"),
+                                                                        str))
 
 
 def _vars_files(base: Path) -> dict[str, list[Path]]:

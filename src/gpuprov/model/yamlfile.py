@@ -38,6 +38,7 @@ __all__ = [
     "load_yaml",
     "load_yaml_string",
     "close_names",
+    "decode_text",
     "did_you_mean",
     "kind_of",
     "location",
@@ -128,12 +129,33 @@ def load_yaml(path: str | Path, error_cls: type[InventoryError] = InventoryError
     """Load one YAML document from `path`; None for an empty file."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise error_cls("file not found", name) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise error_cls(f"cannot read file: {e}", name) from None
-    return load_yaml_string(text, name, error_cls)
+    except OSError as e:
+        raise error_cls(f"cannot read file: {e.strerror or e}", name) from None
+    return load_yaml_string(decode_text(data, name, error_cls), name, error_cls)
+
+
+def decode_text(data: bytes, name: str,
+                error_cls: type[InventoryError] = InventoryError) -> str:
+    """A YAML file's bytes as text; a binary or non-UTF-8 file is refused
+    naming the line and byte offset of the first bad byte (a codec error
+    names neither)."""
+    nul = data.find(b"\0")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.start if nul < 0 else min(nul, e.start)
+    else:
+        if nul < 0:
+            return text
+        bad = nul
+    line = data.count(b"\n", 0, bad) + 1
+    what = "a NUL byte" if bad == nul else f"byte 0x{data[bad]:02x}, not UTF-8"
+    raise error_cls(f"not a text file: {what} at byte offset {bad}", name, line,
+                    hint="is this the right file? YAML files must be UTF-8 text "
+                         "(re-save it as UTF-8, e.g. iconv -t UTF-8)")
 
 
 def load_yaml_string(text: str, name: str = "<string>",
