@@ -213,7 +213,9 @@ def test_apply_exits_2_when_a_task_fails_and_the_other_hosts_still_converge(
         project: Project) -> None:
     result = project.run("apply", "-e", '{"fail_on": ["h2"]}')
     assert result.code == 2, result.both
-    assert "h2: role greet: told to fail on this host by fail_on" in result.both
+    # the host's name once, not again in its own message (issue 17)
+    assert "h2 | failed | role greet: told to fail on this host by fail_on" in result.both
+    assert "failed h2\n    role greet: told to fail on this host by fail_on" in result.both
     assert not project.file("h2").exists()
     assert project.file("h1").read_text() == project.file("h3").read_text() == "hello\n"
 
@@ -223,7 +225,9 @@ def test_apply_exits_4_when_a_host_is_unreachable(project: Project,
     inventory = with_unreachable_host(project)
     result = project.run("apply", inventory=inventory)
     assert result.code == 4, result.both
-    assert "dead: unreachable (refused)" in result.both
+    # the host's name once, not again in its own message (issue 17)
+    assert "dead | unreachable | refused: " in result.both
+    assert "unreachable dead\n    refused: " in result.both
     # issue 15: nothing listens there, so the refusal is final at once (was: retried 5x)
     assert no_backoff == [], "a refused first connect was retried"
     assert project.file("h1").read_text() == "hello\n"  # the reachable host converged

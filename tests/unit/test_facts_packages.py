@@ -7,11 +7,14 @@ import fcntl
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from gpuprov.facts.apt import (
+    APT_LISTS,
+    APT_UPDATE_STAMP,
     AptCacheAge,
     AptCandidates,
     AptKeyring,
@@ -118,6 +121,33 @@ def test_keyring_and_cache_age() -> None:
     assert AptCacheAge().process(
         "1760430000 1760426400 /var/lib/apt/periodic/update-success-stamp\n", 0) == 3600
     assert AptCacheAge().process("", 0) is None
+
+
+def _cache_age_in(root: Path) -> int | None:
+    """AptCacheAge's own script, run against a lists dir and stamp under `root`."""
+    script = AptCacheAge().command().shell()
+    script = script.replace(APT_LISTS, str(root / "lists"))
+    script = script.replace(APT_UPDATE_STAMP, str(root / "update-success-stamp"))
+    out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, check=True)
+    return AptCacheAge().process(out.stdout, 0)
+
+
+def test_cache_age_counts_only_lists_that_hold_an_update(tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    (lists / "partial").mkdir(parents=True)
+    stamp = tmp_path / "update-success-stamp"
+    stamp.touch()
+    # a fresh stamp and directory, but the lists were cleared (as images do): never updated
+    assert _cache_age_in(tmp_path) is None
+    (lists / "10.0.0.1:8080_archive_._Packages").touch()
+    old = time.time() - 7200
+    os.utime(stamp, (old, old))
+    assert 7190 <= (_cache_age_in(tmp_path) or 0) <= 7300   # the stamp, not the lists' time
+    stamp.unlink()
+    assert (_cache_age_in(tmp_path) or 0) < 60               # no stamp: the lists directory
+    (lists / "10.0.0.1:8080_archive_._Packages").unlink()
+    (lists / "deb.debian.org_debian_dists_bookworm_InRelease").touch()
+    assert _cache_age_in(tmp_path) is not None
 
 
 def test_rpm_packages_rhel9() -> None:

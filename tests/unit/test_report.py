@@ -96,18 +96,23 @@ def test_plain_progress_prints_only_events_that_matter() -> None:
     console, buf = plain_console()
     with Progress(console) as progress:
         replay(progress, make_run())
-    fail_lines = ["    " + ln for ln in FAIL_ERROR.splitlines()]
+    # the host's name once, at the start of the line, not again in its own error
+    fail_lines = ["    " + ln for ln in FAIL_ERROR.removeprefix("bad-1: ").splitlines()]
     assert buf.getvalue().splitlines() == [
+        "ok-1 | started site",
         "ok-1 | done: 1 ok, 0 changed, 1 skipped (1.2s)",
+        "chg-1 | started site",
         "chg-1 | changed | docker: daemon.json — update daemon.json",
         "chg-1 | changed | jupyter: password — set the jupyter password",
         "chg-1 | changed | jupyter: password — install nvidia-driver-580"
         " (unknown: depends on the NVIDIA apt repo)",
         "chg-1 | done: 1 ok, 2 changed, reboot pending (2.5s)",
+        "bad-1 | started site",
         "bad-1 | failed | nvidia_driver: package nvidia-driver-580",
         *fail_lines,
         "bad-1 | done: 1 ok, 0 changed, 1 failed (3.0s)",
-        "gone-1 | unreachable | gone-1: unreachable (timeout): no answer after 10s",
+        "gone-1 | started site",
+        "gone-1 | unreachable | timeout: no answer after 10s",
         "      hint: is the host up?",
     ]
 
@@ -195,9 +200,10 @@ def test_live_progress_from_threads() -> None:
     assert cells["changed"] == ["0", "2", "0", "0"]
     assert cells["failed"] == ["0", "0", "1", "0"]
     out = buf.getvalue()
-    # Failures (and with -v changes) are printed above the table; diffs wait
-    # for render_diffs(), they would scroll the table away.
-    assert "package nvidia-driver-580" in out and "exit code: 100" in out
+    # With -v changes are printed above the table; a failure is a row's state
+    # and its error waits for the recap (once, in full); diffs wait for
+    # render_diffs(), they would scroll the table away.
+    assert "exit code: 100" not in out and "hint: is the host up?" not in out
     assert "docker: daemon.json — update daemon.json" in out
     assert "+++ /etc/docker/daemon.json" not in out
     assert SECRET not in out
@@ -250,40 +256,49 @@ def row_of(text: str, host: str) -> list[str]:
 
 
 def test_recap_rows_and_errors() -> None:
+    # One plain line per host (Ansible's PLAY RECAP), no more a table: a
+    # table is cut to 80 columns in a pipe and folds host names (issue 17).
     run = make_run()
     run.aborted = "max fail percentage 20% reached"
     text = recap_text(run)
-    header = row_of(text, "host")
-    assert header == ["host", "ok", "changed", "failed", "unreachable", "skipped", "reboot",
-                      "pending", "time", "(s)"]
-    assert row_of(text, "ok-1") == ["ok-1", "1", "0", "0", "1", "1.2"]
-    assert row_of(text, "chg-1") == ["chg-1", "1", "2", "0", "0", "yes", "2.5"]
-    assert row_of(text, "bad-1") == ["bad-1", "1", "0", "1", "0", "3.0"]
-    assert row_of(text, "gone-1") == ["gone-1", "0", "0", "0", "yes", "0", "10.0"]
+    assert text.splitlines()[0] == "gpuprov apply recap"
+    assert row_of(text, "ok-1") == ["ok-1", "ok=1", "changed=0", "failed=0", "unreachable=0",
+                                    "skipped=1", "1.2s"]
+    assert row_of(text, "chg-1") == ["chg-1", "ok=1", "changed=2", "failed=0", "unreachable=0",
+                                     "skipped=0", "2.5s", "reboot", "pending"]
+    assert row_of(text, "bad-1") == ["bad-1", "ok=1", "changed=0", "failed=1", "unreachable=0",
+                                     "skipped=0", "3.0s"]
+    assert row_of(text, "gone-1") == ["gone-1", "ok=0", "changed=0", "failed=0",
+                                      "unreachable=1", "skipped=0", "10.0s"]
     assert "4 hosts, 1 changed, 1 failed, 1 unreachable in 12.5s" in text
     # The full error: command, exit code and stderr tail, markup kept literal.
     assert "command: apt-get install -y x" in text
     assert "exit code: 100" in text
     assert "E: [bold]no[/bold] such thing" in text
-    assert "gone-1: unreachable (timeout): no answer after 10s" in text
+    # under the host's name, said once: not again inside its own message
+    assert "unreachable gone-1\n    timeout: no answer after 10s\n      hint: is the host up?\n" \
+        in text
+    assert "failed bad-1\n    task 'package nvidia-driver-580' failed\n" in text
+    assert text.count("gone-1") == 2 and text.count("bad-1") == 2
     assert "reboot needed, not done: chg-1" in text
     assert "run aborted: max fail percentage 20% reached" in text
     assert SECRET not in text
 
 
-def test_recap_verbose_adds_connection_columns() -> None:
+def test_recap_verbose_adds_connections_and_round_trips() -> None:
     text = recap_text(make_run(), verbose=1)
-    assert "round trips" in text and "connections" in text
-    assert row_of(text, "chg-1")[-2:] == ["1", "7"]
-    assert "round trips" not in recap_text(make_run())
+    assert row_of(text, "chg-1")[-8:] == ["2.5s", "1", "connection,", "7", "round", "trips",
+                                          "reboot", "pending"]
+    assert "round trip" not in recap_text(make_run())
 
 
 def test_recap_counts_a_host_error_as_failed() -> None:
     run = RunResult("apply", check=False)
     run.host("h").error = "h: facts script failed"
     text = recap_text(run)
-    assert row_of(text, "h")[:4] == ["h", "0", "0", "1"]
-    assert "h: facts script failed" in text
+    assert row_of(text, "h")[:4] == ["h", "ok=0", "changed=0", "failed=1"]
+    assert "failed h\n    facts script failed\n" in text
+    assert "1 host, 0 changed, 1 failed, 0 unreachable" in text
 
 
 # -- diffs --------------------------------------------------------------------------

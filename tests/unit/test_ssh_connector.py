@@ -16,7 +16,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from gpuprov.command import Command, Secret
+from gpuprov.command import MASK, Command, Secret
 from gpuprov.connectors import ssh as ssh_mod
 from gpuprov.connectors.base import Become
 from gpuprov.connectors.hostkeys import fingerprint
@@ -54,6 +54,19 @@ def test_commands_get_sh_semantics_and_secrets_are_masked(sshd, key_file, known_
     assert result.stdout == "a b|it's|hunter2|"
     assert "hunter2" not in result.command and "********" in result.command
     assert sshd.commands[-1].startswith("sh -c ")
+
+
+def test_trace_is_told_each_command_as_displayed(sshd, key_file, known_hosts) -> None:
+    # -vv (issue 17): the connector tells a callable, and needs nothing above it
+    told: list[tuple[str, int | None, str, str]] = []
+    with make(sshd, key_file, known_hosts) as conn:
+        conn.trace = lambda *event: told.append(event)
+        conn.run(Command("printf", "%s", Secret("hunter2")))
+        conn.run("echo err >&2; exit 3")
+        trips = conn.stats.round_trips
+    assert told == [(f"printf %s {MASK}", 0, "hunter2", ""),
+                    ("echo err >&2; exit 3", 3, "", "err\n")]
+    assert trips == 2
 
 
 def test_stdin_streaming_of_megabytes(sshd, key_file, known_hosts) -> None:

@@ -341,7 +341,9 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         forks_option,
         connect_options,
         become_pass_option,
-        click.option("-v", "--verbose", count=True, help="More detail: ok tasks, round trips."),
+        click.option("-v", "--verbose", count=True, help="More detail: -v ok tasks and round "
+                     "trips, -vv each command run, -vvv facts scripts and raw output "
+                     "(secrets masked)."),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)

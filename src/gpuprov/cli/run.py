@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -85,6 +86,9 @@ def apply(**opts: Any) -> int:
     options = run_options(opts, check=opts["check"], hosts=len(target.hosts))
     console = stdout()
     with Progress(console, verbose=opts["verbose"], diff=opts["diff"]) as progress:
+        options.trace = progress if opts["verbose"] >= 2 else None
+        options.connect = replace(options.connect, confirm_host_key=progress.asking(
+            options.connect.confirm_host_key))
         run = Executor(target.inventory, target.plays, target.hosts, options,
                        progress).run("check" if opts["check"] else "apply")
     if opts["diff"] and console.is_terminal:
@@ -117,8 +121,14 @@ def drift_check(**opts: Any) -> int:
     target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
     options = run_options(opts, check=True, hosts=len(target.hosts))
     err = stderr()
-    # Progress only for a person at a terminal; cron and monitors get the report alone.
-    progress = Progress(err, verbose=opts["verbose"]) if err.is_terminal else None
+    # Progress only for a person at a terminal, or asked for (-vv: the commands, on
+    # stderr); cron and monitors get the report alone.
+    progress = (Progress(err, verbose=opts["verbose"])
+                if err.is_terminal or opts["verbose"] >= 2 else None)
+    options.trace = progress if opts["verbose"] >= 2 else None
+    if progress is not None:
+        options.connect = replace(options.connect, confirm_host_key=progress.asking(
+            options.connect.confirm_host_key))
     with progress or contextlib.nullcontext():
         run = Executor(target.inventory, target.plays, target.hosts, options,
                        progress).run("drift-check")

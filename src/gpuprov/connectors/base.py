@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -60,12 +61,32 @@ class Session:
     known_host_key_types: tuple[str, ...] = ()
 
 
+#: told of each command a connector ran, for -vv: the command as displayed
+#: (secrets masked), its exit code (None: held open, still running), stdout, stderr
+Trace = Callable[[str, int | None, str, str], None]
+
+
 class Connector(ABC):
     """One long-lived connection to one host."""
 
     def __init__(self, host_name: str) -> None:
         self.host_name = host_name
         self.stats = ConnectionStats()
+        #: set by whoever shows the commands (the engine, for -vv); a callable,
+        #: so this layer needs nothing of the layers that print
+        self.trace: Trace | None = None
+
+    def _ran(self, display: str, ran: tuple[int, str, str]) -> tuple[int, str, str]:
+        """`ran` (exit code, stdout, stderr), the trace (if any) told of it."""
+        if self.trace is not None:
+            self.trace(display, *ran)
+        return ran
+
+    def _started(self, display: str, held: Held) -> Held:
+        """`held`, the trace (if any) told of it: a command still running."""
+        if self.trace is not None:
+            self.trace(display, None, "", "")
+        return held
 
     @abstractmethod
     def connect(self, *, expect_refusal: bool = False) -> None:

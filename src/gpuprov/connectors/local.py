@@ -59,13 +59,14 @@ class LocalConnector(Connector):
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:
         self.connect()
         shell, display = split_command(command)
-        code, out, err = self._sudo.run(
-            shell, sudo, stdin, lambda line, chunks: self._execute(line, chunks, timeout))
+        code, out, err = self._ran(display, self._sudo.run(
+            shell, sudo, stdin, lambda line, chunks: self._execute(line, chunks, timeout)))
         return CommandResult(display, code, out, err)
 
     def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
         self.connect()
-        return self._sudo.hold(command.shell(), sudo, stdin, self._hold)
+        return self._started(command.display(),
+                             self._sudo.hold(command.shell(), sudo, stdin, self._hold))
 
     def _hold(self, line: str, prefix: bytes) -> Held:
         self.stats.round_trips += 1
@@ -80,7 +81,7 @@ class LocalConnector(Connector):
         return _HeldProcess(proc)
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
-        return self._execute(line, iter_stdin(None, stdin), timeout=30)
+        return self._ran("(sudo check)", self._execute(line, iter_stdin(None, stdin), timeout=30))
 
     def _execute(self, line: str, chunks: Iterator[bytes],
                  timeout: float | None) -> tuple[int, str, str]:

@@ -356,6 +356,7 @@ class SshConnector(Connector):
         # A connector of its own: new transport, agent and sudo probe (proving
         # sudo still works over a new login is the point).
         fresh = SshConnector(self.settings, self.route)
+        fresh.trace = self.trace
         try:
             # retries with backoff: sshd refuses briefly after a reload
             fresh.connect(expect_refusal=True)
@@ -371,18 +372,19 @@ class SshConnector(Connector):
             stdin: bytes | BinaryIO | None = None, timeout: float | None = None) -> CommandResult:
         """Run a command; a timeout gives exit code 124 (see sudo.TIMEOUT_EXIT_CODE)."""
         shell, display = split_command(command)
-        code, out, err = self._sudo.run(
+        code, out, err = self._ran(display, self._sudo.run(
             shell, sudo, stdin, lambda line, chunks: self._channels.execute(
-                self._live_transport(), line, display, chunks, timeout))
+                self._live_transport(), line, display, chunks, timeout)))
         return CommandResult(display, code, out, err)
 
     def hold(self, command: Command, *, sudo: bool = False, stdin: bytes = b"") -> Held:
-        return self._sudo.hold(command.shell(), sudo, stdin, lambda line, data: (
-            self._channels.hold(self._live_transport(), line, command.display(), data)))
+        return self._started(command.display(), self._sudo.hold(
+            command.shell(), sudo, stdin, lambda line, data: self._channels.hold(
+                self._live_transport(), line, command.display(), data)))
 
     def _exec_raw(self, line: str, stdin: bytes) -> tuple[int, str, str]:
-        return self._channels.execute(self._live_transport(), line, "(sudo check)",
-                                      iter_stdin(None, stdin), timeout=30)
+        return self._ran("(sudo check)", self._channels.execute(
+            self._live_transport(), line, "(sudo check)", iter_stdin(None, stdin), timeout=30))
 
     def _live_transport(self) -> paramiko.Transport:
         with self._lock:

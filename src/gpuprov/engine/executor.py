@@ -30,6 +30,7 @@ from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult, p
 from gpuprov.engine.roles import Role, load_role
 from gpuprov.engine.runlocks import RunLocks
 from gpuprov.engine.selection import check_tags, reboot_policy, role_selected, verify_skipped
+from gpuprov.engine.trace import CommandSink, HostTrace, trace_host
 from gpuprov.errors import GpuprovError, UnreachableHost
 from gpuprov.model.inventory import Host, Inventory
 from gpuprov.model.playbook import REBOOT_IF_NEEDED, Play
@@ -63,6 +64,8 @@ class RunOptions:
     profile: bool = False                     # -v: time each probe inside the facts script
     #: where each host's last asked facts are kept (engine/prefetch.py); None: nowhere
     fact_plans: Path | None = None
+    #: -vv: told of every command run and facts script sent (engine/trace.py)
+    trace: CommandSink | None = None
 
 
 ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
@@ -80,6 +83,7 @@ class Executor:
         self.progress = progress
         self._factory = connector_factory
         self._connectors: dict[str, Connector] = {}
+        self._traces: dict[str, HostTrace] = {}
         #: each host's facts, shared by its plays (a change invalidates what it alters)
         self._host_facts: dict[str, HostFacts] = {}
         self._changed: set[str] = set()  # hosts where a play changed something
@@ -184,6 +188,8 @@ class Executor:
             roles, skipped = self._role_runs(play, host)
             secrets = self._secrets(host, roles)
             connector = self._connector(host)
+            if host.name in self._traces:
+                self._traces[host.name].secrets |= secrets
             before = connector.stats.connections
             started = time.monotonic()
             connector.connect()
@@ -275,7 +281,11 @@ class Executor:
 
     def _facts_of(self, host: Host, connector: Connector) -> HostFacts:
         with self._lock:
-            return self._host_facts.setdefault(host.name, HostFacts(host.name, connector))
+            if host.name not in self._host_facts:
+                trace = self._traces.get(host.name)
+                self._host_facts[host.name] = HostFacts(
+                    host.name, connector, trace=trace.facts if trace else None)
+            return self._host_facts[host.name]
 
     def _secrets(self, host: Host, roles: list[RoleRun]) -> set[str]:
         """The host's known secret values, which no output may show: its secret
@@ -341,7 +351,11 @@ class Executor:
     def _connector(self, host: Host) -> Connector:
         with self._lock:
             if host.name not in self._connectors:
-                self._connectors[host.name] = self._factory(host, self.options.connect)
+                connector = self._connectors[host.name] = self._factory(host,
+                                                                        self.options.connect)
+                if self.options.trace is not None:
+                    self._traces[host.name] = trace_host(self.options.trace, host.name,
+                                                         connector)
             return self._connectors[host.name]
 
     def close(self) -> None:

@@ -42,6 +42,9 @@ class HostFacts:
     #: record what is asked (not what is prefetched): the next run's first batch
     learning: bool = True
     asked: dict[Fact[Any], None] = field(default_factory=dict)
+    #: -vvv: told of each script sent, and of its output where no command's
+    #: trace shows it (read with the run lock); engine/trace.py
+    trace: Callable[[str, str | None], None] | None = None
 
     def gather(self, facts: Iterable[Fact[Any]], why: str = "") -> None:
         """Answer every given fact not known yet, in ONE round trip."""
@@ -77,9 +80,13 @@ class HostFacts:
         timings: dict[Fact[Any], float] = {}
         output: str | None = None
         try:
+            if self.trace is not None and strict:
+                self.trace(script, None)  # its output: the connector's trace of `sh -s`
             output = send(script, sudo, marker)
             if output is None:
                 return
+            if self.trace is not None and not strict:
+                self.trace(script, output)
             try:
                 self.values.update(parse_batch(wanted, output, marker, timings,
                                                lenient=not strict))

@@ -331,18 +331,29 @@ class AptKeyring(Fact["str | None"]):
         return output.split()[0] if exit_code == 0 and output.strip() else None
 
 
+APT_LISTS = "/var/lib/apt/lists"
+APT_UPDATE_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+
+
 @dataclass(frozen=True)
 class AptCacheAge(Fact["int | None"]):
     """Seconds since the last successful `apt-get update`; None if never.
 
     apt's own hook touches update-success-stamp after every successful
     update (Debian and Ubuntu ship it); without it, the lists directory.
+    Lists with no Release or Packages file count as never updated, whatever
+    the stamp or the directory's time say: images clear the lists after
+    their own update, and a "fresh" empty cache made a package look missing
+    (the kernel headers on a new host in `apply --check`).
     """
 
     def command(self) -> Command:
         return Command.script(
-            "for f in /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists; do "
-            "if [ -e \"$f\" ]; then echo \"$(date +%s) $(stat -c %Y \"$f\") $f\"; break; fi; done")
+            f"for f in {APT_LISTS}/*Release {APT_LISTS}/*_Packages*; do "
+            "if [ -e \"$f\" ]; then "
+            f"for f in {APT_UPDATE_STAMP} {APT_LISTS}; do "
+            "if [ -e \"$f\" ]; then echo \"$(date +%s) $(stat -c %Y \"$f\") $f\"; break; fi; "
+            "done; break; fi; done")
 
     def process(self, output: str, exit_code: int) -> int | None:
         parts = output.split()

@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 import gpuprov
@@ -64,67 +63,100 @@ def host_errors(host: HostResult) -> list[str]:
 
 # -- recap ----------------------------------------------------------------------
 
-def _count_cell(n: int, style: str) -> Text:
-    # Zero stays unstyled so the eye goes to the columns that matter.
-    return Text(str(n), style=style if n else "")
+def own_message(host: str, text: str) -> str:
+    """An error as said under its host's name: without the host's name in
+    front (errors carry it for logs), and "unreachable (refused): ..." as
+    "refused: ..." (the line it goes under says unreachable already)."""
+    text = text.removeprefix(f"{host}: ")
+    return _UNREACHABLE.sub(r"\1: ", text, count=1)
+
+
+_UNREACHABLE = re.compile(r"^unreachable \(([^)]*)\): ")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
-    """The table at the end of every run, then what a person must act on."""
-    table = Table(box=box.SIMPLE_HEAD, title=f"gpuprov {run.command} recap"
-                  + (" (check mode)" if run.check and run.command != "drift-check" else ""),
-                  title_justify="left")
-    table.add_column("host", overflow="fold")
-    for name in ("ok", "changed", "failed", "unreachable", "skipped"):
-        table.add_column(name, justify="right")
-    table.add_column("reboot pending", justify="center")
-    table.add_column("time (s)", justify="right")
-    if verbose >= 1:
-        table.add_column("connections", justify="right")
-        table.add_column("round trips", justify="right")
+    """The recap at the end of every run, then what a person must act on.
 
-    for h in run.hosts.values():
-        row: list[Text] = [
-            Text(h.host, style=_host_style(h)),
-            _count_cell(h.count(OK), "green"),
-            _count_cell(h.changed, "yellow"),
-            _count_cell(failed_count(h), "bold red"),
-            Text("yes", style="bold red") if h.unreachable else Text(""),
-            _count_cell(h.count(SKIPPED), "cyan"),
-            Text("yes", style="bold magenta") if h.reboot_pending else Text(""),
-            Text(f"{h.seconds:.1f}"),
-        ]
-        if verbose >= 1:
-            row += [Text(str(h.connections)), Text(str(h.round_trips))]
-        table.add_row(*row)
-    console.print(table)
-    console.print(_totals(run), soft_wrap=True)
+    One plain line per host, as Ansible's PLAY RECAP: a host name is never cut
+    or wrapped and a count never loses its name, whatever the terminal's width
+    or a pipe's; only the colours differ on a terminal."""
+    hosts = list(run.hosts.values())
+    console.print(Text(f"gpuprov {run.command} recap" + (
+        " (check mode)" if run.check and run.command != "drift-check" else ""),
+        style="bold"), soft_wrap=True)
+    name_width = max((len(h.host) for h in hosts), default=0)
+    rows = [_recap_counts(h) for h in hosts]
+    widths = {key: max(len(str(row[key][0])) for row in rows) for key in rows[0]} if rows else {}
+    counts = [_counts_text(h, row, widths, verbose) for h, row in zip(hosts, rows, strict=True)]
+    # A terminal would wrap a line too long at any character: then each host's
+    # counts go under its name instead (a pipe has no width: one line each).
+    apart = console.is_terminal and any(name_width + 2 + len(c) > console.width
+                                        for c in counts)
+    for h, text in zip(hosts, counts, strict=True):
+        name = Text(h.host if apart else h.host.ljust(name_width), style=_host_style(h))
+        line = Text.assemble(name, "\n    " if apart else "  ", text)
+        console.print(line, soft_wrap=True, highlight=False)
+    console.print(_totals(run), soft_wrap=True, highlight=False)
     if verbose >= 1:
-        for h in run.hosts.values():
+        for h in hosts:
             console.print(Text(profile_text(h)), soft_wrap=True, highlight=False, markup=False)
 
-    for h in run.hosts.values():
+    # Each error in full, once, under its host's name (said once too).
+    for h in hosts:
         if h.unreachable:
             console.print(Text.assemble(("unreachable ", "bold red"), (h.host, "bold")))
-            console.print(Text(indent(h.unreachable)), soft_wrap=True)
-    for h in run.hosts.values():
+            console.print(Text(indent(own_message(h.host, h.unreachable))), soft_wrap=True,
+                          highlight=False)
+    for h in hosts:
         if h.unreachable:
             continue
         for err in host_errors(h):
             console.print(Text.assemble(("failed ", "bold red"), (h.host, "bold")))
-            console.print(Text(indent(err)), soft_wrap=True)
-    pending = [h.host for h in run.hosts.values() if h.reboot_pending]
+            console.print(Text(indent(own_message(h.host, err))), soft_wrap=True,
+                          highlight=False)
+    pending = [h.host for h in hosts if h.reboot_pending]
     if pending:
         # Design: a reboot that is needed but not allowed must be said per host.
         console.print(Text.assemble(
             ("reboot needed, not done: ", "bold magenta"), ", ".join(pending),
             " (run again with --reboot, or reboot them yourself)"), soft_wrap=True)
-    for h in run.hosts.values():
+    for h in hosts:
         for warning in h.warnings:
             console.print(Text.assemble(("warning ", "yellow"), (h.host, "bold"), f": {warning}"),
                           soft_wrap=True)
     if run.aborted:
         console.print(Text.assemble(("run aborted: ", "bold red"), run.aborted), soft_wrap=True)
+    # The recap's last lines: the run's summary goes here (output/summary.py).
+
+
+def _counts_text(h: HostResult, row: dict[str, tuple[int, str]], widths: dict[str, int],
+                 verbose: int) -> Text:
+    """`ok=12 changed=0 ...  3.1s` of a recap line, each count padded to its column."""
+    text = Text()
+    for i, (key, (n, style)) in enumerate(row.items()):
+        text.append(" " if i else "")
+        text.append(f"{key}=")
+        # zero stays unstyled, so the eye goes to the counts that matter
+        text.append(str(n), style=style if n else "")
+        text.append(" " * (widths[key] - len(str(n))))
+    text.append(f"  {h.seconds:.1f}s")
+    if verbose >= 1:
+        text.append(f"  {plural(h.connections, 'connection')}, "
+                    f"{plural(h.round_trips, 'round trip')}")
+    if h.reboot_pending:
+        text.append("  reboot pending", style="bold magenta")
+    return text
+
+
+def _recap_counts(h: HostResult) -> dict[str, tuple[int, str]]:
+    return {"ok": (h.count(OK), "green"), "changed": (h.changed, "yellow"),
+            "failed": (failed_count(h), "bold red"),
+            "unreachable": (1 if h.unreachable else 0, "bold red"),
+            "skipped": (h.count(SKIPPED), "cyan")}
 
 
 def profile_text(h: HostResult) -> str:
@@ -152,7 +184,7 @@ def _totals(run: RunResult) -> Text:
     hosts = list(run.hosts.values())
     seconds = max(run.finished - run.started, 0.0) if run.finished else 0.0
     parts = [
-        f"{len(hosts)} hosts",
+        plural(len(hosts), "host"),
         f"{sum(1 for h in hosts if h.changed)} changed",
         f"{sum(1 for h in hosts if h.failed and not h.unreachable)} failed",
         f"{sum(1 for h in hosts if h.unreachable)} unreachable",
