@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gpuprov.facts.nvidia import PROC_DRIVER_VERSION, SYS_MODULE_VERSION, LoadedModule
+from gpuprov.facts.nvidia import (
+    PROC_DRIVER_VERSION,
+    SYS_MODULE_VERSION,
+    LoadedModule,
+    NvidiaSmi,
+)
 from tests.doubles.make_image_archive import make_image_archive
 
 DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
@@ -125,6 +131,22 @@ def test_nvidia_smi_query_csv(host: Host) -> None:
                                         "1, NVIDIA A100-SXM4-80GB, 580.95.05, 1, 81920, 0, 32"]
     bad = host.run("nvidia-smi", "--query-gpu=bogus", "--format=csv")
     assert bad.returncode == 2 and 'Field "bogus" is not a valid field' in bad.stdout
+
+
+def test_nvidia_smi_answers_the_query_gpuprov_facts_sends(host: Host) -> None:
+    # The exact arguments of NvidiaSmi's probe (`gpuprov facts`' gpu), and its banner grep.
+    host.driver("580.95.05", "580.95.05")
+    probe = NvidiaSmi().command().shell()
+    query = re.search(r"nvidia-smi (--query-gpu=\S+) (--format=\S+)", probe)
+    assert query is not None
+    answer = host.run("nvidia-smi", *query.groups())
+    banner = re.findall(r"CUDA Version: *[0-9.]*", host.run("nvidia-smi").stdout)
+    output = answer.stdout + f"@@gpuprov-nvidia-smi {answer.returncode}\n" + "\n".join(banner)
+    driver = NvidiaSmi().process(output, 0)
+    assert (driver.state, driver.version, driver.cuda_version) == ("ok", "580.95.05", "13.0")
+    assert [(g.index, g.name, g.memory_total_mib) for g in driver.gpus] == [
+        (0, "NVIDIA A100-SXM4-80GB", 81920), (1, "NVIDIA A100-SXM4-80GB", 81920)]
+    assert all(g.uuid.startswith("GPU-") for g in driver.gpus)
 
 
 def test_nvidia_smi_gpu_list_selection_and_visibility(host: Host) -> None:

@@ -164,7 +164,7 @@ def test_the_worst_wins_in_ansibles_order() -> None:
     assert host_code(drift=True) == EXIT_DRIFT and host_code() == EXIT_OK
 
 
-@pytest.mark.parametrize("command", ["apply", "drift-check", "verify", "facts", "onboard"])
+@pytest.mark.parametrize("command", ["apply", "drift-check", "verify", "facts", "onboard", "run"])
 def test_every_command_states_its_exit_codes_in_help(command: str) -> None:
     result = gpuprov(command, "--help")
     assert result.code == 0
@@ -420,7 +420,7 @@ def test_facts_exit_4_on_an_unreachable_host(project: Project) -> None:
 
 def test_facts_exit_2_when_a_hosts_facts_failed_also_beside_an_unreachable_one(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gpuprov.cli.info.collect_facts", lambda hosts, options: {
+    monkeypatch.setattr("gpuprov.cli.facts.collect_facts", lambda hosts, options, names: {
         "h1": {"unreachable": "no answer", "error": None},
         "h2": {"error": "internal error at x.py:1"}})
     assert gpuprov("facts", str(project.inventory)).code == EXIT_FAILED

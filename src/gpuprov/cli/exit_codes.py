@@ -35,7 +35,7 @@ MEANINGS: dict[str, dict[int, str | None]] = {
                     EXIT_DRIFT: "drift found"},
     "verify": {EXIT_OK: "every host passes", EXIT_FAILED: "a host failed verification",
                EXIT_DRIFT: None},
-    "facts": {EXIT_OK: "facts of every host", EXIT_FAILED: "a host's facts failed",
+    "facts": {EXIT_OK: "every host answered", EXIT_FAILED: "a host's answer could not be read",
               EXIT_DRIFT: None},
     "onboard": {EXIT_OK: "onboarded and verified", EXIT_FAILED: "the playbook or verify failed",
                 EXIT_DRIFT: None, EXIT_ERROR: "usage or input error, or a step before the "

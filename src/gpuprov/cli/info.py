@@ -1,4 +1,4 @@
-"""`gpuprov facts` and `gpuprov inventory`: what gpuprov sees, changing nothing."""
+"""`gpuprov inventory`: the inventory as gpuprov reads it, changing nothing."""
 
 from __future__ import annotations
 
@@ -7,35 +7,8 @@ from typing import Any
 
 import click
 
-from gpuprov.cli.common import (
-    become_pass_option,
-    connect_options,
-    forks_option,
-    guarded,
-    inventory_argument,
-    load_target,
-    run_options,
-)
-from gpuprov.cli.exit_codes import EXIT_OK, epilog, host_code, worst
-from gpuprov.engine.collect import collect_facts
-
-
-@click.command(epilog=epilog("facts"))
-@inventory_argument
-@click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
-@forks_option
-@connect_options
-@become_pass_option
-@guarded
-def facts(**opts: Any) -> int:
-    """System facts of each host as JSON (one round trip per host)."""
-    target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)
-    options = run_options({**opts, "tags": (), "skip_tags": (), "extra_vars": ()}, check=True,
-                          hosts=len(target.hosts))
-    data = collect_facts(target.hosts, options)
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
-    return worst(host_code(failed=bool(v.get("error")), unreachable=bool(v.get("unreachable")))
-                 for v in data.values())
+from gpuprov.cli.common import guarded, inventory_argument, load_target
+from gpuprov.cli.exit_codes import EXIT_OK
 
 
 @click.command("inventory")
