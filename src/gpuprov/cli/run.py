@@ -143,9 +143,14 @@ def drift_check(**opts: Any) -> int:
     options = run_options(opts, check=True, hosts=len(target.hosts))
     executor = Executor(target.inventory, target.plays, target.hosts, options)
     err = stderr()
-    # stderr: stdout is the report, which a machine format must have to itself
-    err.print(header("drift-check", target, options), soft_wrap=True, highlight=False,
-              markup=False)
+    to_stdout = opts["fmt"] == "table" and not opts["output"]
+    top = header("drift-check", target, options)
+    # The header opens a table (on stdout or in the file); beside a machine
+    # format it goes to stderr, and only for a person or -v: cron mails any
+    # stderr line.
+    if to_stdout or (opts["fmt"] != "table" and (err.is_terminal or opts["verbose"] >= 1)):
+        (stdout() if to_stdout else err).print(top, soft_wrap=True, highlight=False,
+                                               markup=False)
     # Progress only for a person at a terminal, or asked for (-vv: the commands, on
     # stderr); cron and monitors get the report alone.
     progress = (Progress(err, verbose=opts["verbose"])
@@ -158,7 +163,6 @@ def drift_check(**opts: Any) -> int:
     with progress or contextlib.nullcontext():
         run = executor.run("drift-check")
     outcome = drift_outcome(run)
-    to_stdout = opts["fmt"] == "table" and not opts["output"]
     if to_stdout:
         drift_table(run, stdout(), outcome)
     if opts["diff"] and (diffs := render_diffs(run)):
@@ -166,7 +170,7 @@ def drift_check(**opts: Any) -> int:
         click.echo(diffs, nl=False, err=not to_stdout)
     if not to_stdout:
         if opts["fmt"] == "table":
-            text = drift_table_text(run, outcome=outcome)
+            text = f"{top}\n{drift_table_text(run, outcome=outcome)}"
         elif opts["fmt"] == "json":
             text = drift_json(run, outcome)
         else:
