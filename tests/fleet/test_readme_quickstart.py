@@ -138,6 +138,6 @@ def test_command_one_then_the_quick_start_work_literally(
 
     prom = (clone / "gpuprov.prom").read_text()
     for host in hosts:
-        assert f'gpuprov_host_in_sync{{host="{host.name}"}} 1' in prom, prom
+        assert f'gpuprov_host_in_sync{{host="{host.name}"}} 1.0' in prom, prom
     assert (clone / "inventory.yml").read_text() == (clone / "inventory.example.yml").read_text()
 

@@ -304,9 +304,9 @@ def test_drift_check_names_host_and_resource_in_every_format(drifted: Project) -
     prom = drifted.run("drift-check", "--format", "prometheus")
     assert prom.code == 3, prom.both
     lines = prom.stdout.splitlines()
-    assert 'gpuprov_drift_resources{host="h1"} 1' in lines
-    assert 'gpuprov_drift_resources{host="h2"} 0' in lines
-    assert 'gpuprov_host_in_sync{host="h1"} 0' in lines
+    assert 'gpuprov_drift_resources{host="h1"} 1.0' in lines
+    assert 'gpuprov_drift_resources{host="h2"} 0.0' in lines
+    assert 'gpuprov_host_in_sync{host="h1"} 0.0' in lines
 
     assert snapshot(drifted.root) == before  # read-only: not even the drifted file
     assert drifted.file("h1").read_text() == "edited by hand\n"

@@ -319,10 +319,10 @@ def test_drift_check_json_and_prometheus_keep_stdout_clean_and_agree(project: Pr
     assert (data["exit_code"], data["status"]) == (2, "failed")
     assert last_line(table) == ("2 hosts: 0 in sync, 1 drifted (2 resources), 1 failed, "
                                 "0 unreachable -> exit 2 (failed)")
-    assert 'gpuprov_drift_check_hosts{status="failed"} 1' in prom.stdout
-    assert 'gpuprov_drift_check_hosts{status="drift"} 1' in prom.stdout
-    assert "gpuprov_drift_check_drifted_resources 2" in prom.stdout
-    assert 'gpuprov_drift_check_exit_code{status="failed"} 2' in prom.stdout
+    assert 'gpuprov_drift_check_hosts{status="failed"} 1.0' in prom.stdout
+    assert 'gpuprov_drift_check_hosts{status="drift"} 1.0' in prom.stdout
+    assert "gpuprov_drift_check_drifted_resources 2.0" in prom.stdout
+    assert 'gpuprov_drift_check_exit_code{status="failed"} 2.0' in prom.stdout
     assert not prom.stdout.startswith("drift-check") and prom.stdout.startswith("# HELP")
 
 

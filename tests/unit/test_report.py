@@ -492,5 +492,5 @@ def test_prometheus_label_escaping() -> None:
     run = RunResult("drift-check", check=True, started=5.0, finished=6.0)
     run.host(name)
     text = drift_prometheus(run)
-    assert 'gpuprov_host_in_sync{host="we\\"ird\\\\host\\nname"} 1\n' in text
+    assert 'gpuprov_host_in_sync{host="we\\"ird\\\\host\\nname"} 1.0\n' in text
     assert parse_prometheus(text)["gpuprov_host_in_sync"] == {name: 1}

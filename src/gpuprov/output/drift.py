@@ -14,10 +14,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.text import Text
 
 from gpuprov.engine.results import HostResult, RunResult, mask_json
+from gpuprov.output.prometheus import gauge, text
 from gpuprov.output.report import host_errors, indent
 from gpuprov.output.summary import (
     DRIFT,
@@ -147,12 +149,6 @@ def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _num(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return repr(round(float(value), 3))
-
-
 def drift_prometheus(run: RunResult, outcome: Outcome | None = None) -> str:
     """`--format prometheus`: a node_exporter textfile collector file; the run's
     counts and exit code as the table's summary line says them."""
@@ -160,39 +156,33 @@ def drift_prometheus(run: RunResult, outcome: Outcome | None = None) -> str:
     counts = drift_counts(run)
     by_status = {IN_SYNC: counts.ok, DRIFT: counts.changed, FAILED: counts.failed,
                  UNREACHABLE: counts.unreachable}
-    families: list[tuple[str, str, list[tuple[str, float]]]] = [
+    registry = CollectorRegistry()
+    per_host: list[tuple[str, str, list[tuple[HostResult, float | None]]]] = [
         ("gpuprov_drift_resources",
          "Resources that differ from the desired state (absent when unreachable).",
          # Unreachable: the count is unknown, so no sample rather than a false 0.
-         [(_host(h), len(drifted(h))) for h in hosts if not h.unreachable]),
+         [(h, None if h.unreachable else len(drifted(h))) for h in hosts]),
         ("gpuprov_host_in_sync", "1 if the host was checked and matches the desired state.",
-         [(_host(h), host_drift_status(h) == IN_SYNC) for h in hosts]),
+         [(h, host_drift_status(h) == IN_SYNC) for h in hosts]),
         ("gpuprov_host_unreachable", "1 if the host could not be reached.",
-         [(_host(h), bool(h.unreachable)) for h in hosts]),
+         [(h, bool(h.unreachable)) for h in hosts]),
         ("gpuprov_host_failed", "1 if checking the host failed.",
-         [(_host(h), host_drift_status(h) == FAILED) for h in hosts]),
+         [(h, host_drift_status(h) == FAILED) for h in hosts]),
         ("gpuprov_reboot_pending", "1 if the host needs a reboot that has not been done.",
-         [(_host(h), h.reboot_pending) for h in hosts]),
-        ("gpuprov_drift_check_hosts", "Hosts checked, by outcome.",
-         [(f'{{status="{status}"}}', n) for status, n in by_status.items()]),
-        ("gpuprov_drift_check_drifted_resources", "Resources that differ on the drifted hosts.",
-         [("", counts.resources)]),
-        ("gpuprov_drift_check_timestamp_seconds", "When the drift check finished (Unix time).",
-         [("", run.finished)]),
-        ("gpuprov_drift_check_duration_seconds", "How long the drift check took.",
-         [("", max(run.finished - run.started, 0.0))]),
+         [(h, h.reboot_pending) for h in hosts]),
     ]
+    for name, help_text, samples in per_host:
+        gauge(registry, name, help_text, [((h.host,), v) for h, v in samples], ["host"])
+    gauge(registry, "gpuprov_drift_check_hosts", "Hosts checked, by outcome.",
+          [((status,), n) for status, n in by_status.items()], ["status"])
+    gauge(registry, "gpuprov_drift_check_drifted_resources",
+          "Resources that differ on the drifted hosts.", [((), counts.resources)])
+    gauge(registry, "gpuprov_drift_check_timestamp_seconds",
+          "When the drift check finished (Unix time).", [((), run.finished)])
+    gauge(registry, "gpuprov_drift_check_duration_seconds", "How long the drift check took.",
+          [((), max(run.finished - run.started, 0.0))])
     if outcome is not None:
-        families.append(("gpuprov_drift_check_exit_code", "The exit code of gpuprov "
-                         "drift-check: 0 in sync, 2 a host failed, 3 drift, 4 unreachable.",
-                         [(f'{{status="{escape_label(outcome.status)}"}}', outcome.code)]))
-    out: list[str] = []
-    for name, help_text, samples in families:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} gauge")
-        out.extend(f"{name}{labels} {_num(value)}" for labels, value in samples)
-    return "\n".join(out) + "\n"
-
-
-def _host(host: HostResult) -> str:
-    return f'{{host="{escape_label(host.host)}"}}'
+        gauge(registry, "gpuprov_drift_check_exit_code", "The exit code of gpuprov "
+              "drift-check: 0 in sync, 2 a host failed, 3 drift, 4 unreachable.",
+              [((outcome.status,), outcome.code)], ["status"])
+    return text(registry)
