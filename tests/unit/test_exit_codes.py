@@ -184,9 +184,10 @@ def test_the_table_in_the_readme_is_the_one_in_exit_codes() -> None:
         if command not in cli.commands:
             continue
         meanings = dict(exit_codes.exit_code_table(command))
-        row = " | ".join(meanings.get(c, "—") for c in (0, 1, 2, 3, 4, 130))
+        row = " | ".join(meanings.get(c, "—") for c in (0, 1, 2, 3, 4, 5, 130))
         assert f"| `{command}` | {row} |" in readme, command
     assert "failed (2) > unreachable (4) > drift (3) > ok (0)" in " ".join(readme.split())
+    assert "unhealthy (5) > failed (2) > unreachable (4) > ok (0)" in " ".join(readme.split())
 
 
 # -- apply -----------------------------------------------------------------------------

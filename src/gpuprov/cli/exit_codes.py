@@ -4,28 +4,49 @@
 One meaning per code for every command: 0 ok (in sync), 1 a usage or input
 error (nothing ran), 2 a host failed (a task failed, a host could not be
 checked, a command failed), 3 drift (drift-check), 4 a host unreachable, 130
-interrupted. Several hosts, several outcomes: the worst wins, in Ansible's
-order: failed (2) > unreachable (4) > drift (3) > ok (0).
+interrupted, 5 unhealthy (status: an alert). Several hosts, several outcomes:
+the worst wins, in Ansible's order: failed (2) > unreachable (4) > drift (3) >
+ok (0); for status an alert comes first: unhealthy (5) > failed (2) >
+unreachable (4) > ok (0), as an alert is a known problem a pager must hear,
+where an unreachable host may be a network blip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+from gpuprov.engine.health import Alert
 from gpuprov.engine.results import FAILED as HOST_FAILED
 from gpuprov.engine.results import UNREACHABLE as HOST_UNREACHABLE
 from gpuprov.engine.results import RunResult
-from gpuprov.output.summary import DRIFT, FAILED, IN_SYNC, UNREACHABLE, Outcome, host_drift_status
+from gpuprov.output.status import FAILED as STATUS_FAILED
+from gpuprov.output.status import UNREACHABLE as STATUS_UNREACHABLE
+from gpuprov.output.status import host_state
+from gpuprov.output.summary import (
+    DRIFT,
+    FAILED,
+    HEALTHY,
+    IN_SYNC,
+    UNHEALTHY,
+    UNREACHABLE,
+    Outcome,
+    host_drift_status,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILED, EXIT_DRIFT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_UNHEALTHY = 5
 EXIT_INTERRUPTED = 130
 
 #: the worst first: a run's code is the first of these that one of its hosts has
 PRECEDENCE = (EXIT_FAILED, EXIT_UNREACHABLE, EXIT_DRIFT, EXIT_OK)
+#: a command whose order differs: status puts an alert above all
+PRECEDENCES = {"status": (EXIT_UNHEALTHY, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_OK)}
 
 #: the word for each code, in summary lines, JSON ("status") and Prometheus
 STATUS = {EXIT_OK: "ok", EXIT_ERROR: "error", EXIT_FAILED: FAILED, EXIT_DRIFT: DRIFT,
-          EXIT_UNREACHABLE: UNREACHABLE, EXIT_INTERRUPTED: "interrupted"}
+          EXIT_UNREACHABLE: UNREACHABLE, EXIT_UNHEALTHY: UNHEALTHY,
+          EXIT_INTERRUPTED: "interrupted"}
 
 #: what each code means for each command (None: the command never exits with it)
 MEANINGS: dict[str, dict[int, str | None]] = {
@@ -42,6 +63,8 @@ MEANINGS: dict[str, dict[int, str | None]] = {
                 "playbook stopped"},
     "run": {EXIT_OK: "the command exited 0 on every host",
             EXIT_FAILED: "the command failed on a host", EXIT_DRIFT: None},
+    "status": {EXIT_OK: "every host healthy", EXIT_FAILED: "a host's status could not be read",
+               EXIT_DRIFT: None, EXIT_UNHEALTHY: "unhealthy: an alert on a host"},
 }
 
 _COMMON = {EXIT_UNREACHABLE: "a host unreachable",
@@ -58,19 +81,22 @@ def exit_code_table(command: str) -> list[tuple[int, str]]:
 def epilog(command: str) -> str:
     """The exit codes for a command's --help (\\b: click keeps the lines as they are)."""
     codes = [c for c, _ in exit_code_table(command)]
-    worst = " > ".join(str(c) for c in PRECEDENCE if c in codes)
+    worst = " > ".join(str(c) for c in PRECEDENCES.get(command, PRECEDENCE) if c in codes)
     lines = [f"  {code:<3}  {meaning}" for code, meaning in exit_code_table(command)]
     return "\b\nExit codes (several hosts: the worst wins, " + worst + "):\n" + "\n".join(lines)
 
 
-def worst(codes: Iterable[int]) -> int:
-    """The code of several hosts' outcomes: failed > unreachable > drift > ok."""
+def worst(codes: Iterable[int], command: str | None = None) -> int:
+    """The code of several hosts' outcomes: failed > unreachable > drift > ok
+    (status: unhealthy > failed > unreachable > ok)."""
     found = set(codes)
-    return next((code for code in PRECEDENCE if code in found), EXIT_OK)
+    order = PRECEDENCES.get(command or "", PRECEDENCE)
+    return next((code for code in order if code in found), EXIT_OK)
 
 
 def outcome(code: int, command: str = "apply") -> Outcome:
-    word = IN_SYNC if command == "drift-check" and code == EXIT_OK else STATUS[code]
+    zero = {"drift-check": IN_SYNC, "status": HEALTHY}.get(command, STATUS[EXIT_OK])
+    word = zero if code == EXIT_OK else STATUS[code]
     return Outcome(code, word)
 
 
@@ -97,6 +123,15 @@ def apply_exit_code(run: RunResult) -> int:
 
 def drift_exit_code(run: RunResult) -> int:
     return drift_outcome(run).code
+
+
+def status_outcome(status: Mapping[str, Mapping[str, Any]],
+                   alerts: Mapping[str, list[Alert]]) -> Outcome:
+    """gpuprov status: unhealthy (an alert) > failed > unreachable > healthy."""
+    by_state = {HEALTHY: EXIT_OK, UNHEALTHY: EXIT_UNHEALTHY, STATUS_FAILED: EXIT_FAILED,
+                STATUS_UNREACHABLE: EXIT_UNREACHABLE}
+    codes = {by_state[host_state(data, alerts.get(name, []))] for name, data in status.items()}
+    return outcome(worst(codes, "status"), "status")
 
 
 def host_code(*, failed: bool = False, unreachable: bool = False, drift: bool = False) -> int:

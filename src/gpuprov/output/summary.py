@@ -28,6 +28,7 @@ from gpuprov.engine.results import (
 )
 
 IN_SYNC, DRIFT = "in_sync", "drift"
+HEALTHY, UNHEALTHY = "healthy", "unhealthy"     # gpuprov status
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Outcome:
     """A run's exit code and its word (cli/exit_codes.py decides both)."""
 
     code: int
-    status: str      # ok | in_sync | drift | failed | unreachable | error | interrupted
+    status: str      # ok | in_sync | healthy | drift | unhealthy | failed | ...
 
     def text(self) -> str:
         return f"exit {self.code} ({self.status.replace('_', ' ')})"

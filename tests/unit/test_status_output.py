@@ -1,0 +1,124 @@
+"""`gpuprov status` output: the table, JSON and Prometheus of the same data
+say the same states, alerts and exit code; what a host did not answer is
+shown as unknown, never as a value."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gpuprov.cli.exit_codes import status_outcome
+from gpuprov.engine.health import HealthRules, host_alerts
+from gpuprov.output.status import status_data, status_json, status_prometheus
+from gpuprov.output.status_table import age, status_table_text
+from tests.unit.status_data import host, unreachable
+
+NOW = 1765044000.0 + 365 * 86400 + 7200   # 2026-12-06T20:00Z: 2h after the last apply
+
+
+def fleet() -> dict[str, dict[str, Any]]:
+    data = {name: host(name) for name in ("gpu-01", "gpu-02", "gpu-03")}
+    data["gpu-02"]["gpus"][1]["temperature_c"] = 91.0
+    data["gpu-03"]["host_health"]["reboot_pending"] = True
+    data["gpu-04"] = unreachable("gpu-04")
+    return data
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_table_json_and_prometheus_agree() -> None:
+    data = fleet()
+    alerts = host_alerts(data, {})
+    outcome = status_outcome(data, alerts)
+    assert (outcome.code, outcome.status) == (5, "unhealthy")   # an alert beats unreachable
+    table = status_table_text(data, alerts, outcome, now=NOW)
+    doc = json.loads(status_json(data, alerts, outcome, now=NOW))
+    prom = samples(status_prometheus(data, alerts, outcome, now=NOW))
+    last = table.rstrip("\n").splitlines()[-1]
+    assert last == ("4 hosts: 2 healthy, 1 unhealthy (1 alert), 0 failed, 1 unreachable, "
+                    "1 warning -> exit 5 (unhealthy)")
+    assert doc["summary"] == {"hosts": 4, "healthy": 2, "unhealthy": 1, "failed": 0,
+                              "unreachable": 1, "alerts": 1, "warnings": 1}
+    assert (doc["exit_code"], doc["status"], doc["healthy"]) == (5, "unhealthy", False)
+    assert {h: v["status"] for h, v in doc["hosts"].items()} == {
+        "gpu-01": "healthy", "gpu-02": "unhealthy", "gpu-03": "healthy",
+        "gpu-04": "unreachable"}
+    message = "gpu-02 GPU 1: temperature 91 C >= 85 C (health_gpu_temperature_max)"
+    assert [a["message"] for a in doc["alerts"]] == [
+        message, "gpu-03: reboot pending (health_reboot_pending)"]
+    assert f"ALERT {message}" in table and "warning gpu-03: reboot pending" in table
+    for state, n in (("healthy", 2), ("unhealthy", 1), ("failed", 0), ("unreachable", 1)):
+        assert prom[("gpuprov_status_hosts", (("status", state),))] == n
+    assert prom[("gpuprov_status_exit_code", (("status", "unhealthy"),))] == 5
+    assert prom[("gpuprov_status_alert", (("gpu", "1"), ("host", "gpu-02"),
+                                          ("rule", "health_gpu_temperature_max")))] == 1
+    labels = (("gpu", "1"), ("host", "gpu-02"), ("model", "NVIDIA A100-SXM4-80GB"),
+              ("uuid", "GPU-00000001"))
+    assert prom[("gpuprov_status_gpu_temperature_celsius", labels)] == 91.0
+    assert prom[("gpuprov_status_gpu_memory_used_bytes", labels)] == 1200 * 1048576
+    assert prom[("gpuprov_status_host_up", (("host", "gpu-04"),))] == 0
+    assert prom[("gpuprov_status_host_healthy", (("host", "gpu-03"),))] == 1
+    assert prom[("gpuprov_status_reboot_pending", (("host", "gpu-03"),))] == 1
+    assert prom[("gpuprov_status_service_running", (("host", "gpu-01"),
+                                                    ("service", "docker")))] == 1
+    assert prom[("gpuprov_status_jupyter_http_status", (("host", "gpu-01"),))] == 403
+    # every GPU of the JSON is in the table and in Prometheus
+    for name, h in doc["hosts"].items():
+        for g in h["gpus"]:
+            assert prom[("gpuprov_status_gpu_utilization_percent",
+                         (("gpu", str(g["index"])), ("host", name),
+                          ("model", g["name"]), ("uuid", g["uuid"])))] == \
+                g["utilization_gpu_pct"]
+    assert table.count("NVIDIA A100-SXM4-80GB") == 6
+
+
+def test_what_a_host_did_not_answer_has_no_sample_and_shows_unknown() -> None:
+    data = {"h": host("h", gpus=1)}
+    data["h"]["gpus"][0].update(temperature_c=None, power_draw_w=None, power_limit_w=None,
+                                ecc_volatile_uncorrected=None)
+    data["h"]["host_health"]["data_dir_free_mib"] = None
+    data["gone"] = unreachable("gone")
+    alerts = host_alerts(data, {"h": HealthRules()})
+    text = status_prometheus(data, alerts, status_outcome(data, alerts))
+    names = {name for name, _ in samples(text)}
+    assert "gpuprov_status_gpu_temperature_celsius" not in names
+    assert "gpuprov_status_gpu_ecc_volatile_uncorrected" not in names
+    assert not any(dict(labels).get("host") == "gone" for name, labels in samples(text)
+                   if name not in ("gpuprov_status_host_up", "gpuprov_status_host_healthy",
+                                   "gpuprov_status_round_trips"))
+    table = status_table_text(data, alerts, now=NOW)
+    row = next(line for line in table.splitlines() if line.startswith("0 NVIDIA"))
+    assert row.split()[6:9] == ["-", "-", "-"]       # temp, power, ECC unknown
+    assert "gone  unreachable: timeout: no answer in 10s" in table
+    assert "/data - GiB free" in table
+
+
+def test_a_failed_host_is_2_and_a_healthy_fleet_0() -> None:
+    healthy = {"a": host("a"), "b": host("b")}
+    assert status_outcome(healthy, host_alerts(healthy, {})).code == 0
+    assert status_outcome(healthy, host_alerts(healthy, {})).status == "healthy"
+    broken = {**healthy, "c": {**host("c"), "error": "odd nvidia-smi output"},
+              "d": unreachable("d")}
+    alerts = host_alerts(broken, {})
+    outcome = status_outcome(broken, alerts)
+    assert (outcome.code, outcome.status) == (2, "failed")
+    assert status_data(broken, alerts, outcome)["summary"]["failed"] == 1
+
+
+def test_no_gpu_says_why_and_last_apply_age() -> None:
+    data = {"h": host("h", gpus=0, gpu_reason="nvidia-smi is not installed",
+                      last_apply={"time": "2026-12-06T18:00:00+00:00", "version": "0.1.0",
+                                  "gpu_count": None})}
+    now = 1765044000.0 + 365 * 86400 + 2 * 3600 + 5 * 60   # 2026-12-06T20:05Z
+    table = status_table_text(data, host_alerts(data, {}), now=now)
+    assert "no GPU: nvidia-smi is not installed" in table
+    assert "last apply: 2h 5m ago, gpuprov 0.1.0" in table
+    assert [age(s) for s in (42, 300, 7500, 93784)] == ["42s", "5m", "2h 5m", "1d 2h"]
