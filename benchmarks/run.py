@@ -6,8 +6,8 @@
     sudo .venv/bin/python benchmarks/run.py --hosts 16 --tools gpuprov --unreachable 2
 
 Brings up the fleet (tests/fleet), then per tool: every host reset to a fresh
-disk, a converge, two runs that must change nothing (gpuprov: two drift-checks
-too), each measured. Prints one table and writes it as JSON, with a profile,
+disk, a converge, two runs that must change nothing (gpuprov: a status and two
+drift-checks too), each measured. Prints one table and writes it as JSON, with a profile,
 to benchmarks/results/. See benchmarks/README.md for what each column means.
 """
 

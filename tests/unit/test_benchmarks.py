@@ -80,6 +80,24 @@ def test_gpuprov_verdict_from_its_reports(tmp_path: Path) -> None:
     assert not tool.judge("no-change 2", sample()).ok, "no report written"
 
 
+def test_status_is_measured_after_the_no_change_runs(tmp_path: Path) -> None:
+    tool = Gpuprov(None, [], tmp_path, None)
+    labels = [label for label, _ in tool.runs()]
+    assert labels.index("status") == labels.index("no-change 2") + 1
+    argv = dict(tool.runs())["status"]
+    assert argv[argv.index("-m") + 2:argv.index("-m") + 4] == ["status", "inventory.yml"]
+    hosts = {"a": {"reachable": True, "round_trips": 1},
+             "b": {"reachable": True, "round_trips": 1}}
+    (tmp_path / "status.json").write_text(json.dumps({"hosts": hosts}))
+    run = tool.judge("status", sample(rc=5))
+    assert (run.ok, run.changed, run.round_trips) == (True, 0, {"a": 1, "b": 1})
+    assert not tool.judge("status", sample(rc=2)).ok
+    hosts["b"] = {"reachable": False, "round_trips": 0}
+    (tmp_path / "status.json").write_text(json.dumps({"hosts": hosts}))
+    gone = tool.judge("status", sample())
+    assert not gone.ok and gone.note == "unreachable: b"
+
+
 def test_forks_reach_gpuprov_only_when_given() -> None:
     assert "--forks" not in Gpuprov(None, [], Path("."), None).runs()[0][1]
     argv = Gpuprov(None, [], Path("."), 32).runs()[-1][1]
