@@ -177,3 +177,28 @@ def test_help_states_the_exit_codes_and_the_rules() -> None:
     codes = [int(m) for m in re.findall(r"^\s+(\d+)\s{2,}\S", text, re.M)]
     assert codes == [0, 1, 2, 4, 5, 130]
     assert "health_gpu_temperature_max" in result.stdout
+
+
+def test_watch_at_a_terminal_redraws_in_place(inventory: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(status_cli, "stdout",
+                        lambda: Console(file=screen, force_terminal=True, width=160))
+    calls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(status_cli.time, "sleep", sleep)
+    result = gpuprov("status", str(inventory), "--watch", "1")
+    assert result.code == 130, result.both
+    [collector] = FakeCollector.instances
+    assert collector.collected == 2 and collector.closed
+    drawn = screen.getvalue()
+    assert "\x1b[" in drawn                     # cursor moves: the table is redrawn in place
+    assert drawn.count("every 1s (Ctrl-C ends)") >= 2
