@@ -145,31 +145,41 @@ def host_block(name: str, data: Mapping[str, Any], state: str, now: float) -> Re
     return Group(*parts)
 
 
-def status_renderable(status: Status, alerts: Alerts, outcome: Outcome | None = None,
-                      now: float | None = None) -> RenderableType:
-    """Every host, the alerts, the summary line: one renderable (rich Live redraws it)."""
-    now = time.time() if now is None else now
+def _hosts(status: Status, alerts: Alerts, now: float) -> list[RenderableType]:
     parts: list[RenderableType] = []
     for name, data in status.items():
         parts.append(host_block(name, data, host_state(data, alerts.get(name, [])), now))
         parts.append(Text(""))
+    return parts
+
+
+def _footer(status: Status, alerts: Alerts, outcome: Outcome | None) -> list[Text]:
+    """The alerts and warnings of every host, then the summary line."""
     every = [a for name in status for a in alerts.get(name, [])]
-    if every:
-        parts.append(Text("alerts:", style="bold"))
-        for alert in every:
-            word, style = ("ALERT", "bold red") if alert.severity == ALERT else \
-                ("warning", "yellow")
-            parts.append(Text.assemble("  ", (word, style), " ", alert.message))
+    lines = [Text("alerts:", style="bold")] if every else []
+    for alert in every:
+        word, style = ("ALERT", "bold red") if alert.severity == ALERT else ("warning", "yellow")
+        lines.append(Text.assemble("  ", (word, style), " ", alert.message))
     code = outcome.code if outcome is not None else 0
-    parts.append(Text(status_summary_line(status, alerts, outcome),
+    lines.append(Text(status_summary_line(status, alerts, outcome),
                       style="" if code == 0 else "bold red"))
-    return Group(*parts)
+    return lines
+
+
+def status_renderable(status: Status, alerts: Alerts, outcome: Outcome | None = None,
+                      now: float | None = None) -> RenderableType:
+    """Every host, the alerts, the summary line: one renderable (rich Live redraws it)."""
+    now = time.time() if now is None else now
+    return Group(*_hosts(status, alerts, now), *_footer(status, alerts, outcome))
 
 
 def status_table(status: Status, alerts: Alerts, console: Console,
                  outcome: Outcome | None = None, now: float | None = None) -> None:
-    console.print(status_renderable(status, alerts, outcome, now), soft_wrap=False,
-                  highlight=False)
+    now = time.time() if now is None else now
+    console.print(Group(*_hosts(status, alerts, now)), highlight=False)
+    for line in _footer(status, alerts, outcome):
+        # one alert, one line, also in a log or a mail: never folded at the width
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 def status_table_text(status: Status, alerts: Alerts, outcome: Outcome | None = None,
