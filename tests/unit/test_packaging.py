@@ -77,6 +77,9 @@ def test_wheel_ships_the_bundled_roles_playbooks_and_console_script(wheel: Path)
             assert zf.read(name) == (REPO / relative).read_bytes(), name
         assert not [n for n in names if "/bundled/" in n and ("__pycache__" in n
                                                                or n.endswith(".pyc"))]
+        # package data: the health rules' defaults gpuprov status reads
+        assert zf.read("gpuprov/data/health_defaults.yml") == \
+            (REPO / "src/gpuprov/data/health_defaults.yml").read_bytes()
         entry_points = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert len(entry_points) == 1, entry_points
         parser = configparser.ConfigParser()
