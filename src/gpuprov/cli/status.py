@@ -27,7 +27,7 @@ from gpuprov.cli.common import (
 )
 from gpuprov.cli.exit_codes import EXIT_INTERRUPTED, epilog, status_outcome
 from gpuprov.cli.run import report_mode_option
-from gpuprov.engine.health import Alert, HealthRules, host_alerts, rules_for
+from gpuprov.engine.health import Alert, HealthRules, host_alerts, load_defaults, rules_for
 from gpuprov.engine.status import StatusCollector
 from gpuprov.output.report import write_text_atomic
 from gpuprov.output.status import status_json, status_prometheus
@@ -92,7 +92,8 @@ def status(**opts: Any) -> int:
     check_writable(opts["output"], "--output")
     target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)
     # every host's rules before any connection: a bad value is one error, exit 1
-    rules = {host.name: rules_for(host) for host in target.hosts}
+    defaults = load_defaults()
+    rules = {host.name: rules_for(host, defaults) for host in target.hosts}
     options = run_options({**opts, "tags": (), "skip_tags": (), "extra_vars": ()}, check=True,
                           hosts=len(target.hosts))
     collector = StatusCollector(target.hosts, options)
