@@ -119,7 +119,7 @@ def test_the_doubles_gpus_as_dcgm_exporter_names_and_labels_them(exporter: Expor
     assert by_gpu["DCGM_FI_DEV_GPU_UTIL"] == [87, 0]
     assert by_gpu["DCGM_FI_DEV_FB_USED"] == [20480, 1]
     assert by_gpu["DCGM_FI_DEV_FB_FREE"] == [81920 - 20480, 81559 - 1]
-    assert by_gpu["DCGM_FI_DEV_POWER_USAGE"] == [60.0, 60.0]
+    assert all(50 <= w <= 100 for w in by_gpu["DCGM_FI_DEV_POWER_USAGE"])   # an idle A100
     assert by_gpu["DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"] == [0, 0]
     assert exporter.value("gpu_exporter_up") == 1
     assert exporter.value("gpu_exporter_gpus") == 2
