@@ -3,7 +3,8 @@ gpuprov-gpu-exporter.sh.j2, rendered by the role as a host gets it), run by a
 real /bin/sh and awk here against nvidia-smi stand-ins on PATH: the test
 doubles' nvidia-smi (so the double answers the very query the program sends),
 a failing one, a missing one, one answering "[N/A]". Its output is parsed with
-prometheus_client's parser, as Prometheus would read it through node_exporter."""
+prometheus_client's parser, as Prometheus would read it through node_exporter.
+The sysvinit script's start/status/stop run here too, its pidfile in a temp dir."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class Exporter:
                                "gpu_exporter_textfile_dir": str(self.dir)})
         self.program = tmp / "gpuprov-gpu-exporter"
         self.program.write_bytes(written(plan, PROGRAM))
+        self.program.chmod(0o755)   # as the role writes it
         self.out = self.dir / "gpu_exporter.prom"
 
     def env(self) -> dict[str, str]:
@@ -205,3 +207,53 @@ def test_loop_writes_every_interval_and_stops_on_term(exporter: Exporter) -> Non
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     assert sorted(p.name for p in exporter.dir.iterdir()) == ["gpu_exporter.prom"]
+
+
+def test_init_script_starts_one_daemon_reports_it_and_stops_it(exporter: Exporter,
+                                                               tmp_path: Path) -> None:
+    """The sysvinit script's start/status/stop, with its pidfile and log moved
+    into tmp_path (nothing of this machine's /run or /var/log is touched)."""
+    from tests.unit.test_role_gpu_exporter import INIT
+    from tests.unit.test_role_gpu_exporter import fresh as fresh_host
+
+    plan = plan_role("gpu_exporter", system_for("debian12", init="sysvinit"),
+                     fresh_host("sysvinit"), vars={"gpu_exporter_enabled": True,
+                                                   "gpu_exporter_interval": 1})
+    text = written(plan, INIT).decode().replace(
+        "PROGRAM=/usr/local/sbin/gpuprov-gpu-exporter", f"PROGRAM={exporter.program}")
+    text = text.replace("PIDFILE=/run/$NAME.pid", f"PIDFILE={tmp_path}/daemon.pid")
+    text = text.replace("LOG=/var/log/$NAME.log", f"LOG={tmp_path}/daemon.log")
+    script = tmp_path / "init"
+    script.write_text(text)
+    exporter.double()
+
+    def init(verb: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", str(script), verb], env=exporter.env(),
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    pidfile = tmp_path / "daemon.pid"
+    assert init("status").returncode == 3
+    pidfile.write_text(f"{os.getpid()}\n")   # a stale pidfile: a pid that is not the daemon
+    assert init("status").returncode == 3
+    try:
+        assert init("start").returncode == 0
+        pid = int(pidfile.read_text())
+        assert init("status").returncode == 0
+        assert init("start").stdout.strip().endswith("is already running")
+        assert int(pidfile.read_text()) == pid   # not a second one
+        deadline = time.monotonic() + 10
+        while not exporter.out.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert exporter.value("gpu_exporter_up") == 1
+        assert init("stop").returncode == 0
+        assert init("status").returncode == 3 and not pidfile.exists()
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):   # gone (reaped by whoever adopted it) within moments
+                os.kill(pid, 0)
+                time.sleep(0.1)
+        exporter.program.chmod(0o644)   # a program that cannot run: start fails, says so
+        failed = init("start")
+        assert failed.returncode == 1 and "did not start" in failed.stderr
+        assert not pidfile.exists()
+    finally:
+        init("stop")
