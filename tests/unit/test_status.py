@@ -7,14 +7,18 @@ decides (data_dir, the Jupyter port, Jupyter off), and hosts that cannot be aske
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gpuprov.command import Command
-from gpuprov.connectors.base import CommandResult, Connector, Session
+from gpuprov.connectors.base import Become, CommandResult, Connector, Session
+from gpuprov.connectors.local import LocalConnector
 from gpuprov.engine.connect import ConnectOptions
 from gpuprov.engine.executor import RunOptions
 from gpuprov.engine.handlers import RebootRequired
@@ -300,3 +304,36 @@ def test_a_bad_variable_is_that_hosts_error() -> None:
     data, made = run_status({"gpu1": answers("ubuntu2204")}, {"data_dir": "{{ nope }}"})
     assert data["gpu1"]["reachable"] is True and "nope" in data["gpu1"]["error"]
     assert not made   # nothing asked of the host
+
+
+def test_this_machine_through_the_local_connector_held_in_one_round_trip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a real facts script through a held command (the path SSH hosts take), with
+    # the nvidia-smi double on PATH and a GPU of it made hot; read-only here
+    root = tmp_path / "root"
+    for path, text in (("sys/module/nvidia/version", "580.95.05\n"),
+                       ("var/lib/gpuprov-test-double/nvidia/installed-version", "580.95.05\n"),
+                       ("var/lib/gpuprov-test-double/gpu-state.json",
+                        json.dumps({"1": {"temperature.gpu": 88}}))):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    doubles = Path(__file__).resolve().parent.parent / "doubles"
+    (bin_dir / "nvidia-smi").write_text(
+        f'#!/bin/sh\nexec {sys.executable} {doubles}/bin/nvidia-smi "$@"\n')
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("GPUPROV_TEST_DOUBLE_ROOT", str(root))
+    host = Host("here", vars={"ansible_connection": "local", "become": False,
+                              "jupyter_enabled": False, "data_dir": str(tmp_path)})
+    made: list[LocalConnector] = []
+
+    def factory(h: Host, options: ConnectOptions) -> Connector:
+        made.append(LocalConnector(h.name, Become(enabled=False)))
+        return made[0]
+    status = collect_status([host], RunOptions(), factory)["here"]
+    assert (status["error"], status["round_trips"]) == (None, 1), status
+    assert [g["temperature_c"] for g in status["gpus"]] == [32.0, 88.0]
+    assert status["host_health"]["data_dir_free_mib"] > 0
+    assert status["services"]["jupyter"] is None

@@ -16,6 +16,7 @@ script are the role's own (its settings module), never restated here.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuprov.command import Command
 from gpuprov.connectors.base import Connector
 from gpuprov.engine.connect import connector_for
 from gpuprov.engine.executor import ConnectorFactory, RunOptions, internal_error
@@ -220,6 +222,30 @@ def _last_apply(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------- collecting
 
+#: how long a host's facts script may take (nvidia-smi without persistence mode is slow)
+SCRIPT_TIMEOUT = 300.0
+
+
+def held_run(connector: Connector, script: str, sudo: bool) -> str | None:
+    """The facts script's output, run as a held command: the first use of
+    root finds out how to become root as it starts (connectors/sudo.py), so
+    a host's first status costs no sudo probe of its own: one round trip.
+    None when the connector cannot hold a command or the script did not end
+    (the strict gather then asks the usual way)."""
+    end = "@@gpuprov-status-end-" + secrets.token_hex(8)
+    body = (script + f"printf '\\n%s\\n' {end}\nexit 0\n").encode()
+    try:
+        held = connector.hold(Command("sh", "-s"), sudo=sudo, stdin=body)
+    except NotImplementedError:
+        return None
+    try:
+        output, _ = held.read_until(end, SCRIPT_TIMEOUT)
+    except (TimeoutError, ValueError):
+        return None
+    finally:
+        held.release()
+    return output
+
 class StatusCollector:
     """Collects the status of `hosts`, again and again over the same
     connections (--watch); close() ends them."""
@@ -263,7 +289,10 @@ class StatusCollector:
             trips = connector.stats.round_trips
             cache = HostFacts(host.name, connector, learning=False)
             facts = target.facts()
-            cache.gather(facts, "gpuprov status")
+            sudo = any(f.sudo for f in facts)
+            cache.gather_with(facts, "gpuprov status", lambda script: held_run(connector,
+                                                                              script, sudo))
+            cache.gather(facts, "gpuprov status")   # what the held run could not answer
             return host.name, host_status(host.name, target, cache.values,
                                           connector.stats.round_trips - trips)
         except UnreachableHost as exc:
