@@ -9,7 +9,6 @@ unreachable in one play are left out of the later plays, as in Ansible.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 import traceback
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 from gpuprov.connectors.base import Connector
 from gpuprov.engine import selection
 from gpuprov.engine.connect import ConnectOptions, connector_for
+from gpuprov.engine.forks import batches
 from gpuprov.engine.hostfacts import HostFacts, first_facts
 from gpuprov.engine.hostlock import default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
@@ -395,15 +395,3 @@ def internal_error(exc: BaseException) -> str:
     return (f"internal error{where}: {type(exc).__name__}: {exc} "
             "(a bug in gpuprov or in a role; please report it)")
 
-
-# -- helpers (pure, unit-tested) ------------------------------------------------
-
-def batches(hosts: Sequence[Host], serial: int | str | None) -> list[list[Host]]:
-    """Split hosts into --serial batches: a count, or "30%" of the play's hosts."""
-    if not serial:
-        return [list(hosts)] if hosts else []
-    if isinstance(serial, str):
-        size = max(1, math.floor(len(hosts) * float(serial.rstrip("%")) / 100))
-    else:
-        size = max(1, int(serial))
-    return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]
