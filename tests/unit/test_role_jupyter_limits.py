@@ -210,3 +210,19 @@ def test_the_double_runs_the_container_with_the_limits_and_a_docker_update_is_dr
     # the fix: the start script's restart recreates it as declared
     assert sh("/bin/sh", str(script), "restart").returncode == 0
     assert drift() == []
+
+
+def test_more_cpus_than_the_host_has_fails_the_start_with_dockers_words(
+        docker_double: dict) -> None:  # noqa: F811 (the imported fixture)
+    # only the host knows its CPUs: docker refuses, and the start script says why
+    env, tmp = docker_double["env"], docker_double["tmp"]
+    (tmp / "token").write_text("ab" * 32)
+    facts = fresh() | {FileState(str(tmp / "token"), content=False, sudo=True): None}
+    plan = run(facts, gpu_image=DOUBLE_IMAGE, jupyter_token_file=str(tmp / "token"),
+               jupyter_cpus=100000)
+    script = tmp / "gpuprov-jupyter"
+    script.write_bytes(written(plan, SCRIPT))
+    started = subprocess.run(["/bin/sh", str(script), "start"], env=env, capture_output=True,
+                             text=True)
+    assert started.returncode == 125
+    assert "docker: Error response from daemon: Range of CPUs is from 0.01 to " in started.stderr
