@@ -15,7 +15,7 @@ BLACKLIST = "/etc/modprobe.d/blacklist-nouveau.conf"
 
 def tasks(ctx):
     if not ctx.vars["nouveau_blacklist"]:
-        return
+        raise ctx.skip("nouveau_blacklist is false")
     blacklist = file(BLACKLIST, ctx.render("blacklist-nouveau.conf.j2"),
                      notify="rebuild initramfs")
     if ctx.fact(ModuleLoaded("nouveau")):

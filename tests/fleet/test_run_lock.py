@@ -199,9 +199,12 @@ def test_a_drift_check_during_an_apply_reports_busy_not_drift(
     check = gpuprov("drift-check", "inventory.yml", "-p", "lock.yml", "-e", "run_id=E",
                     "-e", "pause=0", "--format", "json", cwd=workdir)
     out, err = check.communicate(timeout=300)
-    assert check.returncode == 1, out + err
+    # a busy host failed to be checked: 2 (issue 17: it was 1), never drift (3)
+    assert check.returncode == 2, out + err
     data = json.loads(out)
     assert data["in_sync"] is False
+    assert (data["exit_code"], data["status"]) == (2, "failed")
+    assert data["summary"]["failed"] == len(hosts) and data["summary"]["drifted"] == 0
     for host in hosts:
         entry = data["hosts"][host.name]
         assert entry["drift"] == [], entry

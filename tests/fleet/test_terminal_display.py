@@ -155,4 +155,5 @@ def test_piped_a_line_per_host_event_then_a_plain_recap_and_vv_commands(
         assert [cell.split("=")[0] for cell in row[1:6]] == [
             "ok", "changed", "failed", "unreachable", "skipped"], out
     assert "…" not in out and "\x1b" not in out
-    assert "1 unreachable" in lines[start + len(names) + 1]
+    # the run's summary line ends it (issue 17's exit-code part: counts and the code)
+    assert " 1 unreachable in " in lines[-1] and lines[-1].endswith("-> exit 4 (unreachable)")

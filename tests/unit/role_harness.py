@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from gpuprov.connectors.base import Session
-from gpuprov.engine.context import NeedFacts, TaskContext
+from gpuprov.engine.context import NeedFacts, RoleSkipped, TaskContext
 from gpuprov.engine.hostrun import settle_blocked
 from gpuprov.engine.roles import load_role, load_role_module
 from gpuprov.facts.apt import AptCandidates, AptPolicy, DebPackage, DebPackages
@@ -56,6 +56,8 @@ class Planned:
 @dataclass
 class RolePlan:
     ops: list[Planned] = field(default_factory=list)
+    #: why the role left the host alone (`raise ctx.skip(why)`), None if it did not
+    skipped: str | None = None
 
     @property
     def changes(self) -> list[Change]:
@@ -144,6 +146,8 @@ def plan_role(role: str, system: SystemFacts, facts: Mapping[Fact[Any], Any], *,
     except NeedFacts as need:
         raise MissingFacts(f"role {role} asked for: {', '.join(f.key for f in need.facts)}"
                            ) from None
+    except RoleSkipped as skip:
+        return RolePlan(skipped=skip.reason)
     facts = with_candidate_probes(ops, facts)
     plan = RolePlan()
     view = FactView(dict(facts))

@@ -218,7 +218,8 @@ def test_piped_recap_is_plain_and_never_cuts_a_host_or_a_state() -> None:
     assert lines[2] == (LONG_HOST + "  ok=1  changed=0 failed=1 unreachable=0 skipped=0  2.0s")
     assert lines[3].startswith("gone-1".ljust(width) + "  ok=0  changed=0 failed=0 "
                                "unreachable=1 skipped=0")
-    assert lines[4] == "3 hosts, 0 changed, 1 failed, 1 unreachable in 4.0s"
+    # the run's summary line (output/summary.py) ends the recap
+    assert lines[-1] == "3 hosts: 1 ok, 0 changed, 1 failed, 1 unreachable in 4.0s"
     assert "…" not in buf.getvalue() and "\x1b" not in buf.getvalue()
 
 
@@ -227,7 +228,7 @@ def test_recap_says_one_host() -> None:
     run = RunResult("apply", check=False, started=1.0, finished=2.0)
     run.hosts["h"] = HostResult("h", seconds=1.0)
     render_recap(run, console)
-    assert "1 host, 0 changed, 0 failed, 0 unreachable in 1.0s" in buf.getvalue()
+    assert "1 host: 1 ok, 0 changed, 0 failed, 0 unreachable in 1.0s" in buf.getvalue()
 
 
 # -- -vv and -vvv ---------------------------------------------------------------------

@@ -149,9 +149,18 @@ def test_failures_without_max_fail_let_the_rest_finish(project: Path) -> None:
 
 
 def test_tags_skip_roles_and_say_so(project: Path) -> None:
+    # a second role, so that skipping greet still leaves something to run
+    (project / "roles" / "quiet").mkdir()
+    (project / "roles" / "quiet" / "tasks.py").write_text("def tasks(ctx):\n    return []\n")
+    with (project / "site.yml").open("a") as book:
+        book.write("    - quiet\n")
     run = executor(project, CountingFactory(), skip_tags=frozenset({"hello"})).run("apply")
     assert [t.status for t in run.hosts["h1"].tasks] == [SKIPPED]
     assert list((project / "out").iterdir()) == []
+    assert [n.to_json() for n in run.hosts["h1"].not_reached()] == [
+        {"role": "greet", "play": "greet", "why": "skipped by --skip-tags hello",
+         "kind": "tags"}]
+    assert run.hosts["h1"].reached == {"quiet"}
     with pytest.raises(PlaybookError, match="unknown tag.*helo"):
         executor(project, CountingFactory(), tags=frozenset({"helo"}))
 
@@ -242,7 +251,7 @@ def test_results_are_ok_on_converged_hosts(project: Path) -> None:
 
 
 def test_a_busy_host_fails_with_the_holders_name_and_the_others_proceed(project: Path) -> None:
-    from gpuprov.cli.exit_codes import EXIT_ERROR, apply_exit_code, drift_exit_code
+    from gpuprov.cli.exit_codes import EXIT_FAILED, apply_exit_code, drift_exit_code
     from gpuprov.engine.hostlock import HostLock, default_lock_path
 
     other = HostLock(LocalConnector("h2", Become(enabled=False)), "apply", 0, default_lock_path())
@@ -255,11 +264,11 @@ def test_a_busy_host_fails_with_the_holders_name_and_the_others_proceed(project:
         assert not (project / "out" / "h2.txt").exists()
         assert (project / "out" / "h1.txt").exists() and (project / "out" / "h5.txt").exists()
         assert apply_exit_code(run) == 2
-        # drift-check: the busy host is an error (busy), not drift; the others are in sync
+        # drift-check: the busy host failed to be checked (2), not drift; the others are in sync
         check = executor(project, CountingFactory(), check=True).run("drift-check")
         assert check.hosts["h2"].error and check.hosts["h2"].error.startswith("busy: apply by ")
         assert not check.any_changed
-        assert drift_exit_code(check) == EXIT_ERROR
+        assert drift_exit_code(check) == EXIT_FAILED
     finally:
         other.release()
     assert not executor(project, CountingFactory()).run("apply").any_failed

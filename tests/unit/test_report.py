@@ -270,7 +270,9 @@ def test_recap_rows_and_errors() -> None:
                                      "skipped=0", "3.0s"]
     assert row_of(text, "gone-1") == ["gone-1", "ok=0", "changed=0", "failed=0",
                                       "unreachable=1", "skipped=0", "10.0s"]
-    assert "4 hosts, 1 changed, 1 failed, 1 unreachable in 12.5s" in text
+    # the summary line (output/summary.py; issue 17: counts of every outcome), last
+    assert text.splitlines()[-1] == (
+        "4 hosts: 1 ok, 1 changed (2 tasks), 1 failed, 1 unreachable in 12.5s")
     # The full error: command, exit code and stderr tail, markup kept literal.
     assert "command: apt-get install -y x" in text
     assert "exit code: 100" in text
@@ -298,7 +300,7 @@ def test_recap_counts_a_host_error_as_failed() -> None:
     text = recap_text(run)
     assert row_of(text, "h")[:4] == ["h", "ok=0", "changed=0", "failed=1"]
     assert "failed h\n    facts script failed\n" in text
-    assert "1 host, 0 changed, 1 failed, 0 unreachable" in text
+    assert "1 host: 0 ok, 0 changed, 1 failed, 0 unreachable" in text
 
 
 # -- diffs --------------------------------------------------------------------------
@@ -390,7 +392,7 @@ def test_drift_json_structure() -> None:
     assert list(hosts) == ["ok-1", "chg-1", "bad-1", "gone-1"]
     assert hosts["ok-1"] == {"status": "in_sync", "drift": [], "reboot_pending": False,
                              "error": None, "unreachable": None, "connections": 1,
-                             "round_trips": 3, "profile": []}
+                             "round_trips": 3, "profile": [], "not_reached": []}
     assert (hosts["chg-1"]["connections"], hosts["chg-1"]["round_trips"]) == (1, 7)
     assert hosts["gone-1"]["status"] == "unreachable"
     assert hosts["gone-1"]["unreachable"] == UNREACHABLE_ERROR
@@ -429,7 +431,8 @@ def test_drift_table() -> None:
     assert "            exit code: 100" in lines
     assert "              E: [bold]no[/bold] such thing" in lines
     assert "gone-1  unreachable: gone-1: unreachable (timeout): no answer after 10s" in lines
-    assert lines[-1] == "4 hosts: 1 in sync, 1 drift, 1 unreachable, 1 failed"
+    # every count, also the zeros, and the drifted resources (issue 17)
+    assert lines[-1] == "4 hosts: 1 in sync, 1 drifted (3 resources), 1 failed, 1 unreachable"
 
 
 def test_drift_table_text() -> None:
@@ -438,7 +441,8 @@ def test_drift_table_text() -> None:
     assert text.splitlines()[0] == "ok-1    in sync"
 
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{host="((?:[^"\\\n]|\\[\\"n])*)"\})? (\S+)$')
+SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:host|status)="((?:[^"\\\n]|\\[\\"n])*)"\})? (\S+)$')
 
 
 def parse_prometheus(text: str) -> dict[str, dict[str | None, float]]:

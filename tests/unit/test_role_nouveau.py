@@ -81,7 +81,7 @@ def test_blacklist_false_leaves_the_host_alone() -> None:
     # no op, and not even the ModuleLoaded fact is asked for
     plan = plan_role("nouveau", system_for("ubuntu2204"), {},
                      vars={"nouveau_blacklist": False})
-    assert plan.ops == []
+    assert plan.ops == [] and plan.skipped == "nouveau_blacklist is false"
 
 
 def test_asks_for_module_and_file_facts() -> None:

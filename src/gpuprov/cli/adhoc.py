@@ -16,19 +16,16 @@ from gpuprov.cli.common import (
     run_options,
     stderr,
 )
-from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.cli.exit_codes import epilog, host_code, worst
 from gpuprov.engine.adhoc import AdhocResult, adhoc_command, run_adhoc
 from gpuprov.output.adhoc import render_block, summary
 
 
 def adhoc_exit_code(results: list[AdhocResult]) -> int:
     """0 every host ran it with rc 0; 2 it failed on a host (rc != 0, or it
-    could not be run), which wins over 4: a host unreachable."""
-    if any(r.failed for r in results):
-        return EXIT_FAILED
-    if any(r.unreachable is not None for r in results):
-        return EXIT_UNREACHABLE
-    return EXIT_OK
+    could not be run), which wins over 4: a host unreachable (cli/exit_codes.py)."""
+    return worst(host_code(failed=r.failed, unreachable=r.unreachable is not None)
+                 for r in results)
 
 
 class _AdhocCommand(click.Command):
@@ -41,7 +38,7 @@ class _AdhocCommand(click.Command):
                                    "(gpuprov run PATTERN -- COMMAND)", ctx) from None
 
 
-@click.command("run", cls=_AdhocCommand)
+@click.command("run", cls=_AdhocCommand, epilog=epilog("run"))
 @click.argument("pattern")
 @click.argument("command", nargs=-1, required=True)
 # -i only: the positional argument is the pattern (common.inventory_argument has both)
@@ -71,9 +68,6 @@ def adhoc(**opts: Any) -> int:
     same host (the lock keeps gpuprov's own runs apart, see the README's
     "One run per host"); gpuprov changes nothing here except what the
     command does.
-
-    Exit: 0 rc 0 everywhere, 2 the command failed on a host (2 wins),
-    4 a host unreachable, 1 a usage or inventory error.
     """
     command = adhoc_command(opts["command"])
     target = load_target(opts["inventory"], opts["pattern"], None, need_plays=False)

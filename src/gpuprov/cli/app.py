@@ -12,7 +12,7 @@ import paramiko
 from gpuprov import __version__
 from gpuprov.cli import adhoc, facts, info, onboard, run, verify
 from gpuprov.cli.common import stderr
-from gpuprov.cli.exit_codes import EXIT_ERROR, EXIT_OK
+from gpuprov.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from gpuprov.cli.role_commands import RoleCommandGroup
 
 
@@ -64,13 +64,15 @@ def main() -> None:
     try:
         # prog_name: `python -m gpuprov.cli` completes and reads _GPUPROV_COMPLETE too
         code = cli.main(prog_name="gpuprov", standalone_mode=False)
-    except click.exceptions.Abort:
-        stderr().print("aborted")
-        code = EXIT_ERROR
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort: still "interrupted" (130), as a shell says
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        stderr().print("interrupted" if interrupted else "aborted")
+        code = EXIT_INTERRUPTED if interrupted else EXIT_ERROR
     except click.ClickException as exc:
         exc.show()
         code = EXIT_ERROR
     except KeyboardInterrupt:
         stderr().print("interrupted")
-        code = 130
+        code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else EXIT_OK)

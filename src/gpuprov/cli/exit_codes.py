@@ -1,30 +1,106 @@
-"""Exit codes, owned once (design.md): apply 0 ok, 2 a task failed, 4 a
-host unreachable; drift-check 0 in sync, 3 drift, 4 unreachable (no drift
-seen elsewhere); verify 0 all pass, 2 a host failed, 4 a host unreachable;
-1 a usage, input or internal error."""
+"""Exit codes, owned once: every command's, their precedence, and the table its
+--help, the README and the summary line state.
+
+One meaning per code for every command: 0 ok (in sync), 1 a usage or input
+error (nothing ran), 2 a host failed (a task failed, a host could not be
+checked, a command failed), 3 drift (drift-check), 4 a host unreachable, 130
+interrupted. Several hosts, several outcomes: the worst wins, in Ansible's
+order: failed (2) > unreachable (4) > drift (3) > ok (0).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from gpuprov.engine.results import FAILED as HOST_FAILED
+from gpuprov.engine.results import UNREACHABLE as HOST_UNREACHABLE
 from gpuprov.engine.results import RunResult
+from gpuprov.output.summary import DRIFT, FAILED, IN_SYNC, UNREACHABLE, Outcome, host_drift_status
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILED, EXIT_DRIFT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+
+#: the worst first: a run's code is the first of these that one of its hosts has
+PRECEDENCE = (EXIT_FAILED, EXIT_UNREACHABLE, EXIT_DRIFT, EXIT_OK)
+
+#: the word for each code, in summary lines, JSON ("status") and Prometheus
+STATUS = {EXIT_OK: "ok", EXIT_ERROR: "error", EXIT_FAILED: FAILED, EXIT_DRIFT: DRIFT,
+          EXIT_UNREACHABLE: UNREACHABLE, EXIT_INTERRUPTED: "interrupted"}
+
+#: what each code means for each command (None: the command never exits with it)
+MEANINGS: dict[str, dict[int, str | None]] = {
+    "apply": {EXIT_OK: "every host ok (changed or not)", EXIT_FAILED: "a task failed on a "
+              "host (or the run aborted: max-fail)", EXIT_DRIFT: None},
+    "drift-check": {EXIT_OK: "every host in sync", EXIT_FAILED: "a host failed to be checked",
+                    EXIT_DRIFT: "drift found"},
+    "verify": {EXIT_OK: "every host passes", EXIT_FAILED: "a host failed verification",
+               EXIT_DRIFT: None},
+    "facts": {EXIT_OK: "every host answered", EXIT_FAILED: "a host's answer could not be read",
+              EXIT_DRIFT: None},
+    "onboard": {EXIT_OK: "onboarded and verified", EXIT_FAILED: "the playbook or verify failed",
+                EXIT_DRIFT: None, EXIT_ERROR: "usage or input error, or a step before the "
+                "playbook stopped"},
+    "run": {EXIT_OK: "the command exited 0 on every host",
+            EXIT_FAILED: "the command failed on a host", EXIT_DRIFT: None},
+}
+
+_COMMON = {EXIT_UNREACHABLE: "a host unreachable",
+           EXIT_ERROR: "usage or input error (nothing ran)",
+           EXIT_INTERRUPTED: "interrupted (Ctrl-C)"}
+
+
+def exit_code_table(command: str) -> list[tuple[int, str]]:
+    """(code, meaning) of each code a command exits with, lowest first."""
+    meanings = {**_COMMON, **{k: v for k, v in MEANINGS[command].items() if v is not None}}
+    return sorted(meanings.items())
+
+
+def epilog(command: str) -> str:
+    """The exit codes for a command's --help (\\b: click keeps the lines as they are)."""
+    codes = [c for c, _ in exit_code_table(command)]
+    worst = " > ".join(str(c) for c in PRECEDENCE if c in codes)
+    lines = [f"  {code:<3}  {meaning}" for code, meaning in exit_code_table(command)]
+    return "\b\nExit codes (several hosts: the worst wins, " + worst + "):\n" + "\n".join(lines)
+
+
+def worst(codes: Iterable[int]) -> int:
+    """The code of several hosts' outcomes: failed > unreachable > drift > ok."""
+    found = set(codes)
+    return next((code for code in PRECEDENCE if code in found), EXIT_OK)
+
+
+def outcome(code: int, command: str = "apply") -> Outcome:
+    word = IN_SYNC if command == "drift-check" and code == EXIT_OK else STATUS[code]
+    return Outcome(code, word)
+
+
+def apply_outcome(run: RunResult) -> Outcome:
+    codes = {EXIT_FAILED if h.status == HOST_FAILED else EXIT_UNREACHABLE
+             if h.status == HOST_UNREACHABLE else EXIT_OK for h in run.hosts.values()}
+    if run.aborted:
+        codes.add(EXIT_FAILED)
+    return outcome(worst(codes))
+
+
+def drift_outcome(run: RunResult) -> Outcome:
+    by_status = {IN_SYNC: EXIT_OK, DRIFT: EXIT_DRIFT, FAILED: EXIT_FAILED,
+                 UNREACHABLE: EXIT_UNREACHABLE}
+    codes = {by_status[host_drift_status(h)] for h in run.hosts.values()}
+    if run.aborted:
+        codes.add(EXIT_FAILED)
+    return outcome(worst(codes), "drift-check")
 
 
 def apply_exit_code(run: RunResult) -> int:
-    if run.any_failed or run.aborted:
-        return EXIT_FAILED
-    if run.any_unreachable:
-        return EXIT_UNREACHABLE
-    return EXIT_OK
+    return apply_outcome(run).code
 
 
 def drift_exit_code(run: RunResult) -> int:
-    # A host whose check failed could not be compared: an error (1), unless
-    # drift was found elsewhere, which is what a monitor must hear about.
-    if run.any_changed:
-        return EXIT_DRIFT
-    if run.any_failed:
-        return EXIT_ERROR
-    if run.any_unreachable:
+    return drift_outcome(run).code
+
+
+def host_code(*, failed: bool = False, unreachable: bool = False, drift: bool = False) -> int:
+    """One host's code (verify, facts, run): what made it fail, else drift, else ok."""
+    if unreachable:
         return EXIT_UNREACHABLE
-    return EXIT_OK
+    return EXIT_FAILED if failed else EXIT_DRIFT if drift else EXIT_OK

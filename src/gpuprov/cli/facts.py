@@ -17,7 +17,7 @@ from gpuprov.cli.common import (
     run_options,
     split_csv,
 )
-from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.cli.exit_codes import epilog, host_code, worst
 from gpuprov.engine.collect import CATALOGUE, collect_facts, unknown_names
 
 _NAMES = ", ".join(CATALOGUE)
@@ -41,13 +41,10 @@ containerd versions.
 
 \b
 Names for --fact:
-""" + "\n".join(f"  {name:15} {named.help}" for name, named in CATALOGUE.items()) + """
-
-Exit: 0 every host answered, 2 a host's answer could not be read, 4 a host
-unreachable (2 wins).""")
+""" + "\n".join(f"  {name:15} {named.help}" for name, named in CATALOGUE.items()))
 
 
-@click.command(help=_HELP)
+@click.command(help=_HELP, epilog=epilog("facts"))
 @inventory_argument
 @click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
 @click.option("--fact", "fact_names", multiple=True, callback=_fact_names, metavar="NAME",
@@ -62,8 +59,5 @@ def facts(**opts: Any) -> int:
                           hosts=len(target.hosts))
     data = collect_facts(target.hosts, options, opts["fact_names"])
     click.echo(json.dumps(data, indent=2, sort_keys=True))
-    if any(v.get("error") for v in data.values()):
-        return EXIT_FAILED
-    if any(v.get("unreachable") for v in data.values()):
-        return EXIT_UNREACHABLE
-    return EXIT_OK
+    return worst(host_code(failed=bool(v.get("error")), unreachable=bool(v.get("unreachable")))
+                 for v in data.values())

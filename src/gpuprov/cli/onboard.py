@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from gpuprov.cli.common import guarded, inventory_argument, stderr, stdout, timeout_option
-from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, epilog, host_code, worst
 from gpuprov.cli.role_commands import role_host_notes
 from gpuprov.connectors.hostkeys import STRICT
 from gpuprov.engine.connect import ConnectOptions
@@ -36,7 +36,7 @@ from gpuprov.output.report import render_recap
 from gpuprov.output.verify import verify_rows, verify_table
 
 
-@click.command()
+@click.command(epilog=epilog("onboard"))
 @click.argument("host")
 @inventory_argument
 @click.option("-g", "--group", required=True, help="Inventory group: lab, cloud, cluster... "
@@ -161,7 +161,8 @@ def onboard_flow(o: dict[str, Any], out: Console, err: Console) -> int:
     # reach what they set up there): a role's commands.py host_notes()
     for note in role_host_notes(plays, inventory, opts.name):
         out.print(note, markup=False)
-    return EXIT_FAILED if any(r["status"] != "pass" for r in rows) else EXIT_OK
+    return worst(host_code(failed=r["status"] == "fail", unreachable=r["status"] == "unreachable")
+                 for r in rows)
 
 
 def _known_group(inventory: Inventory, group: str, new_group: bool) -> None:

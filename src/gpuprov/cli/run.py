@@ -4,6 +4,7 @@ compared."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from gpuprov.cli.common import (
+    Target,
     check_writable,
     common_options,
     guarded,
@@ -23,9 +25,10 @@ from gpuprov.cli.common import (
     stdout,
     write_file,
 )
-from gpuprov.cli.exit_codes import EXIT_ERROR, apply_exit_code, drift_exit_code
+from gpuprov.cli.exit_codes import EXIT_ERROR, apply_outcome, drift_outcome, epilog
 from gpuprov.cli.listing import list_or_check, listing_options
-from gpuprov.engine.executor import Executor
+from gpuprov.engine.executor import Executor, RunOptions
+from gpuprov.engine.selection import selected_roles
 from gpuprov.errors import GpuprovError
 from gpuprov.output.drift import drift_json, drift_prometheus, drift_table, drift_table_text
 from gpuprov.output.progress import Progress
@@ -36,6 +39,7 @@ from gpuprov.output.report import (
     write_json_report,
     write_text_atomic,
 )
+from gpuprov.output.summary import header_line
 
 
 def _report_mode(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -51,7 +55,17 @@ report_mode_option = click.option(
     help="File mode of the report written (0640: also its group, e.g. node_exporter's).")
 
 
-@click.command()
+def header(command: str, target: Target, options: RunOptions) -> str:
+    """The run's first line: playbook, roles and tags selected, host count."""
+    book = target.plays[0].file if target.plays and target.plays[0].file else "the playbook"
+    relative = os.path.relpath(book)   # shorter where the playbook is under the cwd
+    book = book if relative.startswith("..") else relative
+    roles = selected_roles(target.plays, options.tags, options.skip_tags)
+    return header_line(command, book, roles, sorted(options.tags), sorted(options.skip_tags),
+                       len(target.hosts))
+
+
+@click.command(epilog=epilog("apply"))
 @common_options
 @click.option("-C", "--check", is_flag=True, help="Compute every change, run none of them.")
 @click.option("-D", "--diff", is_flag=True,
@@ -85,22 +99,29 @@ def apply(**opts: Any) -> int:
             return EXIT_ERROR
     options = run_options(opts, check=opts["check"], hosts=len(target.hosts))
     console = stdout()
+    # built first: tags that select nothing fail here, before the header and any host
+    executor = Executor(target.inventory, target.plays, target.hosts, options)
+    console.print(header("apply --check" if opts["check"] else "apply", target, options),
+                  soft_wrap=True, highlight=False, markup=False)
     with Progress(console, verbose=opts["verbose"], diff=opts["diff"]) as progress:
         options.trace = progress if opts["verbose"] >= 2 else None
         options.connect = replace(options.connect, confirm_host_key=progress.asking(
             options.connect.confirm_host_key))
-        run = Executor(target.inventory, target.plays, target.hosts, options,
-                       progress).run("check" if opts["check"] else "apply")
+        executor.progress = progress   # options is the executor's own: it reads them as it runs
+        run = executor.run("check" if opts["check"] else "apply")
     if opts["diff"] and console.is_terminal:
         console.print(render_diffs(run), highlight=False, markup=False)
-    render_recap(run, console, verbose=opts["verbose"])
+    outcome = apply_outcome(run)
+    render_recap(run, console, verbose=opts["verbose"], outcome=outcome)
     if opts["report_file"]:
+        extra = {**report_extra(target, opts), "exit_code": outcome.code,
+                 "status": outcome.status}
         write_file(opts["report_file"], lambda: write_json_report(
-            opts["report_file"], run, report_extra(target, opts), opts["report_mode"]))
-    return apply_exit_code(run)
+            opts["report_file"], run, extra, opts["report_mode"]))
+    return outcome.code
 
 
-@click.command("drift-check")
+@click.command("drift-check", epilog=epilog("drift-check"))
 @common_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "prometheus"]),
               default="table", show_default=True)
@@ -120,7 +141,16 @@ def drift_check(**opts: Any) -> int:
     check_writable(opts["output"], "--output")
     target = load_target(opts["inventory"], opts["limit"], opts["playbook"])
     options = run_options(opts, check=True, hosts=len(target.hosts))
+    executor = Executor(target.inventory, target.plays, target.hosts, options)
     err = stderr()
+    to_stdout = opts["fmt"] == "table" and not opts["output"]
+    top = header("drift-check", target, options)
+    # The header opens a table (on stdout or in the file); beside a machine
+    # format it goes to stderr, and only for a person or -v: cron mails any
+    # stderr line.
+    if to_stdout or (opts["fmt"] != "table" and (err.is_terminal or opts["verbose"] >= 1)):
+        (stdout() if to_stdout else err).print(top, soft_wrap=True, highlight=False,
+                                               markup=False)
     # Progress only for a person at a terminal, or asked for (-vv: the commands, on
     # stderr); cron and monitors get the report alone.
     progress = (Progress(err, verbose=opts["verbose"])
@@ -129,24 +159,26 @@ def drift_check(**opts: Any) -> int:
     if progress is not None:
         options.connect = replace(options.connect, confirm_host_key=progress.asking(
             options.connect.confirm_host_key))
+    executor.progress = progress   # options is the executor's own: it reads them as it runs
     with progress or contextlib.nullcontext():
-        run = Executor(target.inventory, target.plays, target.hosts, options,
-                       progress).run("drift-check")
-    to_stdout = opts["fmt"] == "table" and not opts["output"]
+        run = executor.run("drift-check")
+    outcome = drift_outcome(run)
     if to_stdout:
-        drift_table(run, stdout())
+        drift_table(run, stdout(), outcome)
     if opts["diff"] and (diffs := render_diffs(run)):
         # after the table; beside a JSON or Prometheus report, on stderr, never inside it
         click.echo(diffs, nl=False, err=not to_stdout)
     if not to_stdout:
         if opts["fmt"] == "table":
-            text = drift_table_text(run)
+            text = f"{top}\n{drift_table_text(run, outcome=outcome)}"
+        elif opts["fmt"] == "json":
+            text = drift_json(run, outcome)
         else:
-            text = drift_json(run) if opts["fmt"] == "json" else drift_prometheus(run)
+            text = drift_prometheus(run, outcome)
         if opts["output"]:
             # atomic: a monitor never reads half a file
             write_file(opts["output"], lambda: write_text_atomic(opts["output"], text,
                                                                   opts["report_mode"]))
         else:
             click.echo(text, nl=not text.endswith("\n"))
-    return drift_exit_code(run)
+    return outcome.code

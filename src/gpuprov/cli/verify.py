@@ -19,13 +19,13 @@ from gpuprov.cli.common import (
     stderr,
     stdout,
 )
-from gpuprov.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from gpuprov.cli.exit_codes import epilog, host_code, worst
 from gpuprov.engine.verify import run_verify
 from gpuprov.output.progress import Progress
 from gpuprov.output.verify import verify_json, verify_rows, verify_table
 
 
-@click.command()
+@click.command(epilog=epilog("verify"))
 @inventory_argument
 @click.option("-l", "--limit", help="Host pattern: names, globs, groups, a:b, a:&b, a:!b.")
 @click.option("-e", "--extra-vars", multiple=True,
@@ -39,8 +39,7 @@ from gpuprov.output.verify import verify_json, verify_rows, verify_table
 @guarded
 def verify(**opts: Any) -> int:
     """Is the GPU usable inside the image on every host? nvidia-smi, then
-    `docker run --gpus` with torch and a matmul. Changes nothing.
-    Exit 0 all pass, 2 some host failed, 4 some host unreachable."""
+    `docker run --gpus` with torch and a matmul. Changes nothing."""
     target = load_target(opts["inventory"], opts["limit"], None, need_plays=False)
     options = run_options({**opts, "tags": (), "skip_tags": ()}, check=False,
                           hosts=len(target.hosts))
@@ -53,6 +52,5 @@ def verify(**opts: Any) -> int:
         click.echo(verify_json(rows), nl=False)
     else:
         verify_table(rows, stdout())
-    if any(r["status"] == "fail" for r in rows):
-        return EXIT_FAILED
-    return EXIT_UNREACHABLE if any(r["status"] == "unreachable" for r in rows) else EXIT_OK
+    return worst(host_code(failed=r["status"] == "fail", unreachable=r["status"] == "unreachable")
+                 for r in rows)

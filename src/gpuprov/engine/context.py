@@ -34,6 +34,15 @@ class RoleFailed(GpuprovError):
     """A role refuses to go on for this host (e.g. a driver branch below 535)."""
 
 
+class RoleSkipped(Exception):
+    """Raised inside tasks() (`raise ctx.skip(why)`): the role has nothing to do
+    on this host, for a reason the run's footer and JSON name (not an error)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class TaskContext:
     def __init__(self, host: Host, vars: HostVars, system: SystemFacts,
                  facts: Mapping[Fact[Any], Any], role: str, role_dir: Path,
@@ -78,6 +87,11 @@ class TaskContext:
 
     def fail(self, message: str, hint: str | None = None) -> RoleFailed:
         return RoleFailed(f"{self.host.name}: role {self.role}: {message}", hint)
+
+    def skip(self, reason: str) -> RoleSkipped:
+        """Leave this role out on this host and say why (e.g. "no sshd installed"):
+        unlike a bare `return`, the reason reaches the recap and the reports."""
+        return RoleSkipped(reason)
 
     def bad_var(self, name: str, message: str, hint: str | None = None) -> RoleFailed:
         """A variable's value is refused: say where it was set (and the value,

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpuprov.connectors.base import Connector
+from gpuprov.engine import selection
 from gpuprov.engine.connect import ConnectOptions, connector_for
 from gpuprov.engine.hostfacts import HostFacts, first_facts
 from gpuprov.engine.hostlock import default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
 from gpuprov.engine.prefetch import FactPlans
 from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
-from gpuprov.engine.results import SKIPPED, HostResult, RunResult, TaskResult, phase
+from gpuprov.engine.results import CONDITION, SKIPPED, HostResult, RunResult, TaskResult, phase
 from gpuprov.engine.roles import Role, load_role
 from gpuprov.engine.runlocks import RunLocks
 from gpuprov.engine.selection import check_tags, reboot_policy, role_selected, verify_skipped
@@ -99,6 +100,7 @@ class Executor:
                 assert ref.path is not None, "resolve_roles() first"
                 self._roles.setdefault(ref.path, load_role(ref.name, ref.path))
         check_tags(self.plays, options.tags | options.skip_tags)
+        selection.check_selected(self.plays, options.tags, options.skip_tags)
         self._plans = FactPlans(options.fact_plans, [*self._roles, *sorted(options.tags),
                                                      *(f"-{t}" for t in sorted(options.skip_tags))])
 
@@ -108,16 +110,23 @@ class Executor:
         self._command = command
         self._locks = RunLocks(command, self.options.lock_timeout, self.options.lock_path)
         dead: set[str] = set()
+        aborted = False
         try:
             self._plan_locks()
             for play in self.plays:
+                # a host that stopped, or every host once the run is aborted: say
+                # which of its roles it never got to, and why
+                for h in (h for h in self._play_hosts(play) if h.name in run.hosts):
+                    if h.name in dead or aborted:
+                        stopped = run.hosts[h.name].stopped if h.name in dead else None
+                        selection.left_out(run.hosts[h.name], play, self.options,
+                                           stopped or "the run was aborted")
                 hosts = [h for h in self._play_hosts(play) if h.name not in dead]
-                if not hosts:
+                if not hosts or aborted:
                     continue
                 if self.progress:
                     self.progress.play_started(play.name, [h.name for h in hosts])
-                if not self._run_play(play, hosts, run, dead):
-                    break
+                aborted = not self._run_play(play, hosts, run, dead)
         finally:
             self.close()
             run.finished = time.time()
@@ -181,6 +190,8 @@ class Executor:
                 result = HostResult(host.name, tasks=[TaskResult(
                     play.name, "play skipped: nothing changed on this host (verify: on-change)",
                     SKIPPED)])
+                selection.left_out(result, play, self.options,
+                                   "nothing changed on this host, verify: on-change", CONDITION)
                 if self._last_play.get(host.name) is play:
                     self._locks.release(host.name)
                 self._finished(result)
@@ -204,15 +215,13 @@ class Executor:
             # taken now (not by an earlier play), and not in the facts' entry already
             if connector.stats.round_trips > trips and len(pre) == entries:
                 pre.append(phase("lock", started, play.name))
-        except UnreachableHost as exc:
-            result = HostResult(host.name, unreachable=str(exc),
-                                secrets=self._secrets(host, roles))
-            self._locks.release(host.name)   # one taken up front (runlocks.py)
-            result.mask()
-            self._finished(result)
-            return result
-        except GpuprovError as exc:
-            result = HostResult(host.name, error=str(exc), secrets=self._secrets(host, roles))
+        except (UnreachableHost, GpuprovError) as exc:
+            result = HostResult(host.name, secrets=self._secrets(host, roles))
+            if isinstance(exc, UnreachableHost):
+                result.unreachable, result.stopped = str(exc), "the host is unreachable"
+            else:
+                result.error, result.stopped = str(exc), "the host failed before its roles ran"
+            selection.left_out(result, play, self.options, result.stopped)
             self._locks.release(host.name)   # one taken up front (runlocks.py)
             result.mask()
             self._finished(result)
@@ -233,6 +242,7 @@ class Executor:
             result = HostResult(host.name, error=internal_error(exc))
         result.profile[:0] = pre
         result.tasks[:0] = skipped
+        selection.left_out(result, play, self.options)   # the roles the tags left out, and why
         result.secrets |= secrets
         if result.reboot_pending and not self.options.check and not result.failed:
             self._maybe_reboot(play, host, connector, result)

@@ -1,9 +1,8 @@
 """Converge (or check) one host: facts in one batch, plan, apply, handlers.
 
-The same code path serves apply, --check and drift-check: planning never
-writes; only `apply` runs the planned Steps. After a change, only the facts
-it invalidated are re-read (batched, lazily, right before they are needed),
-which also proves each changed op converged.
+The same code path serves apply, --check and drift-check: planning never writes; only `apply`
+runs the planned Steps. After a change, only the facts it invalidated are re-read (batched,
+lazily, right before they are needed), which also proves each changed op converged.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuprov.connectors.base import Connector
-from gpuprov.engine.context import NeedFacts, RoleFailed, TaskContext
+from gpuprov.engine.context import NeedFacts, RoleFailed, RoleSkipped, TaskContext
 from gpuprov.engine.handlers import (
     PendingHandlers,
     RebootRequired,
@@ -24,15 +23,7 @@ from gpuprov.engine.handlers import (
     reboot_required_step,
 )
 from gpuprov.engine.hostfacts import HostFacts, first_facts
-from gpuprov.engine.results import (
-    CHANGED,
-    FAILED,
-    OK,
-    SKIPPED,
-    HostResult,
-    TaskResult,
-    phase,
-)
+from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, HostResult, TaskResult, phase
 from gpuprov.engine.roleops import explain_failure, secrets_marked, settle_blocked, where_in_role
 from gpuprov.engine.roles import Role
 from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
@@ -82,6 +73,11 @@ class HostRun:
     _planning: float = field(default=0.0, init=False)
     #: handler notifications found persisted on the host when the run began
     _pending_before: set[str] = field(default_factory=set, init=False)
+    #: for HostResult.settle: roles left out by their own condition (role -> why,
+    #: ctx.skip), the role whose tasks() failed, whether every op ran
+    _skips: dict[str, str] = field(default_factory=dict, init=False)
+    _failing: str | None = field(default=None, init=False)
+    _finished: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.result = HostResult(self.host.name)
@@ -128,6 +124,8 @@ class HostRun:
             self.result.connections = self.connector.stats.connections
             self.result.round_trips = self.connector.stats.round_trips
             self.result.seconds = time.monotonic() - start
+            self.result.settle(self.play, [r.role.name for r in self.roles], self._skips,
+                               self._finished, self._failing)
         return self.result
 
     def _run(self) -> None:
@@ -143,6 +141,7 @@ class HostRun:
             self._record(task)
             if task.status == FAILED:
                 return
+        self._finished = True
         self._run_handlers(system, notified)
         self.result.reboot_pending = reason is not None or self.result.reboot_pending
 
@@ -163,11 +162,15 @@ class HostRun:
             for j in pending:
                 mine, role_run = jobs[j]
                 try:
-                    ops[j] = self._role_ops(role_run, system, _tasks_of(role_run), passes=1)
+                    ops[j] = self._role_ops(role_run, system, role_run.role.tasks, passes=1)
                 except NeedFacts as exc:
                     need[j] = exc.facts
+                except RoleSkipped as exc:   # a later play's role says so in its own play
+                    ops[j] = []
+                    self._skips.update({role_run.role.name: exc.reason} if mine else {})
                 except Exception:
                     if mine:
+                        self._failing = role_run.role.name
                         raise
                     # a later play's role fails in its own play, not in this prefetch
             pending = list(need)
@@ -198,6 +201,7 @@ class HostRun:
         try:
             self.gather(facts, f"role {role_run.role.name} asked")
         except FactError as exc:
+            self._failing = self._failing or role_run.role.name
             raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
                              f"{exc.detail}") from exc
 
@@ -219,7 +223,7 @@ class HostRun:
                 if passes == 1:
                     raise
                 self._discover(role_run, need.facts)
-            except GpuprovError:
+            except (GpuprovError, RoleSkipped):
                 raise
             except Exception as exc:  # the role author's bug: say where, not our stack
                 raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
@@ -394,7 +398,3 @@ class HostRun:
                 except TaskFailed as exc:
                     self.result.error = str(exc)
                     return
-
-
-def _tasks_of(role_run: RoleRun) -> Callable[[TaskContext], Iterable[Op]]:
-    return lambda ctx: role_run.role.tasks(ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +24,31 @@ __all__ = [
     "UNREACHABLE",
     "Change",
     "HostResult",
+    "RoleNote",
     "RunResult",
     "TaskResult",
     "phase",
 ]
 
 OK, CHANGED, FAILED, SKIPPED, UNREACHABLE = "ok", "changed", "failed", "skipped", "unreachable"
+
+#: why a role did not run on a host (RoleNote.kind): the host stopped before it
+#: (a failure, unreachable, the run aborted), the role's own condition
+#: (`raise ctx.skip(why)`, a verification play with nothing to verify), or tags
+STOPPED, CONDITION, TAGS = "stopped", "condition", "tags"
+
+
+@dataclass(frozen=True)
+class RoleNote:
+    """A role of the run that did not run on a host, and why."""
+
+    role: str
+    play: str
+    why: str      # "an earlier failure in nvidia_driver", "no sshd installed", ...
+    kind: str     # STOPPED | CONDITION | TAGS
+
+    def to_json(self) -> dict[str, str]:
+        return {"role": self.role, "play": self.play, "why": self.why, "kind": self.kind}
 
 
 @dataclass
@@ -87,6 +107,52 @@ class HostResult:
     #: the host's known secret values (its secret variables, -K): masked in
     #: everything shown or written about it (mask(), to_json())
     secrets: set[str] = field(default_factory=set, repr=False, compare=False)
+    #: roles the host got to, in any play (their tasks ran, or had nothing to do)
+    reached: set[str] = field(default_factory=set)
+    #: roles left out on the host and why, in play order (not_reached() is what is shown)
+    notes: list[RoleNote] = field(default_factory=list)
+    #: why the host stopped (the reason the roles after that point did not run)
+    stopped: str | None = None
+
+    def note(self, play: str, roles: Iterable[str], why: str, kind: str) -> None:
+        self.notes.extend(RoleNote(role, play, why, kind) for role in roles)
+
+    def not_reached(self) -> list[RoleNote]:
+        """Each role the host got to in no play, once, with its first reason (a
+        role listed again in a later play for its defaults is no news)."""
+        seen, out = set(self.reached), []
+        for n in self.notes:
+            if n.role not in seen:
+                seen.add(n.role)
+                out.append(n)
+        return out
+
+    def settle(self, play: str, roles: Sequence[str], skips: Mapping[str, str],
+               finished: bool, failing: str | None = None) -> None:
+        """What one play's roles came to on this host. `skips`: roles their own
+        condition left out (role -> why). Unless `finished`, the host stopped:
+        at its failed task, or with `failing`, a role whose tasks() failed
+        before any task ran, or where it became unreachable; the roles it had
+        not got to by then were not reached."""
+        failed = next((t.role for t in self.tasks if t.status == FAILED), None)
+        ran = [t.role for t in self.tasks if t.status != SKIPPED and t.role in roles]
+        where = failed if failed in roles else ran[-1] if ran else None
+        stop = len(roles) if finished else roles.index(where) + 1 if where else 0
+        self.notes.extend(RoleNote(r, play, skips[r], CONDITION) for r in roles if r in skips)
+        self.reached.update(r for r in roles[:stop] if r not in skips)
+        self.reached.update([failing] if failing else [])   # it failed: the cause, named
+        if finished:
+            return
+        why = None
+        if self.unreachable:
+            why = self.stopped = "the host became unreachable"
+        elif failed or failing:
+            self.stopped = f"an earlier failure in {failed or failing}"
+            why = None if failed else f"{failing} failed before any task ran"
+        else:
+            self.stopped = "an earlier failure"
+        self.note(play, [r for r in roles[stop:] if r not in skips and r not in self.reached],
+                  why or self.stopped, STOPPED)
 
     def mask(self) -> None:
         """Mask the known secret values in this result, in place, before any
@@ -114,6 +180,9 @@ class HostResult:
         self.warnings.extend(part.warnings)
         self.profile.extend(part.profile)
         self.secrets |= part.secrets
+        self.reached |= part.reached
+        self.notes.extend(part.notes)
+        self.stopped = self.stopped or part.stopped
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tasks if t.status == status)
@@ -154,6 +223,7 @@ class HostResult:
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
             "profile": self.profile,
+            "not_reached": [n.to_json() for n in self.not_reached()],
             "tasks": [t.to_json() for t in self.tasks],
         }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from gpuprov.engine.results import STOPPED, TAGS, HostResult
 from gpuprov.errors import GpuprovError, PlaybookError
 from gpuprov.model.inventory import Host
 from gpuprov.model.playbook import (
@@ -26,6 +27,13 @@ class RebootOptions(Protocol):
     extra_vars: dict[str, Any]
 
 
+class TagOptions(Protocol):
+    """What left_out() reads of the run's options (RunOptions)."""
+
+    tags: frozenset[str]
+    skip_tags: frozenset[str]
+
+
 ALWAYS = "always"  # a role tagged `always` runs unless skipped by name
 NEVER = "never"    # a role tagged `never` runs only when another of its tags is asked for
 
@@ -36,20 +44,71 @@ def role_tags(play: Play, ref: RoleRef) -> set[str]:
 
 
 def role_selected(play: Play, ref: RoleRef, tags: Iterable[str], skip: Iterable[str]) -> bool:
-    mine = role_tags(play, ref)
-    if mine & set(skip):
-        return False
-    tags = set(tags)
+    return tag_skip_reason(play, ref, tags, skip) is None
+
+
+def tag_skip_reason(play: Play, ref: RoleRef, tags: Iterable[str],
+                    skip: Iterable[str]) -> str | None:
+    """Why the tags leave a role out (what the run's footer says), None if it runs."""
+    mine, wanted = role_tags(play, ref), set(tags)
+    hit = sorted(mine & set(skip))
+    if hit:
+        return f"skipped by --skip-tags {','.join(hit)}"
+    asked = f"--tags {','.join(sorted(wanted))}"
     if NEVER in mine:
         # Ansible's `never`: only when one of the role's other tags is asked for.
-        return bool((mine - {NEVER}) & tags)
-    return not tags or bool(mine & tags) or ALWAYS in mine
+        if (mine - {NEVER}) & wanted:
+            return None
+        return f"tagged never, not selected by {asked}" if wanted else "tagged never"
+    if not wanted or mine & wanted or ALWAYS in mine:
+        return None
+    return f"not selected by {asked}"
+
+
+def left_out(result: HostResult, play: Play, options: TagOptions, why: str = "",
+             kind: str = STOPPED) -> None:
+    """Note on a host's result the roles of `play` it does not get to: those the
+    tags leave out, with the tags' reason; with `why`, every other role too."""
+    for ref in play.roles:
+        by_tags = tag_skip_reason(play, ref, options.tags, options.skip_tags)
+        if by_tags is not None:
+            result.note(play.name, [ref.name], by_tags, TAGS)
+        elif why:
+            result.note(play.name, [ref.name], why, kind)
+
+
+def selected_roles(plays: Sequence[Play], tags: Iterable[str], skip: Iterable[str]) -> list[str]:
+    """The roles the tags select in any play, in playbook order, each once."""
+    tags, skip = set(tags), set(skip)
+    return list(dict.fromkeys(r.name for p in plays for r in p.roles
+                              if role_selected(p, r, tags, skip)))
+
+
+def check_selected(plays: Sequence[Play], tags: Iterable[str], skip: Iterable[str]) -> None:
+    """Tags that leave every role out would make a run that does nothing look
+    like success ("in sync"): refuse it before any host is touched."""
+    tags, skip = set(tags), set(skip)
+    if not (tags or skip) or selected_roles(plays, tags, skip):
+        return
+    book = next((p.file for p in plays if p.file), "the playbook")
+    roles = ", ".join(dict.fromkeys(r.name for p in plays for r in p.roles)) or "none"
+    what = f"tags {','.join(sorted(tags))} match no role of {book}"
+    if skip:
+        what = (f"tags {','.join(sorted(tags))} with " if tags else "") + (
+            f"--skip-tags {','.join(sorted(skip))} leave no role of {book}")
+    raise PlaybookError(f"nothing selected: {what} (roles: {roles})",
+                        hint="tags in this playbook: " + ", ".join(sorted(known_tags(plays))))
+
+
+def known_tags(plays: Sequence[Play]) -> set[str]:
+    """Every tag a role of the playbook carries (its name too), and the special ones."""
+    known = {t for p in plays for r in p.roles for t in role_tags(p, r)}
+    return known | {t for p in plays for t in p.tags} | {ALWAYS, NEVER}
 
 
 def check_tags(plays: Sequence[Play], asked: Iterable[str]) -> None:
     """A tag that nothing carries is a typo: say so instead of silently doing nothing."""
-    known = {t for p in plays for r in p.roles for t in role_tags(p, r)}
-    known |= {t for p in plays for t in p.tags} | {ALWAYS, NEVER}
+    known = known_tags(plays)
     unknown = sorted(set(asked) - known)
     if unknown:
         raise PlaybookError(f"unknown tag(s): {', '.join(unknown)}",

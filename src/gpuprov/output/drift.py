@@ -17,28 +17,22 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from gpuprov.engine.results import CHANGED, Change, HostResult, RunResult, TaskResult, mask_json
+from gpuprov.engine.results import HostResult, RunResult, mask_json
 from gpuprov.output.report import host_errors, indent
+from gpuprov.output.summary import (
+    DRIFT,
+    FAILED,
+    IN_SYNC,
+    UNREACHABLE,
+    Outcome,
+    drift_counts,
+    drifted,
+    host_drift_status,
+    render_summary,
+)
 
-IN_SYNC, DRIFT, UNREACHABLE, FAILED = "in_sync", "drift", "unreachable", "failed"
-
-
-def drifted(host: HostResult) -> list[tuple[TaskResult, Change]]:
-    """The differing resources of a host, with the task that found each.
-
-    Handlers notified by this run's changes are consequences, not drift of
-    their own; a handler left pending by an earlier run is.
-    """
-    return [(t, c) for t in host.tasks if t.status == CHANGED
-            and (not t.handler or t.pending) for c in t.changes]
-
-
-def host_drift_status(host: HostResult) -> str:
-    if host.unreachable:
-        return UNREACHABLE
-    if host.failed:
-        return FAILED
-    return DRIFT if drifted(host) else IN_SYNC
+__all__ = ["DRIFT", "FAILED", "IN_SYNC", "UNREACHABLE", "drift_data", "drift_json",
+           "drift_prometheus", "drift_table", "drift_table_text", "drifted", "host_drift_status"]
 
 
 def _error(host: HostResult) -> str | None:
@@ -49,13 +43,12 @@ def _error(host: HostResult) -> str | None:
 
 # -- table ------------------------------------------------------------------------
 
-def drift_table(run: RunResult, console: Console) -> None:
-    """One status line per host, then its drifting resources, then a summary."""
+def drift_table(run: RunResult, console: Console, outcome: Outcome | None = None) -> None:
+    """One status line per host, then its drifting resources; then the roles a
+    host never got to, and the summary line with the exit code."""
     width = max((len(name) for name in run.hosts), default=0)
-    statuses: list[str] = []
     for h in run.hosts.values():
         status = host_drift_status(h)
-        statuses.append(status)
         items = drifted(h)
         line = Text(h.host.ljust(width) + "  ", style="bold")
         if status == UNREACHABLE:
@@ -81,17 +74,13 @@ def drift_table(run: RunResult, console: Console) -> None:
                 entry += f" (unknown: {change.unknown})"
             line.append("\n" + " " * (width + 4) + entry)
         console.print(line, soft_wrap=True, highlight=False)
-    counts = {s: statuses.count(s) for s in (IN_SYNC, DRIFT, UNREACHABLE, FAILED)}
-    noun = "host" if len(statuses) == 1 else "hosts"
-    summary = f"{len(statuses)} {noun}: " + ", ".join(
-        f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
-    console.print(Text(summary if statuses else "no hosts checked"), soft_wrap=True)
+    render_summary(run, console, outcome, drift=True)
 
 
-def drift_table_text(run: RunResult, width: int = 120) -> str:
+def drift_table_text(run: RunResult, width: int = 120, outcome: Outcome | None = None) -> str:
     """drift_table as plain text, for `--output FILE` (with write_text_atomic)."""
     buf = io.StringIO()
-    drift_table(run, Console(file=buf, force_terminal=False, width=width))
+    drift_table(run, Console(file=buf, force_terminal=False, width=width), outcome)
     return buf.getvalue()
 
 
@@ -101,7 +90,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def drift_data(run: RunResult) -> dict[str, Any]:
+def drift_data(run: RunResult, outcome: Outcome | None = None) -> dict[str, Any]:
     hosts: dict[str, Any] = {}
     for h in run.hosts.values():
         entries = []
@@ -120,22 +109,35 @@ def drift_data(run: RunResult) -> dict[str, Any]:
             "reboot_pending": h.reboot_pending,
             "error": _error(h),
             "unreachable": h.unreachable,
+            # the roles the host never got to, and why (the table's "not reached" lines)
+            "not_reached": [n.to_json() for n in h.not_reached()],
             # what the check cost (benchmarks/ reads these; apply's --report has them too)
             "connections": h.connections,
             "round_trips": h.round_trips,
             "profile": h.profile,
         }
-    return {
+    counts = drift_counts(run)
+    data: dict[str, Any] = {
         "in_sync": all(v["status"] == IN_SYNC for v in hosts.values()),
+        # the table's summary line, as numbers
+        "summary": {"hosts": counts.hosts, "in_sync": counts.ok, "drifted": counts.changed,
+                    "drifted_resources": counts.resources, "failed": counts.failed,
+                    "unreachable": counts.unreachable},
+    }
+    if outcome is not None:
+        data.update(exit_code=outcome.code, status=outcome.status)
+    data.update({
         # already masked by the engine; again here, as this file leaves the controller
         "hosts": mask_json(hosts, run.secret_values()),
         "checked_at": _iso(run.finished or time.time()),
-    }
+    })
+    return data
 
 
-def drift_json(run: RunResult) -> str:
-    """`--format json`: `in_sync` is true only if every host was checked and matched."""
-    return json.dumps(drift_data(run), indent=2) + "\n"
+def drift_json(run: RunResult, outcome: Outcome | None = None) -> str:
+    """`--format json`: `in_sync` is true only if every host was checked and matched;
+    `summary`, `exit_code` and `status` say what the table's last line says."""
+    return json.dumps(drift_data(run, outcome), indent=2) + "\n"
 
 
 # -- Prometheus -------------------------------------------------------------------
@@ -151,32 +153,46 @@ def _num(value: float) -> str:
     return repr(round(float(value), 3))
 
 
-def drift_prometheus(run: RunResult) -> str:
-    """`--format prometheus`: a node_exporter textfile collector file."""
+def drift_prometheus(run: RunResult, outcome: Outcome | None = None) -> str:
+    """`--format prometheus`: a node_exporter textfile collector file; the run's
+    counts and exit code as the table's summary line says them."""
     hosts = list(run.hosts.values())
-    families: list[tuple[str, str, list[tuple[HostResult | None, float]]]] = [
+    counts = drift_counts(run)
+    by_status = {IN_SYNC: counts.ok, DRIFT: counts.changed, FAILED: counts.failed,
+                 UNREACHABLE: counts.unreachable}
+    families: list[tuple[str, str, list[tuple[str, float]]]] = [
         ("gpuprov_drift_resources",
          "Resources that differ from the desired state (absent when unreachable).",
          # Unreachable: the count is unknown, so no sample rather than a false 0.
-         [(h, len(drifted(h))) for h in hosts if not h.unreachable]),
+         [(_host(h), len(drifted(h))) for h in hosts if not h.unreachable]),
         ("gpuprov_host_in_sync", "1 if the host was checked and matches the desired state.",
-         [(h, host_drift_status(h) == IN_SYNC) for h in hosts]),
+         [(_host(h), host_drift_status(h) == IN_SYNC) for h in hosts]),
         ("gpuprov_host_unreachable", "1 if the host could not be reached.",
-         [(h, bool(h.unreachable)) for h in hosts]),
+         [(_host(h), bool(h.unreachable)) for h in hosts]),
         ("gpuprov_host_failed", "1 if checking the host failed.",
-         [(h, host_drift_status(h) == FAILED) for h in hosts]),
+         [(_host(h), host_drift_status(h) == FAILED) for h in hosts]),
         ("gpuprov_reboot_pending", "1 if the host needs a reboot that has not been done.",
-         [(h, h.reboot_pending) for h in hosts]),
+         [(_host(h), h.reboot_pending) for h in hosts]),
+        ("gpuprov_drift_check_hosts", "Hosts checked, by outcome.",
+         [(f'{{status="{status}"}}', n) for status, n in by_status.items()]),
+        ("gpuprov_drift_check_drifted_resources", "Resources that differ on the drifted hosts.",
+         [("", counts.resources)]),
         ("gpuprov_drift_check_timestamp_seconds", "When the drift check finished (Unix time).",
-         [(None, run.finished)]),
+         [("", run.finished)]),
         ("gpuprov_drift_check_duration_seconds", "How long the drift check took.",
-         [(None, max(run.finished - run.started, 0.0))]),
+         [("", max(run.finished - run.started, 0.0))]),
     ]
+    if outcome is not None:
+        families.append(("gpuprov_drift_check_exit_code", "The exit code of gpuprov "
+                         "drift-check: 0 in sync, 2 a host failed, 3 drift, 4 unreachable.",
+                         [(f'{{status="{escape_label(outcome.status)}"}}', outcome.code)]))
     out: list[str] = []
     for name, help_text, samples in families:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} gauge")
-        for host, value in samples:
-            labels = f'{{host="{escape_label(host.host)}"}}' if host is not None else ""
-            out.append(f"{name}{labels} {_num(value)}")
+        out.extend(f"{name}{labels} {_num(value)}" for labels, value in samples)
     return "\n".join(out) + "\n"
+
+
+def _host(host: HostResult) -> str:
+    return f'{{host="{escape_label(host.host)}"}}'

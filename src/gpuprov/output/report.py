@@ -34,6 +34,7 @@ from gpuprov.engine.results import (
     TaskResult,
     mask_json,
 )
+from gpuprov.output.summary import Outcome, plural, render_summary
 
 
 def task_label(task: TaskResult) -> str:
@@ -74,11 +75,8 @@ def own_message(host: str, text: str) -> str:
 _UNREACHABLE = re.compile(r"^unreachable \(([^)]*)\): ")
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
+def render_recap(run: RunResult, console: Console, verbose: int = 0,
+                 outcome: Outcome | None = None) -> None:
     """The recap at the end of every run, then what a person must act on.
 
     One plain line per host, as Ansible's PLAY RECAP: a host name is never cut
@@ -100,7 +98,6 @@ def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
         name = Text(h.host if apart else h.host.ljust(name_width), style=_host_style(h))
         line = Text.assemble(name, "\n    " if apart else "  ", text)
         console.print(line, soft_wrap=True, highlight=False)
-    console.print(_totals(run), soft_wrap=True, highlight=False)
     if verbose >= 1:
         for h in hosts:
             console.print(Text(profile_text(h)), soft_wrap=True, highlight=False, markup=False)
@@ -130,7 +127,7 @@ def render_recap(run: RunResult, console: Console, verbose: int = 0) -> None:
                           soft_wrap=True)
     if run.aborted:
         console.print(Text.assemble(("run aborted: ", "bold red"), run.aborted), soft_wrap=True)
-    # The recap's last lines: the run's summary goes here (output/summary.py).
+    render_summary(run, console, outcome)   # roles not reached, the summary line, exit code
 
 
 def _counts_text(h: HostResult, row: dict[str, tuple[int, str]], widths: dict[str, int],
@@ -178,18 +175,6 @@ def _host_style(h: HostResult) -> str:
     if h.unreachable or h.failed:
         return "bold red"
     return "yellow" if h.changed else "green"
-
-
-def _totals(run: RunResult) -> Text:
-    hosts = list(run.hosts.values())
-    seconds = max(run.finished - run.started, 0.0) if run.finished else 0.0
-    parts = [
-        plural(len(hosts), "host"),
-        f"{sum(1 for h in hosts if h.changed)} changed",
-        f"{sum(1 for h in hosts if h.failed and not h.unreachable)} failed",
-        f"{sum(1 for h in hosts if h.unreachable)} unreachable",
-    ]
-    return Text(", ".join(parts) + f" in {seconds:.1f}s")
 
 
 # -- diffs ----------------------------------------------------------------------
