@@ -235,7 +235,8 @@ def _describe(info: ContainerInfo | None, limits: ContainerLimits | None = None)
     if info is None:
         return "absent\n"
     spec = info.label(SPEC_LABEL)
-    shown = info.limits.only(limits).shown() if limits and info.limits else {}
+    shown = (info.limits.only(limits).shown()
+             if limits is not None and info.limits is not None else {})
     return (f"state: {info.status or ('running' if info.running else 'stopped')}\n"
             f"spec: {spec[:12] if spec else '(none)'}\n"
             f"publishes: {', '.join(sorted(info.ports)) or '(nothing)'}\n"
@@ -282,7 +283,7 @@ class ContainerRunning(Op):
         if info.ports != self.ports:
             found.append(f"{self.name} publishes {_addresses(info.ports)}, wanted "
                          f"{_addresses(self.ports)}")
-        if self.limits:
+        if self.limits is not None:
             found += [f"{self.name} runs with {d}" for d in self.limits.drift(info.limits)]
         return found
 
