@@ -61,7 +61,8 @@ def test_disk_full_during_a_write_leaves_the_old_file_and_no_temp(
             out = run.stdout + run.stderr
             flat = " ".join(out.split())
             assert run.returncode == 2, out
-            assert f"{host.name}: task 'file {TARGET}' failed" in out, out
+            # issue 17's recap: the host named once ("failed HOST"), its error below
+            assert f"failed {host.name}\n    task 'file {TARGET}' failed" in out, out
             assert (f"no space left on device (ENOSPC) writing {TARGET}; {TARGET} was left "
                     "unchanged and no temp file remains") in flat, out
             assert f"df -h {DIR}" in flat, out

@@ -32,6 +32,20 @@ FIELDS = {
 }
 ALIASES = {"gpu_name": "name", "gpu_uuid": "uuid", "gpu_bus_id": "pci.bus_id"}
 
+# Fields the gpu_exporter role's program asks (roles/gpu_exporter) that no GPU
+# scripts: fixed, plausible idle values (an A100's clocks; the table's 60 W).
+# setdefault: a field defined above, scripted per GPU, wins.
+IDLE_FIELDS = {
+    "utilization.memory": ("utilization.memory [%]", " %", "0"),
+    "power.draw": ("power.draw [W]", " W", "60.00"),
+    "clocks.sm": ("clocks.current.sm [MHz]", " MHz", "1410"),
+    "clocks.mem": ("clocks.current.memory [MHz]", " MHz", "1593"),
+    "ecc.errors.corrected.volatile.total": ("ecc.errors.corrected.volatile.total", "", "0"),
+    "ecc.errors.uncorrected.volatile.total": ("ecc.errors.uncorrected.volatile.total", "", "0"),
+}
+for _name, (_header, _unit, _value) in IDLE_FIELDS.items():
+    FIELDS.setdefault(_name, (_header, _unit, lambda g, v, value=_value: value))
+
 
 def short_version(version: str) -> str:
     """NVML reports major.minor ('580.95.05' -> '580.95')."""
