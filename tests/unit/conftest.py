@@ -1,5 +1,6 @@
-"""What unit tests share: the run lock kept off this machine's /run (each
-inventory host of a test gets a lock file of its own in a temp dir), and the
+"""What unit tests share: the run lock and the last-apply record kept off this
+machine's /run and /var/lib (each inventory host of a test gets files of its
+own in a temp dir), and the
 fixtures of the SSH connector tests (an in-process sshd, keys, a HOME of
 their own: modules that need it say `usefixtures("isolated_home")`)."""
 
@@ -11,6 +12,7 @@ import paramiko
 import pytest
 
 from gpuprov.engine.hostlock import LOCK_PATH_ENV
+from gpuprov.engine.lastapply import RECORD_PATH_ENV
 from tests.unit.fake_sshd import FakeSshd
 
 
@@ -19,6 +21,8 @@ def _run_lock_in_tmp(tmp_path_factory: pytest.TempPathFactory,
                      monkeypatch: pytest.MonkeyPatch) -> None:
     locks: Path = tmp_path_factory.mktemp("locks")
     monkeypatch.setenv(LOCK_PATH_ENV, str(locks / "{host}.lock"))
+    # and apply's last-apply record off this machine's /var/lib/gpuprov
+    monkeypatch.setenv(RECORD_PATH_ENV, str(locks / "{host}-last-apply.json"))
 
 
 # ---------------------------------------------------------------- SSH connector tests

@@ -175,6 +175,12 @@ class Held(ABC):
                 return "".join(lines), line[len(end):]
             lines.append(line + "\n")
 
+    def send(self, data: bytes) -> None:
+        """Write `data` to its stdin, for it to read as it ends (the run lock's
+        last script, run as the lock is let go); a command that has ended
+        already is not an error. NotImplementedError where it cannot."""
+        raise NotImplementedError
+
     @abstractmethod
     def release(self) -> None:
         """Close its stdin and let it end; safe to call twice."""

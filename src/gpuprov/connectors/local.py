@@ -154,6 +154,13 @@ class _HeldProcess(Held):
             raise TimeoutError
         return os.read(fd, 65536)
 
+    def send(self, data: bytes) -> None:
+        stdin = self._proc.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                stdin.write(data)
+                stdin.flush()
+
     def release(self) -> None:
         proc = self._proc
         if proc.stdin is not None and not proc.stdin.closed:

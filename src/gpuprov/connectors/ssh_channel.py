@@ -170,6 +170,10 @@ class HeldChannel(Held):
         self._chan.settimeout(timeout)
         return bytes(self._chan.recv(65536))
 
+    def send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._chan.sendall(data)
+
     def release(self) -> None:
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             self._chan.shutdown_write()

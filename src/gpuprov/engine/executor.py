@@ -9,7 +9,6 @@ unreachable in one play are left out of the later plays, as in Ansible.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 import traceback
@@ -22,9 +21,11 @@ from typing import Any, Protocol
 from gpuprov.connectors.base import Connector
 from gpuprov.engine import selection
 from gpuprov.engine.connect import ConnectOptions, connector_for
+from gpuprov.engine.forks import batches
 from gpuprov.engine.hostfacts import HostFacts, first_facts
 from gpuprov.engine.hostlock import default_lock_path
 from gpuprov.engine.hostrun import HostRun, RoleRun
+from gpuprov.engine.lastapply import record_script
 from gpuprov.engine.prefetch import FactPlans
 from gpuprov.engine.reboot import DEFAULT_TIMEOUT, reboot_and_wait
 from gpuprov.engine.results import CONDITION, SKIPPED, HostResult, RunResult, TaskResult, phase
@@ -193,7 +194,7 @@ class Executor:
                 selection.left_out(result, play, self.options,
                                    "nothing changed on this host, verify: on-change", CONDITION)
                 if self._last_play.get(host.name) is play:
-                    self._locks.release(host.name)
+                    self._locks.release(host.name, self._record(host, result))
                 self._finished(result)
                 return result
             roles, skipped = self._role_runs(play, host)
@@ -247,7 +248,7 @@ class Executor:
         if result.reboot_pending and not self.options.check and not result.failed:
             self._maybe_reboot(play, host, connector, result)
         if result.failed or result.unreachable or self._last_play.get(host.name) is play:
-            self._locks.release(host.name)
+            self._locks.release(host.name, self._record(host, result))
         if self._last_play.get(host.name) is play and not (result.failed or result.unreachable):
             self._plans.save(host.name, self._facts_of(host, connector).asked)
         result.mask()
@@ -342,6 +343,15 @@ class Executor:
         result.connections = connector.stats.connections
         result.round_trips = connector.stats.round_trips
 
+    def _record(self, host: Host, result: HostResult) -> str:
+        """The last-apply record's script for a host whose apply ends well."""
+        if self._command != "apply" or self.options.check or result.failed \
+                or result.unreachable:
+            return ""
+        facts = self._host_facts.get(host.name)
+        return record_script(host.name, self.plays[0].file if self.plays else None,
+                             facts.values if facts else {})
+
     def _finished(self, result: HostResult) -> None:
         if self.progress:
             self.progress.host_finished(result)
@@ -385,15 +395,3 @@ def internal_error(exc: BaseException) -> str:
     return (f"internal error{where}: {type(exc).__name__}: {exc} "
             "(a bug in gpuprov or in a role; please report it)")
 
-
-# -- helpers (pure, unit-tested) ------------------------------------------------
-
-def batches(hosts: Sequence[Host], serial: int | str | None) -> list[list[Host]]:
-    """Split hosts into --serial batches: a count, or "30%" of the play's hosts."""
-    if not serial:
-        return [list(hosts)] if hosts else []
-    if isinstance(serial, str):
-        size = max(1, math.floor(len(hosts) * float(serial.rstrip("%")) / 100))
-    else:
-        size = max(1, int(serial))
-    return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]

@@ -18,10 +18,14 @@ need it (any process may do that), so a 1024 soft limit does not cap a
 
 from __future__ import annotations
 
+import math
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 AUTO = "auto"
 #: the explicit -f N ceiling, and auto's too: beyond it threads cost more than they gain
@@ -93,3 +97,15 @@ def read_mem_available_mib(meminfo: Path = Path("/proc/meminfo")) -> float | Non
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def batches(hosts: Sequence[T], serial: int | str | None) -> list[list[T]]:
+    """Split a play's hosts into --serial batches: a count, or "30%" of them
+    (moved here from executor.py, which re-exports it, for its 400 lines)."""
+    if not serial:
+        return [list(hosts)] if hosts else []
+    if isinstance(serial, str):
+        size = max(1, math.floor(len(hosts) * float(serial.rstrip("%")) / 100))
+    else:
+        size = max(1, int(serial))
+    return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]

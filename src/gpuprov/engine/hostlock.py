@@ -17,6 +17,7 @@ boot).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
@@ -44,6 +45,9 @@ ANSWER_GRACE = 30.0
 # $5 the bytes of a script on stdin to run once the lock is held (0: none),
 # $6 the line that ends its output. fd 9 is inherited by `cat`, which holds
 # the lock until its stdin ends; head -c reads exactly the script's bytes.
+# Before `cat`, a line with a byte count N may come, then N bytes of a last
+# script (release(last)): run, under the lock and silently, only when all N
+# arrived, so a connection lost mid-way never runs half a script.
 _SCRIPT = (
     'command -v flock >/dev/null 2>&1 || { echo "error: flock (util-linux) is not installed"; '
     "exit 1; }; "
@@ -52,6 +56,9 @@ _SCRIPT = (
     f'{{ printf "busy %s\\n" "$(head -n 1 "$1")"; exit {BUSY_EXIT}; }}; '
     "printf '%s\\n' \"$4\" >\"$1\"; echo locked; "
     'if [ "$5" -gt 0 ]; then head -c "$5" | sh -s 9>&-; printf \'%s %s\\n\' "$6" "$?"; fi; '
+    'if IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; then f=$(mktemp) && '
+    'head -c "$n" >"$f" && [ "$(wc -c <"$f")" -eq "$n" ] && sh "$f" </dev/null >/dev/null '
+    '2>&1 9>&-; rm -f "$f"; fi; '
     "exec cat >/dev/null"
 )
 #: how long the script run with the lock (the first facts batch) may take
@@ -175,7 +182,15 @@ class HostLock:
                                f"lock did not finish: {exc}") from exc
         self.exit_code = int(code) if code.strip().isdigit() else -1
 
-    def release(self) -> None:
+    def release(self, last: str = "") -> None:
+        """Let the lock go; `last` (sh, as root) runs on the host first, under
+        the lock, in no round trip of its own: nothing waits for it or reads
+        its output (the last-apply record)."""
         held, self._held = self._held, None
-        if held is not None:
-            held.release()
+        if held is None:
+            return
+        if last:
+            body = last.encode()
+            with contextlib.suppress(NotImplementedError):
+                held.send(f"{len(body)}\n".encode() + body)
+        held.release()

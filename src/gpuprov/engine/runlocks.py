@@ -85,11 +85,12 @@ class RunLocks:
         with self._mutex:
             self._held.pop(name, None)
 
-    def release(self, name: str) -> None:
+    def release(self, name: str, last: str = "") -> None:
+        """Let the host's lock go, running `last` on it first (HostLock.release)."""
         with self._mutex:
             lock = self._held.pop(name, None)
         if lock is not None:
-            lock.release()
+            lock.release(last)
 
     def release_all(self) -> None:
         with self._mutex:

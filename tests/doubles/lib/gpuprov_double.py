@@ -123,6 +123,7 @@ class Gpu:
     temperature: int = 32
     compute_cap: str = "8.0"
     power_cap_w: int = 400
+    ecc: bool = True            # False: a board without ECC (GeForce): its fields are [N/A]
 
 
 DEFAULT_GPUS = [
@@ -163,6 +164,8 @@ def all_gpus() -> list[Gpu]:
             utilization=int(entry.get("utilization_gpu", 0)),
             temperature=int(entry.get("temperature_gpu", 32)),
             compute_cap=str(entry.get("compute_cap", _compute_cap(entry["name"]))),
+            power_cap_w=int(entry.get("power_cap_w", 400)),
+            ecc=bool(entry.get("ecc", True)),
         ))
     return gpus
 

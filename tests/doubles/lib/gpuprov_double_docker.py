@@ -34,6 +34,7 @@ from gpuprov_double_docker_state import (
     load_images,
     runtimes,
 )
+from gpuprov_double_docker_stats import cmd_stats
 
 # Top-level daemon.json keys dockerd 28 accepts (dockerd --validate rejects others).
 DAEMON_KEYS = frozenset([
@@ -170,7 +171,8 @@ ALIASES = {("image", "pull"): "pull", ("image", "inspect"): "image-inspect",
            ("image", "load"): "load", ("container", "run"): "run", ("container", "ls"): "ps",
            ("container", "list"): "ps", ("container", "inspect"): "inspect",
            ("container", "stop"): "stop", ("container", "rm"): "rm", ("container", "logs"): "logs",
-           ("container", "update"): "update", ("system", "info"): "info"}
+           ("container", "update"): "update", ("container", "stats"): "stats",
+           ("system", "info"): "info"}
 
 
 def main(argv: list[str]) -> int:
@@ -197,7 +199,7 @@ def main(argv: list[str]) -> int:
         "inspect": cmd_inspect, "info": cmd_info, "image-inspect": cmd_image_inspect,
         "rmi": lambda a: cmd_rmi(a, load_containers()),
         "stop": lambda a: cmd_stop_rm("stop", a), "rm": lambda a: cmd_stop_rm("rm", a),
-        "logs": lambda a: cmd_stop_rm("logs", a), "update": cmd_update,
+        "logs": lambda a: cmd_stop_rm("logs", a), "update": cmd_update, "stats": cmd_stats,
     }
     if command not in handlers:
         sys.stderr.write(f"docker: unknown command: docker {command}\n\nRun 'docker --help' for "

@@ -1,12 +1,16 @@
 # TEST DOUBLE for gpuprov's test fleet: the nvidia-smi logic. Never install on real hosts.
 """nvidia-smi double: answers from /etc/gpuprov-test-double/gpus.json and the
-driver records the nvidia-headless stand-in package writes."""
+driver records the nvidia-headless stand-in package writes; the telemetry
+(temperature, power, ECC, clock reasons, compute processes) a test scripts in
+/var/lib/gpuprov-test-double/gpu-state.json (gpuprov_double_gpu_telemetry.py)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
+import gpuprov_double_gpu_telemetry as telemetry
 from gpuprov_double import Gpu, cuda_version, nvml_state, select_gpus, visible_gpus
 
 NO_DRIVER = (
@@ -97,21 +101,50 @@ def query(gpus: list[Gpu], version: str, fields: list[str], fmt: str) -> tuple[s
         return f'"{fmt}" is not a valid format.\n', 2
     names = [ALIASES.get(f.strip(), f.strip()) for f in fields if f.strip()]
     for name in names:
-        if name not in FIELDS:
+        if name not in FIELDS and not telemetry.is_field(name):
             return f'Field "{name}" is not a valid field to query.\n\n', 2
     units = "nounits" not in options
     out = []
     if "noheader" not in options:
-        out.append(", ".join(FIELDS[n][0] if units else FIELDS[n][0].split(" [")[0]
+        out.append(", ".join(_header(n) if units else _header(n).split(" [")[0]
                              for n in names))
     for gpu in gpus:
         row = []
         for name in names:
-            _, unit, getter = FIELDS[name]
-            value = str(len(gpus)) if name == "count" else getter(gpu, version)
-            row.append(value + (unit if units else ""))
+            header, unit, getter = FIELDS.get(name, (name, "", lambda g, v: ""))
+            unit = telemetry.UNITS.get(name, "").replace(" [", " ").rstrip("]") or unit
+            own = str(len(gpus)) if name == "count" else getter(gpu, version)
+            value = telemetry.value(gpu, name, own) or ""
+            # "[N/A]" carries no unit, with or without nounits
+            row.append(value + (unit if units and not value.startswith("[") else ""))
         out.append(", ".join(row))
     return "\n".join(out) + "\n", 0
+
+
+def _header(name: str) -> str:
+    return FIELDS[name][0] if name in FIELDS else name + telemetry.UNITS.get(name, "")
+
+
+def other_query(kind: str) -> Callable[[list[Gpu], str, list[str], str], tuple[str, int]]:
+    """The answer to --query-compute-apps or --query-remapped-rows."""
+
+    def answer(gpus: list[Gpu], version: str, fields: list[str], fmt: str) -> tuple[str, int]:
+        options = [o.strip() for o in fmt.split(",")]
+        if options[0] != "csv":
+            return f'"{fmt}" is not a valid format.\n', 2
+        names = [f.strip() for f in fields if f.strip()]
+        units = "nounits" not in options
+        if kind == "query-compute-apps":
+            return telemetry.compute_apps(gpus, names, units, "noheader" not in options)
+        text, code = telemetry.remapped_rows(gpus, names, units)
+        if code == 0 and "noheader" not in options:
+            text = ", ".join(names) + "\n" + text
+        return text, code
+    return answer
+
+
+QUERIES = {"query-gpu": query, "query-compute-apps": other_query("query-compute-apps"),
+           "query-remapped-rows": other_query("query-remapped-rows")}
 
 
 def parse(argv: list[str]) -> dict[str, str]:
@@ -120,7 +153,8 @@ def parse(argv: list[str]) -> dict[str, str]:
     while args:
         arg = args.pop(0)
         key, eq, value = arg.partition("=")
-        if key in ("-i", "--id", "--query-gpu", "--format"):
+        if key in ("-i", "--id", "--query-gpu", "--format", "--query-compute-apps",
+                   "--query-remapped-rows"):
             if not eq:
                 value = args.pop(0) if args else ""
             opts["id" if key == "-i" else key.lstrip("-")] = value
@@ -168,13 +202,14 @@ def main(argv: list[str]) -> int:
         for gpu in gpus:
             sys.stdout.write(f"GPU {gpu.index}: {gpu.name} (UUID: {gpu.uuid})\n")
         return 0
-    if "query-gpu" in opts:
-        if "format" not in opts:
-            sys.stdout.write("--format=csv must be specified with --query-gpu.\n")
-            return 2
-        text, code = query(gpus, version, opts["query-gpu"].split(","), opts["format"])
-        sys.stdout.write(text)
-        return code
+    for kind in ("query-gpu", "query-compute-apps", "query-remapped-rows"):
+        if kind in opts:
+            if "format" not in opts:
+                sys.stdout.write(f"--format=csv must be specified with --{kind}.\n")
+                return 2
+            text, code = QUERIES[kind](gpus, version, opts[kind].split(","), opts["format"])
+            sys.stdout.write(text)
+            return code
     sys.stdout.write(table(gpus, version))
     return 0
 
