@@ -28,7 +28,7 @@ from gpuprov.ops.command import command
 from gpuprov.ops.docker import container, container_absent
 from gpuprov.ops.files import absent, directory, file, template
 from gpuprov.ops.generated import generated_secret
-from gpuprov.ops.services import service
+from gpuprov.ops.services import daemon_reload, service
 from gpuprov.ops.users import group_members, group_present
 
 from . import launch
@@ -112,21 +112,18 @@ def removed(ctx):
                       invalidates=(ServiceState,))
 
 
-def daemon_reload(ctx):
-    if ctx.system.init != "systemd":
-        return []
-    return [command("systemctl daemon-reload", name="systemctl daemon-reload",
-                    invalidates=(ServiceState,))]
+def reload_systemd(ctx):
+    return daemon_reload(ctx.system.init)
 
 
 def restart(ctx):
     if not enabled(ctx.vars):
         return []   # a notification left pending before jupyter was disabled
     # the unit file may have changed: systemd must read it before the restart
-    return [*daemon_reload(ctx), service(NAME, state="restarted", container=NAME)]
+    return [*reload_systemd(ctx), service(NAME, state="restarted", container=NAME)]
 
 
 HANDLERS = {
     RESTART: restart,
-    "reload systemd": daemon_reload,
+    "reload systemd": reload_systemd,
 }
