@@ -21,7 +21,7 @@ from gpuprov.facts.services import ServiceState
 from gpuprov.ops.command import command
 from gpuprov.ops.file_plan import state_fact
 from gpuprov.ops.files import absent, directory, template
-from gpuprov.ops.services import service
+from gpuprov.ops.services import daemon_reload, service
 
 NAME = "gpuprov-gpu-exporter"
 PROGRAM = f"/usr/local/sbin/{NAME}"
@@ -109,11 +109,8 @@ def removed(ctx):
         yield absent(posixpath.join(where, TEXTFILE))
 
 
-def daemon_reload(ctx):
-    if ctx.system.init != "systemd":
-        return []
-    return [command("systemctl daemon-reload", name="systemctl daemon-reload",
-                    invalidates=(ServiceState,))]
+def reload_systemd(ctx):
+    return daemon_reload(ctx.system.init)
 
 
 def restart(ctx):
@@ -121,11 +118,11 @@ def restart(ctx):
         return []   # a notification left pending before the exporter was disabled
     if ctx.system.init == "systemd":
         # the timer's interval is in its unit file: systemd must read it first
-        return [*daemon_reload(ctx), service(TIMER, state="restarted")]
+        return [*reload_systemd(ctx), service(TIMER, state="restarted")]
     return [service(NAME, state="restarted")]
 
 
 HANDLERS = {
     RESTART: restart,
-    "reload systemd": daemon_reload,
+    "reload systemd": reload_systemd,
 }

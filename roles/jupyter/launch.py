@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpuprov.command import Command, Raw
+from gpuprov.facts.docker_limits import format_cpus, format_size
 
 from .settings import (
     AUTHORIZED_KEYS,
@@ -94,6 +95,7 @@ def run_options(s: Settings) -> list[tuple[str, ...]]:
         # through this supplementary group, not through jupyter_user's gid
         ("--group-add", GID_REF),
         ("--gpus", s.gpus),
+        *limit_options(s),
         *(("-p", p) for p in s.publish),
         # The image has no passwd entry for the uid: HOME would be "/", where
         # Jupyter cannot write its runtime files. In the data volume, the
@@ -120,6 +122,23 @@ def run_options(s: Settings) -> list[tuple[str, ...]]:
         # image may set from taking over.
         opts += [("-v", f"{s.token_file}:{IN_TOKEN}:ro"), ("-e", "JUPYTER_TOKEN="),
                  ("-e", f"JUPYTER_TOKEN_FILE={IN_TOKEN}")]
+    return opts
+
+
+def limit_options(s: Settings) -> list[tuple[str, str]]:
+    """--memory, --cpus, --shm-size, --pids-limit of the declared limits, in the
+    spelling docker inspect's numbers are compared in ("16G" and "16384m" are
+    the same spec)."""
+    lim = s.limits
+    opts = []
+    if lim.memory:
+        opts.append(("--memory", format_size(lim.memory)))
+    if lim.nano_cpus:
+        opts.append(("--cpus", format_cpus(lim.nano_cpus)))
+    if lim.shm_size:
+        opts.append(("--shm-size", format_size(lim.shm_size)))
+    if lim.pids_limit:
+        opts.append(("--pids-limit", str(lim.pids_limit)))
     return opts
 
 

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuprov.facts.docker import gpus_arg, parse_image_ref
+from gpuprov.facts.docker_limits import (
+    DOCKER_MEMORY_MIN,
+    ContainerLimits,
+    format_size,
+    parse_cpus,
+    parse_size,
+)
 
 NAME = "gpuprov-jupyter"            # container, service and script
 SCRIPT = f"/usr/local/sbin/{NAME}"
@@ -182,6 +189,8 @@ class Settings:
     token_readers: tuple[str, ...] = ()
     #: the host's hardened sshd drop-in, mounted into the container ("" without container_ssh)
     sshd_dropin: str = ""
+    #: jupyter_memory, jupyter_cpus, jupyter_shm_size, jupyter_pids_limit
+    limits: ContainerLimits = ContainerLimits()
 
     @property
     def token(self) -> bool:
@@ -300,7 +309,7 @@ def settings(vars: Mapping[str, Any]) -> Settings:
         gpus=gpus, ssh=ssh, ssh_port=port_var(vars, "container_ssh_port", 2222),
         ssh_bind=_ip(vars, "container_ssh_bind_address", "127.0.0.1"), ssh_keys=keys,
         token_readers=token_readers(vars),
-        sshd_dropin=host_sshd_dropin(vars) if ssh else "")
+        sshd_dropin=host_sshd_dropin(vars) if ssh else "", limits=limits(vars))
 
 
 def host_sshd_dropin(vars: Mapping[str, Any]) -> str:
@@ -315,3 +324,57 @@ def host_sshd_dropin(vars: Mapping[str, Any]) -> str:
             "list the sshd_hardening role in this play (with tags: [never] it is not run, "
             "only its defaults are read, as in playbooks/site.yml), or set sshd_dropin")
     return dropin
+
+
+# ---------------------------------------------------------------- resource limits
+
+def _unset(value: Any) -> bool:
+    return value is None or str(value).strip() == ""
+
+
+def _size(vars: Mapping[str, Any], name: str, minimum: int) -> int | None:
+    value = vars.get(name)
+    if _unset(value):
+        return None
+    try:
+        size = parse_size(value)
+    except ValueError:
+        raise JupyterVarError(name, "must be a size as docker writes it: a number and "
+                              "b, k, m, g or t (binary: 1g = 1024m)", "e.g. 16g") from None
+    if size < minimum:
+        raise JupyterVarError(name, f"must be at least {format_size(minimum)}")
+    return size
+
+
+def _cpus(vars: Mapping[str, Any]) -> int | None:
+    value = vars.get("jupyter_cpus")
+    if _unset(value):
+        return None
+    try:
+        nano = parse_cpus(value)
+    except ValueError as exc:
+        raise JupyterVarError("jupyter_cpus", f"must be a number of CPUs: {exc}",
+                              "e.g. 8 or 1.5") from None
+    if nano < 10 ** 7:   # docker's own floor
+        raise JupyterVarError("jupyter_cpus", "must be at least 0.01")
+    return nano
+
+
+def _pids(vars: Mapping[str, Any]) -> int | None:
+    value = vars.get("jupyter_pids_limit")
+    if _unset(value):
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise JupyterVarError("jupyter_pids_limit", "must be a whole number of processes "
+                              "and threads, at least 1 (empty: no limit)", "e.g. 4096")
+    return int(text)
+
+
+def limits(vars: Mapping[str, Any]) -> ContainerLimits:
+    """The container's limits; empty memory, cpus or pids: none (docker's
+    default), empty shm-size: the daemon's default /dev/shm (64m), not compared."""
+    return ContainerLimits(memory=_size(vars, "jupyter_memory", DOCKER_MEMORY_MIN) or 0,
+                           nano_cpus=_cpus(vars) or 0,
+                           shm_size=_size(vars, "jupyter_shm_size", 1),
+                           pids_limit=_pids(vars) or 0)

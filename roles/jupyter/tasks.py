@@ -11,12 +11,14 @@ Checklist, per host:
    (root:gpuprov-jupyter 0640, never read back) mounted read-only into the
    container, where Jupyter reads it (JUPYTER_TOKEN_FILE);
 5. the start script /usr/local/sbin/gpuprov-jupyter (docker run: --user,
-   no-new-privileges, --cap-drop ALL, --gpus gpu_devices, -p on
+   no-new-privileges, --cap-drop ALL, --gpus gpu_devices, the resource
+   limits (--memory, --cpus, --shm-size, --pids-limit), -p on
    jupyter_bind_address only, a gpuprov.spec label) and its systemd unit or
    sysvinit script;
 6. the service started and enabled, restarted when any of the above changed;
 7. the container itself: running, from this very spec, publishing exactly
-   the wanted ports (drift fixed by the start script).
+   the wanted ports, with the declared memory, CPU, /dev/shm and pids limits
+   (drift fixed by the start script).
 jupyter_enabled false: stopped, disabled, unit and script removed, data kept.
 """
 
@@ -26,7 +28,7 @@ from gpuprov.ops.command import command
 from gpuprov.ops.docker import container, container_absent
 from gpuprov.ops.files import absent, directory, file, template
 from gpuprov.ops.generated import generated_secret
-from gpuprov.ops.services import service
+from gpuprov.ops.services import daemon_reload, service
 from gpuprov.ops.users import group_members, group_present
 
 from . import launch
@@ -90,7 +92,7 @@ def tasks(ctx):
     # The service runs the container (under sysvinit its running state is the
     # container's, one docker inspect for both ops); starting it re-reads the container.
     yield service(NAME, state="started", enabled=True, container=NAME)
-    yield container(NAME, spec=launch.spec_hash(s), publish=s.publish,
+    yield container(NAME, spec=launch.spec_hash(s), publish=s.publish, limits=s.limits,
                     fix=Command(SCRIPT, "restart"))
 
 
@@ -110,21 +112,18 @@ def removed(ctx):
                       invalidates=(ServiceState,))
 
 
-def daemon_reload(ctx):
-    if ctx.system.init != "systemd":
-        return []
-    return [command("systemctl daemon-reload", name="systemctl daemon-reload",
-                    invalidates=(ServiceState,))]
+def reload_systemd(ctx):
+    return daemon_reload(ctx.system.init)
 
 
 def restart(ctx):
     if not enabled(ctx.vars):
         return []   # a notification left pending before jupyter was disabled
     # the unit file may have changed: systemd must read it before the restart
-    return [*daemon_reload(ctx), service(NAME, state="restarted", container=NAME)]
+    return [*reload_systemd(ctx), service(NAME, state="restarted", container=NAME)]
 
 
 HANDLERS = {
     RESTART: restart,
-    "reload systemd": daemon_reload,
+    "reload systemd": reload_systemd,
 }

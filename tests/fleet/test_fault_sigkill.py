@@ -45,6 +45,8 @@ from tests.fleet.site import write_site_inventory
 
 SEED = int(os.environ.get("GPUPROV_FAULT_SEED", "15015"))
 POINTS = 20
+#: tries per kill point before the test gives up on reaching it
+MAX_MISSES = 10
 LANES = 3
 #: the full nothing-lost check (apply + drift-check) after every FULL_EVERY-th kill of a lane
 FULL_EVERY = 3
@@ -212,7 +214,12 @@ def step(lane: Lane, fleet: Fleet, work: Path, pool: ThreadPoolExecutor, converg
                 raise AssertionError(f"{detail}: {lane.host.name}: the apply after the "
                                      f"previous kill exited {code}:\n{log[-4000:]}")
         lane.misses += 1
-        assert lane.misses < 5, f"{detail}: {lane.host.name} converged before the kill 5 times"
+        # A bound, not a tolerance of loss: the main thread may be busy resetting
+        # another lane's host past this lane's kill moment (seen on a loaded
+        # 2-core machine: 5 misses at t=14.3 s of a 15 s converge); each miss
+        # retries on a fresh disk, a lost file still fails the check after a kill.
+        assert lane.misses < MAX_MISSES, \
+            f"{detail}: {lane.host.name} converged before the kill {MAX_MISSES} times"
         if lane.fresh:
             # alone it converges faster than T (measured with all lanes at once):
             # this lane's kill moments are fractions of its own converge from now on

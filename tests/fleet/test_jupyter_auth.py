@@ -289,10 +289,9 @@ PLAYBOOK = """\
 """
 
 
-@pytest.fixture(scope="module")
-def applied(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> tuple[FleetHost, Path]:
-    """A host with the stand-in driver, toolkit and docker (by apt, as in
-    test_standin_packages), then `gpuprov apply` of the jupyter role alone."""
+def stand_in_gpu_host(fleet: Fleet) -> FleetHost:
+    """A new host with the stand-in driver, toolkit and docker (by apt, as in
+    test_standin_packages), the docker runtime configured and IMAGE pulled."""
     host = fleet.add_host(group="lab")
     key = fleet.repos.binary_keys["libnvidia-container"].read_bytes()
     host.exec("cat > /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg", input=key)
@@ -304,6 +303,13 @@ def applied(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Fle
     fleet.ssh(host, f"sudo {APT} install nvidia-headless-580-server nvidia-utils-580-server "
               "docker-ce nvidia-container-toolkit && sudo nvidia-ctk runtime configure "
               f"--runtime=docker && sudo service docker restart && sudo docker pull -q {IMAGE}")
+    return host
+
+
+@pytest.fixture(scope="module")
+def applied(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> tuple[FleetHost, Path]:
+    """A stand-in GPU host, then `gpuprov apply` of the jupyter role alone."""
+    host = stand_in_gpu_host(fleet)
     work = tmp_path_factory.mktemp("jupyter-role")
     inventory = fleet.inventory([host])
     inventory["all"]["vars"].update({"gpu_image": IMAGE, "jupyter_token_readers": ["admin"]})

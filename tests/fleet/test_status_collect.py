@@ -123,3 +123,19 @@ def test_apply_records_itself_and_status_reads_it(
     assert data[cool.name]["last_apply"] == {"time": record["time"],
                                              "version": record["version"], "gpu_count": 2}
     assert data[hot.name]["last_apply"] is None
+
+
+def test_a_systemd_host_without_a_gpu(fleet: Fleet,
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Debian 12 under systemd: sshd is ssh.service (sshd.service its alias), the
+    # services are asked of systemctl, and no nvidia-smi says why there is no GPU
+    host = fleet.add_host(variant="systemd", group="lab")
+    work = tmp_path_factory.mktemp("status-systemd")
+    (work / "inventory.yml").write_text(yaml.safe_dump(fleet.inventory([host]),
+                                                       sort_keys=False))
+    one = status(work)[host.name]
+    assert (one["reachable"], one["error"], one["round_trips"]) == (True, None, 1), one
+    assert (one["gpus"], one["gpu_reason"], one["driver_version"]) == \
+        ([], "nvidia-smi is not installed", None)
+    assert (one["services"]["sshd"], one["services"]["docker"]) == ("running", "absent")
+    assert one["host_health"]["uptime_s"] > 0 and one["last_apply"] is None

@@ -127,6 +127,11 @@ class Project:
 
 @pytest.fixture()
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    return make_project(tmp_path, monkeypatch)
+
+
+def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """The greet role, site.yml and hosts.yml in tmp_path, the working directory."""
     out = tmp_path / "out"
     out.mkdir()
     role = tmp_path / "roles" / "greet"

@@ -20,15 +20,10 @@ from gpuprov.cli.common import load_target
 from tests.unit.cli_runner import Outcome, gpuprov
 from tests.unit.test_cli import (
     HOSTS,
-    INVENTORY,
-    ME,
-    MY_GROUP,
-    PLAYBOOK,
-    ROLE_DEFAULTS,
-    ROLE_TASKS,
     Project,
     closed_port,
     error_lines,
+    make_project,
     snapshot,
 )
 
@@ -39,16 +34,7 @@ CONNECTING = ("apply", "drift-check", "verify", "facts")
 @pytest.fixture(name="project")
 def project_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     """test_cli's project: the greet role, site.yml, hosts.yml (three local hosts)."""
-    out = tmp_path / "out"
-    out.mkdir()
-    role = tmp_path / "roles" / "greet"
-    role.mkdir(parents=True)
-    (role / "tasks.py").write_text(ROLE_TASKS)
-    (role / "defaults.yml").write_text(ROLE_DEFAULTS.format(out=out, me=ME, group=MY_GROUP))
-    (tmp_path / "site.yml").write_text(PLAYBOOK)
-    (tmp_path / "hosts.yml").write_text(INVENTORY)
-    monkeypatch.chdir(tmp_path)
-    return Project(tmp_path, out, tmp_path / "hosts.yml", tmp_path / "site.yml")
+    return make_project(tmp_path, monkeypatch)
 
 
 def one_error(result: Outcome, *expected: str) -> str:

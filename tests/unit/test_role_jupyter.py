@@ -168,10 +168,12 @@ def docker_run_argv(script: bytes) -> list[str]:
 
 def expected_run(spec: str, *, gpus: str = "all", image: str = IMAGE, token: bool = True,
                  publish: tuple[str, ...] = ("127.0.0.1:8888:8888",),
-                 extra: tuple[str, ...] = ()) -> list[str]:
+                 extra: tuple[str, ...] = (),
+                 limits: tuple[str, ...] = ("--shm-size", "8g")) -> list[str]:
+    # limits: jupyter_shm_size's default 8g, for PyTorch's DataLoader workers
     argv = ["docker", "run", "-d", "--name", NAME, "--restart", "on-failure:5",
             "--pull", "never", "--user", "1000:100", "--security-opt", "no-new-privileges",
-            "--cap-drop", "ALL", "--group-add", "$JUPYTER_GID", "--gpus", gpus]
+            "--cap-drop", "ALL", "--group-add", "$JUPYTER_GID", "--gpus", gpus, *limits]
     for p in publish:
         argv += ["-p", p]
     argv += ["-e", "HOME=/workspace/data", "-v", "/srv/gpuprov/data:/workspace/data",

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from gpuprov.command import Command, Raw
 from gpuprov.facts.base import Fact, FactError, Joint
+from gpuprov.facts.docker_limits import ContainerLimits
 
 _GPU_DEVICE = re.compile(r"^(?:\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-fA-F-]+)$")
 
@@ -104,7 +105,10 @@ _INSPECT_FORMAT = (
     '"state":{{with index $ "State"}}{"status":{{json (index . "Status")}},'
     '"running":{{json (index . "Running")}}}{{else}}null{{end}},'
     '"labels":{{with index $ "Config"}}{{json (index . "Labels")}}{{else}}null{{end}},'
-    '"ports":{{with index $ "HostConfig"}}{{json (index . "PortBindings")}}{{else}}null{{end}}}')
+    '"ports":{{with index $ "HostConfig"}}{{json (index . "PortBindings")}}{{else}}null{{end}},'
+    '"limits":{{with index $ "HostConfig"}}{"memory":{{json (index . "Memory")}},'
+    '"nano_cpus":{{json (index . "NanoCpus")}},"shm_size":{{json (index . "ShmSize")}},'
+    '"pids_limit":{{json (index . "PidsLimit")}}}{{else}}null{{end}}}')
 
 #: docker <= 27 "Error: No such object: X", later "error: no such object: X"
 _NO_SUCH = re.compile(r"no such (?:object|image|container): (?P<ref>\S+)\s*$", re.IGNORECASE)
@@ -285,6 +289,8 @@ class ContainerInfo:
     status: str                          # running | exited | restarting | paused | ...
     labels: tuple[tuple[str, str], ...]  # sorted (key, value) pairs
     ports: frozenset[str]                # "127.0.0.1:8888->8888/tcp"
+    #: HostConfig's memory, CPU, /dev/shm and pids limits (None: not reported)
+    limits: ContainerLimits | None = None
 
     def label(self, key: str) -> str | None:
         return dict(self.labels).get(key)
@@ -301,8 +307,8 @@ class ContainerStatus:
 
 @dataclass(frozen=True)
 class ContainerState(Fact[ContainerStatus]):
-    """`docker inspect` of one container: running or not, its labels and the
-    host addresses it publishes (never its environment)."""
+    """`docker inspect` of one container: running or not, its labels, the
+    host addresses it publishes and its resource limits (never its environment)."""
 
     name: str
     sudo: ClassVar[bool] = True
@@ -326,4 +332,5 @@ class ContainerState(Fact[ContainerStatus]):
         # State.Running stays true while a crashing container is "restarting"
         # (or "paused"): only "running" serves anything
         running = bool(state.get("running")) and status in ("running", "")
-        return ContainerStatus("ok", ContainerInfo(running, status, labels, ports))
+        return ContainerStatus("ok", ContainerInfo(running, status, labels, ports,
+                                                   ContainerLimits.from_inspect(data.get("limits"))))

@@ -5,7 +5,8 @@ sites); a long-running container kept running as specified, or gone.
 The image ops read the local image with DockerImage (`docker image inspect`),
 so a converged host never pulls, and drift-check sees a missing or wrong
 image without touching the registry. The container ops read ContainerState:
-running or not, its `gpuprov.spec` label and its published ports.
+running or not, its `gpuprov.spec` label, its published ports and its
+resource limits.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gpuprov.facts.docker import (
     parse_image_ref,
     parse_publish,
 )
+from gpuprov.facts.docker_limits import ContainerLimits
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
 
 _INVALIDATES = (DockerImage, ContainerGpuTest)
@@ -228,26 +230,33 @@ SPEC_LABEL = "gpuprov.spec"
 _CONTAINER_INVALIDATES = (ContainerState,)
 
 
-def _describe(info: ContainerInfo | None) -> str:
+def _describe(info: ContainerInfo | None, limits: ContainerLimits | None = None) -> str:
+    """The container for a diff; with `limits`, the running ones of those declared."""
     if info is None:
         return "absent\n"
     spec = info.label(SPEC_LABEL)
+    shown = (info.limits.only(limits).shown()
+             if limits is not None and info.limits is not None else {})
     return (f"state: {info.status or ('running' if info.running else 'stopped')}\n"
             f"spec: {spec[:12] if spec else '(none)'}\n"
-            f"publishes: {', '.join(sorted(info.ports)) or '(nothing)'}\n")
+            f"publishes: {', '.join(sorted(info.ports)) or '(nothing)'}\n"
+            + "".join(f"{name}: {value}\n" for name, value in shown.items()))
 
 
 @operation
 class ContainerRunning(Op):
     """Container `name` runs, carries the label gpuprov.spec=`spec` (a digest
     of how it is meant to be started) and publishes exactly `publish` (docker
-    `-p` values); otherwise `fix` (re)creates it, e.g. a service's start script."""
+    `-p` values) and, with `limits`, runs with those resource limits (docker
+    update can change them under a running container, its label unchanged);
+    otherwise `fix` (re)creates it, e.g. a service's start script."""
 
     name: str
     _: KW_ONLY
     spec: str
     publish: Sequence[str]
     fix: Command
+    limits: ContainerLimits | None = None
     #: `publish` as ContainerInfo reports published ports
     ports: frozenset[str] = field(init=False)
 
@@ -274,6 +283,8 @@ class ContainerRunning(Op):
         if info.ports != self.ports:
             found.append(f"{self.name} publishes {_addresses(info.ports)}, wanted "
                          f"{_addresses(self.ports)}")
+        if self.limits is not None:
+            found += [f"{self.name} runs with {d}" for d in self.limits.drift(info.limits)]
         return found
 
     def plan(self, facts: FactView) -> list[Change]:
@@ -283,9 +294,13 @@ class ContainerRunning(Op):
         found = self.problems(info) if state.docker == "ok" else [f"start {self.name}"]
         if not found:
             return []
-        wanted = ContainerInfo(True, "running", ((SPEC_LABEL, self.spec),), self.ports)
+        wanted = ContainerInfo(True, "running", ((SPEC_LABEL, self.spec),), self.ports,
+                               self.limits)
+        # the limits on both sides, or on neither where the running ones are not known
+        shown = self.limits if info is None or info.limits is not None else None
+        before, after = _describe(info, shown), _describe(wanted, shown)
         return [Change(self.label, "start" if info is None else "recreate", "; ".join(found),
-                       [Step(self.fix)], Diff(self.label, _describe(info), _describe(wanted)),
+                       [Step(self.fix)], Diff(self.label, before, after),
                        unknown=_docker_unknown(state), invalidates=_CONTAINER_INVALIDATES)]
 
 

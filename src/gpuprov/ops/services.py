@@ -16,6 +16,7 @@ from gpuprov.facts.base import Fact, FactView, Selector
 from gpuprov.facts.docker import ContainerState, ContainerStatus
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.ops.base import Change, Diff, Op, Step, operation
+from gpuprov.ops.command import command
 
 _STATES = ("started", "stopped", "restarted", "reloaded")
 
@@ -138,3 +139,13 @@ def _word(flag: bool | None, yes: str, no: str) -> str | None:
 
 #: roles write service(...) like the other ops' names
 service = Service
+
+
+def daemon_reload(init: str) -> list[Op]:
+    """`systemctl daemon-reload` where the init is systemd, else nothing: systemd
+    reads a changed unit file only when told, before the restart that needs it
+    (a role's "reload systemd" handler)."""
+    if init != "systemd":
+        return []
+    return [command("systemctl daemon-reload", name="systemctl daemon-reload",
+                    invalidates=(ServiceState,))]

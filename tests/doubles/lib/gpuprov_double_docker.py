@@ -20,6 +20,7 @@ from gpuprov_double_docker_images import (
     cmd_rmi,
     format_option,
 )
+from gpuprov_double_docker_limits import cmd_update
 from gpuprov_double_docker_run import cmd_inspect, cmd_ps, cmd_run, cmd_stop_rm, is_running
 from gpuprov_double_docker_state import (
     API_VERSION,
@@ -170,7 +171,8 @@ ALIASES = {("image", "pull"): "pull", ("image", "inspect"): "image-inspect",
            ("image", "load"): "load", ("container", "run"): "run", ("container", "ls"): "ps",
            ("container", "list"): "ps", ("container", "inspect"): "inspect",
            ("container", "stop"): "stop", ("container", "rm"): "rm", ("container", "logs"): "logs",
-           ("container", "stats"): "stats", ("system", "info"): "info"}
+           ("container", "update"): "update", ("container", "stats"): "stats",
+           ("system", "info"): "info"}
 
 
 def main(argv: list[str]) -> int:
@@ -197,7 +199,7 @@ def main(argv: list[str]) -> int:
         "inspect": cmd_inspect, "info": cmd_info, "image-inspect": cmd_image_inspect,
         "rmi": lambda a: cmd_rmi(a, load_containers()),
         "stop": lambda a: cmd_stop_rm("stop", a), "rm": lambda a: cmd_stop_rm("rm", a),
-        "logs": lambda a: cmd_stop_rm("logs", a), "stats": cmd_stats,
+        "logs": lambda a: cmd_stop_rm("logs", a), "update": cmd_update, "stats": cmd_stats,
     }
     if command not in handlers:
         sys.stderr.write(f"docker: unknown command: docker {command}\n\nRun 'docker --help' for "

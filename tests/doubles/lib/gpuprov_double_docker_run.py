@@ -18,6 +18,7 @@ from typing import Any
 from gpuprov_double import all_gpus, doubles_home, dpkg_status, host_path, nvml_state
 from gpuprov_double_docker_format import TemplateError, render
 from gpuprov_double_docker_images import format_option, print_objects, pull
+from gpuprov_double_docker_limits import LimitError, host_config
 from gpuprov_double_docker_state import (
     default_runtime,
     find_image,
@@ -33,7 +34,7 @@ VALUE_FLAGS = {"--name", "--gpus", "-p", "--publish", "-v", "--volume", "-e", "-
                "--workdir", "--network", "--net", "--shm-size", "--ipc", "-h", "--hostname",
                "-l", "--label", "--device", "--cap-add", "--cap-drop", "--group-add", "--ulimit",
                "--mount", "--pull", "--platform", "-m", "--memory", "--cpus", "--env-file",
-               "--log-driver"}
+               "--log-driver", "--pids-limit", "--memory-swap"}
 BOOL_FLAGS = {"--rm", "-d", "--detach", "-i", "--interactive", "-t", "--tty", "--privileged",
               "--init", "-q", "--quiet"}
 NO_GPU_DRIVER = ('docker: Error response from daemon: could not select device driver "" with '
@@ -171,6 +172,10 @@ def cmd_run(args: list[str]) -> int:
 
 def _run(args: list[str]) -> int:
     opts, ref, cmd = parse_run(args)
+    try:
+        limits = host_config(opts)
+    except LimitError as err:
+        raise RunError(str(err), err.code) from None
     get = opts.get
     containers = load_containers()
     name = (get("--name") or [None])[-1]
@@ -228,6 +233,7 @@ def _run(args: list[str]) -> int:
             "CapAdd": get("--cap-add") or None,
             "CapDrop": get("--cap-drop") or None,
             "GroupAdd": get("--group-add") or None,
+            **limits,
         },
         "Config": {
             "Hostname": cid[:12],
