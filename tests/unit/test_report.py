@@ -392,7 +392,8 @@ def test_drift_json_structure() -> None:
     assert list(hosts) == ["ok-1", "chg-1", "bad-1", "gone-1"]
     assert hosts["ok-1"] == {"status": "in_sync", "drift": [], "reboot_pending": False,
                              "error": None, "unreachable": None, "connections": 1,
-                             "round_trips": 3, "profile": [], "not_reached": []}
+                             "round_trips": 3, "profile": [], "not_reached": [],
+                             "notes": []}
     assert (hosts["chg-1"]["connections"], hosts["chg-1"]["round_trips"]) == (1, 7)
     assert hosts["gone-1"]["status"] == "unreachable"
     assert hosts["gone-1"]["unreachable"] == UNREACHABLE_ERROR

@@ -117,6 +117,12 @@ class HostResult:
     def note(self, play: str, roles: Iterable[str], why: str, kind: str) -> None:
         self.notes.extend(RoleNote(role, play, why, kind) for role in roles)
 
+    def task_notes(self) -> list[str]:
+        """The notes ops reported (`note` in Op.report's data, e.g. k8s_node's
+        "kubelet not installed"): news for the operator, neither change nor failure."""
+        return [f"{t.role}: {t.data['note']}" for t in self.tasks
+                if t.data is not None and isinstance(t.data.get("note"), str)]
+
     def not_reached(self) -> list[RoleNote]:
         """Each role the host got to in no play, once, with its first reason (a
         role listed again in a later play for its defaults is no news)."""

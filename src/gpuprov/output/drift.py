@@ -75,6 +75,8 @@ def drift_table(run: RunResult, console: Console, outcome: Outcome | None = None
             if change.unknown:
                 entry += f" (unknown: {change.unknown})"
             line.append("\n" + " " * (width + 4) + entry)
+        for note in h.task_notes():   # not drift: what the roles report besides
+            line.append("\n" + " " * (width + 4) + f"note: {note}", style="cyan")
         console.print(line, soft_wrap=True, highlight=False)
     render_summary(run, console, outcome, drift=True)
 
@@ -113,6 +115,7 @@ def drift_data(run: RunResult, outcome: Outcome | None = None) -> dict[str, Any]
             "unreachable": h.unreachable,
             # the roles the host never got to, and why (the table's "not reached" lines)
             "not_reached": [n.to_json() for n in h.not_reached()],
+            "notes": h.task_notes(),
             # what the check cost (benchmarks/ reads these; apply's --report has them too)
             "connections": h.connections,
             "round_trips": h.round_trips,

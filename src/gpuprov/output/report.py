@@ -125,6 +125,9 @@ def render_recap(run: RunResult, console: Console, verbose: int = 0,
         for warning in h.warnings:
             console.print(Text.assemble(("warning ", "yellow"), (h.host, "bold"), f": {warning}"),
                           soft_wrap=True)
+        for note in h.task_notes():
+            console.print(Text.assemble(("note ", "cyan"), (h.host, "bold"), f": {note}"),
+                          soft_wrap=True)
     if run.aborted:
         console.print(Text.assemble(("run aborted: ", "bold red"), run.aborted), soft_wrap=True)
     render_summary(run, console, outcome)   # roles not reached, the summary line, exit code
