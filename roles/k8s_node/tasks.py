@@ -18,7 +18,8 @@ Checklist, per host:
 from gpuprov.command import Command
 from gpuprov.facts.files import FileState
 from gpuprov.ops.command import command
-from gpuprov.ops.files import file
+from gpuprov.ops.file_plan import state_fact
+from gpuprov.ops.files import directory, file
 
 from .checks import ActiveSwapUnits, KubeTools, swap_commented
 
@@ -64,6 +65,15 @@ def fstab(ctx):
     return file(FSTAB, wanted, owner=cur.owner, group=cur.group, mode=cur.mode)
 
 
+def in_dir(ctx, path: str, content: str, **options):
+    """file(path): its directory made first where missing (a minimal Debian has no
+    /etc/modules-load.d); an existing one is left as it is."""
+    where = path.rsplit("/", 1)[0]
+    if ctx.fact(state_fact(where, content=False, probe=where + "/")) is None:
+        yield directory(where)
+    yield file(path, content, **options)
+
+
 def tasks(ctx):
     if not enabled(ctx):
         raise ctx.skip("k8s_node_enabled is false")
@@ -78,11 +88,11 @@ def tasks(ctx):
                           invalidates=(ActiveSwapUnits,))
     yield command("swapoff -a", only_if="tail -n +2 /proc/swaps | grep -q .",
                   name="swapoff -a (swap is on)")
-    yield file(MODULES_FILE, _HEADER + "".join(f"{m}\n" for m in MODULES))
+    yield from in_dir(ctx, MODULES_FILE, _HEADER + "".join(f"{m}\n" for m in MODULES))
     for mod in MODULES:
         yield command(Command("modprobe", mod), unless=_LOADED[mod], name=f"modprobe {mod}")
-    yield file(SYSCTL_FILE, _HEADER + "".join(f"{k} = {v}\n" for k, v in SYSCTLS.items()),
-               notify=APPLY)
+    yield from in_dir(ctx, SYSCTL_FILE,
+                      _HEADER + "".join(f"{k} = {v}\n" for k, v in SYSCTLS.items()), notify=APPLY)
     for key, value in SYSCTLS.items():
         path = "/proc/sys/" + key.replace(".", "/")
         yield command(Command("sysctl", "-w", f"{key}={value}"),

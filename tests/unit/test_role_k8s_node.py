@@ -11,7 +11,7 @@ import pytest
 
 from gpuprov.engine.context import RoleFailed
 from gpuprov.facts.base import FactView
-from gpuprov.facts.files import FileState
+from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.facts.system import CommandPath, ShellTest
 from gpuprov.model.playbook import load_playbook
 from gpuprov.model.yamlfile import load_yaml
@@ -49,18 +49,22 @@ LIVE = {k: ShellTest(f'test "$(cat /proc/sys/{p})" = 1') for k, p in (
     ("net.bridge.bridge-nf-call-iptables", "net/bridge/bridge-nf-call-iptables"),
     ("net.bridge.bridge-nf-call-ip6tables", "net/bridge/bridge-nf-call-ip6tables"),
     ("net.ipv4.ip_forward", "net/ipv4/ip_forward"))}
+DIR = FileInfo(type="directory", owner="root", group="root", mode="0755", size=4096, uid=0,
+               gid=0)
 TOOLS = ("kubelet", "kubeadm", "kubectl")
 INITS = ("systemd", "sysvinit")
 
 
 def host(*, fstab: bytes | None = FSTAB_OFF, swap_on: bool = False, units: tuple = (),
          loaded: bool = True, files: bool = True, live: bool = True,
-         tools: bool = False) -> dict[Any, Any]:
+         tools: bool = False, dirs: bool = True) -> dict[Any, Any]:
     facts: dict[Any, Any] = {
         FileState(FSTAB): None if fstab is None else file_info(fstab),
         checks.ActiveSwapUnits(): units, SWAPS: swap_on,
         FileState(MODULES): file_info(MODULES_TEXT) if files else None,
         FileState(SYSCTL): file_info(SYSCTL_TEXT) if files else None,
+        FileState("/etc/modules-load.d", content=False): DIR if dirs else None,
+        FileState("/etc/sysctl.d", content=False): DIR if dirs else None,
     }
     facts.update({test: loaded for test in LOADED.values()})
     facts.update({test: live for test in LIVE.values()})
@@ -103,6 +107,17 @@ def test_converged_host_has_no_change(distro: str, init: str) -> None:
     plan = run(host(), distro, init)
     assert plan.changes == [] and plan.commands == []
     assert plan.labels[-1] == "check kubelet/kubeadm/kubectl"
+
+
+def test_missing_directories_are_made_first() -> None:
+    # a minimal Debian (the fleet's base) has neither directory
+    plan = run(host(files=False, dirs=False))
+    labels = plan.labels
+    assert labels.index("directory /etc/modules-load.d") + 1 == labels.index(f"file {MODULES}")
+    assert labels.index("directory /etc/sysctl.d") + 1 == labels.index(f"file {SYSCTL}")
+    assert [c.resource for c in plan.changes] == [
+        "directory /etc/modules-load.d", f"file {MODULES}", "directory /etc/sysctl.d",
+        f"file {SYSCTL}"]
 
 
 def test_fstab_swap_lines_are_commented_and_nothing_else_changes() -> None:
