@@ -212,3 +212,15 @@ def test_facts_list_each_nodes_gpus(cluster: Path, monkeypatch: pytest.MonkeyPat
 def test_gpu_summary_of_mixed_memory() -> None:
     gpus = [{"name": "A", "memory_total_mib": 40960}, {"name": "A", "memory_total_mib": 81920}]
     assert gpu_summary({"gpus": gpus}) == GpuSummary(2, ("A",), (40960, 81920))
+
+
+def test_facts_through_the_real_collector_on_a_local_host(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local.yml").write_text(
+        "all:\n  vars:\n    ansible_connection: local\n    become: false\n"
+        "    container_runtime: containerd\n  hosts:\n    here:\n")
+    out = gpuprov("k8s-handoff", "local.yml", "--format", "values", "--facts")
+    assert out.code == 0, out.both
+    line = next(x for x in out.stdout.splitlines() if x.startswith("#   here: driver branch"))
+    assert " x " in line or "no GPU: " in line   # this machine's answer, GPU or not
