@@ -9,8 +9,12 @@ Checklist, per host:
    key kept, validated by dockerd before it replaces the file; docker
    restarted only when the file changed (also on containerd nodes when
    gpuprov installs Docker: gpu_image and verify use it).
-   containerd: `nvidia-ctk runtime configure` only when its dry run differs
-   from the file; containerd restarted only then.
+   containerd: judged on the effective config (`containerd config dump`): the
+   CRI plugin enabled, runc's SystemdCgroup on systemd hosts, CDI enabled,
+   other settings of config.toml kept; the nvidia runtime registered by
+   `nvidia-ctk runtime configure` (default with containerd_nvidia_default);
+   containerd restarted only when it changed. The CDI spec /etc/cdi/nvidia.yaml
+   generated, and again when it does not name the loaded driver's version.
 5. the docker group holds exactly docker_users (its members are root-equivalent).
 """
 
@@ -19,6 +23,7 @@ from gpuprov.facts.docker import ContainerState
 from gpuprov.facts.files import FileState
 from gpuprov.ops import apt, dnf
 from gpuprov.ops.command import command
+from gpuprov.ops.containerd import containerd_cri
 from gpuprov.ops.files import directory
 from gpuprov.ops.jsonfile import json_merge
 from gpuprov.ops.package_specs import PackageNameError, check_packages
@@ -33,6 +38,9 @@ KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
 DAEMON_JSON = "/etc/docker/daemon.json"
 CONTAINERD_TOML = "/etc/containerd/config.toml"
+CDI_SPEC = "/etc/cdi/nvidia.yaml"
+DRIVER_VERSION = ("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null"
+                  " | head -n1")
 
 
 def runtime(ctx):
@@ -104,15 +112,18 @@ def tasks(ctx):
         yield service("docker", state="started", enabled=True)
         yield group
     if rt == "containerd":
-        configure = Command("nvidia-ctk", "runtime", "configure", "--runtime=containerd",
-                            *(["--set-as-default"]
-                              if ctx.vars["container_toolkit_default_runtime"] else []))
-        # Idempotent: run only when nvidia-ctk's own dry run differs from the file.
-        dry_run = Command(*configure.parts, "--dry-run").shell()
-        yield command(configure, name="nvidia-ctk runtime configure --runtime=containerd",
-                      unless=f"{dry_run} 2>/dev/null | cmp -s - {CONTAINERD_TOML}",
-                      guard_sudo=True, invalidates=(FileState,),
-                      notify=("restart containerd",))
+        # Judged on `containerd config dump` (the effective config), not the file's text.
+        yield containerd_cri(CONTAINERD_TOML, notify="restart containerd", nvidia_default=bool(
+            ctx.vars["containerd_nvidia_default"] or ctx.vars["container_toolkit_default_runtime"]))
+        yield directory("/etc/cdi")
+        # The spec names the driver's files by version (libcuda.so.580.95.05): a spec
+        # without the loaded driver's version is stale after a driver change.
+        driver = f"$({DRIVER_VERSION})"
+        yield command(Command("nvidia-ctk", "cdi", "generate", f"--output={CDI_SPEC}"),
+                      name=f"nvidia-ctk cdi generate --output={CDI_SPEC}",
+                      only_if=f'[ -n "{driver}" ]',
+                      unless=f'v="{driver}" && grep -qF ".so.$v" {CDI_SPEC}',
+                      guard_sudo=True, invalidates=(FileState.at(CDI_SPEC),))
         yield service("containerd", state="started", enabled=True)
 
 

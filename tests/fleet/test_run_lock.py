@@ -89,8 +89,11 @@ def contents(host: FleetHost) -> tuple[str | None, str | None]:
 def wait_for_holder(hosts: list[FleetHost], command: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # held: the file names the holder and flock -n cannot take it (what holds
+        # it, `cat` or the shell waiting for a last script, is the lock script's business)
         if all(f"command={command} " in (h.read_file("/run/gpuprov/run.lock") or "")
-               and h.exec("pgrep -x cat", check=False).returncode == 0 for h in hosts):
+               and h.exec("flock -n /run/gpuprov/run.lock true", check=False).returncode != 0
+               for h in hosts):
             return
         time.sleep(0.1)
     raise AssertionError(f"no {command} took the lock within {timeout:g}s")

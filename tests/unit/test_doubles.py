@@ -197,6 +197,19 @@ def test_nvidia_ctk_configures_containerd(host: Host) -> None:
     assert text.count('[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]') == 1
     assert 'BinaryName = "/usr/bin/nvidia-container-runtime"' in text
     assert host.run("containerd", "config", "dump").stdout == text
+    # --config: how gpuprov validates a new file before it replaces config.toml
+    host.write("/tmp/new.toml", "version = 2\n")
+    assert host.run("containerd", "--config", "/tmp/new.toml", "config",
+                    "dump").stdout == "version = 2\n"
+
+
+def test_nvidia_ctk_cdi_generate_names_the_loaded_driver(host: Host) -> None:
+    assert host.run("nvidia-ctk", "cdi", "generate", "--output=/etc/cdi/nvidia.yaml"
+                    ).returncode == 1   # no driver loaded
+    host.driver("580.95.05", "580.95.05")
+    assert host.run("nvidia-ctk", "cdi", "generate", "--output=/etc/cdi/nvidia.yaml"
+                    ).returncode == 0
+    assert "libcuda.so.580.95.05" in host.path("/etc/cdi/nvidia.yaml").read_text()
 
 
 # ------------------------------------------------------------------ dockerd / init

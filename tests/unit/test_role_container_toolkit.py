@@ -30,7 +30,6 @@ from gpuprov.facts.dnf import (
 )
 from gpuprov.facts.files import FileInfo, FileState
 from gpuprov.facts.services import ServiceState
-from gpuprov.facts.system import RootShellTest
 from gpuprov.facts.users import ExistingUsers, GroupInfo, GroupMembers
 from gpuprov.ops import keys
 from gpuprov.ops.file_plan import FileOpError
@@ -96,9 +95,6 @@ VALIDATE = "dockerd --validate --config-file {}"
 NVIDIA_RUNTIME = {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}
 DAEMON_TEXT = ('{\n    "runtimes": {\n        "nvidia": {\n            "args": [],\n'
                '            "path": "nvidia-container-runtime"\n        }\n    }\n}\n')
-CTK = "nvidia-ctk runtime configure --runtime=containerd"
-CTK_GUARD = RootShellTest(
-    f"{CTK} --dry-run 2>/dev/null | cmp -s - /etc/containerd/config.toml")
 CODENAME = {"ubuntu2204": ("ubuntu", "22.04", "jammy"), "ubuntu2404": ("ubuntu", "24.04", "noble"),
             "debian12": ("debian", "12", "bookworm")}
 
@@ -391,57 +387,8 @@ def test_etc_docker_is_created_before_daemon_json(key: str) -> None:
 
 
 # ---------------------------------------------------------------- containerd
-
-def containerd_facts(distro: str, in_sync: bool) -> dict:
-    facts = converged(distro)
-    facts[CTK_GUARD] = in_sync
-    facts[ServiceState("containerd")] = service_info("containerd")
-    return facts
-
-
-@pytest.mark.parametrize("distro", ALL_DISTROS)
-def test_containerd_only(distro: str, key: str) -> None:
-    plan = run(distro, containerd_facts(distro, in_sync=False), key,
-               container_runtime="containerd", docker_install=False)
-    assert commands(plan) == [CTK]
-    [change] = plan.changes
-    assert change.resource == f"command {CTK}"
-    assert change.notify == ("restart containerd",)
-    assert change.summary == f"run {CTK} (unless-test failed)"
-    # the guard: nvidia-ctk's own dry run compared with the file, read as root
-    ctk_op = next(p.op for p in plan.ops if p.op.label == f"command {CTK}")
-    assert ctk_op.facts() == [CTK_GUARD]
-    assert CTK_GUARD.sudo is True
-    # no Docker: neither daemon.json nor the docker service
-    assert plan.labels[-2:] == [f"command {CTK}", "service containerd"]
-    assert f"json_merge {DAEMON}" not in plan.labels
-
-
-@pytest.mark.parametrize("distro", ALL_DISTROS)
-def test_containerd_in_sync_is_no_change(distro: str, key: str) -> None:
-    plan = run(distro, containerd_facts(distro, in_sync=True), key,
-               container_runtime="containerd", docker_install=False)
-    assert plan.changes == []
-
-
-def test_containerd_default_runtime(key: str) -> None:
-    facts = converged("rhel9")
-    guard = RootShellTest(f"{CTK} --set-as-default --dry-run 2>/dev/null | "
-                          "cmp -s - /etc/containerd/config.toml")
-    facts[guard] = False
-    facts[ServiceState("containerd")] = service_info("containerd")
-    plan = run("rhel9", facts, key, container_runtime="containerd", docker_install=False,
-               container_toolkit_default_runtime=True)
-    assert commands(plan) == [f"{CTK} --set-as-default"]
-
-
-def test_containerd_with_docker_installed_configures_both(key: str) -> None:
-    facts = containerd_facts("ubuntu2404", in_sync=False)
-    facts[FileState(DAEMON)] = None
-    plan = run("ubuntu2404", facts, key, container_runtime="containerd")
-    assert commands(plan) == [DAEMON_WRITE, CTK]
-    assert [c.notify for c in plan.changes] == [("restart docker",), ("restart containerd",)]
-
+# The containerd config (CRI, SystemdCgroup, CDI, the nvidia runtime) is tested in
+# test_role_container_toolkit_containerd.py, on canned `containerd config dump` outputs.
 
 def test_bad_runtime_is_refused_before_any_op() -> None:
     ops, exc = ops_until_failure("container_toolkit", system_for("debian12"), {},
@@ -655,7 +602,7 @@ def test_docker_users_on_a_fresh_host_wait_for_the_group_in_check_mode(key: str)
 
 def test_docker_users_without_docker_are_refused(key: str) -> None:
     ops, exc = ops_until_failure("container_toolkit", system_for("debian12"),
-                               containerd_facts("debian12", in_sync=True),
+                               converged("debian12"),
                                vars={"container_runtime": "containerd", "docker_install": False,
                                      "docker_users": ["alice"], "container_toolkit_repo": "none"})
     assert ops == []

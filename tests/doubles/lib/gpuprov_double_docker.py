@@ -216,9 +216,12 @@ def containerd_main(argv: list[str]) -> int:
         sys.stdout.write(f"containerd containerd.io {CONTAINERD_VERSION} "
                          "05044ec0a9a75232cad458027ca83437aae3f4da\n")
         return 0
+    path = "/etc/containerd/config.toml"
+    if argv[:1] in (["--config"], ["-c"]) and len(argv) > 1:
+        path, argv = argv[1], argv[2:]
     if argv[:2] == ["config", "dump"]:
         # Real `config dump` prints the merged config the daemon would load from disk.
-        text = read_text("/etc/containerd/config.toml", "") or ""
+        text = read_text(path, "") or ""
         sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
         return 0
     if argv[:2] == ["config", "default"]:

@@ -16,6 +16,7 @@ from gpuprov_double import (
     cuda_version,
     dpkg_status,
     host_path,
+    nvidia_loaded_version,
     nvml_state,
     read_text,
     upstream_version,
@@ -95,6 +96,27 @@ def configure_containerd(path: str, set_default: bool, dry_run: bool) -> int:
     return 0
 
 
+def cdi_generate(args: list[str]) -> int:
+    """`nvidia-ctk cdi generate --output=PATH`: a spec naming the loaded driver's
+    libraries by version, as the real one does (gpuprov regenerates on a change)."""
+    output = next((a.partition("=")[2] for a in args if a.startswith("--output=")), "")
+    version = nvidia_loaded_version()
+    if not version:
+        sys.stderr.write("ERRO[0000] failed to generate CDI spec: failed to initialize NVML: "
+                         "Driver Not Loaded\n")
+        return 1
+    spec = ("---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: all\n"
+            "containerEdits:\n  mounts:\n"
+            f"  - hostPath: /usr/lib/x86_64-linux-gnu/libcuda.so.{version}\n"
+            f"    containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.{version}\n")
+    if not output:
+        sys.stdout.write(spec)
+        return 0
+    write_text(output, spec)
+    _info(f"Generated CDI spec with version 0.5.0 at {output}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """nvidia-ctk."""
     if not argv or argv[0] in ("-h", "--help"):
@@ -106,6 +128,8 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"NVIDIA Container Toolkit CLI version {version}\n"
                          f"commit: {COMMITS.get(version, '0' * 40)}\n")
         return 0
+    if argv[:2] == ["cdi", "generate"]:
+        return cdi_generate(argv[2:])
     if argv[:2] != ["runtime", "configure"]:
         sys.stderr.write(f"nvidia-ctk: No help topic for '{argv[0]}'\n")
         return 3
