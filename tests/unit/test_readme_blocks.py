@@ -24,7 +24,8 @@ def test_the_readme_has_command_one_and_a_quick_start_that_uses_what_it_installs
 def test_the_readme_sections_come_in_the_documented_order() -> None:
     headings = [s.heading for s in sections(README.read_text())]
     order = ["gpuprov", "Quick start", "CLI reference", "The GPU stack", "Hardened access",
-             "Onboarding", "Security model", "Writing roles", "Performance", "Tests"]
+             "Kubernetes cluster nodes", "Onboarding", "Security model", "Writing roles",
+             "Performance", "Tests"]
     positions = [next(i for i, h in enumerate(headings) if h.startswith(want)) for want in order]
     assert positions == sorted(positions), headings
 

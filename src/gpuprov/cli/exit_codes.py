@@ -65,6 +65,9 @@ MEANINGS: dict[str, dict[int, str | None]] = {
             EXIT_FAILED: "the command failed on a host", EXIT_DRIFT: None},
     "status": {EXIT_OK: "every host healthy", EXIT_FAILED: "a host's status could not be read",
                EXIT_DRIFT: None, EXIT_UNHEALTHY: "unhealthy: an alert on a host"},
+    "k8s-handoff": {EXIT_OK: "printed (or written with -o)", EXIT_FAILED: None,
+                    EXIT_DRIFT: None, EXIT_UNREACHABLE: "--facts: a host unreachable or "
+                    "unread (printed all the same)"},
 }
 
 _COMMON = {EXIT_UNREACHABLE: "a host unreachable",
