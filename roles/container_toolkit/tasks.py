@@ -69,6 +69,7 @@ def repo_source(ctx, var, default_url, default_key):
 
 def tasks(ctx):
     ctx.require_supported_os()
+    ctx.refuse_jetson()
     rt = runtime(ctx)
     version = str(ctx.vars["container_toolkit_version"]).strip()
     # checked before any change: a wrong list must not leave half a host behind
@@ -155,6 +156,8 @@ def docker_engine(ctx):
             f"{url}/$releasever/$basearch/stable" if rhel else url, key=key,
             variable="docker_repo.key", what=f"the repository {url}", **key_opts,
             suite=ctx.os.codename, components=["stable"], keyring="/etc/apt/keyrings/docker.gpg",
+            # Docker's own instructions pin the host's arch: its pool has several
+            arch=None if rhel else ctx.system.arch.docker,
             description="Docker CE Stable")
     if rhel:
         yield dnf.packages(DOCKER_PACKAGES, depends_on="the docker-ce repository")

@@ -15,4 +15,6 @@ def tasks(ctx):
                           "set gpu_image to the team's registry/repo:tag")
     archive = str(ctx.vars["gpu_image_archive"] or "").strip() or None
     digest = str(ctx.vars["gpu_image_digest"] or "").strip() or None
-    yield image(ref, digest=digest, archive=archive)
+    # The host's platform, not docker's default: a wrong-arch image fails here,
+    # by name, rather than as "exec format error" in verify.
+    yield image(ref, digest=digest, archive=archive, arch=ctx.system.arch.docker)

@@ -111,6 +111,7 @@ def check_secure_boot(ctx, branch):
 
 def tasks(ctx):
     ctx.require_supported_os()
+    ctx.refuse_jetson()
     branch = wanted_branch(ctx)
     source = driver_source(ctx)
     if ctx.os.family == "rhel":

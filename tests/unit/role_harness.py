@@ -82,11 +82,18 @@ class RolePlan:
         return [p.op.label for p in self.ops if p.changes]
 
 
+#: uname -m -> dpkg's name for it
+DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
 def system_for(distro: str, *, secure_boot: str = "disabled", kernel: str | None = None,
-               init: str = "systemd") -> SystemFacts:
-    deb = None if distro == "rhel9" else "amd64"
-    return SystemFacts(DISTROS[distro], kernel or KERNELS[distro], ArchInfo("x86_64", deb), init,
-                       secure_boot)
+               init: str = "systemd", arch: str = "x86_64", tegra: str | None = None
+               ) -> SystemFacts:
+    """`arch`: uname -m (x86_64, aarch64: a Grace/sbsa server); `tegra`: the
+    Arch fact's Jetson evidence."""
+    deb = None if distro == "rhel9" else DEB_ARCH[arch]
+    kernel = kernel or KERNELS[distro].replace(".x86_64", f".{arch}")
+    return SystemFacts(DISTROS[distro], kernel, ArchInfo(arch, deb, tegra), init, secure_boot)
 
 
 def candidates_answer(fact: AptCandidates, dpkg: Mapping[str, DebPackage],

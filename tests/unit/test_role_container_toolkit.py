@@ -114,11 +114,11 @@ def run(distro: str, facts: dict, key: str | None, *, check: bool = False, handl
                      handler=handler)
 
 
-def docker_list_text(distro: str) -> str:
+def docker_list_text(distro: str, arch: str = "amd64") -> str:
     os_id, _, codename = CODENAME[distro]
     return ("# Managed by gpuprov: local edits are overwritten.\n"
-            f"deb [signed-by={DOCKER_KEYRING}] https://download.docker.com/linux/{os_id} "
-            f"{codename} stable\n")
+            f"deb [arch={arch} signed-by={DOCKER_KEYRING}] "
+            f"https://download.docker.com/linux/{os_id} {codename} stable\n")
 
 
 def docker_version(distro: str) -> str:

@@ -43,12 +43,26 @@ def digest_check(ref: str, repo: str, digest: str) -> str:
             f"{{ docker rmi {ref} >/dev/null 2>&1; echo {shlex.quote(problem)} >&2; exit 1 ; }}")
 
 
+def arch_check(ref: str, arch: str = "amd64") -> str:
+    problem = (f"gpuprov: {ref} is not built for linux/{arch}, this host's platform: pin a "
+               f"multi-platform image or the digest of its linux/{arch} manifest (the wrong "
+               "image was untagged)")
+    needle = f'"Architecture": "{arch}"'
+    return (f"docker image inspect {ref} | grep -qF {shlex.quote(needle)} || "
+            f"{{ docker rmi {ref} >/dev/null 2>&1; echo {shlex.quote(problem)} >&2; exit 1 ; }}")
+
+
+def pulled(ref: str, *checks: str, arch: str = "amd64") -> list[str]:
+    """The pull of `ref` for the host's platform, `checks`, then the platform's check."""
+    return [f"docker pull --quiet --platform=linux/{arch} {ref}", *checks, arch_check(ref, arch)]
+
+
 # ---------------------------------------------------------------- pull
 
 @pytest.mark.parametrize("distro", ALL_DISTROS)
 def test_missing_image_is_pulled(distro: str) -> None:
     plan = run({DockerImage(REF): DockerImageState("ok")}, distro)
-    assert plan.commands == [f"docker pull --quiet {REF}"]
+    assert plan.commands == pulled(REF)
     [change] = plan.changes
     assert (change.resource, change.action) == (f"docker image {REF}", "pull")
     assert change.summary == f"docker pull {REF} (not present)"
@@ -58,8 +72,8 @@ def test_missing_image_is_pulled(distro: str) -> None:
 
 def test_missing_image_with_digest_is_pulled_and_checked() -> None:
     plan = run({DockerImage(LAB): DockerImageState("ok")}, gpu_image=LAB, gpu_image_digest=DIGEST)
-    assert plan.commands == [f"docker pull --quiet {LAB}",
-                             digest_check(LAB, "ghcr.io/example-lab/pytorch-cuda", DIGEST)]
+    assert plan.commands == pulled(
+        LAB, digest_check(LAB, "ghcr.io/example-lab/pytorch-cuda", DIGEST))
 
 
 @pytest.mark.parametrize("distro", ALL_DISTROS)
@@ -79,16 +93,15 @@ def test_digest_in_the_reference_itself() -> None:
     assert run({DockerImage(ref): present(LAB, f"ghcr.io/example-lab/pytorch-cuda@{DIGEST}")},
                gpu_image=ref).changes == []
     plan = run({DockerImage(ref): DockerImageState("ok")}, gpu_image=ref)
-    assert plan.commands == [f"docker pull --quiet {ref}",
-                             digest_check(ref, "ghcr.io/example-lab/pytorch-cuda", DIGEST)]
+    assert plan.commands == pulled(
+        ref, digest_check(ref, "ghcr.io/example-lab/pytorch-cuda", DIGEST))
 
 
 @pytest.mark.parametrize("distro", ALL_DISTROS)
 def test_other_digest_is_repulled_and_checked(distro: str) -> None:
     facts = {DockerImage(REF): present(REF, f"pytorch/pytorch@{OTHER_DIGEST}")}
     plan = run(facts, distro, gpu_image_digest=DIGEST)
-    assert plan.commands == [f"docker pull --quiet {REF}",
-                             digest_check(REF, "pytorch/pytorch", DIGEST)]
+    assert plan.commands == pulled(REF, digest_check(REF, "pytorch/pytorch", DIGEST))
     [change] = plan.changes
     assert change.action == "repull"
     assert change.summary == (f"docker pull {REF} (present as sha256:5a5a5a5a5a5a "
@@ -108,7 +121,7 @@ def test_docker_not_usable_yet_is_unknown(state: DockerImageState, unknown: str)
     plan = run({DockerImage(REF): state}, check=True)
     [change] = plan.changes
     assert change.unknown == unknown
-    assert plan.commands == [f"docker pull --quiet {REF}"]
+    assert plan.commands == pulled(REF)
 
 
 @pytest.mark.parametrize(("var", "value", "message"), [

@@ -106,3 +106,14 @@ class TaskContext:
         if not self.os.supported:
             raise self.fail(f"{self.os.pretty_name or self.os.id or 'this OS'} is not supported",
                             "supported: Ubuntu 22.04/24.04, Debian 12, RHEL 9 and its rebuilds")
+
+    def refuse_jetson(self) -> None:
+        """Stop on a Jetson (L4T) before any change: its driver comes with the
+        board support package, not from NVIDIA's CUDA repositories."""
+        if self.system.arch.tegra:
+            raise self.fail(
+                f"this host is an NVIDIA Jetson (L4T: {self.system.arch.tegra}); its GPU driver "
+                "is part of the L4T/JetPack board support package, a different driver model "
+                "that gpuprov does not manage yet",
+                "update it with NVIDIA's JetPack/SDK Manager; leave this host out of the "
+                "nvidia_driver and container_toolkit plays")

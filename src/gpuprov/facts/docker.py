@@ -73,6 +73,8 @@ class ImageInfo:
     id: str
     repo_tags: tuple[str, ...]
     repo_digests: tuple[str, ...]
+    #: docker's platform arch (amd64, arm64); None where inspect did not say
+    architecture: str | None = None
 
     def has_digest(self, ref: ImageRef, digest: str) -> bool:
         return f"{ref.short_repo}@{digest}" in {
@@ -101,7 +103,7 @@ _NO_DOCKER = "command -v docker >/dev/null 2>&1 || { echo no-docker; exit 0; };"
 # null instead of an error, so images and containers share one template.
 _INSPECT_FORMAT = (
     '{"id":{{json (index $ "Id")}},"tags":{{json (index $ "RepoTags")}},'
-    '"digests":{{json (index $ "RepoDigests")}},'
+    '"digests":{{json (index $ "RepoDigests")}},"arch":{{json (index $ "Architecture")}},'
     '"state":{{with index $ "State"}}{"status":{{json (index . "Status")}},'
     '"running":{{json (index . "Running")}}}{{else}}null{{end}},'
     '"labels":{{with index $ "Config"}}{{json (index . "Labels")}}{{else}}null{{end}},'
@@ -197,7 +199,8 @@ class DockerImage(Fact[DockerImageState]):
         if data.get("state") is not None or not str(data.get("id") or "").startswith("sha256:"):
             return DockerImageState("ok")
         return DockerImageState("ok", ImageInfo(data["id"], tuple(data.get("tags") or ()),
-                                                tuple(data.get("digests") or ())))
+                                                tuple(data.get("digests") or ()),
+                                                data.get("arch") or None))
 
 
 # ---------------------------------------------------------------- GPU in a container

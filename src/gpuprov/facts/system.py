@@ -124,24 +124,46 @@ class KernelRelease(Fact[str]):
 class ArchInfo:
     machine: str              # uname -m: x86_64, aarch64
     deb: str | None = None    # dpkg --print-architecture: amd64, arm64 (Debian family only)
+    #: why the host looks like a Jetson (L4T), e.g. "/etc/nv_tegra_release"; None if not
+    tegra: str | None = None
 
     @property
     def cuda_repo(self) -> str:
         """The arch directory of NVIDIA's CUDA repos (servers on arm64 are 'sbsa')."""
         return {"aarch64": "sbsa", "arm64": "sbsa"}.get(self.machine, self.machine)
 
+    @property
+    def docker(self) -> str:
+        """The OCI/docker name (amd64, arm64): image platforms and Docker's apt repo."""
+        return self.deb or {"x86_64": "amd64", "aarch64": "arm64"}.get(self.machine,
+                                                                        self.machine)
+
+
+# Jetson boards run L4T (NVIDIA's Ubuntu with its own kernel and driver in the
+# BSP): any of these says so, whichever JetPack generation left it.
+_TEGRA = (
+    "if [ -e /etc/nv_tegra_release ]; then echo 'tegra: /etc/nv_tegra_release'; "
+    "elif grep -aqs 'NVIDIA Jetson' /proc/device-tree/model; then "
+    "echo 'tegra: device-tree model NVIDIA Jetson'; "
+    "else case $(uname -r) in *tegra*) echo \"tegra: kernel $(uname -r)\";; esac; fi")
+
 
 @dataclass(frozen=True)
 class Arch(Fact[ArchInfo]):
     def command(self) -> Command:
         return Command.script(
-            "uname -m; if command -v dpkg >/dev/null 2>&1; then dpkg --print-architecture; fi")
+            "uname -m; if command -v dpkg >/dev/null 2>&1; then dpkg --print-architecture; fi; "
+            + _TEGRA)
 
     def process(self, output: str, exit_code: int) -> ArchInfo:
         lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+        tegra = next((ln.partition(":")[2].strip() for ln in lines if ln.startswith("tegra:")),
+                     None)
+        lines = [ln for ln in lines if not ln.startswith("tegra:")]
         if not lines:
             raise FactError("uname -m printed nothing")
-        return ArchInfo(machine=lines[0], deb=lines[1] if len(lines) > 1 else None)
+        return ArchInfo(machine=lines[0], deb=lines[1] if len(lines) > 1 else None,
+                        tegra=tegra or None)
 
 
 @dataclass(frozen=True)

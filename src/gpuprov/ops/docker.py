@@ -73,10 +73,12 @@ def _ref(ref: str) -> ImageRef:
 @operation
 class ImagePulled(Op):
     """The image `ref` pulled, and checked against `digest` (or the digest
-    `ref` names) when one is given."""
+    `ref` names) when one is given; with `arch` (docker's name, arm64), pulled
+    for linux/`arch` and checked to be built for it."""
 
     ref: str
     digest: str | None = None
+    arch: str | None = None
     image_ref: ImageRef = field(init=False)
 
     def __post_init__(self) -> None:
@@ -97,10 +99,13 @@ class ImagePulled(Op):
     def plan(self, facts: FactView) -> list[Change]:
         state: DockerImageState = facts[DockerImage(str(self.image_ref))]
         image = state.image
-        if image is not None and (self.digest is None
-                                  or image.has_digest(self.image_ref, self.digest)):
+        other_arch = (image is not None and self.arch is not None
+                      and image.architecture not in (None, self.arch))
+        if image is not None and not other_arch and (
+                self.digest is None or image.has_digest(self.image_ref, self.digest)):
             return []
-        steps = [Step(Command("docker", "pull", "--quiet", str(self.image_ref)))]
+        platform = [f"--platform=linux/{self.arch}"] if self.arch else []
+        steps = [Step(Command("docker", "pull", "--quiet", *platform, str(self.image_ref)))]
         if self.digest:
             # The registry may serve another image for the tag than the one
             # pinned: fail loudly rather than run an unreviewed image.
@@ -109,8 +114,19 @@ class ImagePulled(Op):
                 f"the registry served {self.image_ref} with a digest other than {self.digest}; "
                 "the tag was moved: review the new image and update gpu_image_digest "
                 "(the unreviewed image was untagged)", untag=True)))
+        if self.arch:
+            # A digest pinned to one platform's manifest pulls that platform
+            # whatever --platform says: an amd64 image on an arm64 host would
+            # only fail later, as "exec format error" inside verify.
+            steps.append(Step(_inspect_has(
+                str(self.image_ref), f'"Architecture": "{self.arch}"',
+                f"{self.image_ref} is not built for linux/{self.arch}, this host's platform: "
+                "pin a multi-platform image or the digest of its linux/"
+                f"{self.arch} manifest (the wrong image was untagged)", untag=True)))
         if image is None:
             action, why = "pull", "not present"
+        elif other_arch:
+            action, why = "repull", f"present for linux/{image.architecture}, host is {self.arch}"
         else:
             action, why = "repull", f"present as {image.id[:19]} without digest {self.digest}"
         return [Change(self.label, action, f"docker pull {self.image_ref} ({why})", steps,
@@ -126,6 +142,7 @@ class Archive:
     image_id: str
     tags: tuple[str, ...]
     size: int
+    architecture: str | None = None
 
 
 _archives: dict[tuple[str, int, int], Archive] = {}
@@ -159,7 +176,12 @@ def _parse_archive(path: Path, size: int) -> Archive:
         raise ImageError(f"image archive {path} is not a `docker save` tarball ({exc})",
                          "create it with: docker save IMAGE:TAG -o FILE.tar") from exc
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
-    return Archive(path, image_id, tuple(item.get("RepoTags") or ()), size)
+    try:
+        arch = json.loads(config).get("architecture")
+    except (ValueError, AttributeError):
+        arch = None
+    return Archive(path, image_id, tuple(item.get("RepoTags") or ()), size,
+                   arch if isinstance(arch, str) else None)
 
 
 @operation
@@ -169,6 +191,7 @@ class ImageLoaded(Op):
 
     ref: str
     archive: str | os.PathLike[str]
+    arch: str | None = None
     image_ref: ImageRef = field(init=False)
     #: what the archive holds, read on the controller
     tarball: Archive = field(init=False)
@@ -184,6 +207,12 @@ class ImageLoaded(Op):
                 f"{', '.join(self.tarball.tags) or 'no tagged image'}, not {self.image_ref}",
                 "set gpu_image to the repo:tag saved in the archive "
                 "(docker save keeps tags, not registry digests)")
+        if self.arch and self.tarball.architecture not in (None, self.arch):
+            raise ImageError(
+                f"image archive {self.tarball.path} holds a linux/{self.tarball.architecture} "
+                f"image; this host is linux/{self.arch}",
+                f"save the image's linux/{self.arch} variant: docker pull --platform "
+                f"linux/{self.arch} IMAGE, then docker save")
         self.label = f"docker image {self.image_ref} (from {self.tarball.path.name})"
 
     def facts(self) -> Sequence[Fact[Any]]:
@@ -210,18 +239,19 @@ class ImageLoaded(Op):
                        unknown=_docker_unknown(state), invalidates=_INVALIDATES)]
 
 
-def image(ref: str, *, digest: str | None = None, archive: str | os.PathLike[str] | None = None
-          ) -> Op:
+def image(ref: str, *, digest: str | None = None, archive: str | os.PathLike[str] | None = None,
+          arch: str | None = None) -> Op:
     """The image `ref` is present locally: pulled (and checked against
     `digest`), or, with `archive`, loaded from that controller tarball and
-    checked against the image id inside it. Never pulls when it is right."""
+    checked against the image id inside it. Never pulls when it is right.
+    `arch` (docker's name: amd64, arm64): the host's platform, the image's too."""
     if archive:
         if digest:
             raise ImageError("gpu_image_digest cannot be checked for an image loaded from "
                              "gpu_image_archive (docker save keeps no registry digest); the "
                              "archive's image id is checked instead: unset one of them")
-        return ImageLoaded(ref, archive)
-    return ImagePulled(ref, digest)
+        return ImageLoaded(ref, archive, arch)
+    return ImagePulled(ref, digest, arch)
 
 
 # ---------------------------------------------------------------- containers

@@ -36,7 +36,7 @@ class SignedRepository(Op):
     key_fingerprint: the key's OpenPGP v4 primary key fingerprint, checked on
     the controller before the key reaches a host (see repository_key_options).
     what: the repository in messages (default "the repository <url>").
-    apt only: suite ("/" for a flat repository), components, keyring,
+    apt only: suite ("/" for a flat repository), components, keyring, arch,
     lock_timeout (see apt_repos.AptRepository).
     dnf only: description, options (see dnf.DnfRepository).
     """
@@ -53,6 +53,7 @@ class SignedRepository(Op):
     suite: str = "/"
     components: Sequence[str] = ()
     keyring: str | None = None
+    arch: str | None = None
     lock_timeout: int = LOCK_TIMEOUT
     description: str | None = None
     options: Mapping[str, str] | None = None
@@ -76,7 +77,7 @@ class SignedRepository(Op):
                                             key=key, options=self.options)
         elif self.os.family == "debian":
             self.repository = AptRepository(self.name, self.url, self.suite, self.components,
-                                            key=key, keyring=self.keyring,
+                                            key=key, keyring=self.keyring, arch=self.arch,
                                             lock_timeout=self.lock_timeout)
         else:
             raise GpuprovError(f"no package manager known for "
