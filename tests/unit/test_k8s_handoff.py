@@ -140,6 +140,17 @@ def test_nodes_disagreeing_on_the_runtime_default_are_named(cluster: Path) -> No
     assert "node-02.cluster=false" in out.stderr
 
 
+def test_container_toolkit_default_runtime_makes_nvidia_the_default_too(cluster: Path) -> None:
+    # the role sets --set-as-default for either variable: the hand-off must say so
+    text = cluster.read_text().replace("containerd_nvidia_default: true",
+                                       "container_toolkit_default_runtime: true")
+    assert text != cluster.read_text()
+    cluster.write_text(text)
+    out = gpuprov("k8s-handoff", str(cluster), "-l", "cluster", "--format", "values")
+    assert out.code == 0, out.both
+    assert "default: true" in out.stdout
+
+
 def test_a_flag_that_is_not_a_boolean_names_host_and_var(cluster: Path) -> None:
     cluster.write_text(cluster.read_text().replace("gpu_exporter_enabled: true",
                                                    "gpu_exporter_enabled: maybe"))

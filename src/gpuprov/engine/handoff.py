@@ -20,7 +20,8 @@ from gpuprov.model.vars import HostVars, build_host_vars
 ROLES = ("nvidia_driver", "container_toolkit", "gpu_exporter")
 
 #: a role missing from the search path, or an older one without the variable
-_FALLBACK = {"containerd_nvidia_default": False, "gpu_exporter_enabled": False}
+_FALLBACK = {"containerd_nvidia_default": False, "container_toolkit_default_runtime": False,
+             "gpu_exporter_enabled": False}
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,10 @@ def cluster_nodes(hosts: Sequence[Host]) -> list[Node]:
                      "gpuprov apply, or leave the host out with -l")
         nodes.append(Node(host=host.name, name=str(hv.get("k8s_node_name") or host.name),
                           driver_branch=str(hv.get("nvidia_driver_branch")),
-                          nvidia_default=_flag(hv, host.name, "containerd_nvidia_default"),
+                          # the role makes nvidia containerd's default for either variable
+                          nvidia_default=(_flag(hv, host.name, "containerd_nvidia_default")
+                                          or _flag(hv, host.name,
+                                                   "container_toolkit_default_runtime")),
                           gpu_exporter=_flag(hv, host.name, "gpu_exporter_enabled")))
     names = [n.name for n in nodes]
     twice = sorted({n for n in names if names.count(n) > 1})
