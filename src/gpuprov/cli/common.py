@@ -27,6 +27,7 @@ from gpuprov.errors import GpuprovError
 from gpuprov.model.inventory import CONNECTION_VARS, Host, Inventory, load_inventory
 from gpuprov.model.playbook import Play, load_plays, parse_serial
 from gpuprov.model.vars import parse_extra_vars
+from gpuprov.output.report import write_text_atomic
 
 
 @dataclass
@@ -283,6 +284,15 @@ def check_writable(path: str | None, option: str) -> None:
         raise GpuprovError(f"{option} {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise GpuprovError(f"{option} {path}: directory {parent} is not writable")
+
+
+def emit_report(text: str, output: str | None, mode: int) -> None:
+    """A report to `output` (-o FILE) atomically, so a monitor never reads half
+    a file, else to stdout."""
+    if output:
+        write_file(output, lambda: write_text_atomic(output, text, mode))
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
 
 
 def write_file(path: str, write: Callable[[], None]) -> None:

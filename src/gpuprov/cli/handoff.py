@@ -13,18 +13,17 @@ from gpuprov.cli.common import (
     become_pass_option,
     check_writable,
     connect_options,
+    emit_report,
     forks_option,
     guarded,
     inventory_argument,
     load_target,
     run_options,
-    write_file,
 )
 from gpuprov.cli.exit_codes import EXIT_OK, EXIT_UNREACHABLE, epilog
 from gpuprov.engine.collect import collect_facts
 from gpuprov.engine.handoff import cluster_nodes, gpu_summary
 from gpuprov.output.handoff import FORMATS, render
-from gpuprov.output.report import write_text_atomic
 
 
 @click.command("k8s-handoff", epilog=epilog("k8s-handoff"))
@@ -59,10 +58,6 @@ def k8s_handoff(**opts: Any) -> int:
         nodes = [dataclasses.replace(n, gpus=gpu_summary(answers[n.host])) for n in nodes]
         if any(a.get("unreachable") or a.get("error") for a in answers.values()):
             code = EXIT_UNREACHABLE   # printed all the same, the GPUs marked unknown
-    text = render(nodes, opts["fmt"])
-    if opts["output"]:
-        path = opts["output"]
-        write_file(path, lambda: write_text_atomic(path, text, mode=0o644))
-    else:
-        click.echo(text, nl=False)
+    # 0644: Helm values and kubectl commands hold no secret
+    emit_report(render(nodes, opts["fmt"]), opts["output"], 0o644)
     return code

@@ -15,6 +15,7 @@ from gpuprov.cli.common import (
     Target,
     check_writable,
     common_options,
+    emit_report,
     guarded,
     load_target,
     lock_timeout_option,
@@ -37,7 +38,6 @@ from gpuprov.output.report import (
     render_diffs,
     render_recap,
     write_json_report,
-    write_text_atomic,
 )
 from gpuprov.output.summary import header_line
 
@@ -175,10 +175,5 @@ def drift_check(**opts: Any) -> int:
             text = drift_json(run, outcome)
         else:
             text = drift_prometheus(run, outcome)
-        if opts["output"]:
-            # atomic: a monitor never reads half a file
-            write_file(opts["output"], lambda: write_text_atomic(opts["output"], text,
-                                                                  opts["report_mode"]))
-        else:
-            click.echo(text, nl=not text.endswith("\n"))
+        emit_report(text, opts["output"], opts["report_mode"])
     return outcome.code

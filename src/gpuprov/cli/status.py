@@ -16,6 +16,7 @@ from gpuprov.cli.common import (
     become_pass_option,
     check_writable,
     connect_options,
+    emit_report,
     forks_option,
     guarded,
     inventory_argument,
@@ -23,13 +24,11 @@ from gpuprov.cli.common import (
     run_options,
     stderr,
     stdout,
-    write_file,
 )
 from gpuprov.cli.exit_codes import EXIT_INTERRUPTED, epilog, status_outcome
 from gpuprov.cli.run import report_mode_option
 from gpuprov.engine.health import Alert, HealthRules, host_alerts, load_defaults, rules_for
 from gpuprov.engine.status import StatusCollector
-from gpuprov.output.report import write_text_atomic
 from gpuprov.output.status import status_json, status_prometheus
 from gpuprov.output.status_table import status_renderable, status_table, status_table_text
 from gpuprov.output.summary import Outcome
@@ -109,13 +108,8 @@ def status(**opts: Any) -> int:
     if opts["fmt"] == "table" and not opts["output"]:
         status_table(data, alerts, _wide(stdout()), outcome)
         return outcome.code
-    text = FORMATS[opts["fmt"]](data, alerts, outcome)
-    if opts["output"]:
-        # atomic: a monitor never reads half a file
-        write_file(opts["output"], lambda: write_text_atomic(opts["output"], text,
-                                                              opts["report_mode"]))
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
+    emit_report(FORMATS[opts["fmt"]](data, alerts, outcome), opts["output"],
+                opts["report_mode"])
     return outcome.code
 
 
