@@ -32,7 +32,7 @@ from gpuprov.errors import UnreachableHost
 from gpuprov.facts.base import Fact, _probes
 from gpuprov.facts.docker import ContainerState
 from gpuprov.facts.hardware import DiskUsage, Memory
-from gpuprov.facts.health import HostLoad, HttpStatus, LastApply, ScriptVariable
+from gpuprov.facts.health import HostLoad, HttpStatus, LastApply, LastPull, ScriptVariable
 from gpuprov.facts.services import ServiceState
 from gpuprov.facts.telemetry import GpuProcesses, GpuTelemetry
 from gpuprov.model.hosts import Host
@@ -90,6 +90,8 @@ def answers(distro: str, **over: tuple[str, int]) -> Answers:
                    "SwapTotal:             0 kB\n", 0),
         LastApply(): (json.dumps({"time": "2026-12-06T20:00:00+00:00", "version": "0.9.0",
                                   "playbook": "site.yml", "gpu_count": 2}), 0),
+        # pull mode off: no /var/lib/gpuprov/pull/last.json (cat fails)
+        LastPull(): ("", 1),
         ServiceState("ssh"): (unit(exists="ssh" in ssh), 0),
         ServiceState("sshd"): (unit(exists="sshd" in ssh), 0),
         ServiceState("docker"): (unit(), 0),
@@ -166,7 +168,7 @@ def run_status(canned: dict[str, Answers | Exception], host_vars: dict[str, Any]
 
 
 SHAPE = {"host", "reachable", "error", "round_trips", "driver_version", "cuda_version", "gpus",
-         "gpu_reason", "host_health", "services", "last_apply"}
+         "gpu_reason", "host_health", "services", "last_apply", "last_pull"}
 GPU_KEYS = {"index", "name", "uuid", "pci_bus_id", "utilization_gpu_pct", "memory_used_mib",
             "memory_total_mib", "temperature_c", "power_draw_w", "power_limit_w",
             "ecc_volatile_uncorrected", "retired_pages_pending", "remapped_rows_pending",
@@ -199,7 +201,31 @@ def test_a_healthy_host_in_one_round_trip(distro: str) -> None:
                     "http_status": 403, "detail": None}}
     assert status["last_apply"] == {"time": "2026-12-06T20:00:00+00:00", "version": "0.9.0",
                                     "gpu_count": 2}
+    assert status["last_pull"] is None   # pull mode off
     json.dumps(data)   # plain JSON data all through
+
+
+SHA = "3f2a9c1e5b7d4f60a1b2c3d4e5f60718293a4b5c"
+
+
+def test_the_last_pull_is_read_in_the_same_round_trip() -> None:
+    record = {"time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main", "mode": "apply",
+              "result": "failed", "changed": 0, "drifted": 0, "failed_tasks": 1,
+              "message": "base: apt-get install failed", "last_good_commit": None,
+              "last_good_time": None, "report": None, "duration_s": 3.5,
+              "gpuprov_version": "0.1.0"}
+    data, made = run_status({"gpu1": answers("debian12", LastPull=(json.dumps(record), 0))})
+    assert data["gpu1"]["last_pull"] == {
+        "time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main", "mode": "apply",
+        "result": "failed", "message": "base: apt-get install failed"}
+    ((script, _),) = made["gpu1"].scripts
+    assert "cat /var/lib/gpuprov/pull/last.json" in script
+
+
+@pytest.mark.parametrize("output", ["", "not json", "[1, 2]", '{"commit": "abc"}'])
+def test_no_or_an_unreadable_last_pull_is_none(output: str) -> None:
+    data, _ = run_status({"gpu1": answers("rhel9", LastPull=(output, 0 if output else 1))})
+    assert data["gpu1"]["last_pull"] is None
 
 
 def test_the_script_needs_sudo_only_for_docker_and_the_init_scripts() -> None:

@@ -122,3 +122,29 @@ def test_no_gpu_says_why_and_last_apply_age() -> None:
     assert "no GPU: nvidia-smi is not installed" in table
     assert "last apply: 2h 5m ago, gpuprov 0.1.0" in table
     assert [age(s) for s in (42, 300, 7500, 93784)] == ["42s", "5m", "2h 5m", "1d 2h"]
+
+
+SHA = "3f2a9c1e5b7d4f60a1b2c3d4e5f60718293a4b5c"
+
+
+def test_the_last_pull_is_shown_where_pull_mode_is_on_and_in_the_json() -> None:
+    pulled = {"time": "2026-12-06T19:50:00Z", "commit": SHA, "ref": "main", "mode": "apply",
+              "result": "failed", "message": "base: apt-get install failed"}
+    data = {"on": host("on", last_pull=pulled),
+            "ok": host("ok", last_pull={**pulled, "result": "unchanged", "message": ""}),
+            "off": host("off")}
+    table = status_table_text(data, host_alerts(data, {}), now=NOW)
+    assert f"last pull: 10m ago, {SHA[:12]}, failed: base: apt-get install failed" in table
+    assert f"last pull: 10m ago, {SHA[:12]}, unchanged\n" in table
+    assert table.count("last pull:") == 2   # pull mode off: nothing shown
+    outcome = status_outcome(data, host_alerts(data, {}))
+    hosts = json.loads(status_json(data, host_alerts(data, {}), outcome))["hosts"]
+    assert hosts["on"]["last_pull"] == pulled and hosts["off"]["last_pull"] is None
+
+
+def test_a_pull_that_never_fetched_has_no_commit() -> None:
+    data = {"h": host("h", last_pull={"time": "2026-12-06T19:50:00Z", "commit": None,
+                                      "ref": "main", "mode": "apply",
+                                      "result": "fetch-failed", "message": "no route"})}
+    table = status_table_text(data, host_alerts(data, {}), now=NOW)
+    assert "last pull: 10m ago, no commit, fetch-failed: no route" in table

@@ -35,7 +35,7 @@ from gpuprov.errors import GpuprovError, UnreachableHost
 from gpuprov.facts.base import Fact
 from gpuprov.facts.docker import ContainerState, ContainerStatus
 from gpuprov.facts.hardware import DiskUsage, Memory
-from gpuprov.facts.health import HostLoad, HttpStatus, LastApply, ScriptVariable
+from gpuprov.facts.health import HostLoad, HttpStatus, LastApply, LastPull, ScriptVariable
 from gpuprov.facts.services import ServiceInfo, ServiceState
 from gpuprov.facts.telemetry import GpuProcesses, GpuTelemetry
 from gpuprov.model.inventory import Host
@@ -70,7 +70,8 @@ class StatusTarget:
     def facts(self) -> list[Fact[Any]]:
         facts: list[Fact[Any]] = [
             GpuTelemetry(), GpuProcesses(), RebootRequired(), HostLoad(), Memory(),
-            LastApply(), *(ServiceState(n) for names in SERVICES.values() for n in names)]
+            LastApply(), LastPull(),
+            *(ServiceState(n) for names in SERVICES.values() for n in names)]
         if self.data_dir:
             facts.append(DiskUsage((self.data_dir,)))
         if self.jupyter:
@@ -133,7 +134,7 @@ def unreachable_status(host: str, error: str, round_trips: int = 0,
     """A host that could not be asked: every answer null."""
     return {"host": host, "reachable": reachable, "error": error, "round_trips": round_trips,
             "driver_version": None, "cuda_version": None, "gpus": [], "gpu_reason": None,
-            "host_health": None, "services": None, "last_apply": None}
+            "host_health": None, "services": None, "last_apply": None, "last_pull": None}
 
 
 def host_status(host: str, target: StatusTarget, values: Mapping[Fact[Any], Any],
@@ -156,7 +157,8 @@ def host_status(host: str, target: StatusTarget, values: Mapping[Fact[Any], Any]
             "services": {**{name: _service([values[ServiceState(u)] for u in units])
                             for name, units in SERVICES.items()},
                          "jupyter": _jupyter(target.jupyter, values)},
-            "last_apply": _last_apply(values[LastApply()])}
+            "last_apply": _last_apply(values[LastApply()]),
+            "last_pull": _last_pull(values[LastPull()])}
 
 
 def _health(target: StatusTarget, values: Mapping[Fact[Any], Any]) -> dict[str, Any]:
@@ -218,6 +220,17 @@ def _last_apply(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"time": record["time"], "version": str(record.get("version") or ""),
             "gpu_count": count if isinstance(count, int) and not isinstance(count, bool)
             else None}
+
+
+def _last_pull(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What `gpuprov pull` recorded of its last run (pull mode); None where it is off."""
+    if record is None or not isinstance(record.get("time"), str):
+        return None
+    commit = record.get("commit")
+    return {"time": record["time"], "commit": commit if isinstance(commit, str) else None,
+            "ref": str(record.get("ref") or ""), "mode": str(record.get("mode") or ""),
+            "result": str(record.get("result") or "?"),
+            "message": str(record.get("message") or "")}
 
 
 # ---------------------------------------------------------------- collecting
@@ -337,7 +350,8 @@ def collect_status(hosts: Sequence[Host], options: RunOptions,
                 "data_dir_free_mib"}, "services": {"sshd", "docker", "containerd":
                 "running"|"stopped"|"absent", "jupyter": None | {"container",
                 "spec_matches", "port", "http_status", "detail"}},
-                "last_apply": None | {"time", "version", "gpu_count"}}}
+                "last_apply": None | {"time", "version", "gpu_count"},
+                "last_pull": None | {"time", "commit", "ref", "mode", "result", "message"}}}
 
     A host that could not be asked has `reachable` false (or its `error`) and
     null answers."""

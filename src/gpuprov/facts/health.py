@@ -18,6 +18,9 @@ from gpuprov.facts.base import Fact, FactError
 #: written by `gpuprov apply` at the end of a run without failures (0644: it
 #: holds no secret); a record of what happened, never desired state
 LAST_APPLY_FILE = "/var/lib/gpuprov/last-apply.json"
+#: written by `gpuprov pull` on the host after every pull run (0644), where pull
+#: mode is set up (`gpuprov pull-setup`): absent elsewhere
+LAST_PULL_FILE = "/var/lib/gpuprov/pull/last.json"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,14 @@ class LastApply(Fact["dict[str, Any] | None"]):
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class LastPull(LastApply):
+    """The record of the last `gpuprov pull` (pull mode); None where pull mode
+    is off (no file) or the file is not a JSON object."""
+
+    path: str = LAST_PULL_FILE
 
 
 # ---------------------------------------------------------------- HTTP probe

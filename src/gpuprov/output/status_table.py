@@ -94,6 +94,13 @@ def _host_lines(data: Mapping[str, Any], now: float) -> list[str]:
                      + (f" ({plural(count, 'GPU')})" if count is not None else ""))
     else:
         lines.append("last apply: never recorded")
+    pull = data.get("last_pull")
+    if pull:   # pull mode on: what the host's own last `gpuprov pull` did
+        when = epoch(pull.get("time"))
+        ago = f"{age(now - when)} ago" if when is not None else str(pull.get("time"))
+        commit = (pull.get("commit") or "")[:12] or "no commit"
+        message = f": {pull['message']}" if pull.get("message") else ""
+        lines.append(f"last pull: {ago}, {commit}, {pull.get('result')}{message}")
     return lines
 
 
