@@ -68,6 +68,9 @@ MEANINGS: dict[str, dict[int, str | None]] = {
     "k8s-handoff": {EXIT_OK: "printed (or written with -o)", EXIT_FAILED: None,
                     EXIT_DRIFT: None, EXIT_UNREACHABLE: "--facts: a host unreachable or "
                     "unread (printed all the same)"},
+    "pull-setup": {EXIT_OK: "every host set up (changed or not)", EXIT_FAILED: "a task "
+                   "failed on a host, or a host refused (its Python or architecture does "
+                   "not fit the wheels)", EXIT_DRIFT: None},
 }
 
 _COMMON = {EXIT_UNREACHABLE: "a host unreachable",
