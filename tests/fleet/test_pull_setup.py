@@ -1,0 +1,82 @@
+"""`gpuprov pull-setup` on fleet hosts (Debian 12, sysvinit and systemd), over real SSH:
+python3, python3-venv and cron come from the archive (Debian's real .debs,
+tests/fleet/realdebs.py), gpuprov is installed into /opt/gpuprov from the
+wheels repacked from this suite's own venv, with no package index; then
+pull.yml (root 0600, the host's name), the cron entry and cron running, or the
+timer enabled and active; a second
+run changes nothing; and `gpuprov status` shows the host's last pull once
+last.json is there (written here as `gpuprov pull` would)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fleet.faults import gpuprov
+from tests.fleet.fleet import Fleet
+from tests.fleet.host import FleetHost
+
+pytestmark = pytest.mark.fleet
+
+SHA = "3f2a9c1e5b7d4f60a1b2c3d4e5f60718293a4b5c"
+
+
+@pytest.fixture(scope="module")
+def sysv_host(fleet: Fleet) -> FleetHost:
+    return fleet.add_host(group="lab")
+
+
+@pytest.mark.parametrize("init", ["sysvinit", "systemd"])
+def test_pull_setup_then_nothing_to_do(fleet: Fleet, sysv_host: FleetHost,
+                                       systemd_hosts: list[FleetHost], tmp_path: Path,
+                                       init: str) -> None:
+    host = sysv_host if init == "sysvinit" else systemd_hosts[0]
+    inventory = fleet.inventory([host])
+    inventory["all"]["vars"].update({"pull_repo": "git://10.213.0.1/fleet.git",
+                                     "pull_interval": 600, "pull_splay": 0})
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+
+    first = gpuprov("pull-setup", "inventory.yml", cwd=tmp_path, timeout=900)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    version = fleet.ssh(host, "/opt/gpuprov/bin/gpuprov --version").stdout
+    assert re.match(r"gpuprov \S+ \(Python 3\.11\.", version), version
+    assert fleet.ssh(host, "sudo stat -c '%U:%G %a' /etc/gpuprov/pull.yml"
+                     ).stdout.strip() == "root:root 600"
+    config = yaml.safe_load(fleet.ssh(host, "sudo cat /etc/gpuprov/pull.yml").stdout)
+    assert config["host"] == host.name and config["repo"] == "git://10.213.0.1/fleet.git"
+    assert config["interval"] == 600 and config["splay"] == 0
+    if init == "sysvinit":
+        cron = fleet.ssh(host, "cat /etc/cron.d/gpuprov-pull").stdout
+        assert ("*/10 * * * * root /opt/gpuprov/bin/gpuprov pull >>/var/log/gpuprov-pull.log "
+                "2>&1" in cron)
+        assert fleet.ssh(host, "pidof cron", check=False).stdout.strip()
+    else:
+        timer = fleet.ssh(host, "systemctl is-enabled gpuprov-pull.timer; systemctl is-active "
+                          "gpuprov-pull.timer; systemctl show -p TimersMonotonic "
+                          "gpuprov-pull.timer", check=False).stdout
+        assert timer.startswith("enabled\nactive\n"), timer
+        assert "OnUnitActiveUSec=10min" in timer, timer
+        assert fleet.ssh(host, "test -e /etc/cron.d/gpuprov-pull", check=False).returncode != 0
+    # no index was asked: pip had only the copied wheels
+    wheels = fleet.ssh(host, "ls /opt/gpuprov/wheels").stdout.split()
+    assert any(w.startswith("gpuprov-") for w in wheels) and len(wheels) > 10
+
+    second = gpuprov("pull-setup", "inventory.yml", cwd=tmp_path, timeout=900)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert re.search(rf"{re.escape(host.name)}\s+ok=\d+ changed=0 failed=0", second.stdout), \
+        second.stdout[-3000:]
+
+    record = {"time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main", "mode": "apply",
+              "result": "applied", "changed": 2, "drifted": 0, "failed_tasks": 0,
+              "message": "", "last_good_commit": SHA, "last_good_time": "2026-12-06T21:00:00Z",
+              "report": None, "duration_s": 4.2, "gpuprov_version": "0.1.0"}
+    host.exec("mkdir -p /var/lib/gpuprov/pull")
+    host.write_file("/var/lib/gpuprov/pull/last.json", json.dumps(record))
+    status = gpuprov("status", "inventory.yml", "--format", "json", cwd=tmp_path)
+    pulled = json.loads(status.stdout)["hosts"][host.name]["last_pull"]
+    assert pulled == {"time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main",
+                      "mode": "apply", "result": "applied", "message": ""}
