@@ -276,18 +276,26 @@ def test_splay_sleeps_unless_no_splay(host: Host, monkeypatch: pytest.MonkeyPatc
 
 
 class Refused:
-    """A connector factory whose local connector refuses: the real Executor runs,
-    nothing runs on this machine; records who it was asked for."""
+    """A connector factory whose local connector refuses to run anything (the
+    real Executor runs, nothing runs on this machine); records who it was asked
+    for and the run lock's command."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str]] = []
+        self.held: list[str] = []
 
     def __call__(self, h: Any, options: Any) -> Any:
         from gpuprov.connectors.local import LocalConnector
         from gpuprov.errors import UnreachableHost
 
+        held = self.held
+
         class Connector(LocalConnector):
-            def connect(self, *, expect_refusal: bool = False) -> None:
+            def hold(self, command: Any, *, sudo: bool = False, stdin: bytes = b"") -> Any:
+                held.append(command.display())
+                raise UnreachableHost(self.host_name, "refused", "no local connector in tests")
+
+            def run(self, command: Any, **kwargs: Any) -> Any:
                 raise UnreachableHost(self.host_name, "refused", "no local connector in tests")
 
         self.seen.append((h.name, h.connection))
@@ -318,6 +326,17 @@ def test_the_executor_runs_the_commit_through_the_local_connector(
     assert host.report()["hosts"][0]["unreachable"]
     assert os.getcwd() == cwd
     assert host.checkout_head() is None
+    # the lock a push finds held says it is a pull's: "busy: pull apply by ..."
+    assert len(refused.held) == 1 and " -x " in refused.held[0]
+    assert "command=pull:apply who=" in refused.held[0]
+
+
+def test_the_holder_line_of_a_pull() -> None:
+    from gpuprov.engine.hostlock import EXCLUSIVE, SHARED, LockInfo, busy_reason, lock_mode
+
+    assert lock_mode("pull:apply") == EXCLUSIVE and lock_mode("pull:drift-check") == SHARED
+    line = LockInfo("pull:apply", "root@node1", time.time(), 7).line()
+    assert busy_reason(line).startswith("busy: pull apply by root@node1 since ")
 
 
 def test_a_broken_role_is_a_bad_commit(host: Host, refused: Refused) -> None:

@@ -117,7 +117,7 @@ def executor_runner(options: RunOptions,
                     factory: ConnectorFactory = connector_for) -> Runner:
     """The production Runner: apply's and drift-check's own Executor and options."""
     def run(target: PullTarget, command: str) -> RunResult:
-        opts = replace(options, check=command != APPLY_COMMAND)
+        opts = replace(options, check=command != APPLY_COMMAND, lock_via="pull")
         with inside(target.checkout):
             executor = Executor(target.inventory, target.plays, [target.host], opts,
                                 connector_factory=factory)
