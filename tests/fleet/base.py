@@ -19,13 +19,19 @@ from tests.fleet.mounts import unmount_below
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("GPUPROV_FLEET_MIRROR", "http://deb.debian.org/debian")
-# What a minimal Debian server needs for the roles to act on, and python3 for
-# the test doubles only (it is moved off PATH below: gpuprov itself must
-# never rely on Python on a target).
+# What a minimal Debian server needs for the roles to act on, git (pull mode
+# fetches with it), and python3 for the test doubles only: POST_INSTALL keeps a
+# copy of its interpreter off PATH and purges the python3 packages, so gpuprov
+# cannot silently rely on Python on a target, and `apt-get install python3
+# python3-venv` installs Debian's real ones from the stand-in archive
+# (tests/fleet/realdebs.py). The doubles' interpreter reads its stdlib from
+# libpython3.11-minimal/-stdlib, which stay installed.
 PACKAGES = (
     "openssh-server", "sudo", "kmod", "initramfs-tools", "procps", "iproute2",
-    "ca-certificates", "python3",
+    "ca-certificates", "python3", "git",
 )
+# What POST_INSTALL purges: nothing else in the base depends on them.
+PURGED = ("python3", "python3-minimal", "python3.11", "python3.11-minimal")
 HOSTROOT = Path(__file__).parent / "hostroot"
 # The systemd variant: the same root plus systemd as PID 1 (Debian 12's 252),
 # and hostroot-systemd/ instead of hostroot/ (no sysvinit stand-in: systemd-sysv
@@ -40,7 +46,9 @@ set -eu
 # The doubles' interpreter, off PATH (see PACKAGES).
 mkdir -p /usr/libexec/gpuprov-test-doubles
 cp /usr/bin/python3.11 /usr/libexec/gpuprov-test-doubles/python3
-rm -f /usr/bin/python3 /usr/bin/python3.11 /usr/bin/pydoc3* /usr/bin/pygettext3*
+dpkg --purge """ + " ".join(PURGED) + r"""
+# Its stdlib: never autoremoved by an apt run on a host.
+apt-mark manual libpython3.11-minimal libpython3.11-stdlib >/dev/null
 # No network on the hosts: sources come from the fleet's local repo only.
 : > /etc/apt/sources.list
 rm -f /etc/apt/sources.list.d/*

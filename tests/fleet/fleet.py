@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.fleet import base, cgroups, keys, network
+from tests.fleet import base, cgroups, keys, network, realdebs
 from tests.fleet.errors import FleetError, FleetUnavailable
 from tests.fleet.host import MARKER, FleetHost
 from tests.fleet.mounts import unmount_below
@@ -247,11 +247,15 @@ class Fleet:
     def _serve_repo(self) -> None:
         from tests.standin_repo.build import ensure_repos  # the repo is test-only code
 
+        assert self.base is not None
+        # Debian's own python3, cron, containerd, ... beside the stand-ins.
+        real_debs = realdebs.ensure_real_debs(self.cache, self.base)
         # A fixed port keeps the URL (baked into cuda-keyring) and so the
         # cached build stable across runs.
         url = f"http://{network.GATEWAY}:{REPO_PORT}"
         cache = self.cache / "repos"
-        self.repos = ensure_repos(cache, os.uname().release, cuda_repo_url=f"{url}/cuda")
+        self.repos = ensure_repos(cache, os.uname().release, cuda_repo_url=f"{url}/cuda",
+                                  real_debs=real_debs)
         for old in cache.iterdir():
             if old.is_dir() and old.resolve() != Path(self.repos.out_dir).resolve():
                 shutil.rmtree(old, ignore_errors=True)

@@ -61,11 +61,14 @@ class BuiltRepos:
         return cls(**data)
 
 
-def input_hash(kernel_release: str, cuda_repo_url: str) -> str:
+def input_hash(kernel_release: str, cuda_repo_url: str, real_debs: Path | None = None) -> str:
     """Hash of everything the build reads: package data, builder code, double sources,
-    kernel release and CUDA repo URL.  Same hash -> an earlier build can be reused."""
+    kernel release, CUDA repo URL and the real .debs' manifest.  Same hash -> an earlier
+    build can be reused."""
     digest = hashlib.sha256()
     digest.update(f"{kernel_release}\0{cuda_repo_url}\0".encode())
+    if real_debs is not None:
+        digest.update((Path(real_debs) / "manifest.json").read_bytes())
     for base in (HERE, DOUBLES):
         for path in sorted(base.rglob("*")):
             if "__pycache__" in path.parts or path.suffix == ".md":
@@ -177,8 +180,10 @@ def _index(repo_dir: Path, gnupg_home: Path, fingerprint: str | None, label: str
 
 
 def build_repos(out_dir: Path, kernel_release: str, gnupg_home: Path,
-                cuda_repo_url: str) -> BuiltRepos:
-    """Build archive/, libnvidia-container/ and cuda/ under out_dir (replacing them)."""
+                cuda_repo_url: str, real_debs: Path | None = None) -> BuiltRepos:
+    """Build archive/, libnvidia-container/ and cuda/ under out_dir (replacing them).
+    real_debs: a directory of real Debian .debs (tests/fleet/realdebs.py) indexed in
+    archive/ beside the stand-ins."""
     out_dir = Path(out_dir).resolve()
     gnupg_home = Path(gnupg_home).resolve()
     repo_dirs = {ARCHIVE: out_dir / "archive",
@@ -207,6 +212,8 @@ def build_repos(out_dir: Path, kernel_release: str, gnupg_home: Path,
                     for p in pkgs]
             for job in jobs:
                 job.result()
+        if real_debs is not None:
+            _add_real_debs(Path(real_debs), repo_dirs[ARCHIVE])
         for repo, repo_dir in repo_dirs.items():
             _index(repo_dir, gnupg_home, fingerprints.get(repo), f"gpuprov-{repo}")
     finally:
@@ -217,24 +224,43 @@ def build_repos(out_dir: Path, kernel_release: str, gnupg_home: Path,
     for pkg in pkgs:
         if pkg.version not in versions.setdefault(pkg.name, []):
             versions[pkg.name].append(pkg.version)
+    for name, version in _real_versions(real_debs).items():
+        versions.setdefault(name, []).append(version)
     built = BuiltRepos(out_dir, repo_dirs[ARCHIVE], out_dir / "libnvidia-container",
                        repo_dirs[TOOLKIT], repo_dirs[CUDA], fingerprints, armored, binary,
-                       versions, input_hash(kernel_release, cuda_repo_url))
+                       versions, input_hash(kernel_release, cuda_repo_url, real_debs))
     (out_dir / "built.json").write_text(built.to_json())
     return built
 
 
-def ensure_repos(cache_root: Path, kernel_release: str, cuda_repo_url: str) -> BuiltRepos:
+def _add_real_debs(real_debs: Path, archive: Path) -> None:
+    """Hard links where the cache shares a file system with the archive (~50 MB of .debs)."""
+    for deb in sorted(real_debs.glob("*.deb")):
+        try:
+            os.link(deb, archive / deb.name)
+        except OSError:
+            shutil.copyfile(deb, archive / deb.name)
+
+
+def _real_versions(real_debs: Path | None) -> dict[str, str]:
+    if real_debs is None:
+        return {}
+    manifest = json.loads((Path(real_debs) / "manifest.json").read_text())
+    return {name: entry["version"] for name, entry in manifest["packages"].items()}
+
+
+def ensure_repos(cache_root: Path, kernel_release: str, cuda_repo_url: str,
+                 real_debs: Path | None = None) -> BuiltRepos:
     """build_repos() into cache_root/<input hash>/ unless that build already exists;
     GNUPGHOME is cache_root/<hash>/gnupg.  Safe to call from every test run."""
-    digest = input_hash(kernel_release, cuda_repo_url)
+    digest = input_hash(kernel_release, cuda_repo_url, real_debs)
     final = Path(cache_root).resolve() / digest[:16]
     if (final / "built.json").exists():
         return BuiltRepos.from_json((final / "built.json").read_text())
     # built.json is written last, so a directory without it is an interrupted build.
     shutil.rmtree(final, ignore_errors=True)
     try:
-        return build_repos(final, kernel_release, final / "gnupg", cuda_repo_url)
+        return build_repos(final, kernel_release, final / "gnupg", cuda_repo_url, real_debs)
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise
