@@ -72,7 +72,7 @@ state_dir: /srv/gpuprov
     ("host: n\n", ":1: 'repo' is required"),
     ("repo: https://x/y.git\n", ":1: 'host' is required"),
     ("repo: git.example:team/gpu\nhost: n\n", ":1: repo 'git.example:team/gpu' is not a git "
-     "URL\n  hint: use https://, ssh://, git:// or file://"),
+     "URL\n  hint: use https://, ssh://, git://, file:// or user@host:path"),
     ("repo: https://x/y.git\nhost: n\nplaybook: /etc/site.yml\n",
      ":3: playbook: '/etc/site.yml' must be a path inside the repository"),
     ("repo: https://x/y.git\nhost: n\ninventory: ../inv.yml\n",
@@ -100,3 +100,8 @@ def test_signed_needs_allowed_signers(tmp_path: Path) -> None:
 
 def test_deploy_key_may_be_null(tmp_path: Path) -> None:
     assert load(tmp_path, "repo: file:///srv/r\nhost: n\ndeploy_key: null\n").deploy_key is None
+
+
+def test_scp_like_ssh_urls(tmp_path: Path) -> None:
+    assert load(tmp_path, "repo: git@git.example:team/gpu.git\nhost: n\n").repo == \
+        "git@git.example:team/gpu.git"

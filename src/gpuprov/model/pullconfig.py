@@ -21,7 +21,8 @@ VERIFY_NONE, VERIFY_SIGNED = "none", "signed"
 #: beside pull.yml: the git server's host key for an ssh:// repo (see engine/pullgit.py)
 KNOWN_HOSTS_NAME = "pull_known_hosts"
 
-_URL = re.compile(r"(https?|git|ssh|file)://\S+")
+#: a URL, or ssh's scp-like user@host:path (what git hosting sites show)
+_URL = re.compile(r"(https?|git|ssh|file)://\S+|[\w.-]+@[\w.-]+:[^/\s]\S*")
 
 
 class PullConfigError(InventoryError):
@@ -91,7 +92,7 @@ def load_pull_config(path: str | Path = DEFAULT_CONFIG) -> PullConfig:
     if not _URL.fullmatch(values["repo"]):
         raise PullConfigError(f"repo {values['repo']!r} is not a git URL", name,
                               location(data, "repo").line,
-                              hint="use https://, ssh://, git:// or file://")
+                              hint="use https://, ssh://, git://, file:// or user@host:path")
     if values.get("verify") == VERIFY_SIGNED and "allowed_signers" not in values \
             and not Path(PullConfig.allowed_signers).is_file():
         raise PullConfigError("verify: signed needs allowed_signers", name,
