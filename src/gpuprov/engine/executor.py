@@ -68,9 +68,7 @@ class RunOptions:
     fact_plans: Path | None = None
     #: -vv: told of every command run and facts script sent (engine/trace.py)
     trace: CommandSink | None = None
-    #: what started the run, named in the lock's holder line ("pull": a push that
-    #: finds the host busy reads "busy: pull apply by root@host"); None: the command
-    lock_via: str | None = None
+    lock_via: str = ""   # what started it, in the lock's holder line: "pull" -> pull:apply
 
 
 ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
@@ -112,8 +110,8 @@ class Executor:
     def run(self, command: str) -> RunResult:
         run = RunResult(command, self.options.check, started=time.time())
         self._command = command
-        holder = f"{self.options.lock_via}:{command}" if self.options.lock_via else command
-        self._locks = RunLocks(holder, self.options.lock_timeout, self.options.lock_path)
+        via = f"{self.options.lock_via}:" if self.options.lock_via else ""
+        self._locks = RunLocks(via + command, self.options.lock_timeout, self.options.lock_path)
         dead: set[str] = set()
         aborted = False
         try:
