@@ -10,7 +10,18 @@ import click
 import paramiko
 
 from gpuprov import __version__
-from gpuprov.cli import adhoc, facts, handoff, info, onboard, pullsetup, run, status, verify
+from gpuprov.cli import (
+    adhoc,
+    facts,
+    handoff,
+    info,
+    onboard,
+    pull,
+    pullsetup,
+    run,
+    status,
+    verify,
+)
 from gpuprov.cli.common import stderr
 from gpuprov.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from gpuprov.cli.role_commands import RoleCommandGroup
@@ -56,7 +67,7 @@ def cli() -> None:
 
 for command in (run.apply, run.drift_check, verify.verify, onboard.onboard, facts.facts,
                 info.inventory_cmd, adhoc.adhoc, status.status, handoff.k8s_handoff,
-                pullsetup.pull_setup):
+                pull.pull, pullsetup.pull_setup):
     cli.add_command(command)
 
 
