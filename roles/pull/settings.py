@@ -7,6 +7,7 @@ Pure functions of a host's variables: the tasks use them, the tests call them.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ CONFIG_DIR = "/etc/gpuprov"
 CONFIG = f"{CONFIG_DIR}/pull.yml"
 SIGNERS = f"{CONFIG_DIR}/pull-allowed-signers"
 DEPLOY_KEY = f"{CONFIG_DIR}/pull-deploy-key"
+#: the git server's host key for an ssh repository: `gpuprov pull` checks it
+#: there (beside pull.yml), never accepting a key on first use
+KNOWN_HOSTS = f"{CONFIG_DIR}/pull_known_hosts"
 NAME = "gpuprov-pull"
 SERVICE_UNIT = f"/etc/systemd/system/{NAME}.service"
 TIMER = f"{NAME}.timer"
@@ -28,6 +32,11 @@ CRON = f"/etc/cron.d/{NAME}"
 LOG = f"/var/log/{NAME}.log"
 
 _SCHEMES = ("git://", "https://", "ssh://", "file://")
+# the same rule as model/pullconfig.py's for pull.yml's repo: a URL, or ssh's
+# scp-like user@host:path (what git hosting sites show)
+_URL = re.compile(r"(https?|git|ssh|file)://\S+|[\w.-]+@[\w.-]+:[^/\s]\S*")
+_SSH_URL = re.compile(r"ssh://(?:[^@/]+@)?(\[[^]]+\]|[^:/]+)(?::(\d+))?/")
+_SCP_LIKE = re.compile(r"[\w.-]+@([\w.-]+):[^/\s]")
 _MODES = ("apply", "check")
 _VERIFY = ("none", "signed")
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
@@ -53,6 +62,7 @@ class PullSettings:
     verify: str
     allowed_signers: tuple[str, ...]
     deploy_key: str            # controller path, "" for none
+    known_hosts: tuple[str, ...]
     keep_reports: int
     textfile_dir: str
     wheelhouse: str            # controller directory
@@ -121,9 +131,9 @@ def settings(vars: Mapping[str, Any]) -> PullSettings:
     """Every variable checked; PullVarError names the first one refused."""
     repo = _text(vars, "pull_repo", "the team's gpuprov repository, e.g. "
                  "https://git.example.com/team/gpu-fleet.git")
-    if not repo.startswith(_SCHEMES):
-        raise PullVarError("pull_repo", f"must be a {', '.join(_SCHEMES)} URL",
-                           "e.g. ssh://git@git.example.com/team/gpu-fleet.git")
+    if not _URL.fullmatch(repo):
+        raise PullVarError("pull_repo", f"must be a {', '.join(_SCHEMES)} URL or "
+                           "user@host:path", "e.g. ssh://git@git.example.com/team/gpu-fleet.git")
     verify = _choice(vars, "pull_repo_verify", _VERIFY)
     signers = _signers(vars)
     if verify == "signed" and not signers:
@@ -134,6 +144,12 @@ def settings(vars: Mapping[str, Any]) -> PullSettings:
     if not isinstance(key, str) or "\n" in key:
         raise PullVarError("pull_deploy_key", "must be the path of a private key file on "
                            "the controller, or empty")
+    known = vars["pull_known_hosts"]
+    if isinstance(known, str) or not isinstance(known, list | tuple) or any(
+            not isinstance(k, str) or "\n" in k or len(k.split()) < 3 for k in known):
+        raise PullVarError("pull_known_hosts", "must be a list of known_hosts lines",
+                           'e.g. ["git.example.com ssh-ed25519 AAAA..."] (ssh-keyscan HOST, '
+                           "fingerprint checked)")
     textfile_dir = _text(vars, "pull_textfile_dir")
     if not textfile_dir.startswith("/") or posixpath.normpath(textfile_dir) != textfile_dir \
             or textfile_dir == "/":
@@ -152,6 +168,7 @@ def settings(vars: Mapping[str, Any]) -> PullSettings:
         interval=_whole(vars, "pull_interval", 1, "e.g. pull_interval: 900"),
         splay=_whole(vars, "pull_splay", 0, "e.g. pull_splay: 300 (0: no delay)"),
         verify=verify, allowed_signers=signers, deploy_key=key.strip(),
+        known_hosts=tuple(k.strip() for k in known),
         keep_reports=_whole(vars, "pull_keep_reports", 1, "e.g. pull_keep_reports: 20"),
         textfile_dir=textfile_dir, wheelhouse=wheelhouse,
         repacked=_flag(vars, "pull_wheelhouse_repacked"))
@@ -185,3 +202,14 @@ def cron_schedule(interval: int) -> tuple[int, str]:
     if hours >= 24:
         return 24 * 60, "0 0 * * *"
     return hours * 60, f"0 */{hours} * * *"
+
+
+def ssh_server(repo: str) -> str | None:
+    """The git server of an ssh repository as known_hosts names it (host, or
+    [host]:port off port 22); None for other repositories."""
+    url = _SSH_URL.match(repo)
+    if url:
+        host, port = url[1].strip("[]"), url[2]
+        return f"[{host}]:{port}" if port and port != "22" else host
+    scp = _SCP_LIKE.match(repo)
+    return scp[1] if scp else None

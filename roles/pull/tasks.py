@@ -11,13 +11,18 @@ Checklist, per host:
 3. the venv /opt/gpuprov, and gpuprov installed in it from the wheels alone
    (--no-index) when its version, or its wheel, differs from the controller's;
 4. /etc/gpuprov/pull.yml (root 0600), the allowed signers, the deploy key
-   (root 0600, a secret: never shown);
+   (root 0600, a secret: never shown) and, for an ssh repository, the git
+   server's host key in pull_known_hosts (the inventory's lines, else this
+   controller's known_hosts entry);
 5. systemd: gpuprov-pull.service and its timer (every pull_interval s),
    enabled and started; sysvinit: /etc/cron.d/gpuprov-pull and cron running.
 """
 
 import hashlib
 from pathlib import Path
+
+from paramiko.hostkeys import HostKeys
+from paramiko.ssh_exception import SSHException
 
 from gpuprov.command import Command, Secret
 from gpuprov.engine.wheelhouse import Wheelhouse, WheelhouseError, unfit, wheel_tags
@@ -34,6 +39,7 @@ from .settings import (
     CONFIG_DIR,
     CRON,
     DEPLOY_KEY,
+    KNOWN_HOSTS,
     LOG,
     PROGRAM,
     SERVICE_UNIT,
@@ -47,6 +53,7 @@ from .settings import (
     cron_schedule,
     settings,
     signers_text,
+    ssh_server,
 )
 
 #: the interpreter the venv is made with, and what brings it (with git)
@@ -147,10 +154,15 @@ def tasks(ctx):
         yield file(SIGNERS, signers_text(s))
     else:
         yield absent(SIGNERS)
+    server = ssh_server(s.repo)
     if s.deploy_key:
         yield upload(DEPLOY_KEY, Path(s.deploy_key).expanduser(), mode="0600", secret=True)
     else:
         yield absent(DEPLOY_KEY, read_as_root=True, secret=True)
+    if s.deploy_key and server:
+        yield file(KNOWN_HOSTS, "".join(f"{line}\n" for line in known_hosts(ctx, s, server)))
+    else:
+        yield absent(KNOWN_HOSTS)
 
     templates = ctx.role_dir / "templates"
     if systemd:
@@ -164,6 +176,24 @@ def tasks(ctx):
                        {"program": PROGRAM, "minutes": minutes, "schedule": schedule,
                         "log": LOG})
         yield service(CRON_SERVICE[family], state="started", enabled=True)
+
+
+def known_hosts(ctx, s, server):
+    """The git server's host key lines: the inventory's, else this controller's
+    ~/.ssh/known_hosts entries for it (hashed ones too)."""
+    if s.known_hosts:
+        return s.known_hosts
+    path = Path("~/.ssh/known_hosts").expanduser()
+    try:
+        found = HostKeys(str(path)).lookup(server) if path.is_file() else None
+    except (OSError, SSHException):
+        found = None
+    if not found:
+        raise ctx.bad_var("pull_known_hosts", f"the git server {server}'s host key is needed "
+                          f"(gpuprov pull accepts no other), and {path} has none for it",
+                          f"ssh-keyscan {server.strip('[]').split(']:')[0]}, check the "
+                          "fingerprint, and set pull_known_hosts: [\"<the line>\"]")
+    return [f"{server} {kind} {key.get_base64()}" for kind, key in sorted(found.items())]
 
 
 def own_sha(wheel: Path) -> str:

@@ -28,6 +28,7 @@ from tests.unit.test_role_jupyter import a_file, directory, written
 VENV, WHEELS = "/opt/gpuprov", "/opt/gpuprov/wheels"
 CONFIG, SIGNERS, KEY = ("/etc/gpuprov/pull.yml", "/etc/gpuprov/pull-allowed-signers",
                         "/etc/gpuprov/pull-deploy-key")
+KNOWN = "/etc/gpuprov/pull_known_hosts"
 SERVICE = "/etc/systemd/system/gpuprov-pull.service"
 TIMER_UNIT = "/etc/systemd/system/gpuprov-pull.timer"
 TIMER = "gpuprov-pull.timer"
@@ -90,7 +91,7 @@ def host(house: Path, distro: str, init: str, *, installed: bool = False,
         PythonVersion(python_of(distro)): python, VenvProjectVersion(VENV, "gpuprov"): venv,
         FileState(VENV, content=False): None, FileState(WHEELS, content=False): None,
         FileState("/etc/gpuprov", content=False): None, FileState(CONFIG, sudo=True): None,
-        FileState(SIGNERS): None, FileState(KEY, sudo=True): None,
+        FileState(SIGNERS): None, FileState(KEY, sudo=True): None, FileState(KNOWN): None,
         FileState(KEY, content=False, sudo=True): None,
         PathExists(f"{VENV}/bin/pip"): False, stale_test(house): False}
     facts.update({FileState(f"{WHEELS}/{w.name}", content=False): None for w in wheels_of(house)})
@@ -250,6 +251,42 @@ def test_deploy_key_is_copied_root_only_and_masked(house: Path, tmp_path: Path) 
     assert yaml.safe_load(written(plan, CONFIG))["deploy_key"] == KEY
 
 
+GIT_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+@pytest.mark.parametrize(("repo", "server"), [
+    ("ssh://git@git.example.com/team/fleet.git", "git.example.com"),
+    ("ssh://git@git.example.com:2222/team/fleet.git", "[git.example.com]:2222"),
+    ("git@github.com:team/fleet.git", "github.com")])
+def test_an_ssh_repo_gets_the_git_servers_host_key_from_the_inventory(
+        house: Path, tmp_path: Path, repo: str, server: str) -> None:
+    key = tmp_path / "deploy"
+    key.write_bytes(PRIVATE)
+    line = f"{server} ssh-ed25519 {GIT_KEY}"
+    plan = run(house, host(house, "debian12", "systemd"), pull_repo=repo,
+               pull_deploy_key=str(key), pull_known_hosts=[line])
+    assert written(plan, KNOWN) == (line + "\n").encode()
+    assert yaml.safe_load(written(plan, CONFIG))["repo"] == repo
+
+
+def test_or_from_this_controllers_known_hosts(house: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(
+        f"other.example.com ssh-ed25519 {GIT_KEY}\n"
+        f"[git.example.com]:2222 ssh-ed25519 {GIT_KEY}\n")
+    key = tmp_path / "deploy"
+    key.write_bytes(PRIVATE)
+    plan = run(house, host(house, "debian12", "systemd"), pull_deploy_key=str(key),
+               pull_repo="ssh://git@git.example.com:2222/team/fleet.git")
+    assert written(plan, KNOWN) == f"[git.example.com]:2222 ssh-ed25519 {GIT_KEY}\n".encode()
+    with pytest.raises(RoleFailed, match=r"pull_known_hosts.*the git server gitlab.example.com's "
+                       r"host key is needed"):
+        run(house, host(house, "debian12", "systemd"), pull_deploy_key=str(key),
+            pull_repo="ssh://git@gitlab.example.com/team/fleet.git")
+
+
 def test_a_deploy_key_no_longer_set_is_removed(house: Path) -> None:
     facts = host(house, "debian12", "systemd")
     facts[FileState(KEY, sudo=True)] = FileInfo("file", "root", "root", "0600", 10, 0, 0,
@@ -327,7 +364,8 @@ def test_handlers_reload_systemd_and_restart_the_timer(house: Path) -> None:
 
 @pytest.mark.parametrize(("name", "value", "says"), [
     ("pull_repo", "", "non-empty"),
-    ("pull_repo", "git@github.com:team/fleet.git", "git://, https://, ssh://, file:// URL"),
+    ("pull_repo", "github.com/team/fleet.git", "git://, https://, ssh://, file:// URL"),
+    ("pull_known_hosts", ["github.com"], "list of known_hosts lines"),
     ("pull_mode", "sometimes", "one of apply, check"),
     ("pull_interval", 0, "at least 1"),
     ("pull_interval", "soon", "whole number"),
