@@ -5,7 +5,8 @@ wheels repacked from this suite's own venv, with no package index; then
 pull.yml (root 0600, the host's name), the cron entry and cron running, or the
 timer enabled and active; a second
 run changes nothing; and `gpuprov status` shows the host's last pull once
-last.json is there (written here as `gpuprov pull` would)."""
+the installed gpuprov's first `gpuprov pull` (no git server: fetch-failed)
+wrote its last.json."""
 
 from __future__ import annotations
 
@@ -21,9 +22,6 @@ from tests.fleet.fleet import Fleet
 from tests.fleet.host import FleetHost
 
 pytestmark = pytest.mark.fleet
-
-SHA = "3f2a9c1e5b7d4f60a1b2c3d4e5f60718293a4b5c"
-
 
 @pytest.fixture(scope="module")
 def sysv_host(fleet: Fleet) -> FleetHost:
@@ -70,13 +68,19 @@ def test_pull_setup_then_nothing_to_do(fleet: Fleet, sysv_host: FleetHost,
     assert re.search(rf"{re.escape(host.name)}\s+ok=\d+ changed=0 failed=0", second.stdout), \
         second.stdout[-3000:]
 
-    record = {"time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main", "mode": "apply",
-              "result": "applied", "changed": 2, "drifted": 0, "failed_tasks": 0,
-              "message": "", "last_good_commit": SHA, "last_good_time": "2026-12-06T21:00:00Z",
-              "report": None, "duration_s": 4.2, "gpuprov_version": "0.1.0"}
-    host.exec("mkdir -p /var/lib/gpuprov/pull")
-    host.write_file("/var/lib/gpuprov/pull/last.json", json.dumps(record))
+    # the installed gpuprov reads the pull.yml the role wrote: its first pull finds no
+    # git server there (nothing serves the repo in this test) and records just that
+    if init == "systemd":
+        # the timer started a first pull at once (OnBootSec is long past): let it end, or
+        # ours would find the host busy
+        fleet.ssh(host, "for i in $(seq 300); do [ \"$(systemctl show -p ActiveState --value "
+                  "gpuprov-pull.service)\" = activating ] || exit 0; sleep 0.1; done; exit 1")
+    pulled = fleet.ssh(host, "sudo /opt/gpuprov/bin/gpuprov pull --no-splay", check=False)
+    assert pulled.returncode == 2, pulled.stdout + pulled.stderr
+    last = json.loads(fleet.ssh(host, "cat /var/lib/gpuprov/pull/last.json").stdout)
+    assert last["result"] == "fetch-failed" and last["commit"] is None, last
     status = gpuprov("status", "inventory.yml", "--format", "json", cwd=tmp_path)
-    pulled = json.loads(status.stdout)["hosts"][host.name]["last_pull"]
-    assert pulled == {"time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main",
-                      "mode": "apply", "result": "applied", "message": ""}
+    shown = json.loads(status.stdout)["hosts"][host.name]["last_pull"]
+    assert shown == {"time": last["time"], "commit": None, "ref": "main", "mode": "apply",
+                     "result": "fetch-failed", "message": last["message"]}
+    assert last["message"]
