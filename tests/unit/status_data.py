@@ -35,6 +35,7 @@ def host(name: str, gpus: int = 2, **changes: Any) -> dict[str, Any]:
                                  "http_status": 403, "detail": None}},
         "last_apply": {"time": "2026-12-06T18:00:00+00:00", "version": "0.1.0",
                        "gpu_count": gpus},
+        "notes": [],
     }
     data.update(copy.deepcopy(changes))
     return data
@@ -43,4 +44,5 @@ def host(name: str, gpus: int = 2, **changes: Any) -> dict[str, Any]:
 def unreachable(name: str) -> dict[str, Any]:
     return {"host": name, "reachable": False, "error": "timeout: no answer in 10s",
             "round_trips": 0, "driver_version": None, "cuda_version": None, "gpus": [],
-            "gpu_reason": None, "host_health": None, "services": None, "last_apply": None}
+            "gpu_reason": None, "host_health": None, "services": None, "last_apply": None,
+            "notes": []}

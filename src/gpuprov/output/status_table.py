@@ -94,6 +94,7 @@ def _host_lines(data: Mapping[str, Any], now: float) -> list[str]:
                      + (f" ({plural(count, 'GPU')})" if count is not None else ""))
     else:
         lines.append("last apply: never recorded")
+    lines += [f"note: {note}" for note in data.get("notes") or []]
     return lines
 
 
