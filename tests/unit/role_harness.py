@@ -14,7 +14,7 @@ from typing import Any
 
 from gpuprov.connectors.base import Session
 from gpuprov.engine.context import NeedFacts, RoleSkipped, TaskContext
-from gpuprov.engine.hostrun import settle_blocked
+from gpuprov.engine.roleops import settle_blocked
 from gpuprov.engine.roles import load_role, load_role_module
 from gpuprov.facts.apt import AptCandidates, AptPolicy, DebPackage, DebPackages
 from gpuprov.facts.base import Fact, FactView

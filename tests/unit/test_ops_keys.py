@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.engine.hostrun import settle_blocked
+from gpuprov.engine.roleops import settle_blocked
 from gpuprov.errors import GpuprovError
 from gpuprov.facts.apt import AptKeyring, AptSources
 from gpuprov.facts.base import FactView

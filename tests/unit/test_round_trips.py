@@ -302,11 +302,15 @@ def test_site_yml_drift_check_again_is_one_round_trip_with_the_lock(
         # verify play (on-change: a fresh host drifts) reads nothing: check mode skips
         # its op (a probe of it runs a container), so its other facts are not asked
         assert result.error is None and result.round_trips == 3
-    for result in drift_check().hosts.values():
-        # the same drift, from one round trip: the last run's facts came with the lock
-        assert result.error is None and result.status == CHANGED
-        assert (result.connections, result.round_trips) == (1, 1)
-        assert [why for _, why in batches(result)] == ["with the run lock"]
+    for again in range(2):
+        for result in drift_check().hosts.values():
+            # the same drift, from one round trip: the last run's facts came with the
+            # lock; and again on the run after (a fact a role read from the prefetch,
+            # without asking, is still part of the plan it saves: it was dropped, so
+            # every other run took two round trips)
+            assert result.error is None and result.status == CHANGED
+            assert (result.connections, result.round_trips) == (1, 1), again
+            assert [why for _, why in batches(result)] == ["with the run lock"]
 
 
 @pytest.mark.parametrize("handler", ["restart docker", "restart containerd"])

@@ -10,7 +10,7 @@ import click
 import paramiko
 
 from gpuprov import __version__
-from gpuprov.cli import adhoc, facts, handoff, info, onboard, run, status, verify
+from gpuprov.cli import adhoc, facts, handoff, info, onboard, pull, run, status, verify
 from gpuprov.cli.common import stderr
 from gpuprov.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from gpuprov.cli.role_commands import RoleCommandGroup
@@ -55,7 +55,8 @@ def cli() -> None:
 
 
 for command in (run.apply, run.drift_check, verify.verify, onboard.onboard, facts.facts,
-                info.inventory_cmd, adhoc.adhoc, status.status, handoff.k8s_handoff):
+                info.inventory_cmd, adhoc.adhoc, status.status, handoff.k8s_handoff,
+                pull.pull):
     cli.add_command(command)
 
 

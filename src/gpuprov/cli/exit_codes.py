@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gpuprov.engine import pullstate
 from gpuprov.engine.health import Alert
 from gpuprov.engine.results import FAILED as HOST_FAILED
 from gpuprov.engine.results import UNREACHABLE as HOST_UNREACHABLE
@@ -68,7 +69,14 @@ MEANINGS: dict[str, dict[int, str | None]] = {
     "k8s-handoff": {EXIT_OK: "printed (or written with -o)", EXIT_FAILED: None,
                     EXIT_DRIFT: None, EXIT_UNREACHABLE: "--facts: a host unreachable or "
                     "unread (printed all the same)"},
+    "pull": {EXIT_OK: "applied, unchanged or in sync", EXIT_ERROR: "bad pull.yml or usage "
+             "(nothing ran)", EXIT_FAILED: "failed: the fetch, the signature, the commit or "
+             "a task", EXIT_DRIFT: "drift (check mode)", EXIT_UNREACHABLE: "busy: a run holds "
+             "the host's lock (retried at the next interval)"},
 }
+
+#: commands that work on one host, this one: no "worst wins" to explain
+ONE_HOST = frozenset({"pull"})
 
 _COMMON = {EXIT_UNREACHABLE: "a host unreachable",
            EXIT_ERROR: "usage or input error (nothing ran)",
@@ -86,6 +94,8 @@ def epilog(command: str) -> str:
     codes = [c for c, _ in exit_code_table(command)]
     worst = " > ".join(str(c) for c in PRECEDENCES.get(command, PRECEDENCE) if c in codes)
     lines = [f"  {code:<3}  {meaning}" for code, meaning in exit_code_table(command)]
+    if command in ONE_HOST:
+        return "\b\nExit codes:\n" + "\n".join(lines)
     return "\b\nExit codes (several hosts: the worst wins, " + worst + "):\n" + "\n".join(lines)
 
 
@@ -135,6 +145,13 @@ def status_outcome(status: Mapping[str, Mapping[str, Any]],
                 STATUS_UNREACHABLE: EXIT_UNREACHABLE}
     codes = {by_state[host_state(data, alerts.get(name, []))] for name, data in status.items()}
     return outcome(worst(codes, "status"), "status")
+
+
+#: `gpuprov pull`'s code for each result (engine/pullstate.py): one host, one result
+PULL_CODES = {pullstate.APPLIED: EXIT_OK, pullstate.UNCHANGED: EXIT_OK,
+              pullstate.DRIFT: EXIT_DRIFT, pullstate.FAILED: EXIT_FAILED,
+              pullstate.FETCH_FAILED: EXIT_FAILED, pullstate.BAD_COMMIT: EXIT_FAILED,
+              pullstate.UNSIGNED: EXIT_FAILED, pullstate.BUSY: EXIT_UNREACHABLE}
 
 
 def host_code(*, failed: bool = False, unreachable: bool = False, drift: bool = False) -> int:

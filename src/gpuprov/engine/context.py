@@ -55,18 +55,24 @@ class TaskContext:
         self.role = role
         self.role_dir = role_dir
         self._facts = facts
+        #: every fact tasks() read, known or not: the host's fact plan must hold
+        #: them all (one read from the prefetch is asked of nobody, yet needed
+        #: by the next run)
+        self.read: dict[Fact[Any], None] = {}
 
     @property
     def os(self) -> OsInfo:
         return self.system.os
 
     def fact(self, fact: Fact[T]) -> T:
+        self.read[fact] = None
         if fact not in self._facts:
             raise NeedFacts([fact])
         return self._facts[fact]
 
     def facts(self, *facts: Fact[Any]) -> list[Any]:
         """Several facts at once: all missing ones are gathered in one go."""
+        self.read.update(dict.fromkeys(facts))
         missing = [f for f in facts if f not in self._facts]
         if missing:
             raise NeedFacts(missing)

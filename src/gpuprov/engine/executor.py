@@ -68,6 +68,7 @@ class RunOptions:
     fact_plans: Path | None = None
     #: -vv: told of every command run and facts script sent (engine/trace.py)
     trace: CommandSink | None = None
+    lock_via: str = ""   # what started it, in the lock's holder line: "pull" -> pull:apply
 
 
 ConnectorFactory = Callable[[Host, ConnectOptions], Connector]
@@ -109,7 +110,8 @@ class Executor:
     def run(self, command: str) -> RunResult:
         run = RunResult(command, self.options.check, started=time.time())
         self._command = command
-        self._locks = RunLocks(command, self.options.lock_timeout, self.options.lock_path)
+        via = f"{self.options.lock_via}:" if self.options.lock_via else ""
+        self._locks = RunLocks(via + command, self.options.lock_timeout, self.options.lock_path)
         dead: set[str] = set()
         aborted = False
         try:

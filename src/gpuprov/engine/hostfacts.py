@@ -55,6 +55,12 @@ class HostFacts:
         if wanted:
             self._batch(wanted, why, self._run_script, strict=True)
 
+    def remember(self, facts: Iterable[Fact[Any]]) -> None:
+        """Facts read from what is known without asking: part of the next
+        run's plan all the same."""
+        if self.learning:
+            self.asked.update(dict.fromkeys(facts))
+
     def gather_with(self, facts: Iterable[Fact[Any]], why: str,
                     send: Callable[[str], str | None]) -> None:
         """Answer what it can of `facts` through `send` (e.g. with the run lock):

@@ -103,7 +103,8 @@ def default_lock_path() -> str:
 
 
 def lock_mode(command: str) -> str:
-    return SHARED if command in SHARED_COMMANDS else EXCLUSIVE
+    """`command` may name what started it first ("pull:apply": gpuprov pull's apply)."""
+    return SHARED if command.rsplit(":", 1)[-1] in SHARED_COMMANDS else EXCLUSIVE
 
 
 def lock_command(info: LockInfo, wait: float, path: str = LOCK_PATH, script_bytes: int = 0,
@@ -122,7 +123,8 @@ def busy_reason(holder_line: str) -> str:
         # a holder that has not written its line yet, or a file not written by us
         return "busy: another gpuprov run holds the host's lock"
     since = time.strftime("%H:%M", time.localtime(info.since))
-    return f"busy: {info.command} by {info.who} since {since} (pid {info.pid})"
+    what = info.command.replace(":", " ")
+    return f"busy: {what} by {info.who} since {since} (pid {info.pid})"
 
 
 class HostLock:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuprov.connectors.base import Connector
+from gpuprov.engine import roleops
 from gpuprov.engine.context import NeedFacts, RoleFailed, RoleSkipped, TaskContext
 from gpuprov.engine.handlers import (
     PendingHandlers,
@@ -24,7 +25,6 @@ from gpuprov.engine.handlers import (
 )
 from gpuprov.engine.hostfacts import HostFacts, first_facts
 from gpuprov.engine.results import CHANGED, FAILED, OK, SKIPPED, HostResult, TaskResult, phase
-from gpuprov.engine.roleops import explain_failure, secrets_marked, settle_blocked, where_in_role
 from gpuprov.engine.roles import Role
 from gpuprov.errors import GpuprovError, TaskFailed, UnreachableHost
 from gpuprov.facts.base import Fact, FactError, FactView
@@ -88,17 +88,19 @@ class HostRun:
 
     # -- facts ---------------------------------------------------------------
     @property
+    def _cache(self) -> HostFacts:
+        assert self.cache is not None   # made in __post_init__
+        return self.cache
+
+    @property
     def _facts(self) -> dict[Fact[Any], Any]:
-        assert self.cache is not None
-        return self.cache.values
+        return self._cache.values
 
     def gather(self, facts: Iterable[Fact[Any]], why: str = "") -> None:
-        assert self.cache is not None   # what is not known yet, in ONE round trip
-        self.cache.gather(facts, why)
+        self._cache.gather(facts, why)   # what is not known yet, in ONE round trip
 
     def invalidate(self, changes: Sequence[Change]) -> None:
-        assert self.cache is not None
-        self.cache.invalidate(changes)
+        self._cache.invalidate(changes)
 
     @property
     def facts(self) -> FactView:
@@ -121,8 +123,8 @@ class HostRun:
             # tasks() and plan() of every op, in one entry: no single one is worth a line
             self.result.profile.append({"phase": "plan", "play": self.play,
                                         "seconds": round(self._planning, 4), "why": ""})
-            self.result.connections = self.connector.stats.connections
-            self.result.round_trips = self.connector.stats.round_trips
+            stats = self.connector.stats
+            self.result.connections, self.result.round_trips = stats.connections, stats.round_trips
             self.result.seconds = time.monotonic() - start
             self.result.settle(self.play, [r.role.name for r in self.roles], self._skips,
                                self._finished, self._failing)
@@ -217,7 +219,7 @@ class HostRun:
             try:
                 ops = list(produce(ctx))
                 self._planning += time.monotonic() - started
-                return secrets_marked(ops, role_run.vars.secret_values())
+                return roleops.secrets_marked(ops, role_run.vars.secret_values())
             except NeedFacts as need:
                 self._planning += time.monotonic() - started
                 if passes == 1:
@@ -226,9 +228,11 @@ class HostRun:
             except (GpuprovError, RoleSkipped):
                 raise
             except Exception as exc:  # the role author's bug: say where, not our stack
+                where = roleops.where_in_role(exc, role_run.role)
                 raise RoleFailed(f"{self.host.name}: role {role_run.role.name}: "
-                                 f"{where_in_role(exc, role_run.role)}{type(exc).__name__}: {exc}"
-                                 ) from exc
+                                 f"{where}{type(exc).__name__}: {exc}") from exc
+            finally:
+                self._cache.remember(ctx.read)
         raise RoleFailed(f"{self.host.name}: role {role_run.role.name} keeps asking for "
                          f"new facts after {MAX_DISCOVERY_PASSES} passes")
 
@@ -263,13 +267,13 @@ class HostRun:
             return TaskResult(item.role, op.label, FAILED, error=str(exc), handler=item.handler)
         if not changes:
             return TaskResult(item.role, op.label, OK, handler=item.handler)
-        blocked = settle_blocked(changes, self.check)
+        blocked = roleops.settle_blocked(changes, self.check)
         if blocked is not None:
             return TaskResult(item.role, op.label, FAILED, changes, handler=item.handler,
                               error=str(TaskFailed(self.host.name, op.label, "", None,
                                                    reason=blocked)))
         names = [f"{item.role}:{n}" for c in changes for n in (c.notify or op.notify)]
-        unknown = self._unknown_handlers(names)
+        unknown = roleops.unknown_handlers([r.role for r in self.roles], names)
         if unknown:
             # Persisting a name no handler answers would leave it pending forever.
             return TaskResult(item.role, op.label, FAILED, changes, handler=item.handler,
@@ -330,8 +334,7 @@ class HostRun:
 
     def _written(self, kind: type[Fact[Any]]) -> None:
         """gpuprov's own state file changed: a later play reads it afresh."""
-        assert self.cache is not None
-        self.cache.drop(kind)
+        self._cache.drop(kind)
 
     def _exec(self, task: str, step: Step) -> None:
         started = time.monotonic()
@@ -361,16 +364,12 @@ class HostRun:
         else:
             res = self.connector.run(step.command, sudo=step.sudo, stdin=step.stdin)
         if res.exit_code != 0 and res.exit_code not in step.ok_codes:
-            explained = explain_failure(self.connector, step, res.exit_code, res.stdout,
+            explained = roleops.explain_failure(self.connector, step, res.exit_code, res.stdout,
                                         res.stderr)
             raise TaskFailed(self.host.name, task, step.command.display(), res.exit_code,
                              res.stderr or res.stdout,
                              reason=explained.reason if explained else None,
                              hint=explained.hint if explained else None)
-
-    def _unknown_handlers(self, names: list[str]) -> list[str]:
-        handlers = {f"{r.role.name}:{h}" for r in self.roles for h in r.role.handlers}
-        return [repr(n.partition(":")[2]) for n in dict.fromkeys(names) if n not in handlers]
 
     def _run_handlers(self, system: SystemFacts, notified: list[str]) -> None:
         by_role = {r.role.name: r for r in self.roles}

@@ -70,3 +70,9 @@ def explain_failure(connector: Connector, step: Step, code: int, stdout: str,
             probe = connector.run(fact.command(), sudo=fact.sudo)
             diagnosis = fact.process(probe.stdout, probe.exit_code)
     return step.explain(Failure(code, stdout, stderr, diagnosis))
+
+
+def unknown_handlers(roles: Sequence[Role], names: list[str]) -> list[str]:
+    """Of the notified `role:handler` names, those no role of the play defines."""
+    handlers = {f"{r.name}:{h}" for r in roles for h in r.handlers}
+    return [repr(n.partition(":")[2]) for n in dict.fromkeys(names) if n not in handlers]
