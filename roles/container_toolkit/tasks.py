@@ -2,7 +2,8 @@
 (or containerd).
 
 Checklist, per host:
-1. Docker Engine installed when asked (Docker's signed repository);
+1. Docker Engine installed when asked (Docker's signed repository), or on
+   containerd nodes the distribution's containerd when containerd_package says;
 2. NVIDIA's signed repository, key stored dearmored, signed-by it;
 3. the four toolkit packages at exactly container_toolkit_version, held;
 4. docker: `runtimes.nvidia` merged into /etc/docker/daemon.json, every other
@@ -36,6 +37,7 @@ TOOLKIT = ("nvidia-container-toolkit", "nvidia-container-toolkit-base",
 NVIDIA = "https://nvidia.github.io/libnvidia-container"
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
+DISTRO_CONTAINERD = ("containerd", "runc")
 DAEMON_JSON = "/etc/docker/daemon.json"
 CONTAINERD_TOML = "/etc/containerd/config.toml"
 CDI_SPEC = "/etc/cdi/nvidia.yaml"
@@ -74,8 +76,11 @@ def tasks(ctx):
     version = str(ctx.vars["container_toolkit_version"]).strip()
     # checked before any change: a wrong list must not leave half a host behind
     group = docker_group(ctx, rt == "docker" or ctx.vars["docker_install"])
+    distro_containerd = rt == "containerd" and containerd_package(ctx) == "containerd"
     if ctx.vars["docker_install"]:
         yield from docker_engine(ctx)
+    if distro_containerd:
+        yield apt.packages(DISTRO_CONTAINERD, depends_on="the distribution's repositories")
     rhel = ctx.os.family == "rhel"
     repo = repo_source(ctx, "container_toolkit_repo",
                        f"{NVIDIA}/stable/{'rpm/$basearch' if rhel else 'deb/$(ARCH)'}",
@@ -126,6 +131,34 @@ def tasks(ctx):
                       unless=f'v="{driver}" && grep -qF ".so.$v" {CDI_SPEC}',
                       guard_sudo=True, invalidates=(FileState.at(CDI_SPEC),))
         yield service("containerd", state="started", enabled=True)
+
+
+def containerd_package(ctx):
+    """containerd.io (Docker's) or containerd (the distribution's), checked
+    against what the host and the other variables allow."""
+    name = str(ctx.vars["containerd_package"] or "").strip()
+    if name not in ("containerd.io", "containerd"):
+        raise ctx.bad_var("containerd_package", "must be containerd.io (Docker's repository) "
+                          "or containerd (the distribution's package)")
+    if name == "containerd.io":
+        return name
+    if ctx.os.family == "rhel":
+        raise ctx.bad_var("containerd_package", f"{ctx.os.pretty_name or 'RHEL'} has no "
+                          "containerd package in its own repositories",
+                          "use containerd_package: containerd.io (Docker's repository)")
+    if ctx.vars["docker_install"]:
+        raise ctx.bad_var("containerd_package", "Docker CE needs Docker's containerd.io, "
+                          "which conflicts with the distribution's containerd",
+                          "set docker_install: false on these nodes (and skip the gpu_image "
+                          "and verify roles: --skip-tags image,verify), or use "
+                          "containerd_package: containerd.io")
+    if ctx.system.init != "systemd":
+        # Nothing would start the daemon at boot or on a config change.
+        raise ctx.bad_var("containerd_package", "the distribution's containerd ships only a "
+                          f"systemd unit, and this host runs {ctx.system.init}",
+                          "use containerd_package: containerd.io, or run these nodes "
+                          "with systemd")
+    return name
 
 
 def docker_group(ctx, docker: bool):

@@ -2,7 +2,8 @@
 k8s_node_enabled set for the cluster group, the fstab swap line commented
 out (the rest byte for byte), the modules file, the sysctl file and live
 values in the host's own network namespace; kubelet's absence a note, not a
-failure; a second apply changes nothing and drift-check is clean; an
+failure (in apply, drift-check and status); a second apply changes nothing
+and drift-check is clean; an
 uncommented swap line, an edited sysctl file and a changed live sysctl are
 drift and are fixed. A lab host in the same run is left alone (its group
 does not enable it).
@@ -97,6 +98,11 @@ def test_converge_then_nothing_to_do(hosts: list[FleetHost], workdir: Path) -> N
     assert drift.returncode == 0, drift.stdout + drift.stderr
     notes = json.loads(drift.stdout)["hosts"][node.name]["notes"]
     assert [n.startswith(f"k8s_node: {NOTE}") for n in notes] == [True]
+    # gpuprov status says the same (its exit code is about GPU health: not asserted)
+    status = gpuprov("status", "inventory.yml", "--format", "json", cwd=workdir)
+    hosts = json.loads(status.stdout)["hosts"]
+    assert [n.startswith(f"k8s_node: {NOTE}") for n in hosts[node.name]["notes"]] == [True]
+    assert hosts[lab.name]["notes"] == []
 
 
 def test_tampering_is_drift_and_is_fixed(hosts: list[FleetHost], workdir: Path) -> None:

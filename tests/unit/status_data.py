@@ -36,6 +36,7 @@ def host(name: str, gpus: int = 2, **changes: Any) -> dict[str, Any]:
         "last_apply": {"time": "2026-12-06T18:00:00+00:00", "version": "0.1.0",
                        "gpu_count": gpus},
         "last_pull": None,
+        "notes": [],
     }
     data.update(copy.deepcopy(changes))
     return data
@@ -45,4 +46,4 @@ def unreachable(name: str) -> dict[str, Any]:
     return {"host": name, "reachable": False, "error": "timeout: no answer in 10s",
             "round_trips": 0, "driver_version": None, "cuda_version": None, "gpus": [],
             "gpu_reason": None, "host_health": None, "services": None, "last_apply": None,
-            "last_pull": None}
+            "last_pull": None, "notes": []}

@@ -34,6 +34,7 @@ from gpuprov.facts.docker import ContainerState
 from gpuprov.facts.hardware import DiskUsage, Memory
 from gpuprov.facts.health import HostLoad, HttpStatus, LastApply, LastPull, ScriptVariable
 from gpuprov.facts.services import ServiceState
+from gpuprov.facts.system import CommandPath
 from gpuprov.facts.telemetry import GpuProcesses, GpuTelemetry
 from gpuprov.model.hosts import Host
 
@@ -168,7 +169,7 @@ def run_status(canned: dict[str, Answers | Exception], host_vars: dict[str, Any]
 
 
 SHAPE = {"host", "reachable", "error", "round_trips", "driver_version", "cuda_version", "gpus",
-         "gpu_reason", "host_health", "services", "last_apply", "last_pull"}
+         "gpu_reason", "host_health", "services", "last_apply", "last_pull", "notes"}
 GPU_KEYS = {"index", "name", "uuid", "pci_bus_id", "utilization_gpu_pct", "memory_used_mib",
             "memory_total_mib", "temperature_c", "power_draw_w", "power_limit_w",
             "ecc_volatile_uncorrected", "retired_pages_pending", "remapped_rows_pending",
@@ -292,6 +293,25 @@ def test_jupyter_off_is_null_and_not_asked() -> None:
     assert data["gpu1"]["services"]["jupyter"] is None
     ((script, _),) = made["gpu1"].scripts
     assert "docker inspect" not in script and "curl" not in script
+
+
+def test_k8s_nodes_say_which_kubernetes_tools_are_missing() -> None:
+    """As drift-check does: k8s_node's own check, asked only where the role is on."""
+    canned = answers("ubuntu2404")
+    canned |= {CommandPath("kubelet"): ("", 1), CommandPath("kubeadm"): ("", 1),
+               CommandPath("kubectl"): ("/usr/bin/kubectl\n", 0)}
+    data, made = run_status({"node1": canned}, {"k8s_node_enabled": "true"})
+    [note] = data["node1"]["notes"]
+    assert note.startswith("k8s_node: kubelet, kubeadm not installed: install it with your "
+                           "cluster's tooling")
+    canned[CommandPath("kubelet")] = canned[CommandPath("kubeadm")] = ("/usr/bin/k\n", 0)
+    data, _ = run_status({"node1": canned}, {"k8s_node_enabled": True})
+    assert data["node1"]["notes"] == []
+    plain = answers("ubuntu2404")
+    data, made = run_status({"gpu1": plain})
+    assert data["gpu1"]["notes"] == []
+    ((script, _),) = made["gpu1"].scripts
+    assert "kubelet" not in script
 
 
 def test_unreachable_and_broken_hosts_keep_the_shape() -> None:

@@ -124,6 +124,16 @@ def test_no_gpu_says_why_and_last_apply_age() -> None:
     assert [age(s) for s in (42, 300, 7500, 93784)] == ["42s", "5m", "2h 5m", "1d 2h"]
 
 
+def test_a_roles_note_is_shown_under_the_host_and_in_the_json() -> None:
+    note = "k8s_node: kubelet, kubeadm not installed: install it with your cluster's tooling"
+    data = {"node": host("node", notes=[note]), "gpu": host("gpu")}
+    alerts = host_alerts(data, {})
+    table = status_table_text(data, alerts, now=NOW)
+    assert f"note: {note}" in " ".join(table.split())
+    assert table.count("note:") == 1
+    assert status_data(data, alerts, now=NOW)["hosts"]["node"]["notes"] == [note]
+
+
 SHA = "3f2a9c1e5b7d4f60a1b2c3d4e5f60718293a4b5c"
 
 

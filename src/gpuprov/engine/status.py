@@ -1,5 +1,6 @@
 """The data of `gpuprov status`: each host's GPU telemetry, health, services,
-Jupyter and last apply, in ONE facts script per host (one round trip).
+Jupyter, last apply and the notes roles report (k8s_node: kubelet/kubeadm
+missing), in ONE facts script per host (one round trip).
 
 collect_status() returns the status data shape (documented on
 `collect_status`), the contract between this module and output/: a value a
@@ -32,7 +33,7 @@ from gpuprov.engine.handlers import RebootRequired
 from gpuprov.engine.hostfacts import HostFacts
 from gpuprov.engine.roles import load_role_module
 from gpuprov.errors import GpuprovError, UnreachableHost
-from gpuprov.facts.base import Fact
+from gpuprov.facts.base import Fact, FactView
 from gpuprov.facts.docker import ContainerState, ContainerStatus
 from gpuprov.facts.hardware import DiskUsage, Memory
 from gpuprov.facts.health import HostLoad, HttpStatus, LastApply, LastPull, ScriptVariable
@@ -42,9 +43,11 @@ from gpuprov.model.inventory import Host
 from gpuprov.model.paths import bundled_dir
 from gpuprov.model.playbook import find_role, load_role_defaults, role_search_path
 from gpuprov.model.vars import build_host_vars
+from gpuprov.ops.base import Op
 from gpuprov.ops.docker import SPEC_LABEL
 
 JUPYTER_ROLE = "jupyter"
+K8S_ROLE = "k8s_node"
 #: where Jupyter answers 403 without credentials and 200 only without auth
 #: (a login page would redirect, 302, either way)
 JUPYTER_PROBE_PATH = "/api/status"
@@ -66,6 +69,8 @@ class StatusTarget:
 
     data_dir: str | None
     jupyter: JupyterTarget | None
+    #: k8s_node's own check of kubelet/kubeadm/kubectl, on its nodes only
+    kube_tools: Op | None = None
 
     def facts(self) -> list[Fact[Any]]:
         facts: list[Fact[Any]] = [
@@ -77,7 +82,15 @@ class StatusTarget:
         if self.jupyter:
             facts += [ContainerState(self.jupyter.container),
                       ScriptVariable(self.jupyter.script, "SPEC"), HttpStatus(self.jupyter.url)]
+        if self.kube_tools is not None:
+            facts += self.kube_tools.facts()
         return facts
+
+    def notes(self, values: Mapping[Fact[Any], Any]) -> list[str]:
+        """What the roles' checks say besides (as drift-check prints them)."""
+        report = self.kube_tools.report(FactView(values)) if self.kube_tools else None
+        note = (report or {}).get("note")
+        return [f"{K8S_ROLE}: {note}"] if note else []
 
 
 @dataclass(frozen=True)
@@ -98,9 +111,25 @@ def _jupyter_role() -> _JupyterRole | None:
                         load_role_module(JUPYTER_ROLE, path, "settings"))
 
 
+def _k8s_checks() -> Any:
+    """k8s_node's checks module (KubeTools) on the role search path, or None."""
+    try:
+        path = find_role(K8S_ROLE, role_search_path(None, bundled_dir("roles")))
+    except GpuprovError:
+        return None
+    return load_role_module(K8S_ROLE, path, "checks")
+
+
+def _on(value: Any) -> bool:
+    # -e k8s_node_enabled=true gives a string, as the role reads it
+    return value is True or str(value).strip().lower() in ("true", "yes", "on", "1")
+
+
 def status_target(host: Host, role: _JupyterRole | None,
-                  extra_vars: Mapping[str, Any] | None = None) -> StatusTarget:
-    """data_dir and Jupyter as the inventory declares them for `host`."""
+                  extra_vars: Mapping[str, Any] | None = None,
+                  k8s_checks: Any = None) -> StatusTarget:
+    """data_dir, Jupyter and (k8s_checks: k8s_node's checks module) the Kubernetes
+    tools check as the inventory declares them for `host`."""
     hv = build_host_vars(host, role_defaults=role.defaults if role else None,
                          extra_vars=extra_vars)
     data_dir = hv.get("data_dir")
@@ -112,7 +141,9 @@ def status_target(host: Host, role: _JupyterRole | None,
         address = _probe_address(bind)
         url = f"{'https' if tls else 'http'}://{address}:{port}{JUPYTER_PROBE_PATH}"
         jupyter = JupyterTarget(role.settings.NAME, role.settings.SCRIPT, port, url)
-    return StatusTarget(str(data_dir) if data_dir else None, jupyter)
+    kube = (k8s_checks.KubeTools() if k8s_checks is not None
+            and _on(hv.get("k8s_node_enabled")) else None)
+    return StatusTarget(str(data_dir) if data_dir else None, jupyter, kube)
 
 
 def _probe_address(bind: str) -> str:
@@ -134,7 +165,8 @@ def unreachable_status(host: str, error: str, round_trips: int = 0,
     """A host that could not be asked: every answer null."""
     return {"host": host, "reachable": reachable, "error": error, "round_trips": round_trips,
             "driver_version": None, "cuda_version": None, "gpus": [], "gpu_reason": None,
-            "host_health": None, "services": None, "last_apply": None, "last_pull": None}
+            "host_health": None, "services": None, "last_apply": None, "last_pull": None,
+            "notes": []}
 
 
 def host_status(host: str, target: StatusTarget, values: Mapping[Fact[Any], Any],
@@ -158,7 +190,7 @@ def host_status(host: str, target: StatusTarget, values: Mapping[Fact[Any], Any]
                             for name, units in SERVICES.items()},
                          "jupyter": _jupyter(target.jupyter, values)},
             "last_apply": _last_apply(values[LastApply()]),
-            "last_pull": _last_pull(values[LastPull()])}
+            "last_pull": _last_pull(values[LastPull()]), "notes": target.notes(values)}
 
 
 def _health(target: StatusTarget, values: Mapping[Fact[Any], Any]) -> dict[str, Any]:
@@ -271,11 +303,11 @@ class StatusCollector:
         self._factory = connector_factory
         self._connectors: dict[str, Connector] = {}
         self._lock = threading.Lock()
-        role = _jupyter_role()
+        role, k8s = _jupyter_role(), _k8s_checks()
         self._targets: dict[str, StatusTarget | GpuprovError] = {}
         for host in self.hosts:
             try:
-                self._targets[host.name] = status_target(host, role)
+                self._targets[host.name] = status_target(host, role, k8s_checks=k8s)
             except GpuprovError as exc:   # a bad variable: that host's error, not the run's
                 self._targets[host.name] = exc
 
@@ -351,7 +383,8 @@ def collect_status(hosts: Sequence[Host], options: RunOptions,
                 "running"|"stopped"|"absent", "jupyter": None | {"container",
                 "spec_matches", "port", "http_status", "detail"}},
                 "last_apply": None | {"time", "version", "gpu_count"},
-                "last_pull": None | {"time", "commit", "ref", "mode", "result", "message"}}}
+                "last_pull": None | {"time", "commit", "ref", "mode", "result", "message"},
+                "notes": [str]}}
 
     A host that could not be asked has `reachable` false (or its `error`) and
     null answers."""

@@ -59,6 +59,12 @@ class CriConfig:
     nvidia_binary: str | None           # runtimes.nvidia's BinaryName
     default_runtime: str | None         # default_runtime_name
     enable_cdi: bool
+    # False: this containerd does not know enable_cdi at all (1.6, Debian 12's: its
+    # dump has no such key; CDI came with 1.7), so no config can turn it on
+    cdi_supported: bool = True
+    # True: a dump with the CRI plugin disabled and no CRI section at all (real
+    # containerd prints no settings of a plugin it does not load): they are unknown
+    cri_hidden: bool = False
 
     def issues(self, *, systemd: bool, nvidia_default: bool) -> dict[str, str]:
         """What a kubelet with GPUs would miss: {cri|systemd|nvidia|default|cdi: in words}."""
@@ -73,7 +79,7 @@ class CriConfig:
         if nvidia_default and self.default_runtime != "nvidia":
             name = self.default_runtime or "unset"
             out["default"] = f"default_runtime_name is {name}, not nvidia"
-        if not self.enable_cdi:
+        if self.cdi_supported and not self.enable_cdi:
             out["cdi"] = "enable_cdi is not true"
         return out
 
@@ -83,20 +89,24 @@ def config_version(doc: dict[str, Any], default: int = 2) -> int:
     return version if isinstance(version, int) and not isinstance(version, bool) else default
 
 
-def read_cri(doc: dict[str, Any], default_version: int = 2) -> CriConfig:
-    """The CriConfig of a parsed config (a dump or the file itself)."""
+def read_cri(doc: dict[str, Any], default_version: int = 2, *, dump: bool = False) -> CriConfig:
+    """The CriConfig of a parsed config (a dump or the file itself). dump: a
+    `containerd config dump`, which prints every key this containerd knows."""
     version = config_version(doc, default_version)
     section = _get(doc, *cri_path(version)) or {}
     runtimes = _get(section, "containerd", "runtimes") or {}
     binary = _get(runtimes, "nvidia", "options", "BinaryName")
-    disabled = doc.get("disabled_plugins") or []
+    disabled = tuple(str(p) for p in doc.get("disabled_plugins") or []
+                     if p in CRI_PLUGIN_NAMES)
     return CriConfig(
         version=version,
-        disabled=tuple(str(p) for p in disabled if p in CRI_PLUGIN_NAMES),
+        disabled=disabled,
         systemd_cgroup=_get(runtimes, "runc", "options", "SystemdCgroup") is True,
         nvidia_binary=str(binary) if binary else None,
         default_runtime=str(_get(section, "containerd", "default_runtime_name") or "") or None,
-        enable_cdi=_get(section, "enable_cdi") is True)
+        enable_cdi=_get(section, "enable_cdi") is True,
+        cdi_supported=not (dump and bool(section) and "enable_cdi" not in section),
+        cri_hidden=dump and bool(disabled) and not section)
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,6 @@ class ContainerdDump(Fact["EffectiveCri | None"]):
             lines = output.strip().splitlines()
             return EffectiveCri(None, lines[-1] if lines else f"exit {exit_code}")
         try:
-            return EffectiveCri(read_cri(parse_toml(output)))
+            return EffectiveCri(read_cri(parse_toml(output), dump=True))
         except TOMLDecodeError as exc:
             return EffectiveCri(None, f"containerd config dump is not TOML: {exc}")

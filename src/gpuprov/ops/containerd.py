@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Collection, Sequence
-from dataclasses import KW_ONLY, field
+from dataclasses import KW_ONLY, field, replace
 from typing import Any
 
 import tomli_w
@@ -101,6 +101,11 @@ class ContainerdCri(Op):
         dump = facts[ContainerdDump()]
         if dump is not None and dump.config is not None:
             effective: CriConfig = dump.config
+            if effective.cri_hidden:
+                # CRI disabled: containerd dumps none of its settings, so the file says
+                # (one apply fixes them all), with the dump's disabled list (imports too)
+                effective = replace(read_cri(current, effective.version),
+                                    disabled=effective.disabled)
         else:  # containerd not installed yet (check mode) or its dump failed: the file says
             effective = read_cri(current)
         want = {"systemd": systemd, "nvidia_default": self.nvidia_default}
@@ -137,6 +142,15 @@ class ContainerdCri(Op):
             change.invalidates = (*(change.invalidates or ()), ContainerdDump)
         changes[0].summary += f" ({why})"
         return changes
+
+    def report(self, facts: FactView) -> dict[str, Any] | None:
+        dump = facts[ContainerdDump()]
+        if dump is None or dump.config is None or dump.config.cdi_supported:
+            return None
+        # not a failure: GPUs still reach containers through the nvidia runtime
+        return {"note": "this containerd has no CDI support (enable_cdi came with "
+                        "containerd 1.7; Debian 12 ships 1.6): containers get GPUs through "
+                        "the nvidia runtime, not containerd's CDI"}
 
     def read(self, cur: FileInfo | None) -> dict[str, Any]:
         """config.toml parsed; {} when absent or empty."""

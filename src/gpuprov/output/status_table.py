@@ -101,6 +101,7 @@ def _host_lines(data: Mapping[str, Any], now: float) -> list[str]:
         commit = (pull.get("commit") or "")[:12] or "no commit"
         message = f": {pull['message']}" if pull.get("message") else ""
         lines.append(f"last pull: {ago}, {commit}, {pull.get('result')}{message}")
+    lines += [f"note: {note}" for note in data.get("notes") or []]
     return lines
 
 
