@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from gpuprov.model.pullconfig import REPO_URL
+
 VENV = "/opt/gpuprov"
 PROGRAM = f"{VENV}/bin/gpuprov"
 WHEELS = f"{VENV}/wheels"
@@ -32,9 +34,6 @@ CRON = f"/etc/cron.d/{NAME}"
 LOG = f"/var/log/{NAME}.log"
 
 _SCHEMES = ("git://", "https://", "ssh://", "file://")
-# the same rule as model/pullconfig.py's for pull.yml's repo: a URL, or ssh's
-# scp-like user@host:path (what git hosting sites show)
-_URL = re.compile(r"(https?|git|ssh|file)://\S+|[\w.-]+@[\w.-]+:[^/\s]\S*")
 _SSH_URL = re.compile(r"ssh://(?:[^@/]+@)?(\[[^]]+\]|[^:/]+)(?::(\d+))?/")
 _SCP_LIKE = re.compile(r"[\w.-]+@([\w.-]+):[^/\s]")
 _MODES = ("apply", "check")
@@ -131,7 +130,7 @@ def settings(vars: Mapping[str, Any]) -> PullSettings:
     """Every variable checked; PullVarError names the first one refused."""
     repo = _text(vars, "pull_repo", "the team's gpuprov repository, e.g. "
                  "https://git.example.com/team/gpu-fleet.git")
-    if not _URL.fullmatch(repo):
+    if not REPO_URL.fullmatch(repo):
         raise PullVarError("pull_repo", f"must be a {', '.join(_SCHEMES)} URL or "
                            "user@host:path", "e.g. ssh://git@git.example.com/team/gpu-fleet.git")
     verify = _choice(vars, "pull_repo_verify", _VERIFY)

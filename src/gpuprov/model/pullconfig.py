@@ -22,7 +22,7 @@ VERIFY_NONE, VERIFY_SIGNED = "none", "signed"
 KNOWN_HOSTS_NAME = "pull_known_hosts"
 
 #: a URL, or ssh's scp-like user@host:path (what git hosting sites show)
-_URL = re.compile(r"(https?|git|ssh|file)://\S+|[\w.-]+@[\w.-]+:[^/\s]\S*")
+REPO_URL = re.compile(r"(https?|git|ssh|file)://\S+|[\w.-]+@[\w.-]+:[^/\s]\S*")
 
 
 class PullConfigError(InventoryError):
@@ -89,7 +89,7 @@ def load_pull_config(path: str | Path = DEFAULT_CONFIG) -> PullConfig:
         if key not in values:
             raise PullConfigError(f"{key!r} is required", name, data.line,
                                   hint=_REQUIRED_HINTS[key])
-    if not _URL.fullmatch(values["repo"]):
+    if not REPO_URL.fullmatch(values["repo"]):
         raise PullConfigError(f"repo {values['repo']!r} is not a git URL", name,
                               location(data, "repo").line,
                               hint="use https://, ssh://, git://, file:// or user@host:path")
