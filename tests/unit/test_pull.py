@@ -215,6 +215,31 @@ def test_reports_are_pruned_to_keep_reports(host: Host) -> None:
     assert reports[-1] == Path(host.last()["report"])
 
 
+def test_a_run_that_repeats_the_last_one_keeps_pointing_at_its_report(host: Host) -> None:
+    host.configure(keep_reports=2)
+    host.origin.commit("good")
+    assert host.pull().code == 0
+    applied = host.last()["report"]
+    time.sleep(1.01)   # report names are to the second
+    # in sync again, again: no report of their own (each would push a kept one out)
+    for _ in range(3):
+        assert host.pull().code == 0
+        assert host.last()["result"] == "unchanged"
+    first_unchanged = host.last()["report"]
+    assert len(list((host.state / "reports").iterdir())) == 2
+    assert first_unchanged != applied and Path(applied).is_file()
+    # the same failure again: one report for it, then pointing at that one
+    host.origin.write({"inventory.yml": "all: [\n"})
+    host.origin.commit("broken")
+    for _ in range(3):
+        assert host.pull().code == 2
+        time.sleep(1.01)
+    broken = host.last()
+    assert broken["result"] == "bad-commit" and Path(broken["report"]).is_file()
+    assert sorted(p.name for p in (host.state / "reports").iterdir()) == sorted(
+        {Path(first_unchanged).name, Path(broken["report"]).name})
+
+
 def test_file_modes(host: Host) -> None:
     os.umask(0o022)
     assert host.pull().code == 0

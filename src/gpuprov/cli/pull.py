@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,7 +16,7 @@ from gpuprov.cli.common import guarded, lock_timeout_option, run_options, stderr
 from gpuprov.cli.exit_codes import EXIT_FAILED, PULL_CODES, epilog, worst
 from gpuprov.engine.executor import RunOptions
 from gpuprov.engine.pull import Pull, PullOutcome, Runner, executor_runner
-from gpuprov.engine.pullstate import PullRecord, epoch, iso, read_last
+from gpuprov.engine.pullstate import APPLIED, PullRecord, epoch, iso, read_last
 from gpuprov.engine.results import RunResult
 from gpuprov.model.pullconfig import CHECK, DEFAULT_CONFIG, PullConfig, load_pull_config
 from gpuprov.output.pull import (
@@ -61,8 +62,13 @@ def pull(config_path: str, check: bool, no_splay: bool, lock_timeout: float) -> 
              "limit": config.host, "exit_code": code, "status": record.result}
     now = time.time()
     try:
-        record.report = str(write_report(config.state_dir, record, outcome.run, extra,
-                                         config.keep_reports, now))
+        if repeats(record, last):
+            # nothing new to say (in sync again, the same failure again): a report
+            # a run would push the ones worth keeping out of the last keep_reports
+            record.report = last["report"]
+        else:
+            record.report = str(write_report(config.state_dir, record, outcome.run, extra,
+                                             config.keep_reports, now))
     except OSError as exc:
         code = _unwritten("the report", exc, code)
     record.duration_s = round(time.time() - started, 3)
@@ -76,6 +82,14 @@ def pull(config_path: str, check: bool, no_splay: bool, lock_timeout: float) -> 
             code = _unwritten(what, exc, code)
     click.echo(log_line(record))
     return code
+
+
+def repeats(record: PullRecord, last: dict[str, Any]) -> bool:
+    """This run came to what the last one did, whose report is still there."""
+    report = last.get("report")
+    return (record.result == last.get("result") and record.commit == last.get("commit")
+            and record.message == last.get("message") and record.mode == last.get("mode")
+            and record.result != APPLIED and isinstance(report, str) and Path(report).is_file())
 
 
 def pull_options(lock_timeout: float) -> RunOptions:
