@@ -205,6 +205,7 @@ def test_systemd_units_run_gpuprov_pull_every_interval(house: Path) -> None:
     assert "Type=oneshot\nExecStart=/opt/gpuprov/bin/gpuprov pull\n" in service
     timer = written(plan, TIMER_UNIT).decode()
     assert "OnBootSec=60\nOnUnitActiveSec=600s\n" in timer
+    assert "\nAccuracySec=1s\n" in timer   # not a minute late
     assert "WantedBy=timers.target" in timer
     [unit_change] = [c for c in plan.changes if c.resource == f"file {SERVICE}"]
     assert unit_change.notify == ("reload systemd",)
