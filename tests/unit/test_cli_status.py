@@ -120,6 +120,19 @@ def test_json_and_prometheus_say_what_the_table_says(inventory: Path) -> None:
     assert as_json.stderr == prom.stderr == ""
 
 
+def test_prometheus_has_the_last_pull_of_a_host_in_pull_mode(inventory: Path) -> None:
+    pulled = {"time": "2026-12-06T19:50:00Z", "commit": "3f2a9c1e5b7d", "ref": "main",
+              "mode": "apply", "result": "applied", "message": ""}
+    canned(**{"gpu-01": host("gpu-01", last_pull=pulled)})
+    prom = gpuprov("status", str(inventory), "--format", "prometheus")
+    assert prom.code == 0, prom.both
+    lines = prom.stdout.splitlines()
+    assert 'gpuprov_status_last_pull_success{host="gpu-01"} 1.0' in lines
+    assert 'gpuprov_status_last_pull_info{commit="3f2a9c1e5b7d",host="gpu-01",mode="apply",' \
+        'result="applied"} 1.0' in lines
+    assert not any("last_pull" in line and "gpu-02" in line for line in lines)
+
+
 def test_output_file_written_atomically_with_its_mode(inventory: Path, tmp_path: Path) -> None:
     target = tmp_path / "status.prom"
     result = gpuprov("status", str(inventory), "--format", "prometheus", "-o", str(target),

@@ -158,3 +158,45 @@ def test_a_pull_that_never_fetched_has_no_commit() -> None:
                                       "result": "fetch-failed", "message": "no route"})}
     table = status_table_text(data, host_alerts(data, {}), now=NOW)
     assert "last pull: 10m ago, no commit, fetch-failed: no route" in table
+
+
+def test_the_last_pull_is_in_the_prometheus_metrics_of_hosts_in_pull_mode_only() -> None:
+    pulled = {"time": "2026-12-06T19:50:00Z", "commit": SHA, "ref": "main", "mode": "apply",
+              "result": "failed", "message": "base: apt-get install failed"}
+    data = {"bad": host("bad", last_pull=pulled),
+            "ok": host("ok", last_pull={**pulled, "result": "unchanged", "mode": "check"}),
+            "new": host("new", last_pull={**pulled, "result": "applied"}),
+            "never": host("never", last_pull={**pulled, "commit": None,
+                                              "result": "fetch-failed"}),
+            "off": host("off"), "gone": unreachable("gone")}
+    prom = samples(status_prometheus(data, host_alerts(data, {}), now=NOW))
+    when = NOW - 600   # 19:50Z
+    for name in ("bad", "ok", "new", "never"):
+        assert prom[("gpuprov_status_last_pull_timestamp_seconds", (("host", name),))] == when
+    assert {h: prom[("gpuprov_status_last_pull_success", (("host", h),))]
+            for h in ("bad", "ok", "new", "never")} == \
+        {"bad": 0.0, "ok": 1.0, "new": 1.0, "never": 0.0}
+    info = {labels: v for (n, labels), v in prom.items() if n == "gpuprov_status_last_pull_info"}
+    assert info == {
+        (("commit", SHA), ("host", "bad"), ("mode", "apply"), ("result", "failed")): 1.0,
+        (("commit", SHA), ("host", "ok"), ("mode", "check"), ("result", "unchanged")): 1.0,
+        (("commit", SHA), ("host", "new"), ("mode", "apply"), ("result", "applied")): 1.0,
+        (("commit", ""), ("host", "never"), ("mode", "apply"), ("result", "fetch-failed")): 1.0}
+    pull_hosts = {dict(labels)["host"] for n, labels in prom if "last_pull" in n}
+    assert pull_hosts == {"bad", "ok", "new", "never"}   # off and gone: no sample at all
+
+
+def test_the_last_pull_metrics_have_help_and_type_and_escaped_labels() -> None:
+    odd = 'a"b\\c\nd'
+    data = {"h": host("h", last_pull={"time": "not a time", "commit": odd, "ref": "main",
+                                      "mode": "apply", "result": "applied", "message": ""})}
+    text = status_prometheus(data, host_alerts(data, {}), now=NOW)
+    for metric in ("timestamp_seconds", "success", "info"):
+        assert f"# HELP gpuprov_status_last_pull_{metric} " in text
+        assert f"# TYPE gpuprov_status_last_pull_{metric} gauge" in text
+    assert 'commit="a\\"b\\\\c\\nd"' in text
+    prom = samples(text)
+    assert prom[("gpuprov_status_last_pull_info", (("commit", odd), ("host", "h"),
+                                                   ("mode", "apply"), ("result", "applied")))] == 1
+    # a time the host wrote that cannot be read: no timestamp, never a false 0
+    assert not any(n == "gpuprov_status_last_pull_timestamp_seconds" for n, _ in prom)

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gpuprov.engine.health import ALERT, WARNING, Alert
+from gpuprov.engine.pullstate import GOOD
 from gpuprov.output.prometheus import gauge, text
 from gpuprov.output.summary import HEALTHY, UNHEALTHY, Outcome, plural
 
@@ -201,10 +202,28 @@ def _host_metrics(registry: CollectorRegistry, status: Status, alerts: Alerts) -
           "finished (Unix time), labelled with the gpuprov version that did it.",
           [((h, str(a.get("version") or "")), epoch(a.get("time"))) for h, a in applied],
           ["host", "version"])
+    _pull_metrics(registry, status)
     gauge(registry, "gpuprov_status_alert", "1 for each alert raised (rule: its variable).",
           [((a.host, a.rule, "" if a.gpu is None else str(a.gpu)), 1)
            for h in names for a in alerts.get(h, []) if a.severity == ALERT],
           ["host", "rule", "gpu"])
+
+
+def _pull_metrics(registry: CollectorRegistry, status: Status) -> None:
+    """The last `gpuprov pull` of each host in pull mode; a host without one has no
+    sample, so an alert on a stale pull cannot fire for a host that never pulls."""
+    pulled = [(h, p) for h, d in status.items() for p in [d.get("last_pull")] if p]
+    gauge(registry, "gpuprov_status_last_pull_timestamp_seconds", "When the host's last "
+          "gpuprov pull ran (Unix time).", [((h,), epoch(p.get("time"))) for h, p in pulled],
+          ["host"])
+    gauge(registry, "gpuprov_status_last_pull_success", "1 if the host's last gpuprov pull "
+          "left it as its commit says (applied or unchanged).",
+          [((h,), p.get("result") in GOOD) for h, p in pulled], ["host"])
+    gauge(registry, "gpuprov_status_last_pull_info", "The host's last gpuprov pull: its "
+          "commit (empty: none fetched), result and mode; always 1.",
+          [((h, str(p.get("commit") or ""), str(p.get("result") or ""),
+             str(p.get("mode") or "")), 1) for h, p in pulled],
+          ["host", "commit", "result", "mode"])
 
 
 def epoch(iso: Any) -> float | None:
