@@ -211,7 +211,7 @@ def test_facts_list_each_nodes_gpus(cluster: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(handoff_cli, "collect_facts", fake)
     out = gpuprov("k8s-handoff", str(cluster), "-l", "cluster", "--format", "values",
                   "--facts")
-    assert asked == [["gpu"]]
+    assert asked == [["gpu", "containerd"]]   # the containerd version rides along
     assert out.code == 4   # an unreachable node: printed all the same
     assert ("#   gpu-node-01: driver branch 580  2 x NVIDIA H100 80GB HBM3, 81559 MiB each"
             in out.stdout)

@@ -6,6 +6,7 @@ Connects to nothing; `gpus` (from `gpuprov facts`) is added by the caller."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,10 @@ ROLES = ("nvidia_driver", "container_toolkit", "gpu_exporter")
 
 #: a role missing from the search path, or an older one without the variable
 _FALLBACK = {"containerd_nvidia_default": False, "container_toolkit_default_runtime": False,
-             "gpu_exporter_enabled": False}
+             "gpu_exporter_enabled": False, "containerd_package": "containerd.io"}
+
+#: containerd learnt CDI (enable_cdi) in 1.7; Debian 12's own package is 1.6
+CDI_SINCE = (1, 7)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class Node:
     nvidia_default: bool   # containerd_nvidia_default: nvidia is containerd's default runtime
     gpu_exporter: bool     # gpuprov's node-exporter textfile GPU metrics run here
     gpus: GpuSummary | None = field(default=None)
+    containerd_package: str = "containerd.io"   # or containerd, the distribution's own
+    containerd: str | None = None    # --facts: `containerd --version`'s number
+    containerd_why: str = ""         # --facts: why there is no number (unreachable...)
 
 
 def _defaults() -> list[Mapping[str, Any]]:
@@ -90,7 +97,8 @@ def cluster_nodes(hosts: Sequence[Host]) -> list[Node]:
                           nvidia_default=(_flag(hv, host.name, "containerd_nvidia_default")
                                           or _flag(hv, host.name,
                                                    "container_toolkit_default_runtime")),
-                          gpu_exporter=_flag(hv, host.name, "gpu_exporter_enabled")))
+                          gpu_exporter=_flag(hv, host.name, "gpu_exporter_enabled"),
+                          containerd_package=str(hv.get("containerd_package") or "").strip()))
     names = [n.name for n in nodes]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -123,3 +131,38 @@ def gpu_summary(answer: Mapping[str, Any]) -> GpuSummary:
                       tuple(memory),
                       unknown="" if gpus else str((answer.get("nvidia") or {}).get("reason")
                                                   or "no GPU listed"))
+
+
+def containerd_version(answer: Mapping[str, Any]) -> tuple[str | None, str]:
+    """One host's `gpuprov facts --fact containerd` answer: (version, why none)."""
+    if answer.get("unreachable") or answer.get("error"):
+        return None, str(answer.get("unreachable") or answer.get("error")).splitlines()[0]
+    version = answer.get("containerd")
+    return (str(version), "") if version else (None, "containerd is not installed")
+
+
+def has_cdi(version: str | None) -> bool | None:
+    """Whether a containerd of this version can enable CDI; None: unknown."""
+    match = re.match(r"v?(\d+)\.(\d+)", version or "")
+    if not match:
+        return None
+    return (int(match.group(1)), int(match.group(2))) >= CDI_SINCE
+
+
+def without_cdi(nodes: Sequence[Node]) -> list[Node]:
+    """The nodes whose containerd (read with --facts) is too old for CDI."""
+    return [n for n in nodes if has_cdi(n.containerd) is False]
+
+
+def cluster_cdi(nodes: Sequence[Node]) -> bool:
+    """CDI for the whole cluster: the Helm values are one setting for every
+    node, so one node without CDI turns it off for all (the nvidia runtime
+    then hands the GPUs over, which every node has)."""
+    return not without_cdi(nodes)
+
+
+def unread_distro_containerd(nodes: Sequence[Node]) -> list[Node]:
+    """The nodes on the distribution's containerd (Debian 12's is 1.6, no CDI)
+    whose version was not read: their CDI is a guess."""
+    return [n for n in nodes
+            if n.containerd_package == "containerd" and has_cdi(n.containerd) is None]

@@ -20,7 +20,14 @@ from typing import Any
 
 import yaml
 
-from gpuprov.engine.handoff import Node, cluster_default
+from gpuprov.engine.handoff import (
+    Node,
+    cluster_cdi,
+    cluster_default,
+    has_cdi,
+    unread_distro_containerd,
+    without_cdi,
+)
 
 FORMATS = ("values", "labels", "device-plugin", "all")
 
@@ -39,8 +46,10 @@ def operator_values(nodes: Sequence[Node]) -> dict[str, Any]:
         "toolkit": {"enabled": False},
         # gpuprov enables CDI in containerd and writes /etc/cdi/nvidia.yaml;
         # cdi.default follows containerd_nvidia_default (charts from v25.10 make CDI
-        # the default with cdi.enabled alone and ignore it, older ones read it)
-        "cdi": {"enabled": True, "default": cluster_default(nodes)},
+        # the default with cdi.enabled alone and ignore it, older ones read it).
+        # A containerd older than 1.7 cannot enable CDI: off for the whole cluster
+        "cdi": {"enabled": cluster_cdi(nodes),
+                "default": cluster_default(nodes) and cluster_cdi(nodes)},
         "operator": {"defaultRuntime": "containerd"},
         "devicePlugin": {"enabled": True},
         # gpuprov's gpu_exporter already exports the GPU metrics through
@@ -68,8 +77,9 @@ def plugin_values(nodes: Sequence[Node]) -> dict[str, Any]:
         # it by name to see the driver (the RuntimeClass `nvidia` must exist)
         "runtimeClassName": None if default else "nvidia",
         # containerd has CDI on and /etc/cdi/nvidia.yaml names every GPU: the
-        # plugin asks for devices by CDI name, no NVIDIA_VISIBLE_DEVICES trick
-        "deviceListStrategy": "cdi-annotations",
+        # plugin asks for devices by CDI name, no NVIDIA_VISIBLE_DEVICES trick;
+        # without CDI (containerd < 1.7) that variable, read by the nvidia runtime
+        "deviceListStrategy": "cdi-annotations" if cluster_cdi(nodes) else "envvar",
         "deviceIDStrategy": "uuid",
         # the driver is installed on the host itself, not in a driver container
         "nvidiaDriverRoot": "/",
@@ -99,6 +109,43 @@ def _node_comments(nodes: Sequence[Node]) -> list[str]:
     return [f"#   {n.name}: driver branch {n.driver_branch}{_gpu_line(n)}" for n in nodes]
 
 
+def cdi_comments(nodes: Sequence[Node]) -> list[str]:
+    """Why CDI is off, or why it may not work: empty when every node is fine."""
+    old = without_cdi(nodes)
+    if old:
+        lines = ["# CDI is off: containerd older than 1.7 cannot enable it (enable_cdi came "
+                 "with 1.7;",
+                 "# Debian 12 ships 1.6):",
+                 *(f"#   {n.name}: containerd {n.containerd}" for n in old)]
+        able = [n for n in nodes if has_cdi(n.containerd)]
+        if able:
+            listed = ", ".join(f"{n.name} ({n.containerd})" for n in able)
+            lines += [f"# {listed} could use CDI, but these values are",
+                      "# one setting for the whole cluster: the one every node can run."]
+        lines += ["# containerd 1.7 or later on the nodes above (Docker's containerd.io, or a "
+                  "newer",
+                  "# distribution) turns CDI on. Until then GPUs reach containers through "
+                  "the nvidia"]
+        if cluster_default(nodes):
+            lines.append("# runtime (NVIDIA_VISIBLE_DEVICES), containerd's default runtime on "
+                         "every node.")
+        else:
+            lines += ["# runtime (NVIDIA_VISIBLE_DEVICES), which is not containerd's default "
+                      "runtime: GPU pods need",
+                      "# runtimeClassName: nvidia (or set containerd_nvidia_default: true)."]
+        return lines
+    unread = unread_distro_containerd(nodes)
+    if not unread:
+        return []
+    return ["# WARNING: containerd_package: containerd (the distribution's) on "
+            + ", ".join(n.name + (f" ({n.containerd_why})" if n.containerd_why else "")
+                        for n in unread) + ":",
+            "# containerd older than 1.7 (Debian 12's 1.6) has no CDI, which these values "
+            "rely on. Re-run with",
+            "# --facts to read its version: the values then leave CDI off where it is "
+            "missing."]
+
+
 def render_values(nodes: Sequence[Node]) -> str:
     head = ["# NVIDIA GPU Operator Helm values for what gpuprov installed:",
             "#   helm install gpu-operator nvidia/gpu-operator -n gpu-operator "
@@ -106,7 +153,7 @@ def render_values(nodes: Sequence[Node]) -> str:
             f"# Keys: {OPERATOR_DOCS}",
             "# and the chart's values.yaml (NVIDIA/gpu-operator deployments/gpu-operator).",
             "# The driver is the host's (gpuprov's nvidia_driver role), not the Operator's:",
-            *_node_comments(nodes)]
+            *_node_comments(nodes), *cdi_comments(nodes)]
     return "\n".join(head) + "\n" + _yaml(operator_values(nodes))
 
 
@@ -122,7 +169,7 @@ def render_plugin(nodes: Sequence[Node]) -> str:
     head = ["# NVIDIA device plugin Helm values, for a cluster without the GPU Operator:",
             "#   helm install nvdp nvdp/nvidia-device-plugin -n nvidia-device-plugin "
             "--create-namespace -f THIS_FILE",
-            f"# Keys: {PLUGIN_DOCS}"]
+            f"# Keys: {PLUGIN_DOCS}", *cdi_comments(nodes)]
     return "\n".join(head) + "\n" + _yaml(plugin_values(nodes))
 
 
