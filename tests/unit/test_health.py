@@ -25,7 +25,7 @@ def test_a_healthy_host_has_no_alert() -> None:
 
 def test_the_defaults_file_is_the_dataclass_defaults(tmp_path: Path) -> None:
     defaults = load_defaults()
-    assert len(defaults) == 8 and all(name.startswith("health_") for name in defaults)
+    assert len(defaults) == 9 and all(name.startswith("health_") for name in defaults)
     inv = _inventory(tmp_path, "all:\n  hosts:\n    h:\n")
     assert rules_for(inv.hosts["h"]) == HealthRules()
 
@@ -200,3 +200,44 @@ def test_a_bad_value_names_the_variable_and_its_line(tmp_path: Path, line: str,
     name = line.split(":")[0]
     assert str(err.value).startswith(f"{tmp_path / 'inventory.yml'}:5: gpu-01: {name}=")
     assert must in str(err.value)
+
+
+def _pulled(result: str, good: str | None, message: str = "", interval: int | None = 600
+            ) -> dict:
+    return host("gpu-01", last_pull={
+        "time": "2026-12-07T00:00:00Z", "commit": "a" * 40, "ref": "main", "mode": "apply",
+        "result": result, "message": message, "last_good_time": good, "interval": interval})
+
+
+NOW = 1796601600.0   # 2026-12-07T00:00:00Z
+
+
+def test_pull_mode_a_recent_good_pull_is_healthy_an_old_one_is_stale() -> None:
+    recent = _pulled("fetch-failed", "2026-12-06T23:31:00Z", "fetch git://x main: timeout")
+    assert evaluate(recent, HealthRules(), now=NOW) == []   # 29 min < 3 x 10 min
+    [alert] = evaluate(_pulled("fetch-failed", "2026-12-06T23:20:00Z",
+                               "fetch git://x main: timeout"), HealthRules(), now=NOW)
+    assert (alert.rule, alert.severity, alert.value) == ("health_pull_stale_intervals",
+                                                         "alert", 2400)
+    assert alert.message == (
+        "gpu-01: no good pull for 40 min, more than 3 x its 600 s pull interval (last: "
+        "fetch-failed: fetch git://x main: timeout) (health_pull_stale_intervals)")
+
+
+def test_pull_mode_never_a_good_pull_alerts_and_the_rule_can_be_off() -> None:
+    never = _pulled("bad-commit", None, "commit 1234: inventory.yml:3: bad YAML")
+    [alert] = evaluate(never, HealthRules(), now=NOW)
+    assert alert.message.startswith("gpu-01: no good pull yet, more than 3 x its 600 s")
+    assert alert.value is None
+    assert evaluate(never, HealthRules(pull_stale_intervals=0), now=NOW) == []
+    # pull mode off, or a last.json from before it carried its interval: nothing to judge
+    assert evaluate(host("gpu-01"), HealthRules(), now=NOW) == []
+    assert evaluate(_pulled("bad-commit", None, interval=None), HealthRules(), now=NOW) == []
+
+
+def test_pull_stale_intervals_is_validated(tmp_path: Path) -> None:
+    inv = _inventory(tmp_path, "all:\n  hosts:\n    h:\n      health_pull_stale_intervals: -1\n")
+    with pytest.raises(InventoryError, match="health_pull_stale_intervals=-1"):
+        rules_for(inv.hosts["h"])
+    inv = _inventory(tmp_path, "all:\n  hosts:\n    h:\n      health_pull_stale_intervals: 2\n")
+    assert rules_for(inv.hosts["h"]).pull_stale_intervals == 2

@@ -79,6 +79,7 @@ def test_a_new_commit_applies_and_the_report_names_it(host: Host) -> None:
     assert host.runner.commands == ["apply", "apply"]
     last = host.last()
     assert last["commit"] == sha != first and last["last_good_commit"] == sha
+    assert last["interval"] == 900   # pull.yml's default: status' stale rule reads it
     assert host.report()["pull"]["commit"] == sha
     assert host.checkout_head() == sha
 

@@ -213,12 +213,14 @@ def test_the_last_pull_is_read_in_the_same_round_trip() -> None:
     record = {"time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main", "mode": "apply",
               "result": "failed", "changed": 0, "drifted": 0, "failed_tasks": 1,
               "message": "base: apt-get install failed", "last_good_commit": None,
-              "last_good_time": None, "report": None, "duration_s": 3.5,
-              "gpuprov_version": "0.1.0"}
+              "last_good_time": "2026-12-06T20:00:00Z", "report": None, "duration_s": 3.5,
+              "gpuprov_version": "0.1.0", "interval": 900}
     data, made = run_status({"gpu1": answers("debian12", LastPull=(json.dumps(record), 0))})
     assert data["gpu1"]["last_pull"] == {
         "time": "2026-12-06T21:00:00Z", "commit": SHA, "ref": "main", "mode": "apply",
-        "result": "failed", "message": "base: apt-get install failed"}
+        "result": "failed", "message": "base: apt-get install failed",
+        # what the stale-pull rule judges (health_pull_stale_intervals)
+        "last_good_time": "2026-12-06T20:00:00Z", "interval": 900}
     ((script, _),) = made["gpu1"].scripts
     assert "cat /var/lib/gpuprov/pull/last.json" in script
 

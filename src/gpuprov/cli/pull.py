@@ -110,7 +110,8 @@ def make_record(config: PullConfig, outcome: PullOutcome, last: dict[str, Any], 
         failed_tasks=sum(failed_count(h) for h in run.hosts.values()) if run else 0,
         message=outcome.message, last_good_commit=last.get("last_good_commit"),
         last_good_time=last.get("last_good_time"),
-        duration_s=round(time.time() - started, 3), gpuprov_version=gpuprov.__version__)
+        duration_s=round(time.time() - started, 3), gpuprov_version=gpuprov.__version__,
+        interval=config.interval)
     if record.success:
         record.last_good_commit, record.last_good_time = outcome.commit, iso(time.time())
     return record

@@ -11,12 +11,14 @@ the host, is wrong. A warning is shown but never makes a host unhealthy.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gpuprov.engine.pullstate import epoch
 from gpuprov.errors import InventoryError
 from gpuprov.model.inventory import Host
 from gpuprov.model.vars import HostVars, build_host_vars
@@ -64,6 +66,8 @@ class HealthRules:
                                          "sw_thermal_slowdown", "hw_power_brake_slowdown")
     services: tuple[str, ...] = SERVICES
     reboot_pending: bool = True
+    #: pull mode: alert when the last good pull is older than this many intervals (0: off)
+    pull_stale_intervals: float = 3.0
 
 
 def defaults_path() -> Path:
@@ -89,6 +93,7 @@ def rules_for(host: Host, defaults: Mapping[str, Any] | None = None) -> HealthRu
         throttle_reasons=_names(hv, "health_throttle_reasons", THROTTLE_REASONS),
         services=_names(hv, "health_services", SERVICES),
         reboot_pending=_flag(hv, "health_reboot_pending"),
+        pull_stale_intervals=_number(hv, "health_pull_stale_intervals", 3.0, 0, None),
     )
 
 
@@ -138,7 +143,8 @@ def _num(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def evaluate(data: Mapping[str, Any], rules: HealthRules) -> list[Alert]:
+def evaluate(data: Mapping[str, Any], rules: HealthRules,
+             now: float | None = None) -> list[Alert]:
     """The alerts and warnings of one host's status data. A host that could not
     be asked has none: it is unreachable or failed, not unhealthy."""
     host = str(data.get("host"))
@@ -154,7 +160,29 @@ def evaluate(data: Mapping[str, Any], rules: HealthRules) -> list[Alert]:
         alerts.append(Alert(host, "health_reboot_pending",
                             f"{host}: reboot pending (health_reboot_pending)", WARNING,
                             value=True))
+    if data.get("last_pull") and rules.pull_stale_intervals:
+        alerts += _pull_alerts(host, data["last_pull"], rules.pull_stale_intervals,
+                               time.time() if now is None else now)
     return alerts
+
+
+def _pull_alerts(host: str, pull: Mapping[str, Any], intervals: float,
+                 now: float) -> list[Alert]:
+    """Pull mode: the host has not converged from its repository for too long
+    (fetches failing, bad commits, a stopped timer), or never has."""
+    interval, good = pull.get("interval"), epoch(pull.get("last_good_time"))
+    if not interval:
+        return []   # a last.json from before it carried its interval
+    if good is not None and now - good <= intervals * interval:
+        return []
+    last = f"last: {pull.get('result')}" + (f": {pull['message']}" if pull.get("message")
+                                            else "")
+    since = (f"no good pull for {_num((now - good) / 60)} min" if good is not None
+             else "no good pull yet")
+    return [Alert(host, "health_pull_stale_intervals",
+                  f"{host}: {since}, more than {_num(intervals)} x its {interval} s pull "
+                  f"interval ({last}) (health_pull_stale_intervals)",
+                  value=None if good is None else round(now - good))]
 
 
 def _gpu_alerts(host: str, gpu: Mapping[str, Any], rules: HealthRules) -> list[Alert]:

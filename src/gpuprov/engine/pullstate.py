@@ -42,6 +42,8 @@ class PullRecord:
     report: str | None = None
     duration_s: float = 0.0
     gpuprov_version: str = ""
+    #: pull.yml's interval (s): how old a last good pull may grow (status' stale rule)
+    interval: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

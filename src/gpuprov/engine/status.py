@@ -258,11 +258,13 @@ def _last_pull(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """What `gpuprov pull` recorded of its last run (pull mode); None where it is off."""
     if record is None or not isinstance(record.get("time"), str):
         return None
-    commit = record.get("commit")
+    commit, good, interval = (record.get(k) for k in ("commit", "last_good_time", "interval"))
     return {"time": record["time"], "commit": commit if isinstance(commit, str) else None,
             "ref": str(record.get("ref") or ""), "mode": str(record.get("mode") or ""),
             "result": str(record.get("result") or "?"),
-            "message": str(record.get("message") or "")}
+            "message": str(record.get("message") or ""),
+            "last_good_time": good if isinstance(good, str) else None,
+            "interval": interval if type(interval) is int and interval > 0 else None}
 
 
 # ---------------------------------------------------------------- collecting
@@ -383,7 +385,8 @@ def collect_status(hosts: Sequence[Host], options: RunOptions,
                 "running"|"stopped"|"absent", "jupyter": None | {"container",
                 "spec_matches", "port", "http_status", "detail"}},
                 "last_apply": None | {"time", "version", "gpu_count"},
-                "last_pull": None | {"time", "commit", "ref", "mode", "result", "message"},
+                "last_pull": None | {"time", "commit", "ref", "mode", "result", "message",
+                "last_good_time", "interval"},
                 "notes": [str]}}
 
     A host that could not be asked has `reachable` false (or its `error`) and
