@@ -82,5 +82,10 @@ def test_pull_setup_then_nothing_to_do(fleet: Fleet, sysv_host: FleetHost,
     status = gpuprov("status", "inventory.yml", "--format", "json", cwd=tmp_path)
     shown = json.loads(status.stdout)["hosts"][host.name]["last_pull"]
     assert shown == {"time": last["time"], "commit": None, "ref": "main", "mode": "apply",
-                     "result": "fetch-failed", "message": last["message"]}
+                     "result": "fetch-failed", "message": last["message"],
+                     "last_good_time": None, "interval": last["interval"]}
+    # never a good pull: the stale-pull rule alerts (exit 5), naming the failure
+    assert status.returncode == 5, status.stdout + status.stderr
+    alerts = json.loads(status.stdout)["hosts"][host.name]["alerts"]
+    assert "health_pull_stale_intervals" in [a["rule"] for a in alerts], alerts
     assert last["message"]
