@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,15 @@ from tests.fleet.host import FleetHost
 pytestmark = pytest.mark.fleet
 
 @pytest.fixture(scope="module")
-def sysv_host(fleet: Fleet) -> FleetHost:
-    return fleet.add_host(group="lab")
+def sysv_host(fleet: Fleet, systemd_hosts: list[FleetHost]) -> Iterator[FleetHost]:
+    """A default (sysvinit) host with a fresh disk; afterwards it and the
+    systemd host get fresh disks again: a timer's failed pull (no git server
+    here) leaves systemd "degraded", which later tests would inherit."""
+    host = [h for h in fleet.hosts if h.variant == "default"][-1]
+    fleet.reset(host)
+    yield host
+    for used in (host, systemd_hosts[0]):
+        fleet.reset(used)
 
 
 @pytest.mark.parametrize("init", ["sysvinit", "systemd"])
