@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import yaml
@@ -183,6 +183,18 @@ class Fleet:
         self._prepare(host)
         host.start()
         self._first_boot(host)
+
+    @contextlib.contextmanager
+    def fresh(self, hosts: Sequence[FleetHost]) -> Iterator[list[FleetHost]]:
+        """`hosts` with brand-new disks for a test module, and again after it:
+        later tests never inherit its packages, services, timers or keys."""
+        for host in hosts:
+            self.reset(host)
+        try:
+            yield list(hosts)
+        finally:
+            for host in hosts:
+                self.reset(host)
 
     # -- internals -------------------------------------------------------------
     def _new_host(self, group: str, variant: str) -> FleetHost:

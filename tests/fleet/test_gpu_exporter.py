@@ -32,12 +32,9 @@ pytestmark = pytest.mark.fleet
 
 @pytest.fixture(scope="module")
 def hosts(fleet: Fleet, systemd_hosts: list[FleetHost]):
-    chosen = [systemd_hosts[0], next(h for h in fleet.hosts if h.variant == "default")]
-    for host in chosen:
-        fleet.reset(host)
-    yield chosen
-    for host in chosen:   # later tests get clean disks
-        fleet.reset(host)
+    with fleet.fresh([systemd_hosts[0],
+                      next(h for h in fleet.hosts if h.variant == "default")]) as chosen:
+        yield chosen
 
 
 @pytest.fixture(scope="module")

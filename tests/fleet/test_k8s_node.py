@@ -47,14 +47,11 @@ def hosts(fleet: Fleet):
     if len(Path("/proc/swaps").read_text().splitlines()) > 1:
         pytest.skip("this machine has swap on: the fleet hosts would see (and swapoff) it")
     default = [h for h in fleet.hosts if h.variant == "default"]
-    chosen = [next(h for h in default if "cluster" in h.groups),
-              next(h for h in default if "lab" in h.groups)]
-    for host in chosen:
-        fleet.reset(host)
-        host.write_file(FSTAB, FSTAB_SWAP)
-    yield chosen
-    for host in chosen:   # later tests get clean disks
-        fleet.reset(host)
+    with fleet.fresh([next(h for h in default if "cluster" in h.groups),
+                      next(h for h in default if "lab" in h.groups)]) as chosen:
+        for host in chosen:
+            host.write_file(FSTAB, FSTAB_SWAP)
+        yield chosen
 
 
 @pytest.fixture(scope="module")

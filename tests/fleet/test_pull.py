@@ -98,12 +98,9 @@ def wait_for(what: str, done: Callable[[], bool], seconds: float,
 @pytest.fixture(scope="module")
 def hosts(fleet: Fleet, systemd_hosts: list[FleetHost]) -> Iterator[list[FleetHost]]:
     default = [h for h in fleet.hosts if h.variant == "default"][-2:]
-    chosen = [*default, *systemd_hosts]
-    for host in chosen:
-        fleet.reset(host)
-    yield chosen
-    for host in chosen:   # later tests get clean disks (and their authorized_keys back)
-        fleet.reset(host)
+    # afterwards their authorized_keys are back too
+    with fleet.fresh([*default, *systemd_hosts]) as chosen:
+        yield chosen
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,12 @@ pytestmark = pytest.mark.fleet
 
 @pytest.fixture(scope="module")
 def sysv_host(fleet: Fleet, systemd_hosts: list[FleetHost]) -> Iterator[FleetHost]:
-    """A default (sysvinit) host with a fresh disk; afterwards it and the
-    systemd host get fresh disks again: a timer's failed pull (no git server
-    here) leaves systemd "degraded", which later tests would inherit."""
+    """A default (sysvinit) host; it and the systemd host get fresh disks before
+    and after: a timer's failed pull (no git server here) leaves systemd
+    "degraded", which later tests would inherit."""
     host = [h for h in fleet.hosts if h.variant == "default"][-1]
-    fleet.reset(host)
-    yield host
-    for used in (host, systemd_hosts[0]):
-        fleet.reset(used)
+    with fleet.fresh([host, systemd_hosts[0]]):
+        yield host
 
 
 @pytest.mark.parametrize("init", ["sysvinit", "systemd"])
